@@ -1,0 +1,212 @@
+//! MITRE ATT&CK Enterprise v18.1, embedded (see `data/attack/ORIGIN.md`).
+//!
+//! Parsed once on first use; lookups by technique ID, tactic order for narratives, and the groups
+//! whose known techniques overlap a case's.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+const TECHNIQUES: &str = include_str!("../data/attack/enterprise-techniques.csv");
+const TACTICS: &str = include_str!("../data/attack/enterprise-tactics.csv");
+const RETIRED: &str = include_str!("../data/attack/enterprise-techniques-retired.csv");
+const GROUP_TECHNIQUES: &str = include_str!("../data/attack/groups-techniques.csv");
+
+pub const ATTACK_VERSION: &str = "18.1";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Technique {
+    pub id: String,
+    pub name: String,
+    /// Display names in matrix order.
+    pub tactics: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tactic {
+    pub id: String,
+    pub name: String,
+    pub order: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub techniques: Vec<String>,
+}
+
+/// A group whose known techniques overlap the case's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupMatch {
+    pub id: String,
+    pub name: String,
+    pub shared: Vec<String>,
+    /// Share of the case's techniques this group is known to use, 0..1.
+    pub score: f64,
+}
+
+/// How a cited technique ID resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved<'a> {
+    Active(&'a Technique),
+    /// Retired ID with its replacement, when MITRE names one.
+    Retired { name: &'a str, replaced_by: Option<&'a Technique> },
+    Unknown,
+}
+
+pub struct Attack {
+    techniques: HashMap<String, Technique>,
+    retired: HashMap<String, (String, Option<String>)>,
+    tactics: Vec<Tactic>,
+    groups: Vec<Group>,
+}
+
+/// The embedded tables, parsed on first use.
+pub fn attack() -> &'static Attack {
+    static A: OnceLock<Attack> = OnceLock::new();
+    A.get_or_init(Attack::parse_embedded)
+}
+
+fn rows(csv: &str) -> impl Iterator<Item = Vec<&str>> {
+    // The export has no quoted fields (names never contain commas); checked by a test.
+    csv.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|l| l.split(',').collect())
+}
+
+impl Attack {
+    fn parse_embedded() -> Attack {
+        let techniques = rows(TECHNIQUES)
+            .filter(|r| r.len() >= 3)
+            .map(|r| {
+                let t = Technique {
+                    id: r[0].to_string(),
+                    name: r[1].to_string(),
+                    tactics: r[2].split(';').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                };
+                (t.id.clone(), t)
+            })
+            .collect();
+        let retired = rows(RETIRED)
+            .filter(|r| r.len() >= 4)
+            .map(|r| (r[0].to_string(), (r[1].to_string(), (!r[3].is_empty()).then(|| r[3].to_string()))))
+            .collect();
+        let mut tactics: Vec<Tactic> = rows(TACTICS)
+            .filter(|r| r.len() >= 4)
+            .map(|r| Tactic { id: r[0].to_string(), name: r[2].to_string(), order: r[3].trim().parse().unwrap_or(u32::MAX) })
+            .collect();
+        tactics.sort_by_key(|t| t.order);
+        let mut by_group: BTreeMap<String, Group> = BTreeMap::new();
+        for r in rows(GROUP_TECHNIQUES).filter(|r| r.len() >= 4) {
+            let g = by_group.entry(r[0].to_string()).or_insert_with(|| Group {
+                id: r[0].to_string(),
+                name: r[1].to_string(),
+                aliases: r[2].split(';').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                techniques: Vec::new(),
+            });
+            g.techniques.push(r[3].to_string());
+        }
+        Attack { techniques, retired, tactics, groups: by_group.into_values().collect() }
+    }
+
+    pub fn technique(&self, id: &str) -> Option<&Technique> {
+        self.techniques.get(id)
+    }
+
+    pub fn resolve(&self, id: &str) -> Resolved<'_> {
+        if let Some(t) = self.techniques.get(id) {
+            return Resolved::Active(t);
+        }
+        match self.retired.get(id) {
+            Some((name, replaced)) => Resolved::Retired {
+                name,
+                replaced_by: replaced.as_deref().and_then(|r| self.techniques.get(r)),
+            },
+            None => Resolved::Unknown,
+        }
+    }
+
+    /// Position of a tactic (by display name) in the Enterprise matrix.
+    pub fn tactic_order(&self, name: &str) -> u32 {
+        self.tactics.iter().find(|t| t.name == name).map_or(u32::MAX, |t| t.order)
+    }
+
+    pub fn tactics(&self) -> &[Tactic] {
+        &self.tactics
+    }
+
+    pub fn technique_count(&self) -> usize {
+        self.techniques.len()
+    }
+
+    /// Groups ranked by how much of the case's technique set they are known to use. A
+    /// sub-technique in the case also matches a group that uses its parent, and vice versa.
+    pub fn groups_overlapping(&self, case_techniques: &[String], limit: usize) -> Vec<GroupMatch> {
+        if case_techniques.is_empty() {
+            return Vec::new();
+        }
+        let parent = |t: &str| t.split('.').next().unwrap_or(t).to_string();
+        let mut out: Vec<GroupMatch> = self
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let shared: Vec<String> = case_techniques
+                    .iter()
+                    .filter(|ct| g.techniques.iter().any(|gt| gt == *ct || parent(gt) == **ct || parent(ct) == *gt))
+                    .cloned()
+                    .collect();
+                (!shared.is_empty()).then(|| GroupMatch {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                    score: shared.len() as f64 / case_techniques.len() as f64,
+                    shared,
+                })
+            })
+            .collect();
+        // Higher overlap first; among equals, groups with a narrower repertoire are more specific.
+        let size = |id: &str| self.groups.iter().find(|g| g.id == id).map_or(usize::MAX, |g| g.techniques.len());
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| size(&a.id).cmp(&size(&b.id))).then_with(|| a.id.cmp(&b.id)));
+        out.truncate(limit);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_complete() {
+        let a = attack();
+        assert_eq!(a.technique_count(), 691);
+        assert_eq!(a.tactics().len(), 14);
+        assert_eq!(a.groups.len(), 168);
+        assert!(TECHNIQUES.lines().chain(GROUP_TECHNIQUES.lines()).all(|l| !l.contains('"')));
+    }
+
+    #[test]
+    fn resolves_active_and_retired_ids() {
+        let a = attack();
+        let ps = a.technique("T1059.001").unwrap();
+        assert_eq!(ps.name, "PowerShell");
+        assert_eq!(ps.tactics, vec!["Execution"]);
+        match a.resolve("T1002") {
+            Resolved::Retired { name, replaced_by } => {
+                assert_eq!(name, "Data Compressed");
+                assert_eq!(replaced_by.unwrap().id, "T1560");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.resolve("T9999"), Resolved::Unknown);
+        assert!(a.tactic_order("Reconnaissance") < a.tactic_order("Impact"));
+    }
+
+    #[test]
+    fn group_overlap_is_ranked() {
+        let a = attack();
+        let m = a.groups_overlapping(&["T1059.001".into(), "T1003.001".into(), "T1486".into()], 5);
+        assert_eq!(m.len(), 5);
+        assert!(m[0].score >= m[4].score);
+        assert!(m[0].shared.len() >= 2);
+    }
+}

@@ -1,0 +1,58 @@
+//! Settings every stage reads, with the defaults a first deployment gets.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use crate::indicator::InternalNames;
+use crate::xdr::Severity;
+
+/// Rollout phases (DESIGN.md): 1 read-only dossier, 2 also proposes gated actions, 3 co-pilot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase(pub u8);
+
+impl Phase {
+    pub fn proposes_actions(self) -> bool {
+        self.0 >= 2
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Tenant used when a request does not name one.
+    pub default_tenant: String,
+    pub phase: Phase,
+    /// Incidents below this severity are acknowledged and skipped at the door.
+    pub min_severity: Severity,
+    pub internal_names: InternalNames,
+    /// Sources the collect stage fans out to, by name.
+    pub sources: Vec<String>,
+    /// Fan-in deadline: synthesis starts then even if a source never answered.
+    pub enrich_deadline: Duration,
+    /// Base of approval links, e.g. `https://abc.execute-api.eu-west-1.amazonaws.com`.
+    pub public_base_url: String,
+    /// Who gets an approval link.
+    pub approvers: Vec<String>,
+    pub link_ttl: Duration,
+    /// Lease on an in-flight external write (comment, action) before another worker may retry it.
+    pub write_lease: Duration,
+    /// Most indicators stored on a case (DynamoDB items are capped at 400 KB).
+    pub max_indicators: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            default_tenant: "default".into(),
+            phase: Phase(2),
+            min_severity: Severity::Unknown,
+            internal_names: InternalNames::default(),
+            sources: vec![crate::sources::ATTACK_SOURCE.into()],
+            enrich_deadline: Duration::from_secs(90),
+            public_base_url: "http://127.0.0.1:3000".into(),
+            approvers: vec!["soc-approver@example.com".into()],
+            link_ttl: Duration::from_secs(24 * 3600),
+            write_lease: Duration::from_secs(120),
+            max_indicators: 2000,
+        }
+    }
+}

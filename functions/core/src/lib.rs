@@ -1,0 +1,23 @@
+//! Dossier core: domain types, pure pipeline logic and the ports (traits) the adapters implement.
+//!
+//! Nothing here knows the AWS SDK, an HTTP client or the Lambda runtime. The `embedded` module holds
+//! in-memory implementations of the ports with the same semantics as the AWS ones, for the local
+//! CLI and for tests.
+
+pub mod attack;
+pub mod case;
+pub mod config;
+pub mod dossier;
+pub mod embedded;
+pub mod extract;
+pub mod http;
+pub mod indicator;
+pub mod messages;
+pub mod ports;
+pub mod repo;
+pub mod signing;
+pub mod sources;
+pub mod stages;
+pub mod timefmt;
+pub mod webhook;
+pub mod xdr;

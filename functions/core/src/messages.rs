@@ -1,0 +1,85 @@
+//! Messages between stages. They carry keys, never payloads (SQS caps a message at 256 KB), and
+//! every consumer is idempotent to redelivery.
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::CaseKey;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynthesisReason {
+    /// The last expected source reported.
+    AllReported,
+    /// The fan-in deadline fired; missing sources are marked timed out.
+    Deadline,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    Collect { case: CaseKey },
+    Enrich { case: CaseKey, source: String },
+    Synthesize { case: CaseKey, reason: SynthesisReason },
+    WriteComment { case: CaseKey, draft_id: String },
+    ExecuteAction { case: CaseKey, action_id: String },
+}
+
+pub const MESSAGE_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: u32,
+    #[serde(flatten)]
+    message: Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("message is not a Dossier message: {0}")]
+    Malformed(String),
+    #[error("message version {0} is not supported (expected {MESSAGE_VERSION})")]
+    Version(u32),
+}
+
+impl Message {
+    pub fn case(&self) -> &CaseKey {
+        match self {
+            Message::Collect { case }
+            | Message::Enrich { case, .. }
+            | Message::Synthesize { case, .. }
+            | Message::WriteComment { case, .. }
+            | Message::ExecuteAction { case, .. } => case,
+        }
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(&Envelope { v: MESSAGE_VERSION, message: self.clone() }).expect("messages serialise")
+    }
+
+    pub fn parse(body: &str) -> Result<Message, MessageError> {
+        let env: Envelope = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        if env.v != MESSAGE_VERSION {
+            return Err(MessageError::Version(env.v));
+        }
+        // Keys inside a message are validated like keys at the door.
+        let case = env.message.case();
+        CaseKey::new(&case.tenant, &case.incident_id).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        Ok(env.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "virustotal".into() };
+        let body = m.to_body();
+        assert!(body.contains("\"v\":1"));
+        assert_eq!(Message::parse(&body).unwrap(), m);
+        assert!(matches!(Message::parse("{}"), Err(MessageError::Malformed(_))));
+        assert!(matches!(Message::parse(&body.replace("\"v\":1", "\"v\":9")), Err(MessageError::Version(9))));
+        assert!(Message::parse(&body.replace("\"7\"", "\"7#x\"")).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! intake: the webhook door. Authenticates, bounds, parses, filters, dedupes, answers 202.
+
+use serde_json::json;
+use std::time::Duration;
+use tracing::{info, warn, Instrument};
+
+use super::{Context, StageError};
+use crate::case::{Case, CaseKey, CaseStatus, Trigger};
+use crate::http::{HttpRequest, HttpResponse};
+use crate::messages::Message;
+use crate::ports::{PutOutcome, QueueName};
+use crate::webhook::{authenticate, parse_webhook, MAX_BODY_BYTES};
+
+pub struct Intake {
+    ctx: Context,
+    webhook_secret: Vec<u8>,
+}
+
+impl Intake {
+    pub fn new(ctx: Context, webhook_secret: Vec<u8>) -> Intake {
+        Intake { ctx, webhook_secret }
+    }
+
+    pub async fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        if req.method != "POST" {
+            return HttpResponse::error(405, "method_not_allowed", "POST the incident JSON to /webhook");
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return HttpResponse::error(413, "payload_too_large", format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", req.body.len()));
+        }
+        if let Err(e) = authenticate(req, &self.webhook_secret, self.ctx.now_ms() / 1000) {
+            warn!(reason = %e, source_ip = req.source_ip.as_deref().unwrap_or("-"), "webhook rejected: authentication");
+            return HttpResponse::error(401, "unauthorized", e.to_string());
+        }
+        let incoming = match parse_webhook(&req.body) {
+            Ok(w) => w,
+            Err(e) => return HttpResponse::error(400, "invalid_payload", e.to_string()),
+        };
+        let tenant = req.header("x-dossier-tenant").map(str::to_string).or(incoming.tenant.clone()).unwrap_or_else(|| self.ctx.config.default_tenant.clone());
+        let key = match CaseKey::new(&tenant, &incoming.incident_id) {
+            Ok(k) => k,
+            Err(e) => return HttpResponse::error(400, "invalid_payload", e.to_string()),
+        };
+        let span = tracing::info_span!("case", case = %key);
+        async {
+            if incoming.hint.severity < self.ctx.config.min_severity {
+                let reason = format!("severity {} is below the rollout minimum {}", incoming.hint.severity, self.ctx.config.min_severity);
+                info!(%reason, "incident skipped at the door");
+                return HttpResponse::json(202, json!({"status": "skipped", "case": key, "reason": reason}));
+            }
+            match self.accept(&key, incoming.hint).await {
+                Ok(duplicate) => HttpResponse::json(202, json!({"status": if duplicate { "duplicate" } else { "accepted" }, "case": key})),
+                Err(e) => {
+                    warn!(error = %e, "webhook could not be stored");
+                    HttpResponse::error(503, "unavailable", "the case could not be stored; retry later")
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Creates the case once and starts collection; `Ok(true)` for a duplicate delivery.
+    async fn accept(&self, key: &CaseKey, hint: crate::case::IncidentHint) -> Result<bool, StageError> {
+        let case = Case::new(key.clone(), Trigger::Webhook, hint, self.ctx.now_ms());
+        let duplicate = match self.ctx.repo.create_case(&case).await? {
+            PutOutcome::Written => {
+                self.ctx.audit(key, "case.received", "webhook").await?;
+                false
+            }
+            PutOutcome::AlreadyExists => {
+                // A duplicate delivery. If the first one stored the case but failed to enqueue,
+                // this one finishes the job (collect is idempotent).
+                let stored = self.ctx.repo.case(key).await?;
+                if stored.map(|c| c.status) != Some(CaseStatus::Received) {
+                    info!("duplicate webhook; case already in progress");
+                    return Ok(true);
+                }
+                true
+            }
+        };
+        self.ctx.send(&QueueName::collect(), &Message::Collect { case: key.clone() }, Duration::ZERO).await?;
+        info!(duplicate, "case accepted");
+        Ok(duplicate)
+    }
+}
+
+/// Creates a case without HTTP (poller, local CLI): the same dedupe and the same first message.
+pub async fn open_case(ctx: &Context, case: Case) -> Result<bool, StageError> {
+    let key = case.key.clone();
+    let created = ctx.repo.create_case(&case).await? == PutOutcome::Written;
+    if created {
+        ctx.audit(&key, "case.received", format!("{:?}", case.trigger).to_lowercase()).await?;
+    }
+    ctx.send(&QueueName::collect(), &Message::Collect { case: key }, Duration::ZERO).await?;
+    Ok(created)
+}
