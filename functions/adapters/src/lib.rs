@@ -1,0 +1,16 @@
+//! Adapters: the core's ports implemented with the AWS SDK (DynamoDB, SQS, Secrets Manager) and
+//! HTTP clients (Cortex XDR, VirusTotal), plus the Lambda event glue and the wiring each
+//! function's `main.rs` calls once per cold start.
+
+pub mod aws;
+pub mod dynamo;
+pub mod env;
+pub mod http_client;
+pub mod lambda;
+pub mod provision;
+pub mod secrets;
+pub mod sqs;
+pub mod telemetry;
+pub mod virustotal;
+pub mod wiring;
+pub mod xdr;

@@ -210,7 +210,7 @@ pub fn extract(data: &ExtraData, names: &InternalNames) -> Extraction {
         // `hosts[]` entries are `name:agent_id`.
         let (name, agent) = host.split_once(':').map_or((host.as_str(), None), |(n, a)| (n, Some(a)));
         c.add(IndicatorKind::Hostname, name, "incident.hosts");
-        push_endpoint(&mut endpoints, agent.map(str::to_string), Some(name.to_string()));
+        push_endpoint(&mut endpoints, agent.map(str::to_string), Some(name.to_ascii_lowercase()));
     }
     for user in &inc.users {
         c.add(IndicatorKind::User, user, "incident.users");
@@ -237,7 +237,7 @@ pub fn extract(data: &ExtraData, names: &InternalNames) -> Extraction {
             }
         }
         if alert.endpoint_id.is_some() || alert.host_name.is_some() {
-            push_endpoint(&mut endpoints, alert.endpoint_id.clone(), alert.host_name.clone());
+            push_endpoint(&mut endpoints, alert.endpoint_id.clone(), alert.host_name.as_deref().map(str::to_ascii_lowercase));
         }
     }
     for n in &data.network_artifacts {

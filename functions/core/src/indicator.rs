@@ -227,7 +227,8 @@ pub fn normalise(kind: IndicatorKind, raw: &str, names: &InternalNames) -> Optio
             if h.len() > 255 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return None;
             }
-            (h.to_string(), true)
+            // Host names are case-insensitive (NetBIOS, DNS): one spelling per host.
+            (h.to_ascii_lowercase(), true)
         }
         IndicatorKind::User => {
             if v.len() > 256 || v.chars().any(|c| c.is_control()) {

@@ -1,1 +1,297 @@
-fn main() {}
+//! `dossier`: run Dossier locally. `demo` runs the bundled incidents offline; `run` runs one
+//! recorded `get_incident_extra_data` reply; `serve` plays API Gateway + SQS around the real
+//! handlers. Exit codes: 0 success, 1 the pipeline failed, 2 unusable input.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dossier_adapters::xdr::{XdrCredentials, XdrHttp};
+use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::config::PipelineConfig;
+use dossier_core::embedded::RecordingXdr;
+use dossier_core::ports::{Clock, SystemClock, XdrApi};
+use dossier_core::signing::{LinkSigner, SigningKey};
+use dossier_core::stages::open_case;
+use dossier_core::xdr::{parse_extra_data, ExtraData};
+use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
+use dossier_local::report::case_report;
+use dossier_local::samples::SAMPLES;
+
+#[derive(Parser)]
+#[command(name = "dossier", version, about = "AI case enrichment for Cortex XDR, run locally")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bundled sample incidents end to end, offline, and print each dossier.
+    Demo {
+        /// Print one JSON report per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole pipeline on a recorded `get_incident_extra_data` reply. XDR writes are recorded, not sent.
+    Run {
+        /// File holding `{"reply": {"incident", "alerts", "network_artifacts", "file_artifacts"}}`.
+        #[arg(long)]
+        extra_data: PathBuf,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Use the AWS adapters against this endpoint (e.g. moto server) instead of the embedded backend.
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+    },
+    /// Serve POST /webhook and GET|POST /approve, with the queue consumers in-process.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        /// Seed the bundled demo cases first and print each approval link as `approval: <url>`.
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+/// Input problems: exit 2 with the message.
+struct BadInput(String);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    dossier_adapters::telemetry::init_local();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { json } => demo(json).await,
+        Command::Run { extra_data, json, tenant, aws_endpoint } => run(&extra_data, json, &tenant, aws_endpoint.as_deref()).await,
+        Command::Serve { addr, aws_endpoint, demo } => serve(addr, aws_endpoint.as_deref(), demo).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(BadInput(msg)) => {
+            eprintln!("dossier: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// Local link key: `DOSSIER_LINK_KEY` if set, else a fresh random key (links die with the process).
+fn local_signer() -> Result<Arc<LinkSigner>, BadInput> {
+    match env("DOSSIER_LINK_KEY") {
+        Some(text) => LinkSigner::from_secret(&text).map(Arc::new).map_err(|e| BadInput(format!("DOSSIER_LINK_KEY: {e}"))),
+        None => {
+            let mut secret = vec![0u8; 32];
+            getrandom::getrandom(&mut secret).map_err(|e| BadInput(format!("no OS randomness for a link key: {e}")))?;
+            LinkSigner::new(vec![SigningKey { id: "local".into(), secret }]).map(Arc::new).map_err(|e| BadInput(e.to_string()))
+        }
+    }
+}
+
+fn config() -> Result<PipelineConfig, BadInput> {
+    dossier_adapters::env::pipeline_config().map_err(|e| BadInput(e.to_string()))
+}
+
+async fn backend(aws_endpoint: Option<&str>, clock: Arc<dyn Clock>, sources: &[String]) -> Result<Backend, BadInput> {
+    match aws_endpoint {
+        None => Ok(Backend::embedded(clock)),
+        Some(ep) => Backend::aws(ep, &env("DOSSIER_RESOURCE_PREFIX").unwrap_or_else(|| "dossier-".into()), sources).await.map_err(|e| BadInput(format!("AWS endpoint {ep}: {e}"))),
+    }
+}
+
+async fn pipeline(config: PipelineConfig, xdr: Arc<dyn XdrApi>, aws_endpoint: Option<&str>, webhook_secret: Vec<u8>) -> Result<LocalPipeline, BadInput> {
+    let sources = dossier_local::sources::local_sources().map_err(|e| BadInput(e.to_string()))?;
+    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = backend(aws_endpoint, clock.clone(), &names).await?;
+    Ok(LocalPipeline::new(PipelineParts { backend, config, clock, xdr, sources, signer: local_signer()?, webhook_secret }))
+}
+
+fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInput> {
+    let key = CaseKey::new(tenant, &data.incident.incident_id).map_err(|e| BadInput(e.to_string()))?;
+    let hint = IncidentHint { severity: data.incident.severity, description: data.incident.description.clone(), created_at_ms: data.incident.creation_ms, ..Default::default() };
+    Ok(Case::new(key, Trigger::Local, hint, now_ms))
+}
+
+const RUN_BUDGET: Duration = Duration::from_secs(600);
+
+async fn run(path: &std::path::Path, json: bool, tenant: &str, aws_endpoint: Option<&str>) -> Result<ExitCode, BadInput> {
+    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+    // Validate fully before anything is stored.
+    let incidents = parse_extra_data(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    let mut config = config()?;
+    config.enrich_deadline = config.enrich_deadline.min(Duration::from_secs(90));
+    let xdr = Arc::new(RecordingXdr::serving(text.clone()));
+    let pipeline = pipeline(config, xdr.clone(), aws_endpoint, Vec::new()).await?;
+    let now = SystemClock.now_ms();
+    let mut keys = Vec::new();
+    for data in &incidents {
+        let case = case_for(tenant, data, now)?;
+        keys.push(case.key.clone());
+        if let Err(e) = open_case(&pipeline.ctx, case).await {
+            eprintln!("dossier: could not open the case: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let settled = match pipeline.run_until_settled(&keys, RUN_BUDGET).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dossier: pipeline error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let writes = xdr.writes();
+    let mut reports = Vec::new();
+    for key in &keys {
+        match case_report(&pipeline, key, &writes).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("dossier: cannot read case {key}: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    if json {
+        let out = if reports.len() == 1 { reports.remove(0) } else { serde_json::json!({ "cases": reports }) };
+        println!("{out}");
+    } else {
+        for r in &reports {
+            print_text(r);
+        }
+    }
+    let failed = reports.iter().any(|r| r["case"]["status"] == "failed");
+    if !settled || failed {
+        eprintln!("dossier: {}", if settled { "the case failed; see case.failure" } else { "the pipeline did not settle in time" });
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(r: &serde_json::Value) {
+    let case = &r["case"];
+    println!("━━━ Incident {} (tenant {}) — {} ━━━", case["incident_id"].as_str().unwrap_or(""), case["tenant"].as_str().unwrap_or(""), case["status"].as_str().unwrap_or(""));
+    if let Some(f) = case["failure"].as_str() {
+        println!("FAILED: {f}");
+    }
+    println!("{}", r["dossier"]["comment"].as_str().unwrap_or("(no dossier)"));
+    let actions = r["actions"].as_array().cloned().unwrap_or_default();
+    if !actions.is_empty() {
+        println!("\nApproval links (one per approver; GET shows a confirmation page, POST decides):");
+        for a in actions {
+            for link in a["approvals"].as_array().cloned().unwrap_or_default() {
+                println!("  {} {} → {}", a["kind"].as_str().unwrap_or(""), a["target_label"].as_str().unwrap_or(""), link["approver"].as_str().unwrap_or(""));
+                println!("  approval: {}", link["url"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    let writes = r["xdr_writes"].as_array().map_or(0, Vec::len);
+    println!("\nXDR writes recorded (not sent): {writes}\n");
+}
+
+async fn demo(json: bool) -> Result<ExitCode, BadInput> {
+    let mut replies = Vec::new();
+    let mut cases = Vec::new();
+    let now = SystemClock.now_ms();
+    for s in SAMPLES {
+        let data = parse_extra_data(s.extra_data).map_err(|e| BadInput(format!("bundled sample {} is broken: {e}", s.name)))?;
+        for d in data {
+            replies.push((d.incident.incident_id.clone(), s.extra_data.to_string()));
+            cases.push((s, case_for("demo", &d, now)?));
+        }
+    }
+    let xdr = Arc::new(RecordingXdr::with_incidents(replies));
+    let pipeline = pipeline(config()?, xdr.clone(), None, Vec::new()).await?;
+    let mut keys = Vec::new();
+    for (_, case) in &cases {
+        keys.push(case.key.clone());
+        if let Err(e) = open_case(&pipeline.ctx, case.clone()).await {
+            eprintln!("dossier: could not open the case: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    match pipeline.run_until_settled(&keys, RUN_BUDGET).await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("dossier: the demo did not settle in time");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            eprintln!("dossier: pipeline error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let writes = xdr.writes();
+    for (sample, case) in &cases {
+        let report = match case_report(&pipeline, &case.key, &writes).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("dossier: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if json {
+            println!("{report}");
+        } else {
+            println!("Sample `{}`: {}", sample.name, sample.about);
+            print_text(&report);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(addr: SocketAddr, aws_endpoint: Option<&str>, seed_demo: bool) -> Result<ExitCode, BadInput> {
+    let secret = env("DOSSIER_WEBHOOK_SECRET").ok_or_else(|| BadInput("set DOSSIER_WEBHOOK_SECRET (the shared secret webhook callers send)".into()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| BadInput(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| BadInput(e.to_string()))?;
+    let mut config = config()?;
+    if env("DOSSIER_PUBLIC_BASE_URL").is_none() {
+        config.public_base_url = format!("http://{bound}");
+    }
+    let xdr: Arc<dyn XdrApi> = match (env("DOSSIER_XDR_URL"), env("DOSSIER_XDR_KEY")) {
+        (Some(url), Some(key)) => Arc::new(XdrHttp::new(&url, XdrCredentials::from_secret(&key).map_err(BadInput)?, Duration::from_secs(20))),
+        _ => {
+            eprintln!("dossier: no DOSSIER_XDR_URL/DOSSIER_XDR_KEY: serving the bundled sample incidents and recording XDR writes");
+            let mut replies = Vec::new();
+            for s in SAMPLES {
+                for d in parse_extra_data(s.extra_data).map_err(|e| BadInput(e.to_string()))? {
+                    replies.push((d.incident.incident_id, s.extra_data.to_string()));
+                }
+            }
+            Arc::new(RecordingXdr::with_incidents(replies))
+        }
+    };
+    let pipeline = Arc::new(pipeline(config, xdr, aws_endpoint, secret.into_bytes()).await?);
+    if seed_demo {
+        let now = SystemClock.now_ms();
+        let mut keys = Vec::new();
+        for s in SAMPLES {
+            for d in parse_extra_data(s.extra_data).map_err(|e| BadInput(e.to_string()))? {
+                let case = case_for("demo", &d, now)?;
+                keys.push(case.key.clone());
+                open_case(&pipeline.ctx, case).await.map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
+            }
+        }
+        pipeline.run_until_settled(&keys, RUN_BUDGET).await.map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
+        for key in &keys {
+            for a in pipeline.ctx.repo.actions(key).await.map_err(|e| BadInput(e.to_string()))? {
+                for l in a.links {
+                    println!("approval: {}", l.url);
+                }
+            }
+        }
+    }
+    println!("listening: http://{bound}");
+    dossier_local::server::serve(pipeline, listener, Duration::from_millis(50)).await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,72 @@
+//! Configuration from the environment (what the SAM template sets on each function). Secrets are
+//! never in the environment: only their ARNs or names.
+
+use std::time::Duration;
+
+use dossier_core::config::{Phase, PipelineConfig};
+use dossier_core::indicator::InternalNames;
+use dossier_core::xdr::Severity;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+pub fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    var(name).ok_or(ConfigError::Missing(name))
+}
+
+fn list(name: &'static str) -> Option<Vec<String>> {
+    var(name).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+fn number(name: &'static str) -> Result<Option<u64>, ConfigError> {
+    var(name).map(|v| v.parse::<u64>().map_err(|_| ConfigError::Invalid { name, reason: format!("`{v}` is not a whole number") })).transpose()
+}
+
+/// The pipeline settings, starting from the defaults.
+pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
+    let mut c = PipelineConfig::default();
+    if let Some(t) = var("DOSSIER_DEFAULT_TENANT") {
+        c.default_tenant = t;
+    }
+    if let Some(p) = number("DOSSIER_PHASE")? {
+        if !(1..=3).contains(&p) {
+            return Err(ConfigError::Invalid { name: "DOSSIER_PHASE", reason: "must be 1, 2 or 3".into() });
+        }
+        c.phase = Phase(p as u8);
+    }
+    if let Some(s) = var("DOSSIER_MIN_SEVERITY") {
+        let sev = Severity::parse(&s);
+        if sev == Severity::Unknown && !s.eq_ignore_ascii_case("unknown") {
+            return Err(ConfigError::Invalid { name: "DOSSIER_MIN_SEVERITY", reason: format!("`{s}` is not informational, low, medium, high or critical") });
+        }
+        c.min_severity = sev;
+    }
+    if let Some(d) = list("DOSSIER_INTERNAL_DOMAINS") {
+        c.internal_names = InternalNames { domain_suffixes: d.into_iter().map(|s| s.trim_start_matches('.').to_ascii_lowercase()).collect() };
+    }
+    if let Some(s) = list("DOSSIER_SOURCES") {
+        c.sources = s;
+    }
+    if let Some(s) = number("DOSSIER_ENRICH_DEADLINE_SECONDS")? {
+        c.enrich_deadline = Duration::from_secs(s);
+    }
+    if let Some(u) = var("DOSSIER_PUBLIC_BASE_URL") {
+        c.public_base_url = u;
+    }
+    if let Some(a) = list("DOSSIER_APPROVERS") {
+        c.approvers = a;
+    }
+    if let Some(h) = number("DOSSIER_LINK_TTL_HOURS")? {
+        c.link_ttl = Duration::from_secs(h * 3600);
+    }
+    Ok(c)
+}

@@ -1,0 +1,79 @@
+//! Lambda event glue: API Gateway HTTP API (payload v2) events to and from the core's plain HTTP
+//! types, and SQS batches with partial batch failure reporting.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::{HeaderName, HeaderValue};
+use tracing::{error, warn};
+
+use dossier_core::http::{HttpRequest, HttpResponse};
+use dossier_core::ports::{Delivery, QueueConsumer, QueueName};
+use dossier_core::stages::MessageHandler;
+
+pub fn to_request(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, HttpResponse> {
+    let body = match (&ev.body, ev.is_base64_encoded) {
+        (None, _) => Vec::new(),
+        (Some(b), false) => b.as_bytes().to_vec(),
+        (Some(b), true) => STANDARD.decode(b).map_err(|_| HttpResponse::error(400, "invalid_body", "the request body is not valid base64"))?,
+    };
+    Ok(HttpRequest {
+        method: ev.request_context.http.method.as_str().to_string(),
+        path: ev.raw_path.clone().or_else(|| ev.request_context.http.path.clone()).unwrap_or_default(),
+        headers: ev.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect(),
+        query: ev.raw_query_string.as_deref().map(|q| form_pairs(q)).unwrap_or_default(),
+        body,
+        source_ip: ev.request_context.http.source_ip.clone(),
+    })
+}
+
+fn form_pairs(q: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(r.status);
+    for (k, v) in r.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            out.headers.insert(name, value);
+        }
+    }
+    out.body = Some(Body::Text(r.body));
+    out
+}
+
+/// Handles an SQS batch; failed messages are reported so only they come back. A handler that asks
+/// for a later retry gets its message's visibility set to that delay first.
+pub async fn process_sqs_batch(handler: &dyn MessageHandler, consumer: &dyn QueueConsumer, queue: &QueueName, event: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let Some(body) = record.body.as_deref() else {
+            error!(message_id = %id, "SQS record without a body");
+            response.add_failure(id);
+            continue;
+        };
+        match handler.handle(body).await {
+            Ok(()) => {}
+            Err(e) => {
+                if let (Some(after), Some(receipt)) = (e.retry_after(), record.receipt_handle.clone()) {
+                    let delivery = Delivery { queue: queue.clone(), receipt, body: body.to_string(), receive_count: 0 };
+                    if let Err(ve) = consumer.retry_later(&delivery, after).await {
+                        warn!(message_id = %id, error = %ve, "could not delay the retry; it will come back after the visibility timeout");
+                    }
+                }
+                if e.is_retryable() {
+                    warn!(message_id = %id, error = %e, "message failed; will be retried");
+                } else {
+                    // Not retryable: it goes to the DLQ intact after the redrive limit.
+                    error!(message_id = %id, error = %e, "message cannot be processed");
+                }
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}

@@ -1,0 +1,89 @@
+//! The report of a local run: the JSON object `dossier run --json` prints, and the text the demo prints.
+
+use serde_json::{json, Value};
+
+use dossier_core::case::CaseKey;
+use dossier_core::dossier::Draft;
+use dossier_core::embedded::XdrWrite;
+use dossier_core::indicator::IndicatorKind;
+use dossier_core::stages::StageError;
+
+use crate::backend::LocalPipeline;
+
+/// Everything about one case after a run.
+pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[XdrWrite]) -> Result<Value, StageError> {
+    let repo = &pipeline.ctx.repo;
+    let case = repo.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
+    let reports = repo.source_reports(key).await?;
+    let draft: Option<Draft> = match &case.draft_id {
+        Some(id) => repo.draft(key, id).await?,
+        None => None,
+    };
+    let actions = repo.actions(key).await?;
+    let indicators: Vec<Value> = case
+        .indicators
+        .iter()
+        .filter(|i| i.kind != IndicatorKind::Process)
+        .map(|i| {
+            let verdicts: Vec<Value> = reports
+                .iter()
+                .flat_map(|r| r.verdicts.iter().filter(|v| v.kind == i.kind && v.value == i.value).map(move |v| json!({"source": r.source, "verdict": v.verdict.as_str(), "summary": v.summary})))
+                .collect();
+            json!({"type": i.kind.as_str(), "value": i.value, "internal": i.internal, "seen_in": i.seen_in, "verdicts": verdicts})
+        })
+        .collect();
+    let techniques: Vec<Value> = match &draft {
+        Some(d) => d.dossier.techniques.iter().map(|t| json!({"id": t.id, "name": t.name, "tactics": t.tactics})).collect(),
+        None => case.techniques.iter().map(|id| json!({"id": id, "name": null, "tactics": []})).collect(),
+    };
+    let mut sources: Vec<Value> = case
+        .expected_sources
+        .iter()
+        .map(|name| match reports.iter().find(|r| &r.source == name) {
+            Some(r) => json!({"name": r.source, "status": r.status.as_str(), "calls": r.calls, "latency_ms": r.latency_ms, "note": r.note}),
+            None => json!({"name": name, "status": "missing", "calls": 0, "latency_ms": null, "note": "no answer before synthesis"}),
+        })
+        .collect();
+    sources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let dossier = draft.as_ref().map(|d| {
+        json!({
+            "ai_generated": d.dossier.ai_generated,
+            "model": d.dossier.model,
+            "prompt_version": d.dossier.prompt_version,
+            "summary": d.dossier.summary,
+            "severity": d.dossier.severity.as_str(),
+            "hypotheses": d.dossier.hypotheses.iter().map(|h| json!({"text": h.text, "confidence": h.confidence, "evidence": h.evidence})).collect::<Vec<_>>(),
+            "actors": d.dossier.actors.iter().map(|g| json!({"id": g.id, "name": g.name, "score": g.score, "shared": g.shared})).collect::<Vec<_>>(),
+            "next_steps": d.dossier.next_steps.iter().map(|n| json!({"text": n.text, "xql": n.xql})).collect::<Vec<_>>(),
+            "missing_sources": d.dossier.missing_sources,
+            "comment": d.comment,
+        })
+    });
+    let actions: Vec<Value> = actions
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id, "kind": a.kind.as_str(), "target": a.target, "target_label": a.target_label,
+                "rationale": a.rationale, "status": a.status.as_str(),
+                "approval_url": a.links.first().map(|l| l.url.clone()),
+                "approvals": a.links.iter().map(|l| json!({"approver": l.approver, "url": l.url, "expires_at_ms": l.expires_at_ms})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let incident_id = &key.incident_id;
+    let writes: Vec<Value> = xdr_writes
+        .iter()
+        .filter(|w| w.body.pointer("/request_data/incident_id").and_then(Value::as_str) == Some(incident_id.as_str()))
+        .map(|w| json!({"endpoint": w.endpoint, "body": w.body}))
+        .collect();
+    Ok(json!({
+        "case": {"tenant": key.tenant, "incident_id": key.incident_id, "status": case.status.as_str(), "failure": case.failure, "severity": case.severity.as_str(), "alert_count": case.alert_count},
+        "indicators": indicators,
+        "techniques": techniques,
+        "sources": sources,
+        "dossier": dossier,
+        "actions": actions,
+        "xdr_writes": writes,
+        "warnings": case.parse_warnings,
+    }))
+}
