@@ -185,7 +185,8 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         if users.is_empty() { "no named user".to_string() } else { clean_text(&users.join(", "), 200) },
     );
     if malicious.is_empty() && suspicious.is_empty() {
-        let _ = write!(summary, " No enrichment source flags any of the {} indicator(s).", indicators.len());
+        let observables = indicators.iter().filter(|f| !f.kind.is_entity()).count();
+        let _ = write!(summary, " No enrichment source flags any of the {observables} indicator(s).");
     } else {
         let flagged: Vec<String> = malicious.iter().chain(suspicious.iter()).take(5).map(|f| format!("{} {} ({})", f.kind, f.value, f.worst.as_str())).collect();
         let _ = write!(summary, " Flagged: {}.", flagged.join("; "));
