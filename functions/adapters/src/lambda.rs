@@ -17,13 +17,32 @@ pub fn to_request(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, HttpRespo
     let body = match (&ev.body, ev.is_base64_encoded) {
         (None, _) => Vec::new(),
         (Some(b), false) => b.as_bytes().to_vec(),
-        (Some(b), true) => STANDARD.decode(b).map_err(|_| HttpResponse::error(400, "invalid_body", "the request body is not valid base64"))?,
+        (Some(b), true) => STANDARD.decode(b).map_err(|_| {
+            HttpResponse::error(400, "invalid_body", "the request body is not valid base64")
+        })?,
     };
     Ok(HttpRequest {
         method: ev.request_context.http.method.as_str().to_string(),
-        path: ev.raw_path.clone().or_else(|| ev.request_context.http.path.clone()).unwrap_or_default(),
-        headers: ev.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect(),
-        query: ev.raw_query_string.as_deref().map(|q| form_pairs(q)).unwrap_or_default(),
+        path: ev
+            .raw_path
+            .clone()
+            .or_else(|| ev.request_context.http.path.clone())
+            .unwrap_or_default(),
+        headers: ev
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect(),
+        query: ev
+            .raw_query_string
+            .as_deref()
+            .map(form_pairs)
+            .unwrap_or_default(),
         body,
         source_ip: ev.request_context.http.source_ip.clone(),
     })
@@ -37,7 +56,10 @@ pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
     let mut out = ApiGatewayV2httpResponse::default();
     out.status_code = i64::from(r.status);
     for (k, v) in r.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
             out.headers.insert(name, value);
         }
     }
@@ -47,7 +69,12 @@ pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
 
 /// Handles an SQS batch; failed messages are reported so only they come back. A handler that asks
 /// for a later retry gets its message's visibility set to that delay first.
-pub async fn process_sqs_batch(handler: &dyn MessageHandler, consumer: &dyn QueueConsumer, queue: &QueueName, event: SqsEvent) -> SqsBatchResponse {
+pub async fn process_sqs_batch(
+    handler: &dyn MessageHandler,
+    consumer: &dyn QueueConsumer,
+    queue: &QueueName,
+    event: SqsEvent,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
@@ -59,8 +86,15 @@ pub async fn process_sqs_batch(handler: &dyn MessageHandler, consumer: &dyn Queu
         match handler.handle(body).await {
             Ok(()) => {}
             Err(e) => {
-                if let (Some(after), Some(receipt)) = (e.retry_after(), record.receipt_handle.clone()) {
-                    let delivery = Delivery { queue: queue.clone(), receipt, body: body.to_string(), receive_count: 0 };
+                if let (Some(after), Some(receipt)) =
+                    (e.retry_after(), record.receipt_handle.clone())
+                {
+                    let delivery = Delivery {
+                        queue: queue.clone(),
+                        receipt,
+                        body: body.to_string(),
+                        receive_count: 0,
+                    };
                     if let Err(ve) = consumer.retry_later(&delivery, after).await {
                         warn!(message_id = %id, error = %ve, "could not delay the retry; it will come back after the visibility timeout");
                     }

@@ -18,13 +18,24 @@ pub struct SqsQueue {
 
 fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E>) -> QueueError {
     let code = e.code().unwrap_or("").to_string();
-    let detail = format!("{what}: {code} {}", e.message().unwrap_or("")).trim().to_string();
+    let detail = format!("{what}: {code} {}", e.message().unwrap_or(""))
+        .trim()
+        .to_string();
     match (&e, code.as_str()) {
-        (SdkError::ServiceError(_), c) if c.contains("NonExistentQueue") || c.contains("InvalidParameterValue") || c.contains("InvalidMessageContents") || c.contains("TooLong") => {
+        (SdkError::ServiceError(_), c)
+            if c.contains("NonExistentQueue")
+                || c.contains("InvalidParameterValue")
+                || c.contains("InvalidMessageContents")
+                || c.contains("TooLong") =>
+        {
             QueueError::Rejected(detail)
         }
         (SdkError::ConstructionFailure(_), _) => QueueError::Rejected(detail),
-        _ => QueueError::Unavailable(if code.is_empty() { format!("{what}: {e:?}").chars().take(300).collect() } else { detail }),
+        _ => QueueError::Unavailable(if code.is_empty() {
+            format!("{what}: {e:?}").chars().take(300).collect()
+        } else {
+            detail
+        }),
     }
 }
 
@@ -34,7 +45,10 @@ impl SqsQueue {
     }
 
     fn url(&self, queue: &QueueName) -> Result<&str, QueueError> {
-        self.urls.get(queue).map(String::as_str).ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))
+        self.urls
+            .get(queue)
+            .map(String::as_str)
+            .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))
     }
 
     pub fn client(&self) -> &Client {
@@ -83,7 +97,12 @@ impl QueueConsumer for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1);
-                Some(Delivery { queue: queue.clone(), receipt: m.receipt_handle()?.to_string(), body: m.body()?.to_string(), receive_count })
+                Some(Delivery {
+                    queue: queue.clone(),
+                    receipt: m.receipt_handle()?.to_string(),
+                    body: m.body()?.to_string(),
+                    receive_count,
+                })
             })
             .collect())
     }

@@ -5,7 +5,14 @@ use tracing_subscriber::EnvFilter;
 /// JSON logs at `RUST_LOG` (default `info`). Call once at the top of `main`.
 pub fn init_json() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let result = tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).with_span_list(false).with_target(false).without_time().try_init();
+    let result = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .without_time()
+        .try_init();
     if result.is_err() {
         tracing::debug!("logging already initialised");
     }
@@ -14,7 +21,11 @@ pub fn init_json() {
 /// Human-readable logs on stderr for the local CLI (default `warn`, so stdout stays clean).
 pub fn init_local() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let result = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let result = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
     if result.is_err() {
         tracing::debug!("logging already initialised");
     }

@@ -10,16 +10,21 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let approve = Arc::new(Approve::new(aws.context("approve"), aws.link_signer().await?));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
-        let approve = approve.clone();
-        async move {
-            let response = match lambda::to_request(&event.payload) {
-                Ok(request) => approve.handle(&request).await,
-                Err(rejection) => rejection,
-            };
-            Ok::<_, Error>(lambda::to_response(response))
-        }
-    }))
+    let approve = Arc::new(Approve::new(
+        aws.context("approve"),
+        aws.link_signer().await?,
+    ));
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
+            let approve = approve.clone();
+            async move {
+                let response = match lambda::to_request(&event.payload) {
+                    Ok(request) => approve.handle(&request).await,
+                    Err(rejection) => rejection,
+                };
+                Ok::<_, Error>(lambda::to_response(response))
+            }
+        },
+    ))
     .await
 }

@@ -95,14 +95,26 @@ mod tests {
     #[test]
     fn formats_and_parses_round_trip() {
         assert_eq!(format_utc(1_575_806_909_185), "2019-12-08 12:08:29 UTC");
-        assert_eq!(parse_rfc3339("2019-12-08T12:08:29.185Z"), Some(1_575_806_909_185));
-        assert_eq!(parse_rfc3339("2019-12-08T14:08:29+02:00"), Some(1_575_806_909_000));
+        assert_eq!(
+            parse_rfc3339("2019-12-08T12:08:29.185Z"),
+            Some(1_575_806_909_185)
+        );
+        assert_eq!(
+            parse_rfc3339("2019-12-08T14:08:29+02:00"),
+            Some(1_575_806_909_000)
+        );
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
     }
 
     #[test]
     fn rejects_garbage_dates() {
-        for bad in ["", "yesterday", "2019-13-01T00:00:00Z", "2019-12-08T12:08:29", "2019-12-08T12:08:29.Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2019-13-01T00:00:00Z",
+            "2019-12-08T12:08:29",
+            "2019-12-08T12:08:29.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

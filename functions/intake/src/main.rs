@@ -11,16 +11,21 @@ async fn main() -> Result<(), Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     let secret = aws.secret("DOSSIER_WEBHOOK_SECRET_ARN").await?;
-    let intake = Arc::new(Intake::new(aws.context("intake"), secret.trim().as_bytes().to_vec()));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
-        let intake = intake.clone();
-        async move {
-            let response = match lambda::to_request(&event.payload) {
-                Ok(request) => intake.handle(&request).await,
-                Err(rejection) => rejection,
-            };
-            Ok::<_, Error>(lambda::to_response(response))
-        }
-    }))
+    let intake = Arc::new(Intake::new(
+        aws.context("intake"),
+        secret.trim().as_bytes().to_vec(),
+    ));
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
+            let intake = intake.clone();
+            async move {
+                let response = match lambda::to_request(&event.payload) {
+                    Ok(request) => intake.handle(&request).await,
+                    Err(rejection) => rejection,
+                };
+                Ok::<_, Error>(lambda::to_response(response))
+            }
+        },
+    ))
     .await
 }

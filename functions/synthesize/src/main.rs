@@ -11,12 +11,19 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let handler = Arc::new(Synthesize::new(aws.context("synthesize"), aws.link_signer().await?));
+    let handler = Arc::new(Synthesize::new(
+        aws.context("synthesize"),
+        aws.link_signer().await?,
+    ));
     let queue = QueueName::synthesize();
     let consumer = aws.queue.clone();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (handler, consumer, queue) = (handler.clone(), consumer.clone(), queue.clone());
-        async move { Ok::<_, Error>(lambda::process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await) }
+        async move {
+            Ok::<_, Error>(
+                lambda::process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await,
+            )
+        }
     }))
     .await
 }

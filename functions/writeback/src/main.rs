@@ -16,7 +16,11 @@ async fn main() -> Result<(), Error> {
     let consumer = aws.queue.clone();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (handler, consumer, queue) = (handler.clone(), consumer.clone(), queue.clone());
-        async move { Ok::<_, Error>(lambda::process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await) }
+        async move {
+            Ok::<_, Error>(
+                lambda::process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await,
+            )
+        }
     }))
     .await
 }

@@ -11,9 +11,16 @@ use dossier_core::stages::StageError;
 use crate::backend::LocalPipeline;
 
 /// Everything about one case after a run.
-pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[XdrWrite]) -> Result<Value, StageError> {
+pub async fn case_report(
+    pipeline: &LocalPipeline,
+    key: &CaseKey,
+    xdr_writes: &[XdrWrite],
+) -> Result<Value, StageError> {
     let repo = &pipeline.ctx.repo;
-    let case = repo.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
+    let case = repo
+        .case(key)
+        .await?
+        .ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
     let reports = repo.source_reports(key).await?;
     let draft: Option<Draft> = match &case.draft_id {
         Some(id) => repo.draft(key, id).await?,
@@ -33,8 +40,17 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         })
         .collect();
     let techniques: Vec<Value> = match &draft {
-        Some(d) => d.dossier.techniques.iter().map(|t| json!({"id": t.id, "name": t.name, "tactics": t.tactics})).collect(),
-        None => case.techniques.iter().map(|id| json!({"id": id, "name": null, "tactics": []})).collect(),
+        Some(d) => d
+            .dossier
+            .techniques
+            .iter()
+            .map(|t| json!({"id": t.id, "name": t.name, "tactics": t.tactics}))
+            .collect(),
+        None => case
+            .techniques
+            .iter()
+            .map(|id| json!({"id": id, "name": null, "tactics": []}))
+            .collect(),
     };
     let mut sources: Vec<Value> = case
         .expected_sources
@@ -73,7 +89,12 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
     let incident_id = &key.incident_id;
     let writes: Vec<Value> = xdr_writes
         .iter()
-        .filter(|w| w.body.pointer("/request_data/incident_id").and_then(Value::as_str) == Some(incident_id.as_str()))
+        .filter(|w| {
+            w.body
+                .pointer("/request_data/incident_id")
+                .and_then(Value::as_str)
+                == Some(incident_id.as_str())
+        })
         .map(|w| json!({"endpoint": w.endpoint, "body": w.body}))
         .collect();
     Ok(json!({

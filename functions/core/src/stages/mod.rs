@@ -88,27 +88,60 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(store: Arc<dyn DocStore>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>, config: Arc<PipelineConfig>, actor: &'static str) -> Context {
-        Context { repo: CaseRepo::new(store.clone()), audit: AuditLog::new(store), queue, clock, config, actor }
+    pub fn new(
+        store: Arc<dyn DocStore>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        config: Arc<PipelineConfig>,
+        actor: &'static str,
+    ) -> Context {
+        Context {
+            repo: CaseRepo::new(store.clone()),
+            audit: AuditLog::new(store),
+            queue,
+            clock,
+            config,
+            actor,
+        }
     }
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 
-    pub async fn send(&self, queue: &QueueName, message: &Message, delay: Duration) -> Result<(), StageError> {
+    pub async fn send(
+        &self,
+        queue: &QueueName,
+        message: &Message,
+        delay: Duration,
+    ) -> Result<(), StageError> {
         self.queue.send(queue, &message.to_body(), delay).await?;
         Ok(())
     }
 
-    pub async fn audit(&self, case: &CaseKey, event: &str, detail: impl Into<String>) -> Result<(), StageError> {
+    pub async fn audit(
+        &self,
+        case: &CaseKey,
+        event: &str,
+        detail: impl Into<String>,
+    ) -> Result<(), StageError> {
         self.audit
-            .record(&AuditEvent { case: case.clone(), at_ms: self.now_ms(), actor: self.actor.to_string(), event: event.to_string(), detail: detail.into() })
+            .record(&AuditEvent {
+                case: case.clone(),
+                at_ms: self.now_ms(),
+                actor: self.actor.to_string(),
+                event: event.to_string(),
+                detail: detail.into(),
+            })
             .await?;
         Ok(())
     }
 }
 
 fn ms_until(now_ms: i64, then_ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(then_ms.saturating_sub(now_ms)).unwrap_or(0).max(1000))
+    Duration::from_millis(
+        u64::try_from(then_ms.saturating_sub(now_ms))
+            .unwrap_or(0)
+            .max(1000),
+    )
 }

@@ -34,7 +34,14 @@ impl Synthesize {
         let now = self.ctx.now_ms();
         match case.status {
             CaseStatus::Enriching => {
-                let reported: Vec<String> = self.ctx.repo.source_reports(key).await?.into_iter().map(|r| r.source).collect();
+                let reported: Vec<String> = self
+                    .ctx
+                    .repo
+                    .source_reports(key)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.source)
+                    .collect();
                 let complete = case.expected_sources.iter().all(|s| reported.contains(s));
                 if !complete {
                     let deadline = case.enrich_deadline_ms.unwrap_or(now);
@@ -43,16 +50,21 @@ impl Synthesize {
                     }
                     if now < deadline {
                         // Deadlines beyond the queue's longest delay come back in hops.
-                        return Err(StageError::RetryLater { reason: "fan-in deadline not reached".into(), after: ms_until(now, deadline) });
+                        return Err(StageError::RetryLater {
+                            reason: "fan-in deadline not reached".into(),
+                            after: ms_until(now, deadline),
+                        });
                     }
                 }
                 // Claim: only one worker moves Enriching → Synthesizing.
                 let claimed = self
                     .ctx
                     .repo
-                    .update(key, CASE_SK, |c: &mut Case| match c.move_to(CaseStatus::Synthesizing, now) {
-                        Ok(()) => Ok::<_, StageError>(Change::Write(true)),
-                        Err(_) => Ok(Change::Keep(false)),
+                    .update(key, CASE_SK, |c: &mut Case| {
+                        match c.move_to(CaseStatus::Synthesizing, now) {
+                            Ok(()) => Ok::<_, StageError>(Change::Write(true)),
+                            Err(_) => Ok(Change::Keep(false)),
+                        }
                     })
                     .await?
                     .unwrap_or(false);
@@ -64,7 +76,18 @@ impl Synthesize {
             // A crash after the claim: finish the job (every write below is idempotent).
             CaseStatus::Synthesizing => self.build(key).await,
             CaseStatus::WritingBack => match case.draft_id {
-                Some(draft_id) => self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await,
+                Some(draft_id) => {
+                    self.ctx
+                        .send(
+                            &QueueName::writeback(),
+                            &Message::WriteComment {
+                                case: key.clone(),
+                                draft_id,
+                            },
+                            Duration::ZERO,
+                        )
+                        .await
+                }
                 None => Ok(()),
             },
             _ => Ok(()),
@@ -72,15 +95,28 @@ impl Synthesize {
     }
 
     async fn build(&self, key: &CaseKey) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else { return Ok(()) };
+        let Some(case) = self.ctx.repo.case(key).await? else {
+            return Ok(());
+        };
         let reports = self.ctx.repo.source_reports(key).await?;
-        let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
+        let missing: Vec<String> = case
+            .expected_sources
+            .iter()
+            .filter(|s| !reports.iter().any(|r| &r.source == *s))
+            .cloned()
+            .collect();
         let dossier = deterministic(&case, &reports, &missing);
         let now = self.ctx.now_ms();
         let mut actions = propose_actions(&case, &dossier, self.ctx.config.phase);
         for action in &mut actions {
             action.links = self.links(key, action, now);
-            if self.ctx.repo.put_new(key, &action_sk(&action.id), action).await? == crate::ports::PutOutcome::AlreadyExists {
+            if self
+                .ctx
+                .repo
+                .put_new(key, &action_sk(&action.id), action)
+                .await?
+                == crate::ports::PutOutcome::AlreadyExists
+            {
                 // Redelivery: the stored action (and its links) stand.
                 if let Some(stored) = self.ctx.repo.action(key, &action.id).await? {
                     *action = stored;
@@ -90,8 +126,17 @@ impl Synthesize {
         // One draft per case; the id is derived from the case so a redelivery cannot make a second.
         let draft_id = DRAFT_ID.to_string();
         let comment = render_comment(&case, &draft_id, &dossier, &actions);
-        let draft = Draft { id: draft_id.clone(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
-        self.ctx.repo.put_new(key, &draft_sk(&draft_id), &draft).await?;
+        let draft = Draft {
+            id: draft_id.clone(),
+            created_at_ms: now,
+            dossier,
+            comment,
+            comment_state: CommentState::Pending,
+        };
+        self.ctx
+            .repo
+            .put_new(key, &draft_sk(&draft_id), &draft)
+            .await?;
         let id = draft_id.clone();
         self.ctx
             .repo
@@ -104,8 +149,26 @@ impl Synthesize {
             })
             .await?;
         info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), "dossier drafted");
-        self.ctx.audit(key, "dossier.drafted", format!("draft {draft_id}, {} proposed action(s), deterministic", actions.len())).await?;
-        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
+        self.ctx
+            .audit(
+                key,
+                "dossier.drafted",
+                format!(
+                    "draft {draft_id}, {} proposed action(s), deterministic",
+                    actions.len()
+                ),
+            )
+            .await?;
+        self.ctx
+            .send(
+                &QueueName::writeback(),
+                &Message::WriteComment {
+                    case: key.clone(),
+                    draft_id,
+                },
+                Duration::ZERO,
+            )
+            .await
     }
 
     fn links(&self, key: &CaseKey, action: &Action, now_ms: i64) -> Vec<ApprovalLink> {
@@ -124,7 +187,14 @@ impl Synthesize {
                     exp: exp_ms / 1000,
                     nonce: new_nonce(),
                 });
-                ApprovalLink { approver: approver.clone(), url: format!("{}/approve?t={token}", self.ctx.config.public_base_url.trim_end_matches('/')), expires_at_ms: exp_ms }
+                ApprovalLink {
+                    approver: approver.clone(),
+                    url: format!(
+                        "{}/approve?t={token}",
+                        self.ctx.config.public_base_url.trim_end_matches('/')
+                    ),
+                    expires_at_ms: exp_ms,
+                }
             })
             .collect()
     }
@@ -134,7 +204,9 @@ impl Synthesize {
 impl MessageHandler for Synthesize {
     async fn handle(&self, body: &str) -> Result<(), StageError> {
         let Message::Synthesize { case, reason } = Message::parse(body)? else {
-            return Err(StageError::BadMessage("synthesize accepts only `synthesize` messages".into()));
+            return Err(StageError::BadMessage(
+                "synthesize accepts only `synthesize` messages".into(),
+            ));
         };
         let span = tracing::info_span!("case", case = %case, stage = "synthesize");
         self.synthesize(&case, reason).instrument(span).await

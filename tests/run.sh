@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs every test of Dossier on a fresh machine:
+#   1. makes local virtualenvs (if missing) with pinned moto server and aws-sam-cli + cfn-lint,
+#   2. starts moto server on a free loopback port (stopped by PID on exit),
+#   3. checks formatting and clippy, runs every Rust test (unit, contract, adapter, CLI, end-to-end),
+#   4. lints the SAM template (`sam validate --lint`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_VERSION="5.2.5"
+SAM_VERSION="1.170.0"
+CFN_LINT_VERSION="1.58.0"
+export SAM_CLI_TELEMETRY=0
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# venv DIR STAMP PACKAGES...: a virtualenv with exactly these pinned packages.
+venv() {
+  local dir="$1" stamp="$2"; shift 2
+  if [ ! -f "$dir/.installed-$stamp" ]; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+    touch "$dir/.installed-$stamp"
+  fi
+}
+
+step "virtualenvs (moto ${MOTO_VERSION}, aws-sam-cli ${SAM_VERSION}, cfn-lint ${CFN_LINT_VERSION})"
+# Separate environments: their boto3 pins differ.
+venv .venv-moto "$MOTO_VERSION" "moto[server]==${MOTO_VERSION}"
+venv .venv-sam "$SAM_VERSION-$CFN_LINT_VERSION" "aws-sam-cli==${SAM_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
+
+step "moto server"
+PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+MOTO_LOG="$(mktemp -t moto.XXXXXX.log)"
+.venv-moto/bin/moto_server -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+MOTO_PID=$!
+cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -f "$MOTO_LOG"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:${PORT}/moto-api/', timeout=1)" 2>/dev/null; then break; fi
+  if ! kill -0 "$MOTO_PID" 2>/dev/null; then echo "moto server exited:"; cat "$MOTO_LOG"; exit 1; fi
+  sleep 0.2
+done
+echo "moto server on 127.0.0.1:${PORT} (pid ${MOTO_PID})"
+export DOSSIER_TEST_AWS_ENDPOINT="http://127.0.0.1:${PORT}"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (unit, contract on embedded + moto, adapters against fakes, CLI, end-to-end)"
+TEST_LOG="$(mktemp -t cargo-test.XXXXXX.log)"
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
+TEST_STATUS=${PIPESTATUS[0]}
+set -e
+SUMMARY="$(grep -E '^test result:' "$TEST_LOG" | awk '
+  { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
+  END { printf "%d passed, %d failed, %d skipped", p, f, s }')"
+rm -f "$TEST_LOG"
+if [ "$TEST_STATUS" -ne 0 ]; then echo "tests: $SUMMARY"; exit "$TEST_STATUS"; fi
+case "$SUMMARY" in 0\ passed*) echo "no test ran"; exit 1 ;; esac
+
+step "sam validate --lint"
+.venv-sam/bin/sam validate --lint --template template.yaml
+
+echo
+echo "all checks passed (fmt, clippy, tests, sam validate --lint)"
+echo "tests: $SUMMARY"
