@@ -18,6 +18,7 @@ use dossier_core::http::HttpResponse;
 use dossier_core::ports::{Queue, QueueError, QueueName, SystemClock};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, LookupLimits, PerIndicator, Source};
+use dossier_core::stages::HttpHandler;
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::{fixture, moto_endpoint, unique_prefix, FakeServer, Reply};
 

@@ -11,7 +11,9 @@ use tracing::{error, warn};
 
 use dossier_core::http::{HttpRequest, HttpResponse};
 use dossier_core::ports::{Delivery, QueueConsumer, QueueName};
-use dossier_core::stages::MessageHandler;
+use dossier_core::stages::{HttpHandler, MessageHandler};
+use lambda_runtime::{service_fn, LambdaEvent};
+use std::sync::Arc;
 
 pub fn to_request(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, HttpResponse> {
     let body = match (&ev.body, ev.is_base64_encoded) {
@@ -110,4 +112,39 @@ pub async fn process_sqs_batch(
         }
     }
     response
+}
+
+/// Runs an HTTP door as a Lambda behind an API Gateway HTTP API (payload 2.0).
+pub async fn serve_http(handler: Arc<dyn HttpHandler>) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
+            let handler = handler.clone();
+            async move {
+                let response = match to_request(&event.payload) {
+                    Ok(request) => handler.handle(&request).await,
+                    Err(rejection) => rejection,
+                };
+                Ok::<_, lambda_runtime::Error>(to_response(response))
+            }
+        },
+    ))
+    .await
+}
+
+/// Runs a queue consumer as a Lambda behind an SQS event source mapping with
+/// `ReportBatchItemFailures`.
+pub async fn serve_queue(
+    handler: Arc<dyn MessageHandler>,
+    consumer: Arc<dyn QueueConsumer>,
+    queue: QueueName,
+) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let (handler, consumer, queue) = (handler.clone(), consumer.clone(), queue.clone());
+        async move {
+            Ok::<_, lambda_runtime::Error>(
+                process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await,
+            )
+        }
+    }))
+    .await
 }

@@ -1,26 +1,14 @@
 //! collect Lambda: SQS `collect` → fetch XDR extra data, extract indicators, fan out (`dossier_core::stages::Collect`).
 
-use aws_lambda_events::sqs::SqsEvent;
 use dossier_adapters::{lambda, telemetry, wiring::Aws};
 use dossier_core::ports::QueueName;
 use dossier_core::stages::Collect;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     let handler = Arc::new(Collect::new(aws.context("collect"), aws.xdr().await?));
-    let queue = QueueName::collect();
-    let consumer = aws.queue.clone();
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let (handler, consumer, queue) = (handler.clone(), consumer.clone(), queue.clone());
-        async move {
-            Ok::<_, Error>(
-                lambda::process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await,
-            )
-        }
-    }))
-    .await
+    lambda::serve_queue(handler, aws.queue.clone(), QueueName::collect()).await
 }

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use dossier_adapters::lambda;
 use dossier_core::http::HttpResponse;
+use dossier_core::stages::HttpHandler;
 
 use crate::backend::LocalPipeline;
 

@@ -307,3 +307,128 @@ fn serve_refuses_to_start_without_a_webhook_secret() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DOSSIER_WEBHOOK_SECRET"));
 }
+
+/// A minimal HTTP/1.1 exchange over a real socket: (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Best effort: the server may already have exited.
+        if self.0.kill().is_ok() {
+            self.0.wait().ok();
+        }
+    }
+}
+
+#[test]
+fn serve_takes_webhooks_and_approvals_over_http() {
+    use std::io::BufRead;
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--demo"])
+            .env("DOSSIER_WEBHOOK_SECRET", "serve-test-secret")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut approvals = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(url) = line.strip_prefix("approval: ") {
+            approvals.push(url.to_string());
+        }
+        if let Some(url) = line.strip_prefix("listening: http://") {
+            break url.to_string();
+        }
+    };
+    assert!(approvals.len() >= 2, "{approvals:?}");
+    let link = approvals[0].split_once(&addr).unwrap().1.to_string();
+
+    // GET shows the confirmation page and decides nothing.
+    let (status, page) = http(&addr, "GET", &link, &[], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    assert_eq!(
+        http(&addr, "GET", &link, &[], "").0,
+        200,
+        "GET is repeatable: still undecided"
+    );
+
+    // The webhook door.
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/webhook",
+        &[("content-type", "application/json")],
+        r#"{"case_id": "4711"}"#,
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error\":\"unauthorized\""), "{body}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/webhook",
+        &[("authorization", "Bearer serve-test-secret")],
+        "{not json",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/webhook",
+        &[("authorization", "Bearer serve-test-secret")],
+        r#"{"case_id": "4711", "severity": "medium"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("accepted"), "{body}");
+
+    // POST decides once.
+    let token = link.split_once("t=").unwrap().1;
+    let form = format!("t={token}&decision=approve");
+    let ct = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, body) = http(&addr, "POST", "/approve", &ct, &form);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("You approved"), "{body}");
+    assert_eq!(http(&addr, "POST", "/approve", &ct, &form).0, 409);
+    let (status, page) = http(&addr, "GET", &link, &[], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("Already decided"), "{page}");
+    assert_eq!(http(&addr, "GET", "/approve?t=k1.abc.def", &[], "").0, 403);
+    assert_eq!(http(&addr, "GET", "/approve", &[], "").0, 400);
+}

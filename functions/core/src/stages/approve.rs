@@ -30,7 +30,7 @@ impl Approve {
         Approve { ctx, signer }
     }
 
-    pub async fn handle(&self, req: &HttpRequest) -> HttpResponse {
+    async fn respond(&self, req: &HttpRequest) -> HttpResponse {
         let (token, decision) = match req.method.as_str() {
             "GET" => (req.query_param("t").map(str::to_string), None),
             "POST" => {
@@ -252,4 +252,11 @@ th{{text-align:left;padding-right:1rem;vertical-align:top}}button{{font-size:1.1
             t = escape_html(title)
         ),
     )
+}
+
+#[async_trait::async_trait]
+impl super::HttpHandler for Approve {
+    async fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        self.respond(req).await
+    }
 }

@@ -47,7 +47,8 @@ impl Collect {
             }
             Err(e) => {
                 return self
-                    .fail(key, format!("XDR get_incident_extra_data failed: {e}"))
+                    .ctx
+                    .fail_case(key, format!("XDR get_incident_extra_data failed: {e}"))
                     .await
             }
         };
@@ -62,7 +63,8 @@ impl Collect {
             Ok(list) => pick(list, &key.incident_id),
             Err(e) => {
                 return self
-                    .fail(key, format!("XDR extra data unusable: {e}"))
+                    .ctx
+                    .fail_case(key, format!("XDR extra data unusable: {e}"))
                     .await
             }
         };
@@ -139,21 +141,6 @@ impl Collect {
                 delay,
             )
             .await
-    }
-
-    async fn fail(&self, key: &CaseKey, reason: String) -> Result<(), StageError> {
-        warn!(%reason, "case failed");
-        let now = self.ctx.now_ms();
-        self.ctx
-            .repo
-            .update(key, CASE_SK, |c: &mut Case| {
-                match c.fail(reason.clone(), now) {
-                    Ok(()) => Ok::<_, StageError>(Change::Write(())),
-                    Err(_) => Ok(Change::Keep(())),
-                }
-            })
-            .await?;
-        self.ctx.audit(key, "case.failed", reason).await
     }
 }
 

@@ -24,7 +24,7 @@ impl Intake {
         }
     }
 
-    pub async fn handle(&self, req: &HttpRequest) -> HttpResponse {
+    async fn respond(&self, req: &HttpRequest) -> HttpResponse {
         if req.method != "POST" {
             return HttpResponse::error(
                 405,
@@ -132,4 +132,11 @@ pub async fn open_case(ctx: &Context, case: Case) -> Result<bool, StageError> {
     )
     .await?;
     Ok(created)
+}
+
+#[async_trait::async_trait]
+impl super::HttpHandler for Intake {
+    async fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        self.respond(req).await
+    }
 }

@@ -75,6 +75,12 @@ pub trait MessageHandler: Send + Sync {
     async fn handle(&self, body: &str) -> Result<(), StageError>;
 }
 
+/// An HTTP door (intake, approve): a request in, a response out; never an error.
+#[async_trait]
+pub trait HttpHandler: Send + Sync {
+    async fn handle(&self, req: &crate::http::HttpRequest) -> crate::http::HttpResponse;
+}
+
 /// What every stage shares.
 #[derive(Clone)]
 pub struct Context {
@@ -135,6 +141,25 @@ impl Context {
             })
             .await?;
         Ok(())
+    }
+}
+
+impl Context {
+    /// Marks the case failed with a reason the analyst can act on (unless it already ended).
+    pub async fn fail_case(&self, key: &CaseKey, reason: String) -> Result<(), StageError> {
+        tracing::warn!(%reason, "case failed");
+        let now = self.now_ms();
+        self.repo
+            .update(
+                key,
+                crate::repo::CASE_SK,
+                |c: &mut crate::case::Case| match c.fail(reason.clone(), now) {
+                    Ok(()) => Ok::<_, StageError>(crate::repo::Change::Write(())),
+                    Err(_) => Ok(crate::repo::Change::Keep(())),
+                },
+            )
+            .await?;
+        self.audit(key, "case.failed", reason).await
     }
 }
 

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 use super::{ms_until, Context, MessageHandler, StageError};
 use crate::case::{Action, ActionKind, ActionStatus, Case, CaseKey, CaseStatus};
@@ -84,6 +84,7 @@ impl Writeback {
                 self.set_comment_state(key, draft_id, CommentState::Pending)
                     .await?;
                 return self
+                    .ctx
                     .fail_case(key, format!("writing the dossier to XDR failed: {e}"))
                     .await;
             }
@@ -152,21 +153,6 @@ impl Writeback {
             })
             .await?;
         Ok(())
-    }
-
-    async fn fail_case(&self, key: &CaseKey, reason: String) -> Result<(), StageError> {
-        warn!(%reason, "case failed");
-        let now = self.ctx.now_ms();
-        self.ctx
-            .repo
-            .update(key, CASE_SK, |c: &mut Case| {
-                match c.fail(reason.clone(), now) {
-                    Ok(()) => Ok::<_, StageError>(Change::Write(())),
-                    Err(_) => Ok(Change::Keep(())),
-                }
-            })
-            .await?;
-        self.ctx.audit(key, "case.failed", reason).await
     }
 
     async fn execute_action(&self, key: &CaseKey, action_id: &str) -> Result<(), StageError> {
