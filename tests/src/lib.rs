@@ -35,10 +35,7 @@ pub fn moto_endpoint() -> String {
 
 /// A unique prefix per test so tests share one moto server without seeing each other's resources.
 pub fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("t{}-{test}-{nanos:x}-", std::process::id())
 }
 
@@ -52,11 +49,7 @@ pub enum Reply {
 
 impl Reply {
     pub fn json(status: u16, body: impl Into<String>) -> Reply {
-        Reply::Body(
-            status,
-            body.into(),
-            vec![("content-type".into(), "application/json".into())],
-        )
+        Reply::Body(status, body.into(), vec![("content-type".into(), "application/json".into())])
     }
     pub fn with_header(self, name: &str, value: &str) -> Reply {
         match self {
@@ -82,10 +75,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
@@ -102,12 +92,7 @@ struct Route {
 
 impl Route {
     fn matches(&self, method: &str, path: &str) -> bool {
-        self.method == method
-            && if let Some(prefix) = self.path.strip_suffix('*') {
-                path.starts_with(prefix)
-            } else {
-                self.path == path
-            }
+        self.method == method && if let Some(prefix) = self.path.strip_suffix('*') { path.starts_with(prefix) } else { self.path == path }
     }
 }
 
@@ -132,9 +117,7 @@ impl Drop for FakeServer {
 
 impl FakeServer {
     pub async fn start() -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
@@ -150,11 +133,7 @@ impl FakeServer {
                         async move { Ok::<_, Infallible>(answer(&st, req).await) }
                     });
                     // Connection errors (client went away after a timeout) are expected in fault tests.
-                    drop(
-                        hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await,
-                    );
+                    drop(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await);
                 });
             }
         });
@@ -167,19 +146,10 @@ impl FakeServer {
 
     fn route(&self, method: &str, path: &str) -> usize {
         let mut st = self.state.lock().expect("fake state");
-        if let Some(i) = st
-            .routes
-            .iter()
-            .position(|r| r.method == method && r.path == path)
-        {
+        if let Some(i) = st.routes.iter().position(|r| r.method == method && r.path == path) {
             return i;
         }
-        st.routes.push(Route {
-            method: method.into(),
-            path: path.into(),
-            once: VecDeque::new(),
-            default: None,
-        });
+        st.routes.push(Route { method: method.into(), path: path.into(), once: VecDeque::new(), default: None });
         st.routes.len() - 1
     }
 
@@ -193,9 +163,7 @@ impl FakeServer {
     /// An answer used once, in order, before the default.
     pub fn once(&self, method: &str, path: &str, reply: Reply) -> &Self {
         let i = self.route(method, path);
-        self.state.lock().expect("fake state").routes[i]
-            .once
-            .push_back(reply);
+        self.state.lock().expect("fake state").routes[i].once.push_back(reply);
         self
     }
 
@@ -204,27 +172,15 @@ impl FakeServer {
     }
 
     pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.path == path).collect()
     }
 }
 
 async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let headers = req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let reply = {
         let mut st = state.lock().expect("fake state");
         st.requests.push(Recorded {
@@ -233,10 +189,7 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
-        st.routes
-            .iter_mut()
-            .find(|r| r.matches(&method, &path))
-            .and_then(|r| r.once.pop_front().or_else(|| r.default.clone()))
+        st.routes.iter_mut().find(|r| r.matches(&method, &path)).and_then(|r| r.once.pop_front().or_else(|| r.default.clone()))
     };
     let mut reply = reply.unwrap_or_else(|| Reply::json(404, r#"{"error":"no route"}"#));
     loop {
@@ -250,9 +203,7 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
                 for (k, v) in headers {
                     b = b.header(k, v);
                 }
-                return b
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("valid fake response");
+                return b.body(Full::new(Bytes::from(body))).expect("valid fake response");
             }
         }
     }

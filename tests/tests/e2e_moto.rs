@@ -35,29 +35,16 @@ struct Tee {
 #[async_trait]
 impl Queue for Tee {
     async fn send(&self, queue: &QueueName, body: &str, delay: Duration) -> Result<(), QueueError> {
-        self.sent
-            .lock()
-            .unwrap()
-            .push((queue.clone(), body.to_string()));
+        self.sent.lock().unwrap().push((queue.clone(), body.to_string()));
         self.inner.send(queue, body, delay).await
     }
 }
 
 fn demo_extra_data() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../infra/local/samples/xdr/demo_powershell_stager.json"
-    ))
-    .unwrap()
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local/samples/xdr/demo_powershell_stager.json")).unwrap()
 }
 
-fn apigw_event(
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> ApiGatewayV2httpRequest {
+fn apigw_event(method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: Option<&str>) -> ApiGatewayV2httpRequest {
     // The event shape API Gateway HTTP APIs (payload 2.0) deliver to the Lambda.
     let mut hdrs = serde_json::Map::new();
     for (k, v) in headers {
@@ -73,11 +60,7 @@ fn apigw_event(
     .unwrap()
 }
 
-async fn http(
-    pipeline: &LocalPipeline,
-    ev: ApiGatewayV2httpRequest,
-    approve: bool,
-) -> HttpResponse {
+async fn http(pipeline: &LocalPipeline, ev: ApiGatewayV2httpRequest, approve: bool) -> HttpResponse {
     let req = lambda::to_request(&ev).unwrap();
     if approve {
         pipeline.approve.handle(&req).await
@@ -107,70 +90,30 @@ async fn drain(pipeline: &LocalPipeline) {
 async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once() {
     // Third parties: XDR and VirusTotal, from recorded payloads.
     let xdr_fake = FakeServer::start().await;
-    xdr_fake.on(
-        "POST",
-        "/public_api/v1/incidents/get_incident_extra_data",
-        Reply::json(200, demo_extra_data()),
-    );
+    xdr_fake.on("POST", "/public_api/v1/incidents/get_incident_extra_data", Reply::json(200, demo_extra_data()));
     xdr_fake.on("POST", UPDATE, Reply::json(200, r#"{"reply": true}"#));
-    xdr_fake.on(
-        "POST",
-        ISOLATE,
-        Reply::json(200, fixture("xdr/response_action_reply_mock.json")),
-    );
+    xdr_fake.on("POST", ISOLATE, Reply::json(200, fixture("xdr/response_action_reply_mock.json")));
     let vt_fake = FakeServer::start().await;
-    vt_fake.on(
-        "GET",
-        "/api/v3/ip_addresses/*",
-        Reply::json(200, fixture("virustotal/ip_address.json")),
-    );
-    vt_fake.on(
-        "GET",
-        "/api/v3/domains/*",
-        Reply::json(200, fixture("virustotal/domain.json")),
-    );
-    vt_fake.on(
-        "GET",
-        "/api/v3/files/*",
-        Reply::json(200, fixture("virustotal/file_sha256.json")),
-    );
-    vt_fake.on(
-        "GET",
-        "/api/v3/urls/*",
-        Reply::json(404, fixture("virustotal/error_404_not_found.json")),
-    );
+    vt_fake.on("GET", "/api/v3/ip_addresses/*", Reply::json(200, fixture("virustotal/ip_address.json")));
+    vt_fake.on("GET", "/api/v3/domains/*", Reply::json(200, fixture("virustotal/domain.json")));
+    vt_fake.on("GET", "/api/v3/files/*", Reply::json(200, fixture("virustotal/file_sha256.json")));
+    vt_fake.on("GET", "/api/v3/urls/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
 
     // AWS: DynamoDB and SQS on moto, through the real adapters.
     let sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(AttackSource),
         Arc::new(PerIndicator {
-            inner: VirusTotal::new(
-                &format!("{}/api/v3", vt_fake.url()),
-                "vt-key".into(),
-                Duration::from_secs(5),
-            ),
+            inner: VirusTotal::new(&format!("{}/api/v3", vt_fake.url()), "vt-key".into(), Duration::from_secs(5)),
             limits: LookupLimits::default(),
         }),
     ];
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
-    let aws = Backend::aws(&moto_endpoint(), &unique_prefix("e2e"), &names)
-        .await
-        .unwrap();
-    let tee = Arc::new(Tee {
-        inner: aws.queue.clone(),
-        sent: Mutex::new(Vec::new()),
-    });
-    let backend = Backend {
-        queue: tee.clone(),
-        ..aws
-    };
+    let aws = Backend::aws(&moto_endpoint(), &unique_prefix("e2e"), &names).await.unwrap();
+    let tee = Arc::new(Tee { inner: aws.queue.clone(), sent: Mutex::new(Vec::new()) });
+    let backend = Backend { queue: tee.clone(), ..aws };
     let xdr = Arc::new(XdrHttp::new(
         &xdr_fake.url(),
-        XdrCredentials {
-            api_key: "xdr-key".into(),
-            api_key_id: "1".into(),
-            auth: AuthKind::Standard,
-        },
+        XdrCredentials { api_key: "xdr-key".into(), api_key_id: "1".into(), auth: AuthKind::Standard },
         Duration::from_secs(5),
     ));
     let config = PipelineConfig {
@@ -185,13 +128,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         clock: Arc::new(SystemClock),
         xdr,
         sources,
-        signer: Arc::new(
-            LinkSigner::new(vec![SigningKey {
-                id: "k1".into(),
-                secret: vec![42; 32],
-            }])
-            .unwrap(),
-        ),
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k1".into(), secret: vec![42; 32] }]).unwrap()),
         webhook_secret: SECRET.as_bytes().to_vec(),
     });
 
@@ -199,71 +136,29 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     let payload = json!({"case_id": "4711", "severity": "medium", "created_at": "2024-05-01T10:00:00Z", "alert_ids": ["90001", "90002", "90003"],
         "endpoint_ids": ["5f1c2a9e7b3d4c8e9a0b1c2d3e4f5a6b"], "user_ids": ["CORP\\j.doe"], "description": "Encoded PowerShell", "mitre_techniques": ["T1059.001"]})
     .to_string();
-    let bad = http(
-        &pipeline,
-        apigw_event(
-            "POST",
-            "/webhook",
-            "",
-            &[("authorization", "Bearer wrong")],
-            Some(&payload),
-        ),
-        false,
-    )
-    .await;
+    let bad = http(&pipeline, apigw_event("POST", "/webhook", "", &[("authorization", "Bearer wrong")], Some(&payload)), false).await;
     assert_eq!(bad.status, 401, "{}", bad.body);
     let key = CaseKey::new("acme", "4711").unwrap();
     assert!(pipeline.ctx.repo.case(&key).await.unwrap().is_none());
     let auth = format!("Bearer {SECRET}");
     let ok = http(
         &pipeline,
-        apigw_event(
-            "POST",
-            "/webhook",
-            "",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            Some(&payload),
-        ),
+        apigw_event("POST", "/webhook", "", &[("authorization", &auth), ("content-type", "application/json")], Some(&payload)),
         false,
     )
     .await;
     assert_eq!(ok.status, 202, "{}", ok.body);
-    let dup = http(
-        &pipeline,
-        apigw_event(
-            "POST",
-            "/webhook",
-            "",
-            &[("authorization", &auth)],
-            Some(&payload),
-        ),
-        false,
-    )
-    .await;
+    let dup = http(&pipeline, apigw_event("POST", "/webhook", "", &[("authorization", &auth)], Some(&payload)), false).await;
     assert_eq!(dup.status, 202);
     assert!(dup.body.contains("duplicate"), "{}", dup.body);
 
-    assert!(pipeline
-        .run_until_settled(std::slice::from_ref(&key), Duration::from_secs(60))
-        .await
-        .unwrap());
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(60)).await.unwrap());
     let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
-    assert_eq!(
-        case.status,
-        CaseStatus::AwaitingApproval,
-        "{:?}",
-        case.failure
-    );
+    assert_eq!(case.status, CaseStatus::AwaitingApproval, "{:?}", case.failure);
 
     let comments = xdr_fake.requests_to(UPDATE);
     assert_eq!(comments.len(), 1);
-    let text = comments[0].json()["request_data"]["update_data"]["comment"]["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let text = comments[0].json()["request_data"]["update_data"]["comment"]["value"].as_str().unwrap().to_string();
     for needle in [
         "Automated summary (no AI)",
         "cdn-update.example.net",
@@ -276,10 +171,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         assert!(text.contains(needle), "comment lacks {needle:?}:\n{text}");
     }
     // Internal addresses never went to VirusTotal.
-    assert!(vt_fake
-        .requests()
-        .iter()
-        .all(|r| !r.path.contains("10.20.31.45") && !r.path.contains("fe80")));
+    assert!(vt_fake.requests().iter().all(|r| !r.path.contains("10.20.31.45") && !r.path.contains("fe80")));
 
     // Every message delivered once more: nothing new reaches XDR.
     let sent: Vec<(QueueName, String)> = tee.sent.lock().unwrap().clone();
@@ -288,136 +180,44 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         tee.inner.send(queue, body, Duration::ZERO).await.unwrap();
     }
     drain(&pipeline).await;
-    assert_eq!(
-        xdr_fake.requests_to(UPDATE).len(),
-        1,
-        "a redelivery posted a second comment"
-    );
-    assert!(
-        xdr_fake.requests_to(ISOLATE).is_empty(),
-        "nothing runs without an approval"
-    );
+    assert_eq!(xdr_fake.requests_to(UPDATE).len(), 1, "a redelivery posted a second comment");
+    assert!(xdr_fake.requests_to(ISOLATE).is_empty(), "nothing runs without an approval");
 
     // The approval link: GET shows a form and changes nothing.
     let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
-    let isolate = actions
-        .iter()
-        .find(|a| a.kind == ActionKind::IsolateEndpoint)
-        .expect("isolation proposed");
+    let isolate = actions.iter().find(|a| a.kind == ActionKind::IsolateEndpoint).expect("isolation proposed");
     assert_eq!(isolate.target, "5f1c2a9e7b3d4c8e9a0b1c2d3e4f5a6b");
     let url = &isolate.links[0].url;
     let token = url.split("t=").nth(1).unwrap();
-    let page = http(
-        &pipeline,
-        apigw_event("GET", "/approve", &format!("t={token}"), &[], None),
-        true,
-    )
-    .await;
+    let page = http(&pipeline, apigw_event("GET", "/approve", &format!("t={token}"), &[], None), true).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<form method=\"post\""), "{}", page.body);
-    assert!(page
-        .headers
-        .iter()
-        .any(|(k, v)| k == "content-security-policy" && v.contains("default-src 'none'")));
-    assert_eq!(
-        pipeline
-            .ctx
-            .repo
-            .action(&key, &isolate.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        ActionStatus::Proposed
-    );
+    assert!(page.headers.iter().any(|(k, v)| k == "content-security-policy" && v.contains("default-src 'none'")));
+    assert_eq!(pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap().status, ActionStatus::Proposed);
 
     // POST approves once; the second click is refused; the approval message is delivered twice.
     let form = format!("t={token}&decision=approve");
-    let first = http(
-        &pipeline,
-        apigw_event(
-            "POST",
-            "/approve",
-            "",
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Some(&form),
-        ),
-        true,
-    )
-    .await;
+    let first =
+        http(&pipeline, apigw_event("POST", "/approve", "", &[("content-type", "application/x-www-form-urlencoded")], Some(&form)), true)
+            .await;
     assert_eq!(first.status, 200, "{}", first.body);
-    let second = http(
-        &pipeline,
-        apigw_event(
-            "POST",
-            "/approve",
-            "",
-            &[("content-type", "application/x-www-form-urlencoded")],
-            Some(&form),
-        ),
-        true,
-    )
-    .await;
+    let second =
+        http(&pipeline, apigw_event("POST", "/approve", "", &[("content-type", "application/x-www-form-urlencoded")], Some(&form)), true)
+            .await;
     assert_eq!(second.status, 409, "{}", second.body);
-    let tampered = http(
-        &pipeline,
-        apigw_event(
-            "POST",
-            "/approve",
-            "",
-            &[],
-            Some(&format!("t={}x&decision=approve", token)),
-        ),
-        true,
-    )
-    .await;
-    assert!(
-        tampered.status == 403 || tampered.status == 400,
-        "{}",
-        tampered.status
-    );
-    let exec: Vec<(QueueName, String)> = tee
-        .sent
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, b)| b.contains("execute_action"))
-        .cloned()
-        .collect();
+    let tampered = http(&pipeline, apigw_event("POST", "/approve", "", &[], Some(&format!("t={}x&decision=approve", token))), true).await;
+    assert!(tampered.status == 403 || tampered.status == 400, "{}", tampered.status);
+    let exec: Vec<(QueueName, String)> = tee.sent.lock().unwrap().iter().filter(|(_, b)| b.contains("execute_action")).cloned().collect();
     assert_eq!(exec.len(), 1);
-    tee.inner
-        .send(&exec[0].0, &exec[0].1, Duration::ZERO)
-        .await
-        .unwrap();
+    tee.inner.send(&exec[0].0, &exec[0].1, Duration::ZERO).await.unwrap();
     drain(&pipeline).await;
-    assert_eq!(
-        xdr_fake.requests_to(ISOLATE).len(),
-        1,
-        "isolation must run exactly once"
-    );
-    let done = pipeline
-        .ctx
-        .repo
-        .action(&key, &isolate.id)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(xdr_fake.requests_to(ISOLATE).len(), 1, "isolation must run exactly once");
+    let done = pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap();
     assert_eq!(done.status, ActionStatus::Executed);
-    assert_eq!(
-        done.decision.unwrap().source_ip.as_deref(),
-        Some("203.0.113.7")
-    );
+    assert_eq!(done.decision.unwrap().source_ip.as_deref(), Some("203.0.113.7"));
 
     // The audit trail has the story.
-    let events: Vec<String> = pipeline
-        .ctx
-        .audit
-        .events(&key)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events: Vec<String> = pipeline.ctx.audit.events(&key).await.unwrap().into_iter().map(|e| e.event).collect();
     for e in [
         "case.received",
         "xdr.get_incident_extra_data",

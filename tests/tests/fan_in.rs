@@ -24,11 +24,7 @@ impl Source for Silent {
         "silent"
     }
     async fn enrich(&self, _case: &Case) -> Result<SourceReport, Deferred> {
-        Err(Deferred {
-            source_name: "silent".into(),
-            after: Duration::from_secs(3600),
-            reason: "quota exhausted".into(),
-        })
+        Err(Deferred { source_name: "silent".into(), after: Duration::from_secs(3600), reason: "quota exhausted".into() })
     }
 }
 
@@ -39,80 +35,36 @@ async fn pump_idle(p: &LocalPipeline) {
 #[tokio::test]
 async fn the_deadline_completes_a_case_whose_source_never_answers() {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let config = PipelineConfig {
-        enrich_deadline: Duration::from_secs(90),
-        ..PipelineConfig::default()
-    };
-    let xdr = Arc::new(RecordingXdr::serving(fixture(
-        "xdr/get_incident_extra_data.json",
-    )));
+    let config = PipelineConfig { enrich_deadline: Duration::from_secs(90), ..PipelineConfig::default() };
+    let xdr = Arc::new(RecordingXdr::serving(fixture("xdr/get_incident_extra_data.json")));
     let pipeline = LocalPipeline::new(PipelineParts {
         backend: Backend::embedded(clock.clone()),
         config,
         clock: clock.clone(),
         xdr: xdr.clone(),
         sources: vec![Arc::new(AttackSource), Arc::new(Silent)],
-        signer: Arc::new(
-            LinkSigner::new(vec![SigningKey {
-                id: "k".into(),
-                secret: vec![1; 32],
-            }])
-            .unwrap(),
-        ),
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).unwrap()),
         webhook_secret: Vec::new(),
     });
     let key = CaseKey::new("acme", "1").unwrap();
-    open_case(
-        &pipeline.ctx,
-        Case::new(
-            key.clone(),
-            Trigger::Local,
-            IncidentHint::default(),
-            clock.now_ms(),
-        ),
-    )
-    .await
-    .unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
 
     pump_idle(&pipeline).await;
     let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
-    assert_eq!(
-        case.status,
-        CaseStatus::Enriching,
-        "waits for the silent source"
-    );
+    assert_eq!(case.status, CaseStatus::Enriching, "waits for the silent source");
     assert!(xdr.writes().is_empty());
 
     clock.advance(Duration::from_secs(60));
     pump_idle(&pipeline).await;
-    assert_eq!(
-        pipeline.ctx.repo.case(&key).await.unwrap().unwrap().status,
-        CaseStatus::Enriching,
-        "not before the deadline"
-    );
+    assert_eq!(pipeline.ctx.repo.case(&key).await.unwrap().unwrap().status, CaseStatus::Enriching, "not before the deadline");
 
     clock.advance(Duration::from_secs(31));
     pump_idle(&pipeline).await;
     let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
     assert!(case.status.is_settled(), "{:?}", case.status);
-    let draft = pipeline
-        .ctx
-        .repo
-        .draft(&key, case.draft_id.as_deref().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let draft = pipeline.ctx.repo.draft(&key, case.draft_id.as_deref().unwrap()).await.unwrap().unwrap();
     assert_eq!(draft.dossier.missing_sources, vec!["silent".to_string()]);
-    assert!(
-        draft
-            .comment
-            .contains("silent: no answer before the deadline"),
-        "{}",
-        draft.comment
-    );
-    assert!(draft
-        .dossier
-        .summary
-        .contains("Incomplete: silent did not answer in time"));
+    assert!(draft.comment.contains("silent: no answer before the deadline"), "{}", draft.comment);
+    assert!(draft.dossier.summary.contains("Incomplete: silent did not answer in time"));
     assert_eq!(xdr.writes().len(), 1, "exactly one comment");
 }

@@ -17,16 +17,8 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
-    pub fn new(
-        client: Client,
-        cases_table: impl Into<String>,
-        audit_table: impl Into<String>,
-    ) -> DynamoStore {
-        DynamoStore {
-            client,
-            cases_table: cases_table.into(),
-            audit_table: audit_table.into(),
-        }
+    pub fn new(client: Client, cases_table: impl Into<String>, audit_table: impl Into<String>) -> DynamoStore {
+        DynamoStore { client, cases_table: cases_table.into(), audit_table: audit_table.into() }
     }
 
     fn table(&self, t: Table) -> &str {
@@ -46,41 +38,25 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E
         SdkError::ServiceError(_)
             if matches!(
                 code.as_str(),
-                "ValidationException"
-                    | "ResourceNotFoundException"
-                    | "ItemCollectionSizeLimitExceededException"
-                    | "AccessDeniedException"
+                "ValidationException" | "ResourceNotFoundException" | "ItemCollectionSizeLimitExceededException" | "AccessDeniedException"
             ) =>
         {
             StoreError::Rejected(detail)
         }
         SdkError::ConstructionFailure(_) => StoreError::Rejected(detail),
-        _ => StoreError::Unavailable(if code.is_empty() {
-            format!("{what}: {e:?}").chars().take(300).collect()
-        } else {
-            detail
-        }),
+        _ => StoreError::Unavailable(if code.is_empty() { format!("{what}: {e:?}").chars().take(300).collect() } else { detail }),
     }
 }
 
 fn doc_from(item: &HashMap<String, AttributeValue>) -> Result<StoredDoc, StoreError> {
     let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let sk = s("sk").ok_or_else(|| StoreError::Corrupt {
-        key: "?".into(),
-        reason: "item without sk".into(),
-    })?;
-    let body = s("doc").ok_or_else(|| StoreError::Corrupt {
-        key: sk.clone(),
-        reason: "item without doc".into(),
-    })?;
+    let sk = s("sk").ok_or_else(|| StoreError::Corrupt { key: "?".into(), reason: "item without sk".into() })?;
+    let body = s("doc").ok_or_else(|| StoreError::Corrupt { key: sk.clone(), reason: "item without doc".into() })?;
     let version = item
         .get("ver")
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            key: sk.clone(),
-            reason: "item without a numeric ver".into(),
-        })?;
+        .ok_or_else(|| StoreError::Corrupt { key: sk.clone(), reason: "item without a numeric ver".into() })?;
     Ok(StoredDoc { sk, body, version })
 }
 
@@ -100,14 +76,7 @@ impl DocStore for DynamoStore {
         out.item.as_ref().map(doc_from).transpose()
     }
 
-    async fn put_new(
-        &self,
-        table: Table,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        expires_at_s: Option<i64>,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn put_new(&self, table: Table, pk: &str, sk: &str, body: &str, expires_at_s: Option<i64>) -> Result<PutOutcome, StoreError> {
         let mut req = self
             .client
             .put_item()
@@ -122,24 +91,12 @@ impl DocStore for DynamoStore {
         }
         match req.send().await {
             Ok(_) => Ok(PutOutcome::Written),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(PutOutcome::AlreadyExists)
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(PutOutcome::AlreadyExists),
             Err(e) => Err(classify("PutItem", e)),
         }
     }
 
-    async fn replace(
-        &self,
-        table: Table,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        expected_version: u64,
-    ) -> Result<ReplaceOutcome, StoreError> {
+    async fn replace(&self, table: Table, pk: &str, sk: &str, body: &str, expected_version: u64) -> Result<ReplaceOutcome, StoreError> {
         let result = self
             .client
             .update_item()
@@ -151,34 +108,18 @@ impl DocStore for DynamoStore {
             .expression_attribute_names("#doc", "doc")
             .expression_attribute_names("#ver", "ver")
             .expression_attribute_values(":doc", AttributeValue::S(body.into()))
-            .expression_attribute_values(
-                ":next",
-                AttributeValue::N((expected_version + 1).to_string()),
-            )
-            .expression_attribute_values(
-                ":expected",
-                AttributeValue::N(expected_version.to_string()),
-            )
+            .expression_attribute_values(":next", AttributeValue::N((expected_version + 1).to_string()))
+            .expression_attribute_values(":expected", AttributeValue::N(expected_version.to_string()))
             .send()
             .await;
         match result {
             Ok(_) => Ok(ReplaceOutcome::Written),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(ReplaceOutcome::Conflict)
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(ReplaceOutcome::Conflict),
             Err(e) => Err(classify("UpdateItem", e)),
         }
     }
 
-    async fn query(
-        &self,
-        table: Table,
-        pk: &str,
-        sk_prefix: &str,
-    ) -> Result<Vec<StoredDoc>, StoreError> {
+    async fn query(&self, table: Table, pk: &str, sk_prefix: &str) -> Result<Vec<StoredDoc>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {

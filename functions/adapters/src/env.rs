@@ -16,10 +16,7 @@ pub enum ConfigError {
 }
 
 pub fn var(name: &'static str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 pub fn required(name: &'static str) -> Result<String, ConfigError> {
@@ -27,22 +24,12 @@ pub fn required(name: &'static str) -> Result<String, ConfigError> {
 }
 
 fn list(name: &'static str) -> Option<Vec<String>> {
-    var(name).map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
+    var(name).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 fn number(name: &'static str) -> Result<Option<u64>, ConfigError> {
     var(name)
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| ConfigError::Invalid {
-                name,
-                reason: format!("`{v}` is not a whole number"),
-            })
-        })
+        .map(|v| v.parse::<u64>().map_err(|_| ConfigError::Invalid { name, reason: format!("`{v}` is not a whole number") }))
         .transpose()
 }
 
@@ -54,10 +41,7 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     }
     if let Some(p) = number("DOSSIER_PHASE")? {
         if !(1..=3).contains(&p) {
-            return Err(ConfigError::Invalid {
-                name: "DOSSIER_PHASE",
-                reason: "must be 1, 2 or 3".into(),
-            });
+            return Err(ConfigError::Invalid { name: "DOSSIER_PHASE", reason: "must be 1, 2 or 3".into() });
         }
         c.phase = Phase(p as u8);
     }
@@ -72,12 +56,8 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
         c.min_severity = sev;
     }
     if let Some(d) = list("DOSSIER_INTERNAL_DOMAINS") {
-        c.internal_names = InternalNames {
-            domain_suffixes: d
-                .into_iter()
-                .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
-                .collect(),
-        };
+        c.internal_names =
+            InternalNames { domain_suffixes: d.into_iter().map(|s| s.trim_start_matches('.').to_ascii_lowercase()).collect() };
     }
     if let Some(s) = list("DOSSIER_SOURCES") {
         c.sources = s;

@@ -7,10 +7,10 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use dossier_core::http::{HttpRequest, HttpResponse};
-use dossier_core::ports::{Delivery, QueueConsumer, QueueName};
+use dossier_core::ports::{Queue, QueueName};
 use dossier_core::stages::{HttpHandler, MessageHandler};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
@@ -19,32 +19,15 @@ pub fn to_request(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, HttpRespo
     let body = match (&ev.body, ev.is_base64_encoded) {
         (None, _) => Vec::new(),
         (Some(b), false) => b.as_bytes().to_vec(),
-        (Some(b), true) => STANDARD.decode(b).map_err(|_| {
-            HttpResponse::error(400, "invalid_body", "the request body is not valid base64")
-        })?,
+        (Some(b), true) => {
+            STANDARD.decode(b).map_err(|_| HttpResponse::error(400, "invalid_body", "the request body is not valid base64"))?
+        }
     };
     Ok(HttpRequest {
         method: ev.request_context.http.method.as_str().to_string(),
-        path: ev
-            .raw_path
-            .clone()
-            .or_else(|| ev.request_context.http.path.clone())
-            .unwrap_or_default(),
-        headers: ev
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.as_str().to_ascii_lowercase(),
-                    v.to_str().ok()?.to_string(),
-                ))
-            })
-            .collect(),
-        query: ev
-            .raw_query_string
-            .as_deref()
-            .map(form_pairs)
-            .unwrap_or_default(),
+        path: ev.raw_path.clone().or_else(|| ev.request_context.http.path.clone()).unwrap_or_default(),
+        headers: ev.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect(),
+        query: ev.raw_query_string.as_deref().map(form_pairs).unwrap_or_default(),
         body,
         source_ip: ev.request_context.http.source_ip.clone(),
     })
@@ -58,10 +41,7 @@ pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
     let mut out = ApiGatewayV2httpResponse::default();
     out.status_code = i64::from(r.status);
     for (k, v) in r.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(k.as_str()),
-            HeaderValue::try_from(v.as_str()),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
             out.headers.insert(name, value);
         }
     }
@@ -69,12 +49,14 @@ pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
     out
 }
 
-/// Handles an SQS batch; failed messages are reported so only they come back. A handler that asks
-/// for a later retry gets its message's visibility set to that delay first.
+/// Handles an SQS batch; failed messages are reported so only they come back (and reach the DLQ
+/// intact after the redrive limit). A handler that asks to be retried later (a quota, a lease, a
+/// deadline not yet reached) is not failing: its message is sent again with that delay and the
+/// original is acknowledged, so waiting never counts toward the DLQ.
 pub async fn process_sqs_batch(
     handler: &dyn MessageHandler,
-    consumer: &dyn QueueConsumer,
-    queue: &QueueName,
+    queue: &dyn Queue,
+    queue_name: &QueueName,
     event: SqsEvent,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -85,49 +67,38 @@ pub async fn process_sqs_batch(
             response.add_failure(id);
             continue;
         };
-        match handler.handle(body).await {
-            Ok(()) => {}
-            Err(e) => {
-                if let (Some(after), Some(receipt)) =
-                    (e.retry_after(), record.receipt_handle.clone())
-                {
-                    let delivery = Delivery {
-                        queue: queue.clone(),
-                        receipt,
-                        body: body.to_string(),
-                        receive_count: 0,
-                    };
-                    if let Err(ve) = consumer.retry_later(&delivery, after).await {
-                        warn!(message_id = %id, error = %ve, "could not delay the retry; it will come back after the visibility timeout");
-                    }
+        let Err(e) = handler.handle(body).await else { continue };
+        if let Some(after) = e.retry_after() {
+            match queue.send(queue_name, body, after).await {
+                Ok(()) => {
+                    info!(message_id = %id, after_s = after.as_secs(), reason = %e, "message deferred");
+                    continue;
                 }
-                if e.is_retryable() {
-                    warn!(message_id = %id, error = %e, "message failed; will be retried");
-                } else {
-                    // Not retryable: it goes to the DLQ intact after the redrive limit.
-                    error!(message_id = %id, error = %e, "message cannot be processed");
-                }
-                response.add_failure(id);
+                Err(se) => warn!(message_id = %id, error = %se, "could not defer the message; it comes back after the visibility timeout"),
             }
         }
+        if e.is_retryable() {
+            warn!(message_id = %id, error = %e, "message failed; will be retried");
+        } else {
+            error!(message_id = %id, error = %e, "message cannot be processed");
+        }
+        response.add_failure(id);
     }
     response
 }
 
 /// Runs an HTTP door as a Lambda behind an API Gateway HTTP API (payload 2.0).
 pub async fn serve_http(handler: Arc<dyn HttpHandler>) -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
-            let handler = handler.clone();
-            async move {
-                let response = match to_request(&event.payload) {
-                    Ok(request) => handler.handle(&request).await,
-                    Err(rejection) => rejection,
-                };
-                Ok::<_, lambda_runtime::Error>(to_response(response))
-            }
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
+        let handler = handler.clone();
+        async move {
+            let response = match to_request(&event.payload) {
+                Ok(request) => handler.handle(&request).await,
+                Err(rejection) => rejection,
+            };
+            Ok::<_, lambda_runtime::Error>(to_response(response))
+        }
+    }))
     .await
 }
 
@@ -135,16 +106,12 @@ pub async fn serve_http(handler: Arc<dyn HttpHandler>) -> Result<(), lambda_runt
 /// `ReportBatchItemFailures`.
 pub async fn serve_queue(
     handler: Arc<dyn MessageHandler>,
-    consumer: Arc<dyn QueueConsumer>,
-    queue: QueueName,
+    queue: Arc<dyn Queue>,
+    queue_name: QueueName,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let (handler, consumer, queue) = (handler.clone(), consumer.clone(), queue.clone());
-        async move {
-            Ok::<_, lambda_runtime::Error>(
-                process_sqs_batch(&*handler, &*consumer, &queue, event.payload).await,
-            )
-        }
+        let (handler, queue, queue_name) = (handler.clone(), queue.clone(), queue_name.clone());
+        async move { Ok::<_, lambda_runtime::Error>(process_sqs_batch(&*handler, &*queue, &queue_name, event.payload).await) }
     }))
     .await
 }

@@ -1,10 +1,7 @@
 //! Creates the tables and queues the template defines, for moto server and local runs (the
 //! deployed stack gets them from `template.yaml`).
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashMap;
 
@@ -14,28 +11,13 @@ use dossier_core::ports::QueueName;
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
 pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
-    let exists = client
-        .describe_table()
-        .table_name(name)
-        .send()
-        .await
-        .is_ok();
+    let exists = client.describe_table().table_name(name).send().await.is_ok();
     if exists {
         return Ok(());
     }
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .map_err(|e| e.to_string())
-    };
+    let key = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(|e| e.to_string());
     let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| e.to_string())
+        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().map_err(|e| e.to_string())
     };
     client
         .create_table()
@@ -47,30 +29,16 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         .attribute_definitions(attr("sk")?)
         .send()
         .await
-        .map_err(|e| {
-            format!("CreateTable {name}: {e:?}")
-                .chars()
-                .take(400)
-                .collect::<String>()
-        })?;
+        .map_err(|e| format!("CreateTable {name}: {e:?}").chars().take(400).collect::<String>())?;
     client
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
-                .enabled(true)
-                .build()
-                .map_err(|e| e.to_string())?,
+            TimeToLiveSpecification::builder().attribute_name("expires_at").enabled(true).build().map_err(|e| e.to_string())?,
         )
         .send()
         .await
-        .map_err(|e| {
-            format!("UpdateTimeToLive {name}: {e:?}")
-                .chars()
-                .take(400)
-                .collect::<String>()
-        })?;
+        .map_err(|e| format!("UpdateTimeToLive {name}: {e:?}").chars().take(400).collect::<String>())?;
     Ok(())
 }
 
@@ -84,16 +52,8 @@ pub async fn ensure_queues(
     let mut urls = HashMap::new();
     for q in queues {
         let dlq_name = format!("{prefix}{}-dlq", q.as_str());
-        let dlq = client
-            .create_queue()
-            .queue_name(&dlq_name)
-            .send()
-            .await
-            .map_err(|e| format!("CreateQueue {dlq_name}: {e:?}"))?;
-        let dlq_url = dlq
-            .queue_url()
-            .ok_or("CreateQueue returned no URL")?
-            .to_string();
+        let dlq = client.create_queue().queue_name(&dlq_name).send().await.map_err(|e| format!("CreateQueue {dlq_name}: {e:?}"))?;
+        let dlq_url = dlq.queue_url().ok_or("CreateQueue returned no URL")?.to_string();
         let attrs = client
             .get_queue_attributes()
             .queue_url(&dlq_url)
@@ -101,48 +61,29 @@ pub async fn ensure_queues(
             .send()
             .await
             .map_err(|e| format!("GetQueueAttributes {dlq_name}: {e:?}"))?;
-        let dlq_arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .ok_or("no DLQ ARN")?
-            .clone();
+        let dlq_arn = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).ok_or("no DLQ ARN")?.clone();
         let name = format!("{prefix}{}", q.as_str());
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}).to_string();
         let created = client
             .create_queue()
             .queue_name(&name)
-            .attributes(
-                QueueAttributeName::VisibilityTimeout,
-                visibility_s.to_string(),
-            )
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility_s.to_string())
             .attributes(QueueAttributeName::RedrivePolicy, redrive)
             .send()
             .await
             .map_err(|e| format!("CreateQueue {name}: {e:?}"))?;
-        urls.insert(
-            q.clone(),
-            created
-                .queue_url()
-                .ok_or("CreateQueue returned no URL")?
-                .to_string(),
-        );
+        urls.insert(q.clone(), created.queue_url().ok_or("CreateQueue returned no URL")?.to_string());
     }
     Ok(urls)
 }
 
 /// URL of a queue's DLQ, by the naming rule above.
-pub async fn dlq_url(
-    client: &aws_sdk_sqs::Client,
-    prefix: &str,
-    queue: &QueueName,
-) -> Result<String, String> {
+pub async fn dlq_url(client: &aws_sdk_sqs::Client, prefix: &str, queue: &QueueName) -> Result<String, String> {
     let out = client
         .get_queue_url()
         .queue_name(format!("{prefix}{}-dlq", queue.as_str()))
         .send()
         .await
         .map_err(|e| format!("GetQueueUrl: {e:?}"))?;
-    out.queue_url()
-        .map(str::to_string)
-        .ok_or_else(|| "no URL".into())
+    out.queue_url().map(str::to_string).ok_or_else(|| "no URL".into())
 }

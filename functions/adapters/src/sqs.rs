@@ -18,9 +18,7 @@ pub struct SqsQueue {
 
 fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E>) -> QueueError {
     let code = e.code().unwrap_or("").to_string();
-    let detail = format!("{what}: {code} {}", e.message().unwrap_or(""))
-        .trim()
-        .to_string();
+    let detail = format!("{what}: {code} {}", e.message().unwrap_or("")).trim().to_string();
     match (&e, code.as_str()) {
         (SdkError::ServiceError(_), c)
             if c.contains("NonExistentQueue")
@@ -31,11 +29,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E
             QueueError::Rejected(detail)
         }
         (SdkError::ConstructionFailure(_), _) => QueueError::Rejected(detail),
-        _ => QueueError::Unavailable(if code.is_empty() {
-            format!("{what}: {e:?}").chars().take(300).collect()
-        } else {
-            detail
-        }),
+        _ => QueueError::Unavailable(if code.is_empty() { format!("{what}: {e:?}").chars().take(300).collect() } else { detail }),
     }
 }
 
@@ -45,10 +39,7 @@ impl SqsQueue {
     }
 
     fn url(&self, queue: &QueueName) -> Result<&str, QueueError> {
-        self.urls
-            .get(queue)
-            .map(String::as_str)
-            .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))
+        self.urls.get(queue).map(String::as_str).ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))
     }
 
     pub fn client(&self) -> &Client {

@@ -21,11 +21,7 @@ pub fn init_json() {
 /// Human-readable logs on stderr for the local CLI (default `warn`, so stdout stays clean).
 pub fn init_local() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let result = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let result = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
     if result.is_err() {
         tracing::debug!("logging already initialised");
     }

@@ -34,45 +34,22 @@ impl VirusTotal {
 
     fn path(kind: IndicatorKind, value: &str) -> Option<(String, &'static str)> {
         Some(match kind {
-            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => {
-                (format!("ip_addresses/{value}"), "ip-address")
-            }
+            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => (format!("ip_addresses/{value}"), "ip-address"),
             IndicatorKind::Domain => (format!("domains/{value}"), "domain"),
             IndicatorKind::Url => (format!("urls/{}", URL_SAFE_NO_PAD.encode(value)), "url"),
-            IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => {
-                (format!("files/{value}"), "file")
-            }
+            IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => (format!("files/{value}"), "file"),
             _ => return None,
         })
     }
 }
 
 /// Turns a v3 object into a verdict. Pure; tested on the recorded fixtures.
-pub fn verdict_from(
-    kind: IndicatorKind,
-    value: &str,
-    body: &Value,
-    threshold: u64,
-) -> Result<IndicatorVerdict, LookupError> {
-    let data = body
-        .get("data")
-        .ok_or_else(|| LookupError::BadReply("no `data` object".into()))?;
-    let attrs = data
-        .get("attributes")
-        .ok_or_else(|| LookupError::BadReply("no `data.attributes`".into()))?;
+pub fn verdict_from(kind: IndicatorKind, value: &str, body: &Value, threshold: u64) -> Result<IndicatorVerdict, LookupError> {
+    let data = body.get("data").ok_or_else(|| LookupError::BadReply("no `data` object".into()))?;
+    let attrs = data.get("attributes").ok_or_else(|| LookupError::BadReply("no `data.attributes`".into()))?;
     let stats = attrs.get("last_analysis_stats").and_then(Value::as_object);
-    let count = |k: &str| {
-        stats
-            .and_then(|s| s.get(k))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let (malicious, suspicious, harmless, undetected) = (
-        count("malicious"),
-        count("suspicious"),
-        count("harmless"),
-        count("undetected"),
-    );
+    let count = |k: &str| stats.and_then(|s| s.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let (malicious, suspicious, harmless, undetected) = (count("malicious"), count("suspicious"), count("harmless"), count("undetected"));
     let engines = stats.map_or(0, |s| s.values().filter_map(Value::as_u64).sum::<u64>());
     let verdict = if malicious >= threshold {
         VerdictLevel::Malicious
@@ -87,20 +64,14 @@ pub fn verdict_from(
     if suspicious > 0 {
         summary.push_str(&format!(", {suspicious} suspicious"));
     }
-    if let Some(label) = attrs
-        .pointer("/popular_threat_classification/suggested_threat_label")
-        .and_then(Value::as_str)
-    {
+    if let Some(label) = attrs.pointer("/popular_threat_classification/suggested_threat_label").and_then(Value::as_str) {
         summary.push_str(&format!("; label {label}"));
     }
     if let Some(rep) = attrs.get("reputation").and_then(Value::as_i64) {
         summary.push_str(&format!("; reputation {rep}"));
     }
     if let Some(owner) = attrs.get("as_owner").and_then(Value::as_str) {
-        let asn = attrs
-            .get("asn")
-            .and_then(Value::as_i64)
-            .map_or(String::new(), |a| format!("AS{a} "));
+        let asn = attrs.get("asn").and_then(Value::as_i64).map_or(String::new(), |a| format!("AS{a} "));
         summary.push_str(&format!("; {asn}{owner}"));
     }
     let score = (engines > 0).then(|| (malicious as f64 / engines as f64 * 1000.0).round() / 10.0);
@@ -145,28 +116,15 @@ impl IndicatorSource for VirusTotal {
             return Err(LookupError::BadReply("refused: internal indicator".into()));
         }
         let Some((path, _)) = Self::path(indicator.kind, &indicator.value) else {
-            return Err(LookupError::BadReply(format!(
-                "VirusTotal does not look up {}",
-                indicator.kind
-            )));
+            return Err(LookupError::BadReply(format!("VirusTotal does not look up {}", indicator.kind)));
         };
-        let resp = self
-            .http
-            .get(format!("{}/{path}", self.base_url))
-            .header("x-apikey", &self.api_key)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    LookupError::Timeout
-                } else {
-                    LookupError::Transport(if e.is_connect() {
-                        "connection failed".into()
-                    } else {
-                        "request failed".into()
-                    })
-                }
-            })?;
+        let resp = self.http.get(format!("{}/{path}", self.base_url)).header("x-apikey", &self.api_key).send().await.map_err(|e| {
+            if e.is_timeout() {
+                LookupError::Timeout
+            } else {
+                LookupError::Transport(if e.is_connect() { "connection failed".into() } else { "request failed".into() })
+            }
+        })?;
         let status = resp.status().as_u16();
         let retry_after = crate::http_client::retry_after(resp.headers());
         let body = resp.text().await.map_err(|e| {
@@ -178,27 +136,14 @@ impl IndicatorSource for VirusTotal {
         })?;
         match status {
             200 => {
-                let v: Value = serde_json::from_str(&body)
-                    .map_err(|e| LookupError::BadReply(format!("not JSON: {e}")))?;
-                verdict_from(
-                    indicator.kind,
-                    &indicator.value,
-                    &v,
-                    self.malicious_threshold,
-                )
-                .map(Lookup::Found)
+                let v: Value = serde_json::from_str(&body).map_err(|e| LookupError::BadReply(format!("not JSON: {e}")))?;
+                verdict_from(indicator.kind, &indicator.value, &v, self.malicious_threshold).map(Lookup::Found)
             }
             404 => Ok(Lookup::NotFound),
             429 => Err(LookupError::RateLimited { retry_after }),
             401 | 403 => Err(LookupError::Unauthorized(error_code(&body))),
-            500..=599 => Err(LookupError::Server(format!(
-                "HTTP {status} {}",
-                error_code(&body)
-            ))),
-            _ => Err(LookupError::BadReply(format!(
-                "HTTP {status} {}",
-                error_code(&body)
-            ))),
+            500..=599 => Err(LookupError::Server(format!("HTTP {status} {}", error_code(&body)))),
+            _ => Err(LookupError::BadReply(format!("HTTP {status} {}", error_code(&body)))),
         }
     }
 }
@@ -206,10 +151,6 @@ impl IndicatorSource for VirusTotal {
 fn error_code(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| {
-            v.pointer("/error/code")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
+        .and_then(|v| v.pointer("/error/code").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_default()
 }

@@ -7,10 +7,7 @@ use std::time::Duration;
 use dossier_core::config::PipelineConfig;
 use dossier_core::ports::{QueueName, SecretStore, SystemClock, XdrApi};
 use dossier_core::signing::LinkSigner;
-use dossier_core::sources::{
-    AttackSource, IntelFeed, LookupLimits, NotConfigured, PerIndicator, Source, ATTACK_SOURCE,
-    INTEL_FEED_SOURCE,
-};
+use dossier_core::sources::{AttackSource, IntelFeed, LookupLimits, NotConfigured, PerIndicator, Source, ATTACK_SOURCE, INTEL_FEED_SOURCE};
 use dossier_core::stages::Context;
 
 use crate::dynamo::DynamoStore;
@@ -66,58 +63,31 @@ impl Aws {
         );
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_urls_from_env());
         let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&sdk));
-        Ok(Aws {
-            store: Arc::new(store),
-            queue: Arc::new(queue),
-            secrets: Arc::new(secrets),
-            config: Arc::new(env::pipeline_config()?),
-        })
+        Ok(Aws { store: Arc::new(store), queue: Arc::new(queue), secrets: Arc::new(secrets), config: Arc::new(env::pipeline_config()?) })
     }
 
     pub fn context(&self, actor: &'static str) -> Context {
-        Context::new(
-            self.store.clone(),
-            self.queue.clone(),
-            Arc::new(SystemClock),
-            self.config.clone(),
-            actor,
-        )
+        Context::new(self.store.clone(), self.queue.clone(), Arc::new(SystemClock), self.config.clone(), actor)
     }
 
     /// Reads the secret whose id (ARN or name) is in `var`.
     pub async fn secret(&self, var: &'static str) -> Result<String, WiringError> {
         let id = env::required(var)?;
-        self.secrets
-            .get_secret(&id)
-            .await
-            .map_err(|e| WiringError::Secret {
-                var,
-                reason: e.to_string(),
-            })
+        self.secrets.get_secret(&id).await.map_err(|e| WiringError::Secret { var, reason: e.to_string() })
     }
 
     pub async fn xdr(&self) -> Result<Arc<dyn XdrApi>, WiringError> {
         let base = env::required("DOSSIER_XDR_URL")?;
         let creds = XdrCredentials::from_secret(&self.secret("DOSSIER_XDR_SECRET_ARN").await?)
-            .map_err(|reason| WiringError::Secret {
-                var: "DOSSIER_XDR_SECRET_ARN",
-                reason,
-            })?;
-        Ok(Arc::new(XdrHttp::new(
-            &base,
-            creds,
-            Duration::from_secs(20),
-        )))
+            .map_err(|reason| WiringError::Secret { var: "DOSSIER_XDR_SECRET_ARN", reason })?;
+        Ok(Arc::new(XdrHttp::new(&base, creds, Duration::from_secs(20))))
     }
 
     pub async fn link_signer(&self) -> Result<Arc<LinkSigner>, WiringError> {
         let text = self.secret("DOSSIER_LINK_KEY_SECRET_ARN").await?;
         LinkSigner::from_secret(&text)
             .map(Arc::new)
-            .map_err(|e| WiringError::Secret {
-                var: "DOSSIER_LINK_KEY_SECRET_ARN",
-                reason: e.to_string(),
-            })
+            .map_err(|e| WiringError::Secret { var: "DOSSIER_LINK_KEY_SECRET_ARN", reason: e.to_string() })
     }
 
     /// The one source a deployed enrich function serves (`DOSSIER_SOURCE`).
@@ -127,47 +97,25 @@ impl Aws {
             virustotal::NAME => match env::var("DOSSIER_VIRUSTOTAL_SECRET_ARN") {
                 Some(_) => {
                     let key = self.secret("DOSSIER_VIRUSTOTAL_SECRET_ARN").await?;
-                    let base = env::var("DOSSIER_VIRUSTOTAL_URL")
-                        .unwrap_or_else(|| virustotal::DEFAULT_BASE_URL.into());
+                    let base = env::var("DOSSIER_VIRUSTOTAL_URL").unwrap_or_else(|| virustotal::DEFAULT_BASE_URL.into());
                     Arc::new(PerIndicator {
-                        inner: VirusTotal::new(
-                            &base,
-                            key.trim().to_string(),
-                            Duration::from_secs(10),
-                        ),
+                        inner: VirusTotal::new(&base, key.trim().to_string(), Duration::from_secs(10)),
                         limits: LookupLimits::default(),
                     })
                 }
-                None => Arc::new(NotConfigured {
-                    name: name.into(),
-                    reason: "no API key configured".into(),
-                }),
+                None => Arc::new(NotConfigured { name: name.into(), reason: "no API key configured".into() }),
             },
             INTEL_FEED_SOURCE => match env::var("DOSSIER_INTEL_FEED_PATH") {
                 Some(path) => {
-                    let text =
-                        std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
-                            name: "DOSSIER_INTEL_FEED_PATH",
-                            reason: e.to_string(),
-                        })?;
-                    let feed = IntelFeed::from_csv(&text).map_err(|e| ConfigError::Invalid {
-                        name: "DOSSIER_INTEL_FEED_PATH",
-                        reason: e.to_string(),
-                    })?;
-                    Arc::new(PerIndicator {
-                        inner: feed,
-                        limits: LookupLimits::default(),
-                    })
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| ConfigError::Invalid { name: "DOSSIER_INTEL_FEED_PATH", reason: e.to_string() })?;
+                    let feed = IntelFeed::from_csv(&text)
+                        .map_err(|e| ConfigError::Invalid { name: "DOSSIER_INTEL_FEED_PATH", reason: e.to_string() })?;
+                    Arc::new(PerIndicator { inner: feed, limits: LookupLimits::default() })
                 }
-                None => Arc::new(NotConfigured {
-                    name: name.into(),
-                    reason: "no feed file configured".into(),
-                }),
+                None => Arc::new(NotConfigured { name: name.into(), reason: "no feed file configured".into() }),
             },
-            other => Arc::new(NotConfigured {
-                name: other.into(),
-                reason: "this version has no adapter for the source".into(),
-            }),
+            other => Arc::new(NotConfigured { name: other.into(), reason: "this version has no adapter for the source".into() }),
         })
     }
 }

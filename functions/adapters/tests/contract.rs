@@ -8,9 +8,7 @@ use dossier_adapters::dynamo::DynamoStore;
 use dossier_adapters::provision;
 use dossier_adapters::sqs::SqsQueue;
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
-use dossier_core::ports::{
-    DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table,
-};
+use dossier_core::ports::{DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table};
 use dossier_tests::{moto_endpoint, unique_prefix};
 
 async fn moto_store(test: &str) -> DynamoStore {
@@ -18,12 +16,8 @@ async fn moto_store(test: &str) -> DynamoStore {
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let prefix = unique_prefix(test);
     let (cases, audit) = (format!("{prefix}cases"), format!("{prefix}audit"));
-    provision::ensure_table(&client, &cases)
-        .await
-        .expect("create cases table");
-    provision::ensure_table(&client, &audit)
-        .await
-        .expect("create audit table");
+    provision::ensure_table(&client, &cases).await.expect("create cases table");
+    provision::ensure_table(&client, &audit).await.expect("create audit table");
     DynamoStore::new(client, cases, audit)
 }
 
@@ -31,93 +25,29 @@ async fn moto_store(test: &str) -> DynamoStore {
 
 async fn doc_store_contract(store: &dyn DocStore) {
     // put_new writes once; the second is refused and changes nothing.
-    assert_eq!(
-        store
-            .put_new(Table::Cases, "t#1", "case", r#"{"a":1}"#, None)
-            .await
-            .unwrap(),
-        PutOutcome::Written
-    );
-    assert_eq!(
-        store
-            .put_new(Table::Cases, "t#1", "case", r#"{"a":2}"#, None)
-            .await
-            .unwrap(),
-        PutOutcome::AlreadyExists
-    );
-    let doc = store
-        .get(Table::Cases, "t#1", "case")
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(store.put_new(Table::Cases, "t#1", "case", r#"{"a":1}"#, None).await.unwrap(), PutOutcome::Written);
+    assert_eq!(store.put_new(Table::Cases, "t#1", "case", r#"{"a":2}"#, None).await.unwrap(), PutOutcome::AlreadyExists);
+    let doc = store.get(Table::Cases, "t#1", "case").await.unwrap().unwrap();
     assert_eq!((doc.body.as_str(), doc.version), (r#"{"a":1}"#, 1));
     // Versioned replace: the expected version wins once, a stale version conflicts.
-    assert_eq!(
-        store
-            .replace(Table::Cases, "t#1", "case", r#"{"a":3}"#, 1)
-            .await
-            .unwrap(),
-        ReplaceOutcome::Written
-    );
-    assert_eq!(
-        store
-            .replace(Table::Cases, "t#1", "case", r#"{"a":4}"#, 1)
-            .await
-            .unwrap(),
-        ReplaceOutcome::Conflict
-    );
-    let doc = store
-        .get(Table::Cases, "t#1", "case")
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(store.replace(Table::Cases, "t#1", "case", r#"{"a":3}"#, 1).await.unwrap(), ReplaceOutcome::Written);
+    assert_eq!(store.replace(Table::Cases, "t#1", "case", r#"{"a":4}"#, 1).await.unwrap(), ReplaceOutcome::Conflict);
+    let doc = store.get(Table::Cases, "t#1", "case").await.unwrap().unwrap();
     assert_eq!((doc.body.as_str(), doc.version), (r#"{"a":3}"#, 2));
     // Replacing a missing item is a conflict, not a create.
-    assert_eq!(
-        store
-            .replace(Table::Cases, "t#1", "nothing", "{}", 1)
-            .await
-            .unwrap(),
-        ReplaceOutcome::Conflict
-    );
-    assert!(store
-        .get(Table::Cases, "t#1", "nothing")
-        .await
-        .unwrap()
-        .is_none());
+    assert_eq!(store.replace(Table::Cases, "t#1", "nothing", "{}", 1).await.unwrap(), ReplaceOutcome::Conflict);
+    assert!(store.get(Table::Cases, "t#1", "nothing").await.unwrap().is_none());
     // Query by prefix, in sort-key order, without other partitions or prefixes.
     for sk in ["source#b", "source#a", "draft#1"] {
-        store
-            .put_new(Table::Cases, "t#1", sk, "{}", None)
-            .await
-            .unwrap();
+        store.put_new(Table::Cases, "t#1", sk, "{}", None).await.unwrap();
     }
-    store
-        .put_new(Table::Cases, "t#2", "source#c", "{}", None)
-        .await
-        .unwrap();
-    let sks: Vec<String> = store
-        .query(Table::Cases, "t#1", "source#")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.sk)
-        .collect();
+    store.put_new(Table::Cases, "t#2", "source#c", "{}", None).await.unwrap();
+    let sks: Vec<String> = store.query(Table::Cases, "t#1", "source#").await.unwrap().into_iter().map(|d| d.sk).collect();
     assert_eq!(sks, vec!["source#a", "source#b"]);
     assert_eq!(store.query(Table::Cases, "t#1", "").await.unwrap().len(), 4);
     // Tables are separate.
-    assert!(store
-        .get(Table::Audit, "t#1", "case")
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        store
-            .put_new(Table::Audit, "t#1", "case", "{}", Some(1_900_000_000))
-            .await
-            .unwrap(),
-        PutOutcome::Written
-    );
+    assert!(store.get(Table::Audit, "t#1", "case").await.unwrap().is_none());
+    assert_eq!(store.put_new(Table::Audit, "t#1", "case", "{}", Some(1_900_000_000)).await.unwrap(), PutOutcome::Written);
 }
 
 async fn doc_store_races(store: Arc<dyn DocStore>) {
@@ -125,18 +55,9 @@ async fn doc_store_races(store: Arc<dyn DocStore>) {
     let mut tasks = Vec::new();
     for i in 0..10 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .put_new(
-                    Table::Cases,
-                    "race#1",
-                    "case",
-                    &format!("{{\"w\":{i}}}"),
-                    None,
-                )
-                .await
-                .unwrap()
-        }));
+        tasks.push(tokio::spawn(
+            async move { store.put_new(Table::Cases, "race#1", "case", &format!("{{\"w\":{i}}}"), None).await.unwrap() },
+        ));
     }
     let mut written = 0;
     for t in tasks {
@@ -149,12 +70,7 @@ async fn doc_store_races(store: Arc<dyn DocStore>) {
     let mut tasks = Vec::new();
     for i in 0..10 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .replace(Table::Cases, "race#1", "case", &format!("{{\"r\":{i}}}"), 1)
-                .await
-                .unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { store.replace(Table::Cases, "race#1", "case", &format!("{{\"r\":{i}}}"), 1).await.unwrap() }));
     }
     let mut won = 0;
     for t in tasks {
@@ -181,17 +97,10 @@ async fn doc_store_dynamodb_on_moto() {
 async fn dynamodb_rejects_oversized_and_reports_missing_tables() {
     let store = moto_store("limits").await;
     let big = "x".repeat(500 * 1024);
-    let err = store
-        .put_new(Table::Cases, "t#1", "big", &big, None)
-        .await
-        .unwrap_err();
+    let err = store.put_new(Table::Cases, "t#1", "big", &big, None).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
-    let missing = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        "no-such-table",
-        "no-such-audit",
-    );
+    let missing = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "no-such-table", "no-such-audit");
     let err = missing.get(Table::Cases, "a", "b").await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
 }
@@ -219,29 +128,13 @@ struct MotoDeadLetters {
 #[async_trait::async_trait]
 impl DeadLetters for MotoDeadLetters {
     async fn dead_letters(&self, queue: &QueueName) -> Vec<String> {
-        let url = provision::dlq_url(&self.client, &self.prefix, queue)
-            .await
-            .unwrap();
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        out.messages()
-            .iter()
-            .filter_map(|m| m.body().map(str::to_string))
-            .collect()
+        let url = provision::dlq_url(&self.client, &self.prefix, queue).await.unwrap();
+        let out = self.client.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
+        out.messages().iter().filter_map(|m| m.body().map(str::to_string)).collect()
     }
 }
 
-async fn receive_within(
-    consumer: &dyn QueueConsumer,
-    q: &QueueName,
-    wait: Duration,
-) -> Vec<dossier_core::ports::Delivery> {
+async fn receive_within(consumer: &dyn QueueConsumer, q: &QueueName, wait: Duration) -> Vec<dossier_core::ports::Delivery> {
     let until = std::time::Instant::now() + wait;
     loop {
         let got = consumer.receive(q, 10).await.unwrap();
@@ -259,25 +152,17 @@ async fn queue_contract<Q: Queue + QueueConsumer>(q: &Q, dlq: &dyn DeadLetters) 
     let got = receive_within(q, &collect, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].body.as_str(), got[0].receive_count), ("m1", 1));
-    assert!(
-        q.receive(&collect, 10).await.unwrap().is_empty(),
-        "in flight messages are invisible"
-    );
+    assert!(q.receive(&collect, 10).await.unwrap().is_empty(), "in flight messages are invisible");
     q.ack(&got[0]).await.unwrap();
     // retry_later(0) makes it visible again with a higher receive count.
     q.send(&collect, "m2", Duration::ZERO).await.unwrap();
     let first = receive_within(q, &collect, Duration::from_secs(2)).await;
     q.retry_later(&first[0], Duration::ZERO).await.unwrap();
     let second = receive_within(q, &collect, Duration::from_secs(2)).await;
-    assert_eq!(
-        (second[0].body.as_str(), second[0].receive_count),
-        ("m2", 2)
-    );
+    assert_eq!((second[0].body.as_str(), second[0].receive_count), ("m2", 2));
     q.ack(&second[0]).await.unwrap();
     // A delayed message is not visible before its delay.
-    q.send(&collect, "later", Duration::from_secs(2))
-        .await
-        .unwrap();
+    q.send(&collect, "later", Duration::from_secs(2)).await.unwrap();
     assert!(q.receive(&collect, 10).await.unwrap().is_empty());
     let later = receive_within(q, &collect, Duration::from_secs(5)).await;
     assert_eq!(later[0].body, "later");
@@ -290,19 +175,13 @@ async fn queue_contract<Q: Queue + QueueConsumer>(q: &Q, dlq: &dyn DeadLetters) 
         assert_eq!(got.len(), 1, "attempt {attempt}");
         q.retry_later(&got[0], Duration::ZERO).await.unwrap();
     }
-    assert!(receive_within(q, &collect, Duration::from_millis(500))
-        .await
-        .is_empty());
+    assert!(receive_within(q, &collect, Duration::from_millis(500)).await.is_empty());
     assert_eq!(dlq.dead_letters(&collect).await, vec![body.to_string()]);
 }
 
 #[tokio::test]
 async fn queue_embedded() {
-    let q = MemoryQueue::new(
-        Arc::new(SystemClock),
-        Duration::from_secs(30),
-        provision::MAX_RECEIVE_COUNT,
-    );
+    let q = MemoryQueue::new(Arc::new(SystemClock), Duration::from_secs(30), provision::MAX_RECEIVE_COUNT);
     queue_contract(&q, &q).await;
 }
 
@@ -311,13 +190,8 @@ async fn queue_sqs_on_moto() {
     let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
     let client = aws_sdk_sqs::Client::new(&sdk);
     let prefix = unique_prefix("queue");
-    let urls = provision::ensure_queues(&client, &prefix, &[QueueName::collect()], 30)
-        .await
-        .unwrap();
-    let dlq = MotoDeadLetters {
-        client: client.clone(),
-        prefix,
-    };
+    let urls = provision::ensure_queues(&client, &prefix, &[QueueName::collect()], 30).await.unwrap();
+    let dlq = MotoDeadLetters { client: client.clone(), prefix };
     queue_contract(&SqsQueue::new(client, urls), &dlq).await;
 }
 
@@ -327,25 +201,12 @@ async fn secrets_manager_on_moto() {
     let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let name = format!("{}webhook", unique_prefix("secret"));
-    client
-        .create_secret()
-        .name(&name)
-        .secret_string("s3cret-value")
-        .send()
-        .await
-        .unwrap();
+    client.create_secret().name(&name).secret_string("s3cret-value").send().await.unwrap();
     let store = dossier_adapters::secrets::SecretsManager::new(client);
     assert_eq!(store.get_secret(&name).await.unwrap(), "s3cret-value");
-    assert!(matches!(
-        store.get_secret("does-not-exist").await,
-        Err(SecretError::NotFound(_))
-    ));
+    assert!(matches!(store.get_secret("does-not-exist").await, Err(SecretError::NotFound(_))));
     // The embedded twin behaves the same.
-    let mem =
-        dossier_core::embedded::MemorySecrets::new([(name.clone(), "s3cret-value".to_string())]);
+    let mem = dossier_core::embedded::MemorySecrets::new([(name.clone(), "s3cret-value".to_string())]);
     assert_eq!(mem.get_secret(&name).await.unwrap(), "s3cret-value");
-    assert!(matches!(
-        mem.get_secret("does-not-exist").await,
-        Err(SecretError::NotFound(_))
-    ));
+    assert!(matches!(mem.get_secret("does-not-exist").await, Err(SecretError::NotFound(_))));
 }

@@ -8,9 +8,5 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    lambda::serve_http(Arc::new(Approve::new(
-        aws.context("approve"),
-        aws.link_signer().await?,
-    )))
-    .await
+    lambda::serve_http(Arc::new(Approve::new(aws.context("approve"), aws.link_signer().await?))).await
 }

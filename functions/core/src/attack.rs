@@ -74,10 +74,7 @@ pub fn attack() -> &'static Attack {
 
 fn rows(csv: &str) -> impl Iterator<Item = Vec<&str>> {
     // The export has no quoted fields (names never contain commas); checked by a test.
-    csv.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split(',').collect())
+    csv.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|l| l.split(',').collect())
 }
 
 impl Attack {
@@ -88,34 +85,18 @@ impl Attack {
                 let t = Technique {
                     id: r[0].to_string(),
                     name: r[1].to_string(),
-                    tactics: r[2]
-                        .split(';')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
+                    tactics: r[2].split(';').filter(|s| !s.is_empty()).map(str::to_string).collect(),
                 };
                 (t.id.clone(), t)
             })
             .collect();
         let retired = rows(RETIRED)
             .filter(|r| r.len() >= 4)
-            .map(|r| {
-                (
-                    r[0].to_string(),
-                    (
-                        r[1].to_string(),
-                        (!r[3].is_empty()).then(|| r[3].to_string()),
-                    ),
-                )
-            })
+            .map(|r| (r[0].to_string(), (r[1].to_string(), (!r[3].is_empty()).then(|| r[3].to_string()))))
             .collect();
         let mut tactics: Vec<Tactic> = rows(TACTICS)
             .filter(|r| r.len() >= 4)
-            .map(|r| Tactic {
-                id: r[0].to_string(),
-                name: r[2].to_string(),
-                order: r[3].trim().parse().unwrap_or(u32::MAX),
-            })
+            .map(|r| Tactic { id: r[0].to_string(), name: r[2].to_string(), order: r[3].trim().parse().unwrap_or(u32::MAX) })
             .collect();
         tactics.sort_by_key(|t| t.order);
         let mut by_group: BTreeMap<String, Group> = BTreeMap::new();
@@ -123,21 +104,12 @@ impl Attack {
             let g = by_group.entry(r[0].to_string()).or_insert_with(|| Group {
                 id: r[0].to_string(),
                 name: r[1].to_string(),
-                aliases: r[2]
-                    .split(';')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                aliases: r[2].split(';').filter(|s| !s.is_empty()).map(str::to_string).collect(),
                 techniques: Vec::new(),
             });
             g.techniques.push(r[3].to_string());
         }
-        Attack {
-            techniques,
-            retired,
-            tactics,
-            groups: by_group.into_values().collect(),
-        }
+        Attack { techniques, retired, tactics, groups: by_group.into_values().collect() }
     }
 
     pub fn technique(&self, id: &str) -> Option<&Technique> {
@@ -149,20 +121,14 @@ impl Attack {
             return Resolved::Active(t);
         }
         match self.retired.get(id) {
-            Some((name, replaced)) => Resolved::Retired {
-                name,
-                replaced_by: replaced.as_deref().and_then(|r| self.techniques.get(r)),
-            },
+            Some((name, replaced)) => Resolved::Retired { name, replaced_by: replaced.as_deref().and_then(|r| self.techniques.get(r)) },
             None => Resolved::Unknown,
         }
     }
 
     /// Position of a tactic (by display name) in the Enterprise matrix.
     pub fn tactic_order(&self, name: &str) -> u32 {
-        self.tactics
-            .iter()
-            .find(|t| t.name == name)
-            .map_or(u32::MAX, |t| t.order)
+        self.tactics.iter().find(|t| t.name == name).map_or(u32::MAX, |t| t.order)
     }
 
     pub fn tactics(&self) -> &[Tactic] {
@@ -186,11 +152,7 @@ impl Attack {
             .filter_map(|g| {
                 let shared: Vec<String> = case_techniques
                     .iter()
-                    .filter(|ct| {
-                        g.techniques
-                            .iter()
-                            .any(|gt| gt == *ct || parent(gt) == **ct || parent(ct) == *gt)
-                    })
+                    .filter(|ct| g.techniques.iter().any(|gt| gt == *ct || parent(gt) == **ct || parent(ct) == *gt))
                     .cloned()
                     .collect();
                 (!shared.is_empty()).then(|| GroupMatch {
@@ -202,18 +164,8 @@ impl Attack {
             })
             .collect();
         // Higher overlap first; among equals, groups with a narrower repertoire are more specific.
-        let size = |id: &str| {
-            self.groups
-                .iter()
-                .find(|g| g.id == id)
-                .map_or(usize::MAX, |g| g.techniques.len())
-        };
-        out.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| size(&a.id).cmp(&size(&b.id)))
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        let size = |id: &str| self.groups.iter().find(|g| g.id == id).map_or(usize::MAX, |g| g.techniques.len());
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| size(&a.id).cmp(&size(&b.id))).then_with(|| a.id.cmp(&b.id)));
         out.truncate(limit);
         out
     }
@@ -229,10 +181,7 @@ mod tests {
         assert_eq!(a.technique_count(), 691);
         assert_eq!(a.tactics().len(), 14);
         assert_eq!(a.groups.len(), 168);
-        assert!(TECHNIQUES
-            .lines()
-            .chain(GROUP_TECHNIQUES.lines())
-            .all(|l| !l.contains('"')));
+        assert!(TECHNIQUES.lines().chain(GROUP_TECHNIQUES.lines()).all(|l| !l.contains('"')));
     }
 
     #[test]

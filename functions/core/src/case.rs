@@ -25,33 +25,18 @@ impl CaseKey {
     pub fn new(tenant: &str, incident_id: &str) -> Result<CaseKey, InvalidKey> {
         let check = |field: &'static str, v: &str| {
             if v.is_empty() {
-                Err(InvalidKey {
-                    field,
-                    reason: "must not be empty",
-                })
+                Err(InvalidKey { field, reason: "must not be empty" })
             } else if v.len() > 64 {
-                Err(InvalidKey {
-                    field,
-                    reason: "longer than 64 characters",
-                })
-            } else if !v
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                Err(InvalidKey {
-                    field,
-                    reason: "only letters, digits, '-', '_' and '.' are allowed",
-                })
+                Err(InvalidKey { field, reason: "longer than 64 characters" })
+            } else if !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                Err(InvalidKey { field, reason: "only letters, digits, '-', '_' and '.' are allowed" })
             } else {
                 Ok(())
             }
         };
         check("tenant", tenant)?;
         check("incident id", incident_id)?;
-        Ok(CaseKey {
-            tenant: tenant.to_string(),
-            incident_id: incident_id.to_string(),
-        })
+        Ok(CaseKey { tenant: tenant.to_string(), incident_id: incident_id.to_string() })
     }
 
     /// The partition key used in storage: `tenant#incident`.
@@ -105,15 +90,7 @@ impl CaseStatus {
                 | (WritingBack, AwaitingApproval)
                 | (WritingBack, Done)
                 | (AwaitingApproval, Done)
-                | (
-                    Received
-                        | Collecting
-                        | Enriching
-                        | Synthesizing
-                        | WritingBack
-                        | AwaitingApproval,
-                    Failed
-                )
+                | (Received | Collecting | Enriching | Synthesizing | WritingBack | AwaitingApproval, Failed)
         )
     }
 
@@ -235,33 +212,20 @@ impl Case {
             expected_sources: Vec::new(),
             enrich_deadline_ms: None,
             draft_id: None,
-            history: vec![StatusChange {
-                status: CaseStatus::Received,
-                at_ms: now_ms,
-            }],
+            history: vec![StatusChange { status: CaseStatus::Received, at_ms: now_ms }],
         }
     }
 
     pub fn move_to(&mut self, next: CaseStatus, now_ms: i64) -> Result<(), InvalidTransition> {
         if !self.status.can_move_to(next) {
-            return Err(InvalidTransition {
-                from: self.status,
-                to: next,
-            });
+            return Err(InvalidTransition { from: self.status, to: next });
         }
         self.status = next;
-        self.history.push(StatusChange {
-            status: next,
-            at_ms: now_ms,
-        });
+        self.history.push(StatusChange { status: next, at_ms: now_ms });
         Ok(())
     }
 
-    pub fn fail(
-        &mut self,
-        reason: impl Into<String>,
-        now_ms: i64,
-    ) -> Result<(), InvalidTransition> {
+    pub fn fail(&mut self, reason: impl Into<String>, now_ms: i64) -> Result<(), InvalidTransition> {
         self.move_to(CaseStatus::Failed, now_ms)?;
         self.failure = Some(reason.into());
         Ok(())
@@ -385,13 +349,7 @@ mod tests {
         let key = CaseKey::new("acme", "42").unwrap();
         let mut c = Case::new(key, Trigger::Webhook, IncidentHint::default(), 1);
         assert!(c.move_to(CaseStatus::Synthesizing, 2).is_err());
-        for s in [
-            CaseStatus::Collecting,
-            CaseStatus::Enriching,
-            CaseStatus::Synthesizing,
-            CaseStatus::WritingBack,
-            CaseStatus::Done,
-        ] {
+        for s in [CaseStatus::Collecting, CaseStatus::Enriching, CaseStatus::Synthesizing, CaseStatus::WritingBack, CaseStatus::Done] {
             c.move_to(s, 3).unwrap();
         }
         assert!(c.fail("late", 4).is_err(), "done is terminal");

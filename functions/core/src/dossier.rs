@@ -102,11 +102,7 @@ pub struct Draft {
 
 /// Removes control characters and bounds the length of untrusted text before rendering.
 pub fn clean_text(s: &str, max_chars: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max_chars)
-        .collect();
+    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max_chars).collect();
     if s.chars().count() > max_chars {
         out.push('…');
     }
@@ -154,111 +150,47 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         }
     }
     let mut indicators: Vec<IndicatorFinding> = by_indicator.into_values().collect();
-    indicators.sort_by(|x, y| {
-        y.worst
-            .cmp(&x.worst)
-            .then(x.kind.cmp(&y.kind))
-            .then(x.value.cmp(&y.value))
-    });
+    indicators.sort_by(|x, y| y.worst.cmp(&x.worst).then(x.kind.cmp(&y.kind)).then(x.value.cmp(&y.value)));
 
     // Techniques: ATT&CK source result if present, else the embedded table directly.
-    let mut techniques: Vec<Technique> = reports
-        .iter()
-        .flat_map(|r| r.techniques.iter().cloned())
-        .collect();
+    let mut techniques: Vec<Technique> = reports.iter().flat_map(|r| r.techniques.iter().cloned()).collect();
     if techniques.is_empty() {
-        techniques = case
-            .techniques
-            .iter()
-            .filter_map(|id| a.technique(id).cloned())
-            .collect();
+        techniques = case.techniques.iter().filter_map(|id| a.technique(id).cloned()).collect();
     }
-    techniques.sort_by_key(|t| {
-        (
-            t.tactics.first().map_or(u32::MAX, |n| a.tactic_order(n)),
-            t.id.clone(),
-        )
-    });
+    techniques.sort_by_key(|t| (t.tactics.first().map_or(u32::MAX, |n| a.tactic_order(n)), t.id.clone()));
     techniques.dedup_by(|x, y| x.id == y.id);
-    let mut actors: Vec<GroupMatch> = reports
-        .iter()
-        .flat_map(|r| r.groups.iter().cloned())
-        .collect();
+    let mut actors: Vec<GroupMatch> = reports.iter().flat_map(|r| r.groups.iter().cloned()).collect();
     if actors.is_empty() {
-        actors = a.groups_overlapping(
-            &techniques.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
-            5,
-        );
+        actors = a.groups_overlapping(&techniques.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), 5);
     }
 
-    let malicious: Vec<&IndicatorFinding> = indicators
-        .iter()
-        .filter(|f| f.worst == VerdictLevel::Malicious)
-        .collect();
-    let suspicious: Vec<&IndicatorFinding> = indicators
-        .iter()
-        .filter(|f| f.worst == VerdictLevel::Suspicious)
-        .collect();
+    let malicious: Vec<&IndicatorFinding> = indicators.iter().filter(|f| f.worst == VerdictLevel::Malicious).collect();
+    let suspicious: Vec<&IndicatorFinding> = indicators.iter().filter(|f| f.worst == VerdictLevel::Suspicious).collect();
     let tactic_chain: Vec<String> = {
         let mut t: Vec<&String> = techniques.iter().flat_map(|t| t.tactics.iter()).collect();
         t.sort_by_key(|n| a.tactic_order(n));
         t.dedup();
         t.into_iter().cloned().collect()
     };
-    let high_impact = tactic_chain
-        .iter()
-        .any(|t| t == "Impact" || t == "Credential Access" || t == "Exfiltration");
+    let high_impact = tactic_chain.iter().any(|t| t == "Impact" || t == "Credential Access" || t == "Exfiltration");
 
     let (assessed, severity_reason) = if malicious.len() >= 2 && high_impact {
         (
             Severity::Critical,
-            format!(
-                "{} indicators are flagged malicious and the techniques reach {}",
-                malicious.len(),
-                tactic_chain.join(" → ")
-            ),
+            format!("{} indicators are flagged malicious and the techniques reach {}", malicious.len(), tactic_chain.join(" → ")),
         )
     } else if !malicious.is_empty() {
-        (
-            Severity::High,
-            format!(
-                "{} indicator(s) flagged malicious by threat intel",
-                malicious.len()
-            ),
-        )
+        (Severity::High, format!("{} indicator(s) flagged malicious by threat intel", malicious.len()))
     } else if !suspicious.is_empty() {
-        (
-            Severity::Medium,
-            format!(
-                "{} indicator(s) flagged suspicious, none malicious",
-                suspicious.len()
-            ),
-        )
+        (Severity::Medium, format!("{} indicator(s) flagged suspicious, none malicious", suspicious.len()))
     } else {
-        (
-            case.severity,
-            "no source flags any indicator; severity left as XDR set it".to_string(),
-        )
+        (case.severity, "no source flags any indicator; severity left as XDR set it".to_string())
     };
     let severity = assessed.max(case.severity);
 
-    let hosts: Vec<String> = case
-        .indicators
-        .iter()
-        .filter(|i| i.kind == IndicatorKind::Hostname)
-        .map(|i| i.value.clone())
-        .collect();
-    let users: Vec<String> = case
-        .indicators
-        .iter()
-        .filter(|i| i.kind == IndicatorKind::User)
-        .map(|i| i.value.clone())
-        .collect();
-    let title = case
-        .incident_name
-        .clone()
-        .or_else(|| case.alert_names.first().cloned())
-        .unwrap_or_else(|| case.hint.description.clone());
+    let hosts: Vec<String> = case.indicators.iter().filter(|i| i.kind == IndicatorKind::Hostname).map(|i| i.value.clone()).collect();
+    let users: Vec<String> = case.indicators.iter().filter(|i| i.kind == IndicatorKind::User).map(|i| i.value.clone()).collect();
+    let title = case.incident_name.clone().or_else(|| case.alert_names.first().cloned()).unwrap_or_else(|| case.hint.description.clone());
 
     // Summary: one paragraph a tired analyst can read in ten seconds.
     let mut summary = format!(
@@ -267,84 +199,43 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         case.severity,
         clean_text(&title, 160),
         case.alert_count,
-        if hosts.is_empty() {
-            "no named host".to_string()
-        } else {
-            clean_text(&hosts.join(", "), 200)
-        },
-        if users.is_empty() {
-            "no named user".to_string()
-        } else {
-            clean_text(&users.join(", "), 200)
-        },
+        if hosts.is_empty() { "no named host".to_string() } else { clean_text(&hosts.join(", "), 200) },
+        if users.is_empty() { "no named user".to_string() } else { clean_text(&users.join(", "), 200) },
     );
     if malicious.is_empty() && suspicious.is_empty() {
         let observables = indicators.iter().filter(|f| !f.kind.is_entity()).count();
-        let _ = write!(
-            summary,
-            " No enrichment source flags any of the {observables} indicator(s)."
-        );
+        let _ = write!(summary, " No enrichment source flags any of the {observables} indicator(s).");
     } else {
-        let flagged: Vec<String> = malicious
-            .iter()
-            .chain(suspicious.iter())
-            .take(5)
-            .map(|f| format!("{} {} ({})", f.kind, f.value, f.worst.as_str()))
-            .collect();
+        let flagged: Vec<String> =
+            malicious.iter().chain(suspicious.iter()).take(5).map(|f| format!("{} {} ({})", f.kind, f.value, f.worst.as_str())).collect();
         let _ = write!(summary, " Flagged: {}.", flagged.join("; "));
     }
     if !techniques.is_empty() {
-        let names: Vec<String> = techniques
-            .iter()
-            .take(6)
-            .map(|t| format!("{} {}", t.id, t.name))
-            .collect();
-        let _ = write!(
-            summary,
-            " ATT&CK: {} ({}).",
-            names.join(", "),
-            tactic_chain.join(" → ")
-        );
+        let names: Vec<String> = techniques.iter().take(6).map(|t| format!("{} {}", t.id, t.name)).collect();
+        let _ = write!(summary, " ATT&CK: {} ({}).", names.join(", "), tactic_chain.join(" → "));
     }
     if !missing_sources.is_empty() {
-        let _ = write!(
-            summary,
-            " Incomplete: {} did not answer in time.",
-            missing_sources.join(", ")
-        );
+        let _ = write!(summary, " Incomplete: {} did not answer in time.", missing_sources.join(", "));
     }
 
     let mut hypotheses = Vec::new();
     if !malicious.is_empty() {
         hypotheses.push(Hypothesis {
-            text: format!(
-                "Malicious activity: threat intel flags {} indicator(s) seen in this incident.",
-                malicious.len()
-            ),
+            text: format!("Malicious activity: threat intel flags {} indicator(s) seen in this incident.", malicious.len()),
             confidence: (0.55 + 0.1 * malicious.len() as f64).min(0.9),
-            evidence: malicious
-                .iter()
-                .take(5)
-                .map(|f| format!("{} {}", f.kind, f.value))
-                .collect(),
+            evidence: malicious.iter().take(5).map(|f| format!("{} {}", f.kind, f.value)).collect(),
         });
     }
     if !tactic_chain.is_empty() {
         hypotheses.push(Hypothesis {
-            text: format!(
-                "The activity follows the ATT&CK chain {}.",
-                tactic_chain.join(" → ")
-            ),
+            text: format!("The activity follows the ATT&CK chain {}.", tactic_chain.join(" → ")),
             confidence: if malicious.is_empty() { 0.45 } else { 0.65 },
             evidence: techniques.iter().take(6).map(|t| t.id.clone()).collect(),
         });
     }
     if let Some(top) = actors.first().filter(|g| g.score >= 0.5) {
         hypotheses.push(Hypothesis {
-            text: format!(
-                "Tradecraft overlaps {} ({}); overlap alone is weak attribution.",
-                top.name, top.id
-            ),
+            text: format!("Tradecraft overlaps {} ({}); overlap alone is weak attribution.", top.name, top.id),
             confidence: (top.score * 0.4).min(0.4),
             evidence: top.shared.clone(),
         });
@@ -371,24 +262,14 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         hypotheses,
         sources: reports
             .iter()
-            .map(|r| SourceLine {
-                name: r.source.clone(),
-                status: r.status,
-                calls: r.calls,
-                note: r.note.clone(),
-            })
+            .map(|r| SourceLine { name: r.source.clone(), status: r.status, calls: r.calls, note: r.note.clone() })
             .collect(),
         missing_sources: missing_sources.to_vec(),
     }
 }
 
 /// Next steps with ready XQL, per entity and per alert family.
-fn next_steps(
-    indicators: &[IndicatorFinding],
-    techniques: &[Technique],
-    hosts: &[String],
-    users: &[String],
-) -> Vec<NextStep> {
+fn next_steps(indicators: &[IndicatorFinding], techniques: &[Technique], hosts: &[String], users: &[String]) -> Vec<NextStep> {
     let mut steps = Vec::new();
     for h in hosts.iter().take(3) {
         steps.push(NextStep {
@@ -399,33 +280,19 @@ fn next_steps(
             )),
         });
     }
-    for f in indicators
-        .iter()
-        .filter(|f| !f.internal && f.worst >= VerdictLevel::Suspicious)
-        .take(5)
-    {
+    for f in indicators.iter().filter(|f| !f.internal && f.worst >= VerdictLevel::Suspicious).take(5) {
         let (text, filter) = match f.kind {
-            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => (
-                "Find every host that talked to",
-                format!("action_remote_ip = {}", xql_quote(&f.value)),
-            ),
-            IndicatorKind::Domain => (
-                "Find every host that resolved",
-                format!("dns_query_name = {}", xql_quote(&f.value)),
-            ),
+            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => {
+                ("Find every host that talked to", format!("action_remote_ip = {}", xql_quote(&f.value)))
+            }
+            IndicatorKind::Domain => ("Find every host that resolved", format!("dns_query_name = {}", xql_quote(&f.value))),
             IndicatorKind::Sha256 => (
                 "Find every host that ran or wrote",
-                format!(
-                    "action_process_image_sha256 = {v} or action_file_sha256 = {v}",
-                    v = xql_quote(&f.value)
-                ),
+                format!("action_process_image_sha256 = {v} or action_file_sha256 = {v}", v = xql_quote(&f.value)),
             ),
             IndicatorKind::Md5 => (
                 "Find every host that ran or wrote",
-                format!(
-                    "action_process_image_md5 = {v} or action_file_md5 = {v}",
-                    v = xql_quote(&f.value)
-                ),
+                format!("action_process_image_md5 = {v} or action_file_md5 = {v}", v = xql_quote(&f.value)),
             ),
             _ => continue,
         };
@@ -450,10 +317,7 @@ fn next_steps(
             xql: Some("config timeframe = 7d | dataset = xdr_data | filter event_type = ENUM.PROCESS and action_process_image_name ~= \"powershell\" and action_process_image_command_line ~= \"-e(nc|ncodedcommand)? \" | fields _time, agent_hostname, action_process_image_command_line | limit 200".into()),
         });
     }
-    if ids
-        .iter()
-        .any(|t| t.starts_with("T1486") || t.starts_with("T1490"))
-    {
+    if ids.iter().any(|t| t.starts_with("T1486") || t.starts_with("T1490")) {
         steps.push(NextStep {
             text: "Look for shadow-copy deletion and mass file changes (ransomware precursors).".into(),
             xql: Some("config timeframe = 24h | dataset = xdr_data | filter event_type = ENUM.PROCESS and action_process_image_command_line ~= \"(vssadmin|wmic).*(delete|shadowcopy)\" | fields _time, agent_hostname, action_process_image_command_line".into()),
@@ -466,10 +330,7 @@ fn next_steps(
         });
     }
     if steps.is_empty() {
-        steps.push(NextStep {
-            text: "Review the alert details in XDR; Dossier found no entity to pivot on.".into(),
-            xql: None,
-        });
+        steps.push(NextStep { text: "Review the alert details in XDR; Dossier found no entity to pivot on.".into(), xql: None });
     }
     steps
 }
@@ -483,11 +344,7 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
     let mut actions = Vec::new();
     let mut push = |kind: ActionKind, target: String, label: String, rationale: String| {
         actions.push(Action {
-            id: format!(
-                "{}-{}",
-                kind.as_str().replace('_', "-"),
-                short_hash(&target)
-            ),
+            id: format!("{}-{}", kind.as_str().replace('_', "-"), short_hash(&target)),
             kind,
             target,
             target_label: label,
@@ -499,18 +356,10 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
             links: Vec::new(),
         })
     };
-    let malicious: Vec<&IndicatorFinding> = dossier
-        .indicators
-        .iter()
-        .filter(|f| f.worst == VerdictLevel::Malicious && !f.internal)
-        .collect();
+    let malicious: Vec<&IndicatorFinding> =
+        dossier.indicators.iter().filter(|f| f.worst == VerdictLevel::Malicious && !f.internal).collect();
     if !malicious.is_empty() {
-        for ep in case
-            .endpoints
-            .iter()
-            .filter(|e| e.endpoint_id.is_some())
-            .take(3)
-        {
+        for ep in case.endpoints.iter().filter(|e| e.endpoint_id.is_some()).take(3) {
             let id = ep.endpoint_id.clone().unwrap_or_default();
             let label = ep.host_name.clone().unwrap_or_else(|| id.clone());
             push(
@@ -540,27 +389,15 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
 /// The plain-text comment written to the XDR incident.
 pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Action]) -> String {
     let mut s = String::new();
-    let label = if d.ai_generated {
-        LABEL_AI
-    } else {
-        LABEL_NO_AI
-    };
+    let label = if d.ai_generated { LABEL_AI } else { LABEL_NO_AI };
     let _ = writeln!(s, "[Dossier] {label}");
     if let Some(m) = &d.model {
         let _ = writeln!(s, "Model: {m} · prompt {}", d.prompt_version);
     }
     let _ = writeln!(s, "\nSUMMARY\n{}", d.summary);
-    let _ = writeln!(
-        s,
-        "\nSEVERITY ASSESSMENT: {} ({})",
-        d.severity, d.severity_reason
-    );
+    let _ = writeln!(s, "\nSEVERITY ASSESSMENT: {} ({})", d.severity, d.severity_reason);
 
-    let shown: Vec<&IndicatorFinding> = d
-        .indicators
-        .iter()
-        .filter(|f| !f.kind.is_entity())
-        .collect();
+    let shown: Vec<&IndicatorFinding> = d.indicators.iter().filter(|f| !f.kind.is_entity()).collect();
     if !shown.is_empty() {
         let _ = writeln!(s, "\nINDICATORS");
         for f in shown.iter().take(25) {
@@ -568,32 +405,16 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             let verdicts = if f.verdicts.is_empty() {
                 "no verdict".to_string()
             } else {
-                f.verdicts
-                    .iter()
-                    .map(|v| format!("{}: {} — {}", v.source, v.verdict.as_str(), v.summary))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                f.verdicts.iter().map(|v| format!("{}: {} — {}", v.source, v.verdict.as_str(), v.summary)).collect::<Vec<_>>().join("; ")
             };
-            let _ = writeln!(
-                s,
-                "- {} {} [{scope}] {}: {}",
-                f.kind,
-                clean_text(&f.value, 200),
-                f.worst.as_str().to_uppercase(),
-                verdicts
-            );
+            let _ = writeln!(s, "- {} {} [{scope}] {}: {}", f.kind, clean_text(&f.value, 200), f.worst.as_str().to_uppercase(), verdicts);
         }
         if shown.len() > 25 {
             let _ = writeln!(s, "- … and {} more", shown.len() - 25);
         }
     }
-    let entities: Vec<String> = d
-        .indicators
-        .iter()
-        .filter(|f| f.kind.is_entity())
-        .take(12)
-        .map(|f| format!("{} {}", f.kind, clean_text(&f.value, 100)))
-        .collect();
+    let entities: Vec<String> =
+        d.indicators.iter().filter(|f| f.kind.is_entity()).take(12).map(|f| format!("{} {}", f.kind, clean_text(&f.value, 100))).collect();
     if !entities.is_empty() {
         let _ = writeln!(s, "\nENTITIES\n{}", entities.join(", "));
     }
@@ -606,14 +427,7 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
     if !d.actors.is_empty() {
         let _ = writeln!(s, "\nGROUPS KNOWN TO USE THESE TECHNIQUES");
         for g in d.actors.iter().take(5) {
-            let _ = writeln!(
-                s,
-                "- {} ({}): {:.0}% overlap ({})",
-                g.name,
-                g.id,
-                g.score * 100.0,
-                g.shared.join(", ")
-            );
+            let _ = writeln!(s, "- {} ({}): {:.0}% overlap ({})", g.name, g.id, g.score * 100.0, g.shared.join(", "));
         }
     }
     if !d.hypotheses.is_empty() {
@@ -630,10 +444,7 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
         }
     }
     if !actions.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nPROPOSED ACTIONS (nothing runs without a signed approval)"
-        );
+        let _ = writeln!(s, "\nPROPOSED ACTIONS (nothing runs without a signed approval)");
         for a in actions {
             let _ = writeln!(
                 s,
@@ -653,19 +464,13 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             src.name,
             src.status.as_str(),
             src.calls,
-            src.note
-                .as_ref()
-                .map_or(String::new(), |n| format!(" — {}", clean_text(n, 200)))
+            src.note.as_ref().map_or(String::new(), |n| format!(" — {}", clean_text(n, 200)))
         );
     }
     for m in &d.missing_sources {
         let _ = writeln!(s, "- {m}: no answer before the deadline");
     }
-    let footer = format!(
-        "\n[dossier:{}:{draft_id}] generated {}",
-        case.key.storage_id(),
-        format_utc(case.received_at_ms)
-    );
+    let footer = format!("\n[dossier:{}:{draft_id}] generated {}", case.key.storage_id(), format_utc(case.received_at_ms));
     let budget = MAX_COMMENT_CHARS - footer.chars().count() - 40;
     if s.chars().count() > budget {
         s = s.chars().take(budget).collect();

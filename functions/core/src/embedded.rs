@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::ports::{
-    Clock, Delivery, DocStore, PutOutcome, Queue, QueueConsumer, QueueError, QueueName,
-    ReplaceOutcome, SecretError, SecretStore, StoreError, StoredDoc, SystemClock, Table, XdrApi,
-    XdrError,
+    Clock, Delivery, DocStore, PutOutcome, Queue, QueueConsumer, QueueError, QueueName, ReplaceOutcome, SecretError, SecretStore,
+    StoreError, StoredDoc, SystemClock, Table, XdrApi, XdrError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,23 +38,14 @@ impl MemoryStore {
 #[async_trait]
 impl DocStore for MemoryStore {
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<StoredDoc>, StoreError> {
-        Ok(lock(&self.items)
-            .get(&(table, pk.to_string(), sk.to_string()))
-            .map(|(body, version)| StoredDoc {
-                sk: sk.to_string(),
-                body: body.clone(),
-                version: *version,
-            }))
+        Ok(lock(&self.items).get(&(table, pk.to_string(), sk.to_string())).map(|(body, version)| StoredDoc {
+            sk: sk.to_string(),
+            body: body.clone(),
+            version: *version,
+        }))
     }
 
-    async fn put_new(
-        &self,
-        table: Table,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        _expires_at_s: Option<i64>,
-    ) -> Result<PutOutcome, StoreError> {
+    async fn put_new(&self, table: Table, pk: &str, sk: &str, body: &str, _expires_at_s: Option<i64>) -> Result<PutOutcome, StoreError> {
         let mut items = lock(&self.items);
         let key = (table, pk.to_string(), sk.to_string());
         if items.contains_key(&key) {
@@ -65,14 +55,7 @@ impl DocStore for MemoryStore {
         Ok(PutOutcome::Written)
     }
 
-    async fn replace(
-        &self,
-        table: Table,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        expected_version: u64,
-    ) -> Result<ReplaceOutcome, StoreError> {
+    async fn replace(&self, table: Table, pk: &str, sk: &str, body: &str, expected_version: u64) -> Result<ReplaceOutcome, StoreError> {
         let mut items = lock(&self.items);
         match items.get_mut(&(table, pk.to_string(), sk.to_string())) {
             Some((stored, version)) if *version == expected_version => {
@@ -84,21 +67,12 @@ impl DocStore for MemoryStore {
         }
     }
 
-    async fn query(
-        &self,
-        table: Table,
-        pk: &str,
-        sk_prefix: &str,
-    ) -> Result<Vec<StoredDoc>, StoreError> {
+    async fn query(&self, table: Table, pk: &str, sk_prefix: &str) -> Result<Vec<StoredDoc>, StoreError> {
         let items = lock(&self.items);
         Ok(items
             .range((table, pk.to_string(), sk_prefix.to_string())..)
             .take_while(|((t, p, s), _)| *t == table && p == pk && s.starts_with(sk_prefix))
-            .map(|((_, _, sk), (body, version))| StoredDoc {
-                sk: sk.clone(),
-                body: body.clone(),
-                version: *version,
-            })
+            .map(|((_, _, sk), (body, version))| StoredDoc { sk: sk.clone(), body: body.clone(), version: *version })
             .collect())
     }
 }
@@ -153,10 +127,7 @@ impl MemoryQueue {
 
     /// Earliest time a waiting message becomes visible, if any is waiting.
     pub fn next_visible_at_ms(&self) -> Option<i64> {
-        lock(&self.queues)
-            .values()
-            .flat_map(|q| q.iter().map(|m| m.visible_at_ms))
-            .min()
+        lock(&self.queues).values().flat_map(|q| q.iter().map(|m| m.visible_at_ms)).min()
     }
 
     pub fn dead_letters(&self, queue: &QueueName) -> Vec<String> {
@@ -164,10 +135,7 @@ impl MemoryQueue {
     }
 
     pub fn all_dead_letters(&self) -> Vec<(QueueName, String)> {
-        lock(&self.dead)
-            .iter()
-            .flat_map(|(q, bodies)| bodies.iter().map(move |b| (q.clone(), b.clone())))
-            .collect()
+        lock(&self.dead).iter().flat_map(|(q, bodies)| bodies.iter().map(move |b| (q.clone(), b.clone()))).collect()
     }
 
     pub fn sent_count(&self) -> u64 {
@@ -186,13 +154,9 @@ impl MemoryQueue {
 impl Queue for MemoryQueue {
     async fn send(&self, queue: &QueueName, body: &str, delay: Duration) -> Result<(), QueueError> {
         if body.len() > 256 * 1024 {
-            return Err(QueueError::Rejected(format!(
-                "message of {} bytes exceeds 256 KiB",
-                body.len()
-            )));
+            return Err(QueueError::Rejected(format!("message of {} bytes exceeds 256 KiB", body.len())));
         }
-        let delay_ms =
-            i64::try_from(delay.min(crate::ports::MAX_QUEUE_DELAY).as_millis()).unwrap_or(0);
+        let delay_ms = i64::try_from(delay.min(crate::ports::MAX_QUEUE_DELAY).as_millis()).unwrap_or(0);
         let msg = Message {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             body: body.to_string(),
@@ -200,10 +164,7 @@ impl Queue for MemoryQueue {
             receive_count: 0,
             in_flight_receipt: None,
         };
-        lock(&self.queues)
-            .entry(queue.clone())
-            .or_default()
-            .push_back(msg);
+        lock(&self.queues).entry(queue.clone()).or_default().push_back(msg);
         self.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -235,12 +196,7 @@ impl QueueConsumer for MemoryQueue {
             m.visible_at_ms = now + self.visibility_ms;
             let receipt = format!("{}:{}", m.id, m.receive_count);
             m.in_flight_receipt = Some(receipt.clone());
-            out.push(Delivery {
-                queue: queue.clone(),
-                receipt,
-                body: m.body.clone(),
-                receive_count: m.receive_count,
-            });
+            out.push(Delivery { queue: queue.clone(), receipt, body: m.body.clone(), receive_count: m.receive_count });
         }
         if !to_dead.is_empty() {
             let mut dead = lock(&self.dead);
@@ -265,13 +221,9 @@ impl QueueConsumer for MemoryQueue {
     }
 
     async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
-        let at = self.clock.now_ms()
-            + i64::try_from(delay.min(crate::ports::MAX_QUEUE_DELAY).as_millis()).unwrap_or(0);
+        let at = self.clock.now_ms() + i64::try_from(delay.min(crate::ports::MAX_QUEUE_DELAY).as_millis()).unwrap_or(0);
         if let Some(q) = lock(&self.queues).get_mut(&delivery.queue) {
-            if let Some(m) = q
-                .iter_mut()
-                .find(|m| m.in_flight_receipt.as_deref() == Some(delivery.receipt.as_str()))
-            {
+            if let Some(m) = q.iter_mut().find(|m| m.in_flight_receipt.as_deref() == Some(delivery.receipt.as_str())) {
                 m.visible_at_ms = at;
             }
         }
@@ -289,19 +241,14 @@ pub struct MemorySecrets {
 
 impl MemorySecrets {
     pub fn new(values: impl IntoIterator<Item = (String, String)>) -> MemorySecrets {
-        MemorySecrets {
-            values: values.into_iter().collect(),
-        }
+        MemorySecrets { values: values.into_iter().collect() }
     }
 }
 
 #[async_trait]
 impl SecretStore for MemorySecrets {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError> {
-        self.values
-            .get(id)
-            .cloned()
-            .ok_or_else(|| SecretError::NotFound(id.to_string()))
+        self.values.get(id).cloned().ok_or_else(|| SecretError::NotFound(id.to_string()))
     }
 }
 
@@ -313,8 +260,7 @@ impl ManualClock {
         ManualClock(AtomicI64::new(start_ms))
     }
     pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(i64::try_from(by.as_millis()).unwrap_or(0), Ordering::SeqCst);
+        self.0.fetch_add(i64::try_from(by.as_millis()).unwrap_or(0), Ordering::SeqCst);
     }
 }
 
@@ -346,17 +292,11 @@ pub struct RecordingXdr {
 impl RecordingXdr {
     /// Serves `reply` for any incident id.
     pub fn serving(reply: String) -> RecordingXdr {
-        RecordingXdr {
-            fallback: Some(reply),
-            ..Default::default()
-        }
+        RecordingXdr { fallback: Some(reply), ..Default::default() }
     }
 
     pub fn with_incidents(replies: impl IntoIterator<Item = (String, String)>) -> RecordingXdr {
-        RecordingXdr {
-            replies: Mutex::new(replies.into_iter().collect()),
-            ..Default::default()
-        }
+        RecordingXdr { replies: Mutex::new(replies.into_iter().collect()), ..Default::default() }
     }
 
     pub fn writes(&self) -> Vec<XdrWrite> {
@@ -364,10 +304,7 @@ impl RecordingXdr {
     }
 
     fn record(&self, endpoint: &str, body: serde_json::Value) {
-        lock(&self.writes).push(XdrWrite {
-            endpoint: endpoint.to_string(),
-            body,
-        });
+        lock(&self.writes).push(XdrWrite { endpoint: endpoint.to_string(), body });
     }
 }
 
@@ -390,16 +327,18 @@ impl XdrApi for RecordingXdr {
     }
 
     async fn set_severity(&self, incident_id: &str, severity: &str) -> Result<(), XdrError> {
-        self.record("/public_api/v1/incidents/update_incident", serde_json::json!({"request_data": {"incident_id": incident_id, "update_data": {"manual_severity": severity}}}));
+        self.record(
+            "/public_api/v1/incidents/update_incident",
+            serde_json::json!({"request_data": {"incident_id": incident_id, "update_data": {"manual_severity": severity}}}),
+        );
         Ok(())
     }
 
-    async fn isolate_endpoint(
-        &self,
-        endpoint_id: &str,
-        incident_id: &str,
-    ) -> Result<String, XdrError> {
-        self.record("/public_api/v1/endpoints/isolate", serde_json::json!({"request_data": {"endpoint_id": endpoint_id, "incident_id": incident_id}}));
+    async fn isolate_endpoint(&self, endpoint_id: &str, incident_id: &str) -> Result<String, XdrError> {
+        self.record(
+            "/public_api/v1/endpoints/isolate",
+            serde_json::json!({"request_data": {"endpoint_id": endpoint_id, "incident_id": incident_id}}),
+        );
         Ok(format!("recorded-{}", lock(&self.writes).len()))
     }
 }

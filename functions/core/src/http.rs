@@ -16,17 +16,11 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Fields of an `application/x-www-form-urlencoded` body.
@@ -46,10 +40,7 @@ impl HttpResponse {
     pub fn json(status: u16, body: serde_json::Value) -> HttpResponse {
         HttpResponse {
             status,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
+            headers: vec![("content-type".into(), "application/json".into()), ("cache-control".into(), "no-store".into())],
             body: body.to_string(),
         }
     }
@@ -65,7 +56,10 @@ impl HttpResponse {
             status,
             headers: vec![
                 ("content-type".into(), "text/html; charset=utf-8".into()),
-                ("content-security-policy".into(), "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'".into()),
+                (
+                    "content-security-policy".into(),
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'".into(),
+                ),
                 ("x-content-type-options".into(), "nosniff".into()),
                 ("referrer-policy".into(), "no-referrer".into()),
                 ("cache-control".into(), "no-store".into()),

@@ -88,16 +88,7 @@ pub struct InternalNames {
 
 impl InternalNames {
     pub fn is_internal_domain(&self, domain: &str) -> bool {
-        const RESERVED_SUFFIXES: [&str; 8] = [
-            "local",
-            "localdomain",
-            "internal",
-            "intranet",
-            "corp",
-            "lan",
-            "home.arpa",
-            "localhost",
-        ];
+        const RESERVED_SUFFIXES: [&str; 8] = ["local", "localdomain", "internal", "intranet", "corp", "lan", "home.arpa", "localhost"];
         let suffix_match = |s: &str| domain == s || domain.ends_with(&format!(".{s}"));
         RESERVED_SUFFIXES.iter().any(|s| suffix_match(s))
             || domain.ends_with(".in-addr.arpa")
@@ -109,20 +100,7 @@ impl InternalNames {
 /// Values XDR uses for "nothing here" which must never become indicators.
 pub fn is_placeholder(value: &str) -> bool {
     let v = value.trim();
-    v.is_empty()
-        || [
-            "n/a",
-            "na",
-            "null",
-            "none",
-            "unknown",
-            "-",
-            "undefined",
-            "nan",
-            "0",
-        ]
-        .iter()
-        .any(|p| v.eq_ignore_ascii_case(p))
+    v.is_empty() || ["n/a", "na", "null", "none", "unknown", "-", "undefined", "nan", "0"].iter().any(|p| v.eq_ignore_ascii_case(p))
 }
 
 /// Turns defanged notation back into the real form: `hxxp`, `[.]`, `(.)`, `[dot]`, `[:]`, `[@]`.
@@ -141,13 +119,9 @@ pub fn refang(text: &str) -> String {
         .replace("[://]", "://")
         .replace("[@]", "@")
         .replace("[at]", "@");
-    for (from, to) in [
-        ("hxxps://", "https://"),
-        ("hxxp://", "http://"),
-        ("HXXPS://", "https://"),
-        ("HXXP://", "http://"),
-        ("fxp://", "ftp://"),
-    ] {
+    for (from, to) in
+        [("hxxps://", "https://"), ("hxxp://", "http://"), ("HXXPS://", "https://"), ("HXXP://", "http://"), ("fxp://", "ftp://")]
+    {
         out = out.replace(from, to);
     }
     out
@@ -192,9 +166,7 @@ fn ipv6_is_internal(ip: &Ipv6Addr) -> bool {
 
 /// Normalises and validates a value of a known kind; `None` if it is not a valid indicator.
 pub fn normalise(kind: IndicatorKind, raw: &str, names: &InternalNames) -> Option<Indicator> {
-    let trimmed = raw
-        .trim()
-        .trim_matches(|c: char| c == '"' || c == '\'' || c == '<' || c == '>');
+    let trimmed = raw.trim().trim_matches(|c: char| c == '"' || c == '\'' || c == '<' || c == '>');
     if is_placeholder(trimmed) || trimmed.len() > 2048 {
         return None;
     }
@@ -234,10 +206,7 @@ pub fn normalise(kind: IndicatorKind, raw: &str, names: &InternalNames) -> Optio
                 IndicatorKind::Sha1 => 40,
                 _ => 64,
             };
-            if v.len() != len
-                || !v.bytes().all(|b| b.is_ascii_hexdigit())
-                || v.bytes().all(|b| b == b'0')
-            {
+            if v.len() != len || !v.bytes().all(|b| b.is_ascii_hexdigit()) || v.bytes().all(|b| b == b'0') {
                 return None;
             }
             (v.to_ascii_lowercase(), false)
@@ -276,12 +245,7 @@ pub fn normalise(kind: IndicatorKind, raw: &str, names: &InternalNames) -> Optio
 }
 
 fn make(kind: IndicatorKind, value: String, internal: bool) -> Indicator {
-    Indicator {
-        kind,
-        value,
-        internal,
-        seen_in: Vec::new(),
-    }
+    Indicator { kind, value, internal, seen_in: Vec::new() }
 }
 
 /// Lower-cases, strips the root dot, checks labels. Non-ASCII names are kept as Unicode lower case.
@@ -296,9 +260,7 @@ pub fn normalise_domain(raw: &str) -> Option<String> {
             || label.len() > 63
             || label.starts_with('-')
             || label.ends_with('-')
-            || !label
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            || !label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
         {
             return None;
         }
@@ -379,35 +341,19 @@ mod tests {
             "2001:db8::1",
             "::ffff:10.0.0.1",
         ] {
-            assert!(
-                n(IndicatorKind::Ipv4, internal).unwrap().internal,
-                "{internal}"
-            );
+            assert!(n(IndicatorKind::Ipv4, internal).unwrap().internal, "{internal}");
         }
         for external in ["8.8.8.8", "1.1.1.1", "104.18.166.49", "2606:4700::1111"] {
-            assert!(
-                !n(IndicatorKind::Ipv4, external).unwrap().internal,
-                "{external}"
-            );
+            assert!(!n(IndicatorKind::Ipv4, external).unwrap().internal, "{external}");
         }
     }
 
     #[test]
     fn ip_normalisation() {
         assert_eq!(n(IndicatorKind::Ipv4, "1.1.1.1.").unwrap().value, "1.1.1.1");
-        assert_eq!(
-            n(IndicatorKind::Ipv4, "1[.]1[.]1[.]1").unwrap().value,
-            "1.1.1.1"
-        );
-        let v6 = n(
-            IndicatorKind::Ipv6,
-            "2606:4700:0000:0000:0000:0000:0000:1111",
-        )
-        .unwrap();
-        assert_eq!(
-            (v6.kind, v6.value.as_str()),
-            (IndicatorKind::Ipv6, "2606:4700::1111")
-        );
+        assert_eq!(n(IndicatorKind::Ipv4, "1[.]1[.]1[.]1").unwrap().value, "1.1.1.1");
+        let v6 = n(IndicatorKind::Ipv6, "2606:4700:0000:0000:0000:0000:0000:1111").unwrap();
+        assert_eq!((v6.kind, v6.value.as_str()), (IndicatorKind::Ipv6, "2606:4700::1111"));
         assert!(n(IndicatorKind::Ipv4, "999.1.1.1").is_none());
         assert!(n(IndicatorKind::Ipv4, "N/A").is_none());
     }
@@ -423,34 +369,17 @@ mod tests {
 
     #[test]
     fn domains_and_urls() {
-        assert_eq!(
-            n(IndicatorKind::Domain, "Evil.Example.COM.").unwrap().value,
-            "evil.example.com"
-        );
+        assert_eq!(n(IndicatorKind::Domain, "Evil.Example.COM.").unwrap().value, "evil.example.com");
         assert!(n(IndicatorKind::Domain, "dc01.corp").unwrap().internal);
         assert!(n(IndicatorKind::Domain, "1.2.3.4").is_none());
         let u = n(IndicatorKind::Url, "hxxp://Bad[.]Example.com/x?a=1").unwrap();
         assert_eq!(u.value, "http://bad.example.com/x?a=1");
         assert!(!u.internal);
-        assert!(
-            n(IndicatorKind::Url, "http://10.0.0.5:8080/a")
-                .unwrap()
-                .internal
-        );
+        assert!(n(IndicatorKind::Url, "http://10.0.0.5:8080/a").unwrap().internal);
         assert!(n(IndicatorKind::Url, "javascript://x").is_none());
-        let names = InternalNames {
-            domain_suffixes: vec!["acme.test".into()],
-        };
-        assert!(
-            normalise(IndicatorKind::Domain, "hr.acme.test", &names)
-                .unwrap()
-                .internal
-        );
-        assert!(
-            !normalise(IndicatorKind::Domain, "notacme.test", &names)
-                .unwrap()
-                .internal
-        );
+        let names = InternalNames { domain_suffixes: vec!["acme.test".into()] };
+        assert!(normalise(IndicatorKind::Domain, "hr.acme.test", &names).unwrap().internal);
+        assert!(!normalise(IndicatorKind::Domain, "notacme.test", &names).unwrap().internal);
     }
 
     #[test]

@@ -17,25 +17,11 @@ pub enum SynthesisReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    Collect {
-        case: CaseKey,
-    },
-    Enrich {
-        case: CaseKey,
-        source: String,
-    },
-    Synthesize {
-        case: CaseKey,
-        reason: SynthesisReason,
-    },
-    WriteComment {
-        case: CaseKey,
-        draft_id: String,
-    },
-    ExecuteAction {
-        case: CaseKey,
-        action_id: String,
-    },
+    Collect { case: CaseKey },
+    Enrich { case: CaseKey, source: String },
+    Synthesize { case: CaseKey, reason: SynthesisReason },
+    WriteComment { case: CaseKey, draft_id: String },
+    ExecuteAction { case: CaseKey, action_id: String },
 }
 
 pub const MESSAGE_VERSION: u32 = 1;
@@ -67,23 +53,17 @@ impl Message {
     }
 
     pub fn to_body(&self) -> String {
-        serde_json::to_string(&Envelope {
-            v: MESSAGE_VERSION,
-            message: self.clone(),
-        })
-        .expect("messages serialise")
+        serde_json::to_string(&Envelope { v: MESSAGE_VERSION, message: self.clone() }).expect("messages serialise")
     }
 
     pub fn parse(body: &str) -> Result<Message, MessageError> {
-        let env: Envelope =
-            serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let env: Envelope = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
         if env.v != MESSAGE_VERSION {
             return Err(MessageError::Version(env.v));
         }
         // Keys inside a message are validated like keys at the door.
         let case = env.message.case();
-        CaseKey::new(&case.tenant, &case.incident_id)
-            .map_err(|e| MessageError::Malformed(e.to_string()))?;
+        CaseKey::new(&case.tenant, &case.incident_id).map_err(|e| MessageError::Malformed(e.to_string()))?;
         Ok(env.message)
     }
 }
@@ -94,21 +74,12 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let m = Message::Enrich {
-            case: CaseKey::new("acme", "7").unwrap(),
-            source: "virustotal".into(),
-        };
+        let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "virustotal".into() };
         let body = m.to_body();
         assert!(body.contains("\"v\":1"));
         assert_eq!(Message::parse(&body).unwrap(), m);
-        assert!(matches!(
-            Message::parse("{}"),
-            Err(MessageError::Malformed(_))
-        ));
-        assert!(matches!(
-            Message::parse(&body.replace("\"v\":1", "\"v\":9")),
-            Err(MessageError::Version(9))
-        ));
+        assert!(matches!(Message::parse("{}"), Err(MessageError::Malformed(_))));
+        assert!(matches!(Message::parse(&body.replace("\"v\":1", "\"v\":9")), Err(MessageError::Version(9))));
         assert!(Message::parse(&body.replace("\"7\"", "\"7#x\"")).is_err());
     }
 }

@@ -59,30 +59,11 @@ impl StoreError {
 pub trait DocStore: Send + Sync {
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<StoredDoc>, StoreError>;
     /// Writes only if no item has this key.
-    async fn put_new(
-        &self,
-        table: Table,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        expires_at_s: Option<i64>,
-    ) -> Result<PutOutcome, StoreError>;
+    async fn put_new(&self, table: Table, pk: &str, sk: &str, body: &str, expires_at_s: Option<i64>) -> Result<PutOutcome, StoreError>;
     /// Replaces only if the stored version equals `expected_version`; the new version is +1.
-    async fn replace(
-        &self,
-        table: Table,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        expected_version: u64,
-    ) -> Result<ReplaceOutcome, StoreError>;
+    async fn replace(&self, table: Table, pk: &str, sk: &str, body: &str, expected_version: u64) -> Result<ReplaceOutcome, StoreError>;
     /// All items of a partition whose sort key starts with `sk_prefix`, in sort-key order.
-    async fn query(
-        &self,
-        table: Table,
-        pk: &str,
-        sk_prefix: &str,
-    ) -> Result<Vec<StoredDoc>, StoreError>;
+    async fn query(&self, table: Table, pk: &str, sk_prefix: &str) -> Result<Vec<StoredDoc>, StoreError>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,10 +172,7 @@ pub enum XdrError {
 
 impl XdrError {
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            XdrError::RateLimited(_) | XdrError::Server(_) | XdrError::Transport(_)
-        )
+        matches!(self, XdrError::RateLimited(_) | XdrError::Server(_) | XdrError::Transport(_))
     }
 }
 
@@ -208,11 +186,7 @@ pub trait XdrApi: Send + Sync {
     /// `incidents/update_incident` with `update_data.manual_severity`.
     async fn set_severity(&self, incident_id: &str, severity: &str) -> Result<(), XdrError>;
     /// `endpoints/isolate` for one endpoint, linked to the incident; returns XDR's action id.
-    async fn isolate_endpoint(
-        &self,
-        endpoint_id: &str,
-        incident_id: &str,
-    ) -> Result<String, XdrError>;
+    async fn isolate_endpoint(&self, endpoint_id: &str, incident_id: &str) -> Result<String, XdrError>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,9 +215,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     }
 }

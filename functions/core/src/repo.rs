@@ -55,22 +55,15 @@ pub fn action_sk(id: &str) -> String {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    let body = serde_json::to_string(value)
-        .map_err(|e| StoreError::Rejected(format!("cannot serialise: {e}")))?;
+    let body = serde_json::to_string(value).map_err(|e| StoreError::Rejected(format!("cannot serialise: {e}")))?;
     if body.len() > MAX_DOC_BYTES {
-        return Err(StoreError::Rejected(format!(
-            "document of {} bytes exceeds the {MAX_DOC_BYTES}-byte item budget",
-            body.len()
-        )));
+        return Err(StoreError::Rejected(format!("document of {} bytes exceeds the {MAX_DOC_BYTES}-byte item budget", body.len())));
     }
     Ok(body)
 }
 
 fn decode<T: DeserializeOwned>(pk: &str, sk: &str, body: &str) -> Result<T, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
-        key: format!("{pk}/{sk}"),
-        reason: e.to_string(),
-    })
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt { key: format!("{pk}/{sk}"), reason: e.to_string() })
 }
 
 impl CaseRepo {
@@ -78,40 +71,21 @@ impl CaseRepo {
         CaseRepo { store }
     }
 
-    pub async fn get<T: DeserializeOwned>(
-        &self,
-        key: &CaseKey,
-        sk: &str,
-    ) -> Result<Option<Versioned<T>>, StoreError> {
+    pub async fn get<T: DeserializeOwned>(&self, key: &CaseKey, sk: &str) -> Result<Option<Versioned<T>>, StoreError> {
         let pk = key.storage_id();
         match self.store.get(Table::Cases, &pk, sk).await? {
-            Some(doc) => Ok(Some(Versioned {
-                value: decode(&pk, sk, &doc.body)?,
-                version: doc.version,
-            })),
+            Some(doc) => Ok(Some(Versioned { value: decode(&pk, sk, &doc.body)?, version: doc.version })),
             None => Ok(None),
         }
     }
 
-    pub async fn put_new<T: Serialize>(
-        &self,
-        key: &CaseKey,
-        sk: &str,
-        value: &T,
-    ) -> Result<PutOutcome, StoreError> {
-        self.store
-            .put_new(Table::Cases, &key.storage_id(), sk, &encode(value)?, None)
-            .await
+    pub async fn put_new<T: Serialize>(&self, key: &CaseKey, sk: &str, value: &T) -> Result<PutOutcome, StoreError> {
+        self.store.put_new(Table::Cases, &key.storage_id(), sk, &encode(value)?, None).await
     }
 
     /// Reads, lets `decide` change the document, writes it back conditionally; on a conflict it
     /// starts over with the fresh copy. `None` if the document does not exist.
-    pub async fn update<T, R, E, F>(
-        &self,
-        key: &CaseKey,
-        sk: &str,
-        mut decide: F,
-    ) -> Result<Option<R>, E>
+    pub async fn update<T, R, E, F>(&self, key: &CaseKey, sk: &str, mut decide: F) -> Result<Option<R>, E>
     where
         T: Serialize + DeserializeOwned,
         E: From<StoreError>,
@@ -124,40 +98,18 @@ impl CaseRepo {
             };
             match decide(&mut current.value)? {
                 Change::Keep(r) => return Ok(Some(r)),
-                Change::Write(r) => match self
-                    .store
-                    .replace(
-                        Table::Cases,
-                        &pk,
-                        sk,
-                        &encode(&current.value)?,
-                        current.version,
-                    )
-                    .await?
-                {
+                Change::Write(r) => match self.store.replace(Table::Cases, &pk, sk, &encode(&current.value)?, current.version).await? {
                     ReplaceOutcome::Written => return Ok(Some(r)),
                     ReplaceOutcome::Conflict => continue,
                 },
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "{pk}/{sk}: still conflicting after {CONFLICT_RETRIES} attempts"
-        ))
-        .into())
+        Err(StoreError::Unavailable(format!("{pk}/{sk}: still conflicting after {CONFLICT_RETRIES} attempts")).into())
     }
 
-    pub async fn query<T: DeserializeOwned>(
-        &self,
-        key: &CaseKey,
-        prefix: &str,
-    ) -> Result<Vec<T>, StoreError> {
+    pub async fn query<T: DeserializeOwned>(&self, key: &CaseKey, prefix: &str) -> Result<Vec<T>, StoreError> {
         let pk = key.storage_id();
-        self.store
-            .query(Table::Cases, &pk, prefix)
-            .await?
-            .iter()
-            .map(|d| decode(&pk, &d.sk, &d.body))
-            .collect()
+        self.store.query(Table::Cases, &pk, prefix).await?.iter().map(|d| decode(&pk, &d.sk, &d.body)).collect()
     }
 
     pub async fn create_case(&self, case: &Case) -> Result<PutOutcome, StoreError> {
@@ -168,11 +120,7 @@ impl CaseRepo {
         Ok(self.get::<Case>(key, CASE_SK).await?.map(|v| v.value))
     }
 
-    pub async fn record_source(
-        &self,
-        key: &CaseKey,
-        report: &SourceReport,
-    ) -> Result<PutOutcome, StoreError> {
+    pub async fn record_source(&self, key: &CaseKey, report: &SourceReport) -> Result<PutOutcome, StoreError> {
         self.put_new(key, &source_sk(&report.source), report).await
     }
 
@@ -181,17 +129,11 @@ impl CaseRepo {
     }
 
     pub async fn draft(&self, key: &CaseKey, id: &str) -> Result<Option<Draft>, StoreError> {
-        Ok(self
-            .get::<Draft>(key, &draft_sk(id))
-            .await?
-            .map(|v| v.value))
+        Ok(self.get::<Draft>(key, &draft_sk(id)).await?.map(|v| v.value))
     }
 
     pub async fn action(&self, key: &CaseKey, id: &str) -> Result<Option<Action>, StoreError> {
-        Ok(self
-            .get::<Action>(key, &action_sk(id))
-            .await?
-            .map(|v| v.value))
+        Ok(self.get::<Action>(key, &action_sk(id)).await?.map(|v| v.value))
     }
 
     pub async fn actions(&self, key: &CaseKey) -> Result<Vec<Action>, StoreError> {
@@ -212,30 +154,18 @@ impl AuditLog {
 
     pub async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let mut nonce = [0u8; 6];
-        getrandom::getrandom(&mut nonce)
-            .map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
         // Time-ordered, unique sort key: `000001575806909185#a1b2c3d4e5f6`.
         let sk = format!("{:018}#{}", event.at_ms.max(0), hex::encode(nonce));
         let body = encode(event)?;
-        match self
-            .store
-            .put_new(Table::Audit, &event.case.storage_id(), &sk, &body, None)
-            .await?
-        {
+        match self.store.put_new(Table::Audit, &event.case.storage_id(), &sk, &body, None).await? {
             PutOutcome::Written => Ok(()),
-            PutOutcome::AlreadyExists => {
-                Err(StoreError::Rejected(format!("audit key {sk} collided")))
-            }
+            PutOutcome::AlreadyExists => Err(StoreError::Rejected(format!("audit key {sk} collided"))),
         }
     }
 
     pub async fn events(&self, key: &CaseKey) -> Result<Vec<AuditEvent>, StoreError> {
         let pk = key.storage_id();
-        self.store
-            .query(Table::Audit, &pk, "")
-            .await?
-            .iter()
-            .map(|d| decode(&pk, &d.sk, &d.body))
-            .collect()
+        self.store.query(Table::Audit, &pk, "").await?.iter().map(|d| decode(&pk, &d.sk, &d.body)).collect()
     }
 }

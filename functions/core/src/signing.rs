@@ -41,9 +41,7 @@ pub struct SigningKey {
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("SigningKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -82,13 +80,7 @@ impl LinkSigner {
             return Err(KeyError::NoKey);
         }
         for k in &keys {
-            if k.id.is_empty()
-                || k.id.len() > 32
-                || !k
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if k.id.is_empty() || k.id.len() > 32 || !k.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(KeyError::BadId(k.id.clone()));
             }
             if k.secret.len() < 32 {
@@ -112,22 +104,13 @@ impl LinkSigner {
         }
         match serde_json::from_str::<S>(text) {
             Ok(s) => {
-                let mut keys = vec![SigningKey {
-                    id: s.current.id,
-                    secret: s.current.secret.into_bytes(),
-                }];
+                let mut keys = vec![SigningKey { id: s.current.id, secret: s.current.secret.into_bytes() }];
                 if let Some(p) = s.previous {
-                    keys.push(SigningKey {
-                        id: p.id,
-                        secret: p.secret.into_bytes(),
-                    });
+                    keys.push(SigningKey { id: p.id, secret: p.secret.into_bytes() });
                 }
                 LinkSigner::new(keys)
             }
-            Err(_) => LinkSigner::new(vec![SigningKey {
-                id: "k1".into(),
-                secret: text.trim().as_bytes().to_vec(),
-            }]),
+            Err(_) => LinkSigner::new(vec![SigningKey { id: "k1".into(), secret: text.trim().as_bytes().to_vec() }]),
         }
     }
 
@@ -151,25 +134,13 @@ impl LinkSigner {
             return Err(LinkError::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some(kid), Some(payload), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(kid), Some(payload), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(LinkError::Malformed);
         };
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.id == kid)
-            .ok_or(LinkError::UnknownKey)?;
-        let sig = URL_SAFE_NO_PAD
-            .decode(sig)
-            .map_err(|_| LinkError::Malformed)?;
-        Self::mac(key, &format!("{kid}.{payload}"))
-            .verify_slice(&sig)
-            .map_err(|_| LinkError::BadSignature)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| LinkError::Malformed)?;
+        let key = self.keys.iter().find(|k| k.id == kid).ok_or(LinkError::UnknownKey)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| LinkError::Malformed)?;
+        Self::mac(key, &format!("{kid}.{payload}")).verify_slice(&sig).map_err(|_| LinkError::BadSignature)?;
+        let raw = URL_SAFE_NO_PAD.decode(payload).map_err(|_| LinkError::Malformed)?;
         let claims: LinkClaims = serde_json::from_slice(&raw).map_err(|_| LinkError::Malformed)?;
         if now_s >= claims.exp {
             return Err(LinkError::Expired { exp: claims.exp });
@@ -194,10 +165,7 @@ mod tests {
     use super::*;
 
     fn key(id: &str, fill: u8) -> SigningKey {
-        SigningKey {
-            id: id.into(),
-            secret: vec![fill; 32],
-        }
+        SigningKey { id: id.into(), secret: vec![fill; 32] }
     }
 
     fn claims() -> LinkClaims {
@@ -227,36 +195,15 @@ mod tests {
         let (head, sig) = t.rsplit_once('.').unwrap();
         let kid = head.split('.').next().unwrap();
         let variants: Vec<LinkClaims> = vec![
-            LinkClaims {
-                case: CaseKey::new("acme", "43").unwrap(),
-                ..base.clone()
-            },
-            LinkClaims {
-                case: CaseKey::new("evil", "42").unwrap(),
-                ..base.clone()
-            },
-            LinkClaims {
-                action: "a2".into(),
-                ..base.clone()
-            },
-            LinkClaims {
-                approver: "mallory@example.com".into(),
-                ..base.clone()
-            },
-            LinkClaims {
-                exp: 9_999_999,
-                ..base.clone()
-            },
-            LinkClaims {
-                nonce: "00".into(),
-                ..base.clone()
-            },
+            LinkClaims { case: CaseKey::new("acme", "43").unwrap(), ..base.clone() },
+            LinkClaims { case: CaseKey::new("evil", "42").unwrap(), ..base.clone() },
+            LinkClaims { action: "a2".into(), ..base.clone() },
+            LinkClaims { approver: "mallory@example.com".into(), ..base.clone() },
+            LinkClaims { exp: 9_999_999, ..base.clone() },
+            LinkClaims { nonce: "00".into(), ..base.clone() },
         ];
         for v in variants {
-            let forged = format!(
-                "{kid}.{}.{sig}",
-                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
-            );
+            let forged = format!("{kid}.{}.{sig}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap()));
             assert_eq!(s.verify(&forged, 0), Err(LinkError::BadSignature), "{v:?}");
         }
         let mut flipped = t.clone().into_bytes();
@@ -264,10 +211,7 @@ mod tests {
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         assert!(s.verify(std::str::from_utf8(&flipped).unwrap(), 0).is_err());
         assert_eq!(s.verify("garbage", 0), Err(LinkError::Malformed));
-        assert!(matches!(
-            s.verify(&t[..t.len() - 5], 0),
-            Err(LinkError::BadSignature | LinkError::Malformed)
-        ));
+        assert!(matches!(s.verify(&t[..t.len() - 5], 0), Err(LinkError::BadSignature | LinkError::Malformed)));
     }
 
     #[test]
@@ -286,13 +230,7 @@ mod tests {
     #[test]
     fn keys_are_checked() {
         assert_eq!(LinkSigner::new(vec![]).unwrap_err(), KeyError::NoKey);
-        assert!(matches!(
-            LinkSigner::new(vec![SigningKey {
-                id: "k".into(),
-                secret: vec![1; 8]
-            }]),
-            Err(KeyError::TooShort(_))
-        ));
+        assert!(matches!(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 8] }]), Err(KeyError::TooShort(_))));
         let s = LinkSigner::from_secret(r#"{"current": {"id": "k2", "secret": "0123456789abcdef0123456789abcdef"}, "previous": {"id": "k1", "secret": "fedcba9876543210fedcba9876543210"}}"#).unwrap();
         assert_eq!(s.keys.len(), 2);
         assert!(!format!("{:?}", s).contains("0123"));

@@ -176,11 +176,7 @@ pub struct LookupLimits {
 
 impl Default for LookupLimits {
     fn default() -> Self {
-        LookupLimits {
-            concurrency: 4,
-            per_lookup_timeout: Duration::from_secs(10),
-            max_lookups: 300,
-        }
+        LookupLimits { concurrency: 4, per_lookup_timeout: Duration::from_secs(10), max_lookups: 300 }
     }
 }
 
@@ -207,25 +203,13 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             .filter(|i| !(self.inner.sends_externally() && i.internal))
             .collect();
         if eligible.is_empty() {
-            return Ok(SourceReport::skipped(
-                name,
-                "no indicator of a kind this source looks up",
-            ));
+            return Ok(SourceReport::skipped(name, "no indicator of a kind this source looks up"));
         }
         let over_cap = eligible.len().saturating_sub(self.limits.max_lookups);
-        let lookups: Vec<Indicator> = eligible
-            .into_iter()
-            .take(self.limits.max_lookups)
-            .cloned()
-            .collect();
+        let lookups: Vec<Indicator> = eligible.into_iter().take(self.limits.max_lookups).cloned().collect();
         let results: Vec<(Indicator, Result<Lookup, LookupError>)> = stream::iter(lookups)
             .map(|ind: Indicator| async move {
-                let r = match tokio::time::timeout(
-                    self.limits.per_lookup_timeout,
-                    self.inner.lookup(&ind),
-                )
-                .await
-                {
+                let r = match tokio::time::timeout(self.limits.per_lookup_timeout, self.inner.lookup(&ind)).await {
                     Ok(r) => r,
                     Err(_) => Err(LookupError::Timeout),
                 };
@@ -236,8 +220,7 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             .await;
         let mut report = SourceReport::skipped(name, "");
         report.note = None;
-        report.calls =
-            u32::try_from(results.len()).unwrap_or(u32::MAX) * self.inner.calls_per_lookup();
+        report.calls = u32::try_from(results.len()).unwrap_or(u32::MAX) * self.inner.calls_per_lookup();
         let (mut found, mut not_found, mut timeouts) = (0usize, 0usize, 0usize);
         let mut retry_after: Option<Duration> = None;
         for (ind, r) in results {
@@ -248,36 +231,22 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
                 }
                 Ok(Lookup::NotFound) => not_found += 1,
                 Err(LookupError::RateLimited { retry_after: after }) => {
-                    retry_after = Some(
-                        retry_after
-                            .unwrap_or_default()
-                            .max(after.unwrap_or(Duration::from_secs(60))),
-                    );
+                    retry_after = Some(retry_after.unwrap_or_default().max(after.unwrap_or(Duration::from_secs(60))));
                 }
                 Err(e) => {
                     if e == LookupError::Timeout {
                         timeouts += 1;
                     }
                     if report.errors.len() < 10 {
-                        report
-                            .errors
-                            .push(format!("{} {}: {e}", ind.kind, ind.value));
+                        report.errors.push(format!("{} {}: {e}", ind.kind, ind.value));
                     }
                 }
             }
         }
         if let Some(after) = retry_after {
-            return Err(Deferred {
-                source_name: name.to_string(),
-                after,
-                reason: "rate limited by the source".into(),
-            });
+            return Err(Deferred { source_name: name.to_string(), after, reason: "rate limited by the source".into() });
         }
-        report.verdicts.sort_by(|a, b| {
-            b.verdict
-                .cmp(&a.verdict)
-                .then_with(|| a.value.cmp(&b.value))
-        });
+        report.verdicts.sort_by(|a, b| b.verdict.cmp(&a.verdict).then_with(|| a.value.cmp(&b.value)));
         let failed = report.errors.len();
         report.status = if found > 0 {
             SourceStatus::Ok
@@ -293,10 +262,7 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             note.push_str(&format!(", {failed} failed"));
         }
         if over_cap > 0 {
-            note.push_str(&format!(
-                ", {over_cap} not looked up (cap {})",
-                self.limits.max_lookups
-            ));
+            note.push_str(&format!(", {over_cap} not looked up (cap {})", self.limits.max_lookups));
         }
         report.note = Some(note);
         report.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -336,10 +302,7 @@ impl Source for AttackSource {
 
     async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred> {
         if case.techniques.is_empty() {
-            return Ok(SourceReport::skipped(
-                ATTACK_SOURCE,
-                "the incident cites no ATT&CK technique",
-            ));
+            return Ok(SourceReport::skipped(ATTACK_SOURCE, "the incident cites no ATT&CK technique"));
         }
         let a = attack();
         let mut report = SourceReport::skipped(ATTACK_SOURCE, "");
@@ -351,39 +314,19 @@ impl Source for AttackSource {
                     active_ids.push(t.id.clone());
                     report.techniques.push(t.clone());
                 }
-                Resolved::Retired {
-                    name,
-                    replaced_by: Some(t),
-                } => {
-                    notes.push(format!(
-                        "{id} ({name}) is retired; read as {} {}",
-                        t.id, t.name
-                    ));
+                Resolved::Retired { name, replaced_by: Some(t) } => {
+                    notes.push(format!("{id} ({name}) is retired; read as {} {}", t.id, t.name));
                     active_ids.push(t.id.clone());
                     report.techniques.push(t.clone());
                 }
-                Resolved::Retired {
-                    name,
-                    replaced_by: None,
-                } => notes.push(format!("{id} ({name}) is deprecated without replacement")),
-                Resolved::Unknown => notes.push(format!(
-                    "{id} is not an ATT&CK v{} Enterprise technique",
-                    crate::attack::ATTACK_VERSION
-                )),
+                Resolved::Retired { name, replaced_by: None } => notes.push(format!("{id} ({name}) is deprecated without replacement")),
+                Resolved::Unknown => notes.push(format!("{id} is not an ATT&CK v{} Enterprise technique", crate::attack::ATTACK_VERSION)),
             }
         }
         report.groups = a.groups_overlapping(&active_ids, 5);
-        report.status = if report.techniques.is_empty() {
-            SourceStatus::NotFound
-        } else {
-            SourceStatus::Ok
-        };
+        report.status = if report.techniques.is_empty() { SourceStatus::NotFound } else { SourceStatus::Ok };
         report.note = Some(if notes.is_empty() {
-            format!(
-                "{} technique(s) resolved, {} overlapping group(s)",
-                report.techniques.len(),
-                report.groups.len()
-            )
+            format!("{} technique(s) resolved, {} overlapping group(s)", report.techniques.len(), report.groups.len())
         } else {
             notes.join("; ")
         });
@@ -417,40 +360,22 @@ impl IntelFeed {
             }
             let cols: Vec<&str> = line.splitn(6, ',').collect();
             if cols.len() < 5 {
-                return Err(FeedError {
-                    line: line_no,
-                    reason: "expected type,value,verdict,score,description[,reference]".into(),
-                });
+                return Err(FeedError { line: line_no, reason: "expected type,value,verdict,score,description[,reference]".into() });
             }
-            let kind: IndicatorKind =
-                serde_json::from_value(serde_json::Value::String(cols[0].trim().to_string()))
-                    .map_err(|_| FeedError {
-                        line: line_no,
-                        reason: format!("unknown type `{}`", cols[0]),
-                    })?;
-            let ind = normalise(kind, cols[1], &names).ok_or_else(|| FeedError {
-                line: line_no,
-                reason: format!("`{}` is not a valid {kind}", cols[1]),
-            })?;
-            let verdict = VerdictLevel::parse(cols[2]).ok_or_else(|| FeedError {
-                line: line_no,
-                reason: format!("unknown verdict `{}`", cols[2]),
-            })?;
-            let score = cols[3]
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|s| (0.0..=100.0).contains(s));
+            let kind: IndicatorKind = serde_json::from_value(serde_json::Value::String(cols[0].trim().to_string()))
+                .map_err(|_| FeedError { line: line_no, reason: format!("unknown type `{}`", cols[0]) })?;
+            let ind = normalise(kind, cols[1], &names)
+                .ok_or_else(|| FeedError { line: line_no, reason: format!("`{}` is not a valid {kind}", cols[1]) })?;
+            let verdict = VerdictLevel::parse(cols[2])
+                .ok_or_else(|| FeedError { line: line_no, reason: format!("unknown verdict `{}`", cols[2]) })?;
+            let score = cols[3].trim().parse::<f64>().ok().filter(|s| (0.0..=100.0).contains(s));
             entries.push(IndicatorVerdict {
                 kind: ind.kind,
                 value: ind.value,
                 verdict,
                 score,
                 summary: cols[4].trim().to_string(),
-                link: cols
-                    .get(5)
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty()),
+                link: cols.get(5).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
             });
         }
         Ok(IntelFeed { entries })
@@ -494,12 +419,7 @@ mod tests {
     use crate::case::{CaseKey, IncidentHint, Trigger};
 
     fn case_with(indicators: Vec<Indicator>, techniques: Vec<&str>) -> Case {
-        let mut c = Case::new(
-            CaseKey::new("t", "1").unwrap(),
-            Trigger::Local,
-            IncidentHint::default(),
-            0,
-        );
+        let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0);
         c.indicators = indicators;
         c.techniques = techniques.into_iter().map(str::to_string).collect();
         c
@@ -536,16 +456,9 @@ mod tests {
 
     #[tokio::test]
     async fn internal_indicators_never_reach_external_sources() {
-        let src = PerIndicator {
-            inner: Recording(Default::default(), None),
-            limits: LookupLimits::default(),
-        };
+        let src = PerIndicator { inner: Recording(Default::default(), None), limits: LookupLimits::default() };
         let c = case_with(
-            vec![
-                ind(IndicatorKind::Ipv4, "10.0.0.1"),
-                ind(IndicatorKind::Ipv4, "8.8.8.8"),
-                ind(IndicatorKind::Hostname, "pc1"),
-            ],
+            vec![ind(IndicatorKind::Ipv4, "10.0.0.1"), ind(IndicatorKind::Ipv4, "8.8.8.8"), ind(IndicatorKind::Hostname, "pc1")],
             vec![],
         );
         let r = src.enrich(&c).await.unwrap();
@@ -556,19 +469,11 @@ mod tests {
     #[tokio::test]
     async fn rate_limit_defers_the_whole_source() {
         let src = PerIndicator {
-            inner: Recording(
-                Default::default(),
-                Some(LookupError::RateLimited {
-                    retry_after: Some(Duration::from_secs(30)),
-                }),
-            ),
+            inner: Recording(Default::default(), Some(LookupError::RateLimited { retry_after: Some(Duration::from_secs(30)) })),
             limits: LookupLimits::default(),
         };
         let c = case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8")], vec![]);
-        assert_eq!(
-            src.enrich(&c).await.unwrap_err().after,
-            Duration::from_secs(30)
-        );
+        assert_eq!(src.enrich(&c).await.unwrap_err().after, Duration::from_secs(30));
     }
 
     #[tokio::test]
@@ -584,27 +489,15 @@ mod tests {
 
     #[tokio::test]
     async fn intel_feed_parses_and_matches() {
-        let feed = IntelFeed::from_csv("type,value,verdict,score,description,reference\nipv4,8.8.8.8,malicious,90,C2 server,https://intel.example/1\n").unwrap();
-        let src = PerIndicator {
-            inner: feed,
-            limits: LookupLimits::default(),
-        };
-        let r = src
-            .enrich(&case_with(
-                vec![ind(IndicatorKind::Ipv4, "8.8.8.8")],
-                vec![],
-            ))
-            .await
-            .unwrap();
+        let feed = IntelFeed::from_csv(
+            "type,value,verdict,score,description,reference\nipv4,8.8.8.8,malicious,90,C2 server,https://intel.example/1\n",
+        )
+        .unwrap();
+        let src = PerIndicator { inner: feed, limits: LookupLimits::default() };
+        let r = src.enrich(&case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8")], vec![])).await.unwrap();
         assert_eq!(r.verdicts[0].verdict, VerdictLevel::Malicious);
         assert_eq!(r.calls, 0);
-        assert_eq!(
-            IntelFeed::from_csv("ipv4,999.1.1.1,malicious,1,x")
-                .err()
-                .unwrap()
-                .line,
-            1
-        );
+        assert_eq!(IntelFeed::from_csv("ipv4,999.1.1.1,malicious,1,x").err().unwrap().line, 1);
         assert!(IntelFeed::from_csv("ipv4,8.8.8.8,evil,1,x").is_err());
     }
 }

@@ -6,12 +6,7 @@ pub fn format_utc(epoch_ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into epoch milliseconds.
@@ -95,26 +90,14 @@ mod tests {
     #[test]
     fn formats_and_parses_round_trip() {
         assert_eq!(format_utc(1_575_806_909_185), "2019-12-08 12:08:29 UTC");
-        assert_eq!(
-            parse_rfc3339("2019-12-08T12:08:29.185Z"),
-            Some(1_575_806_909_185)
-        );
-        assert_eq!(
-            parse_rfc3339("2019-12-08T14:08:29+02:00"),
-            Some(1_575_806_909_000)
-        );
+        assert_eq!(parse_rfc3339("2019-12-08T12:08:29.185Z"), Some(1_575_806_909_185));
+        assert_eq!(parse_rfc3339("2019-12-08T14:08:29+02:00"), Some(1_575_806_909_000));
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
     }
 
     #[test]
     fn rejects_garbage_dates() {
-        for bad in [
-            "",
-            "yesterday",
-            "2019-13-01T00:00:00Z",
-            "2019-12-08T12:08:29",
-            "2019-12-08T12:08:29.Z",
-        ] {
+        for bad in ["", "yesterday", "2019-13-01T00:00:00Z", "2019-12-08T12:08:29", "2019-12-08T12:08:29.Z"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -71,10 +71,7 @@ pub fn authenticate(req: &HttpRequest, secret: &[u8], now_s: i64) -> Result<(), 
         };
     }
     let auth = req.header("authorization").ok_or(AuthError::Missing)?;
-    let token = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))
-        .ok_or(AuthError::Missing)?;
+    let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).ok_or(AuthError::Missing)?;
     if constant_time_eq(token.trim().as_bytes(), secret) {
         Ok(())
     } else {
@@ -105,8 +102,7 @@ pub struct WebhookIncident {
 /// Parses the seed's webhook JSON: `case_id, severity, created_at, alert_ids, endpoint_ids,
 /// user_ids, description, mitre_techniques` (plus an optional `tenant`).
 pub fn parse_webhook(body: &[u8]) -> Result<WebhookIncident, WebhookError> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
     if !v.is_object() {
         return Err(WebhookError::NotObject);
     }
@@ -120,40 +116,23 @@ pub fn parse_webhook(body: &[u8]) -> Result<WebhookIncident, WebhookError> {
                 .ok()
                 .map(crate::timefmt::normalise_epoch)
                 .or_else(|| crate::timefmt::parse_rfc3339(s.trim()))
-                .ok_or(WebhookError::Invalid {
-                    field: "created_at",
-                    reason: "expected RFC 3339 or epoch seconds/milliseconds".into(),
-                })?,
+                .ok_or(WebhookError::Invalid { field: "created_at", reason: "expected RFC 3339 or epoch seconds/milliseconds".into() })?,
         ),
-        Some(_) => {
-            return Err(WebhookError::Invalid {
-                field: "created_at",
-                reason: "expected a string or a number".into(),
-            })
-        }
+        Some(_) => return Err(WebhookError::Invalid { field: "created_at", reason: "expected a string or a number".into() }),
     };
     let strings = |field: &'static str| -> Result<Vec<String>, WebhookError> {
         match v.get(field) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(_)) => Ok(list(v.get(field)).into_iter().take(1000).collect()),
-            Some(_) => Err(WebhookError::Invalid {
-                field,
-                reason: "expected an array".into(),
-            }),
+            Some(_) => Err(WebhookError::Invalid { field, reason: "expected an array".into() }),
         }
     };
-    let description: String = scalar(v.get("description"))
-        .unwrap_or_default()
-        .chars()
-        .take(4000)
-        .collect();
+    let description: String = scalar(v.get("description")).unwrap_or_default().chars().take(4000).collect();
     Ok(WebhookIncident {
         tenant: scalar(v.get("tenant")),
         incident_id,
         hint: IncidentHint {
-            severity: scalar(v.get("severity"))
-                .map(|s| Severity::parse(&s))
-                .unwrap_or_default(),
+            severity: scalar(v.get("severity")).map(|s| Severity::parse(&s)).unwrap_or_default(),
             description,
             created_at_ms,
             alert_ids: strings("alert_ids")?,
@@ -172,10 +151,7 @@ mod tests {
         HttpRequest {
             method: "POST".into(),
             path: "/webhook".into(),
-            headers: headers
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             body: body.as_bytes().to_vec(),
             ..Default::default()
         }
@@ -184,52 +160,16 @@ mod tests {
     #[test]
     fn bearer_and_signature() {
         let s = b"s3cret-s3cret";
-        assert_eq!(
-            authenticate(
-                &req(vec![("authorization", "Bearer s3cret-s3cret".into())], "{}"),
-                s,
-                0
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            authenticate(
-                &req(vec![("authorization", "Bearer nope".into())], "{}"),
-                s,
-                0
-            ),
-            Err(AuthError::BadSecret)
-        );
-        assert_eq!(
-            authenticate(&req(vec![], "{}"), s, 0),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(authenticate(&req(vec![("authorization", "Bearer s3cret-s3cret".into())], "{}"), s, 0), Ok(()));
+        assert_eq!(authenticate(&req(vec![("authorization", "Bearer nope".into())], "{}"), s, 0), Err(AuthError::BadSecret));
+        assert_eq!(authenticate(&req(vec![], "{}"), s, 0), Err(AuthError::Missing));
         let sig = sign_body(s, 1_000, b"{}");
-        let good = req(
-            vec![("x-dossier-signature", format!("t=1000,v1={sig}"))],
-            "{}",
-        );
+        let good = req(vec![("x-dossier-signature", format!("t=1000,v1={sig}"))], "{}");
         assert_eq!(authenticate(&good, s, 1_100), Ok(()));
-        assert_eq!(
-            authenticate(&good, s, 1_301),
-            Err(AuthError::StaleTimestamp)
-        );
-        let other_body = req(
-            vec![("x-dossier-signature", format!("t=1000,v1={sig}"))],
-            "{\"a\":1}",
-        );
-        assert_eq!(
-            authenticate(&other_body, s, 1_000),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            authenticate(
-                &req(vec![("x-dossier-signature", "v1=abc".into())], "{}"),
-                s,
-                0
-            ),
-            Err(AuthError::BadSignatureFormat)
-        );
+        assert_eq!(authenticate(&good, s, 1_301), Err(AuthError::StaleTimestamp));
+        let other_body = req(vec![("x-dossier-signature", format!("t=1000,v1={sig}"))], "{\"a\":1}");
+        assert_eq!(authenticate(&other_body, s, 1_000), Err(AuthError::BadSignature));
+        assert_eq!(authenticate(&req(vec![("x-dossier-signature", "v1=abc".into())], "{}"), s, 0), Err(AuthError::BadSignatureFormat));
     }
 
     #[test]
@@ -249,19 +189,10 @@ mod tests {
     fn names_what_is_wrong() {
         assert_eq!(parse_webhook(b"[]"), Err(WebhookError::NotObject));
         assert_eq!(parse_webhook(b"{}"), Err(WebhookError::Missing("case_id")));
-        assert!(matches!(
-            parse_webhook(b"{\"case_id\": 1, \"alert_ids\": \"x\"}"),
-            Err(WebhookError::Invalid {
-                field: "alert_ids",
-                ..
-            })
-        ));
+        assert!(matches!(parse_webhook(b"{\"case_id\": 1, \"alert_ids\": \"x\"}"), Err(WebhookError::Invalid { field: "alert_ids", .. })));
         assert!(matches!(
             parse_webhook(b"{\"case_id\": 1, \"created_at\": \"soon\"}"),
-            Err(WebhookError::Invalid {
-                field: "created_at",
-                ..
-            })
+            Err(WebhookError::Invalid { field: "created_at", .. })
         ));
         assert!(matches!(parse_webhook(b"{"), Err(WebhookError::NotJson(_))));
     }

@@ -8,9 +8,7 @@ use std::fmt;
 
 use crate::timefmt::normalise_epoch;
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     #[default]
@@ -62,20 +60,13 @@ impl fmt::Display for Severity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     #[error("not valid JSON at line {line}, column {column}: {reason}")]
-    NotJson {
-        line: usize,
-        column: usize,
-        reason: String,
-    },
+    NotJson { line: usize, column: usize, reason: String },
     #[error("XDR returned an error envelope instead of data: err_code {code}: {message}")]
     ErrorEnvelope { code: i64, message: String },
     #[error("missing required field `{0}`")]
     Missing(String),
     #[error("field `{field}` has the wrong type: expected {expected}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-    },
+    WrongType { field: String, expected: &'static str },
 }
 
 /// The incident object (3.x `incident`), reduced to what Dossier uses.
@@ -141,34 +132,19 @@ pub struct ExtraData {
 /// Parses a `get_incident_extra_data` reply, or the `incidents[]` of
 /// `get_multiple_incidents_extra_data`, into one `ExtraData` per incident.
 pub fn parse_extra_data(text: &str) -> Result<Vec<ExtraData>, PayloadError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| PayloadError::NotJson {
-        line: e.line(),
-        column: e.column(),
-        reason: e.to_string(),
-    })?;
-    let reply = root
-        .get("reply")
-        .ok_or_else(|| PayloadError::Missing("reply".into()))?;
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| PayloadError::NotJson { line: e.line(), column: e.column(), reason: e.to_string() })?;
+    let reply = root.get("reply").ok_or_else(|| PayloadError::Missing("reply".into()))?;
     check_error_envelope(reply)?;
     if !reply.is_object() {
-        return Err(PayloadError::WrongType {
-            field: "reply".into(),
-            expected: "object",
-        });
+        return Err(PayloadError::WrongType { field: "reply".into(), expected: "object" });
     }
     if let Some(list) = reply.get("incidents") {
-        let items = list.as_array().ok_or(PayloadError::WrongType {
-            field: "reply.incidents".into(),
-            expected: "array",
-        })?;
+        let items = list.as_array().ok_or(PayloadError::WrongType { field: "reply.incidents".into(), expected: "array" })?;
         if items.is_empty() {
             return Err(PayloadError::Missing("reply.incidents[0]".into()));
         }
-        return items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| parse_one(item, &format!("reply.incidents[{i}]")))
-            .collect();
+        return items.iter().enumerate().map(|(i, item)| parse_one(item, &format!("reply.incidents[{i}]"))).collect();
     }
     Ok(vec![parse_one(reply, "reply")?])
 }
@@ -176,26 +152,10 @@ pub fn parse_extra_data(text: &str) -> Result<Vec<ExtraData>, PayloadError> {
 /// `{"reply": {"err_code": .., "err_msg": ..}}` is how XDR reports errors, sometimes with HTTP 200.
 pub fn check_error_envelope(reply: &Value) -> Result<(), PayloadError> {
     if let Some(code) = reply.get("err_code") {
-        let code = code
-            .as_i64()
-            .or_else(|| code.as_str().and_then(|s| s.trim().parse().ok()))
-            .unwrap_or(0);
-        let message = reply
-            .get("err_msg")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let extra = reply
-            .get("err_extra")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .trim();
-        let message = if extra.is_empty() {
-            message
-        } else {
-            format!("{message} ({extra})")
-        };
+        let code = code.as_i64().or_else(|| code.as_str().and_then(|s| s.trim().parse().ok())).unwrap_or(0);
+        let message = reply.get("err_msg").and_then(Value::as_str).unwrap_or("").trim().to_string();
+        let extra = reply.get("err_extra").and_then(Value::as_str).unwrap_or("").trim();
+        let message = if extra.is_empty() { message } else { format!("{message} ({extra})") };
         return Err(PayloadError::ErrorEnvelope { code, message });
     }
     Ok(())
@@ -203,26 +163,13 @@ pub fn check_error_envelope(reply: &Value) -> Result<(), PayloadError> {
 
 fn parse_one(reply: &Value, path: &str) -> Result<ExtraData, PayloadError> {
     let mut warnings = Vec::new();
-    let inc = reply
-        .get("incident")
-        .ok_or_else(|| PayloadError::Missing(format!("{path}.incident")))?;
+    let inc = reply.get("incident").ok_or_else(|| PayloadError::Missing(format!("{path}.incident")))?;
     if !inc.is_object() {
-        return Err(PayloadError::WrongType {
-            field: format!("{path}.incident"),
-            expected: "object",
-        });
+        return Err(PayloadError::WrongType { field: format!("{path}.incident"), expected: "object" });
     }
-    let incident_id = scalar(inc.get("incident_id"))
-        .ok_or_else(|| PayloadError::Missing(format!("{path}.incident.incident_id")))?;
-    if incident_id.len() > 64
-        || !incident_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(PayloadError::WrongType {
-            field: format!("{path}.incident.incident_id"),
-            expected: "a short alphanumeric id",
-        });
+    let incident_id = scalar(inc.get("incident_id")).ok_or_else(|| PayloadError::Missing(format!("{path}.incident.incident_id")))?;
+    if incident_id.len() > 64 || !incident_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(PayloadError::WrongType { field: format!("{path}.incident.incident_id"), expected: "a short alphanumeric id" });
     }
     let incident = Incident {
         incident_id,
@@ -233,11 +180,7 @@ fn parse_one(reply: &Value, path: &str) -> Result<ExtraData, PayloadError> {
             .or_else(|| scalar(inc.get("severity")))
             .map(|s| Severity::parse(&s))
             .unwrap_or_default(),
-        creation_ms: epoch(
-            inc.get("creation_time"),
-            &format!("{path}.incident.creation_time"),
-            &mut warnings,
-        ),
+        creation_ms: epoch(inc.get("creation_time"), &format!("{path}.incident.creation_time"), &mut warnings),
         xdr_url: scalar(inc.get("xdr_url")),
         hosts: list(inc.get("hosts")),
         users: list(inc.get("users")),
@@ -269,60 +212,30 @@ fn parse_one(reply: &Value, path: &str) -> Result<ExtraData, PayloadError> {
             is_malicious: truthy(f.get("is_malicious")),
         })
         .collect();
-    Ok(ExtraData {
-        incident,
-        alerts_total: alerts_total.max(alerts.len()),
-        alerts,
-        network_artifacts,
-        file_artifacts,
-        warnings,
-    })
+    Ok(ExtraData { incident, alerts_total: alerts_total.max(alerts.len()), alerts, network_artifacts, file_artifacts, warnings })
 }
 
 /// A `{total_count, data: [...]}` section; absent or `null` is tolerated with a warning.
-fn section<'a>(
-    reply: &'a Value,
-    name: &str,
-    path: &str,
-    warnings: &mut Vec<String>,
-) -> Result<(usize, Vec<&'a Value>), PayloadError> {
+fn section<'a>(reply: &'a Value, name: &str, path: &str, warnings: &mut Vec<String>) -> Result<(usize, Vec<&'a Value>), PayloadError> {
     let Some(sec) = reply.get(name).filter(|v| !v.is_null()) else {
-        warnings.push(format!(
-            "{path}.{name} is missing or null; treated as empty"
-        ));
+        warnings.push(format!("{path}.{name} is missing or null; treated as empty"));
         return Ok((0, Vec::new()));
     };
     let data = match sec {
         Value::Object(_) => sec.get("data"),
         // Some versions return the list directly.
         Value::Array(_) => Some(sec),
-        _ => {
-            return Err(PayloadError::WrongType {
-                field: format!("{path}.{name}"),
-                expected: "object with `data`",
-            })
-        }
+        _ => return Err(PayloadError::WrongType { field: format!("{path}.{name}"), expected: "object with `data`" }),
     };
     let items: Vec<&Value> = match data {
         None | Some(Value::Null) => {
-            warnings.push(format!(
-                "{path}.{name}.data is missing or null; treated as empty"
-            ));
+            warnings.push(format!("{path}.{name}.data is missing or null; treated as empty"));
             Vec::new()
         }
         Some(Value::Array(a)) => a.iter().filter(|v| v.is_object()).collect(),
-        Some(_) => {
-            return Err(PayloadError::WrongType {
-                field: format!("{path}.{name}.data"),
-                expected: "array",
-            })
-        }
+        Some(_) => return Err(PayloadError::WrongType { field: format!("{path}.{name}.data"), expected: "array" }),
     };
-    let total = sec
-        .get("total_count")
-        .and_then(|v| scalar(Some(v)))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(items.len());
+    let total = sec.get("total_count").and_then(|v| scalar(Some(v))).and_then(|s| s.parse().ok()).unwrap_or(items.len());
     Ok((total, items))
 }
 
@@ -339,16 +252,10 @@ fn parse_alert(a: &Value, path: &str, warnings: &mut Vec<String>) -> Alert {
         alert_id: scalar(a.get("alert_id")),
         name: scalar(a.get("name")),
         category: scalar(a.get("category")),
-        severity: scalar(a.get("severity"))
-            .map(|s| Severity::parse(&s))
-            .unwrap_or_default(),
+        severity: scalar(a.get("severity")).map(|s| Severity::parse(&s)).unwrap_or_default(),
         source: scalar(a.get("source")),
         action: scalar(a.get("action_pretty")).or_else(|| scalar(a.get("action"))),
-        detection_ms: epoch(
-            a.get("detection_timestamp"),
-            &format!("{path}.detection_timestamp"),
-            warnings,
-        ),
+        detection_ms: epoch(a.get("detection_timestamp"), &format!("{path}.detection_timestamp"), warnings),
         host_name: scalar(a.get("host_name")),
         endpoint_id: scalar(a.get("endpoint_id")),
         user_name: scalar(a.get("user_name")),
@@ -395,11 +302,7 @@ fn epoch(v: Option<&Value>, field: &str, warnings: &mut Vec<String>) -> Option<i
     }
     let parsed = match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .or_else(|| crate::timefmt::parse_rfc3339(s.trim())),
+        Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| crate::timefmt::parse_rfc3339(s.trim())),
         _ => None,
     };
     match parsed {
@@ -417,37 +320,19 @@ mod tests {
 
     #[test]
     fn error_envelope_is_reported() {
-        let err = parse_extra_data(
-            r#"{"reply": {"err_code": 401, "err_msg": "Unauthorized", "err_extra": "x"}}"#,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            PayloadError::ErrorEnvelope {
-                code: 401,
-                message: "Unauthorized (x)".into()
-            }
-        );
+        let err = parse_extra_data(r#"{"reply": {"err_code": 401, "err_msg": "Unauthorized", "err_extra": "x"}}"#).unwrap_err();
+        assert_eq!(err, PayloadError::ErrorEnvelope { code: 401, message: "Unauthorized (x)".into() });
     }
 
     #[test]
     fn names_the_missing_field() {
-        assert_eq!(
-            parse_extra_data(r#"{"reply": {}}"#).unwrap_err(),
-            PayloadError::Missing("reply.incident".into())
-        );
+        assert_eq!(parse_extra_data(r#"{"reply": {}}"#).unwrap_err(), PayloadError::Missing("reply.incident".into()));
         assert_eq!(
             parse_extra_data(r#"{"reply": {"incident": {}}}"#).unwrap_err(),
             PayloadError::Missing("reply.incident.incident_id".into())
         );
-        assert!(matches!(
-            parse_extra_data(r#"{"reply": {"incident": {"incident_id": "1"}"#),
-            Err(PayloadError::NotJson { .. })
-        ));
-        assert!(matches!(
-            parse_extra_data(""),
-            Err(PayloadError::NotJson { .. })
-        ));
+        assert!(matches!(parse_extra_data(r#"{"reply": {"incident": {"incident_id": "1"}"#), Err(PayloadError::NotJson { .. })));
+        assert!(matches!(parse_extra_data(""), Err(PayloadError::NotJson { .. })));
     }
 
     #[test]

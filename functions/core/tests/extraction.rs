@@ -7,20 +7,12 @@ use dossier_core::indicator::{IndicatorKind, InternalNames};
 use dossier_core::xdr::{parse_extra_data, PayloadError};
 
 fn fixture(rel: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../../tests/fixtures/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read_to_string(format!("{}/../../tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn kinds(text: &str) -> Vec<(IndicatorKind, String)> {
     let data = parse_extra_data(text).unwrap();
-    extract(&data[0], &InternalNames::default())
-        .indicators
-        .into_iter()
-        .map(|i| (i.kind, i.value))
-        .collect()
+    extract(&data[0], &InternalNames::default()).indicators.into_iter().map(|i| (i.kind, i.value)).collect()
 }
 
 #[test]
@@ -28,22 +20,13 @@ fn recorded_extra_data_replies_parse() {
     let one = parse_extra_data(&fixture("xdr/get_incident_extra_data.json")).unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].alerts.len(), 1);
-    assert_eq!(
-        one[0].file_artifacts[0].sha256.as_deref(),
-        Some("8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca")
-    );
+    assert_eq!(one[0].file_artifacts[0].sha256.as_deref(), Some("8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca"));
     let multi = parse_extra_data(&fixture("xdr/get_multiple_incidents_extra_data.json")).unwrap();
     assert_eq!(multi[0].incident.incident_id, "1");
     assert_eq!(multi[0].alerts[0].endpoint_id.as_deref(), Some("11111111"));
     // The error envelopes are errors, with their code.
-    assert!(matches!(
-        parse_extra_data(&fixture("xdr/error_401_unauthorized.json")),
-        Err(PayloadError::ErrorEnvelope { code: 401, .. })
-    ));
-    assert!(matches!(
-        parse_extra_data(&fixture("xdr/error_500_public_api.json")),
-        Err(PayloadError::ErrorEnvelope { code: 500, .. })
-    ));
+    assert!(matches!(parse_extra_data(&fixture("xdr/error_401_unauthorized.json")), Err(PayloadError::ErrorEnvelope { code: 401, .. })));
+    assert!(matches!(parse_extra_data(&fixture("xdr/error_500_public_api.json")), Err(PayloadError::ErrorEnvelope { code: 500, .. })));
 }
 
 #[test]
@@ -53,16 +36,10 @@ fn recorded_incident_yields_what_an_analyst_would_list() {
         found,
         vec![
             (IndicatorKind::Ipv4, "1.1.1.1".to_string()),
-            (
-                IndicatorKind::Sha256,
-                "8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca".to_string()
-            ),
+            (IndicatorKind::Sha256, "8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca".to_string()),
             (IndicatorKind::Hostname, "aaaaaa".to_string()),
             (IndicatorKind::User, "Administrator".to_string()),
-            (
-                IndicatorKind::Process,
-                "wildfire-test-pe-file.exe".to_string()
-            ),
+            (IndicatorKind::Process, "wildfire-test-pe-file.exe".to_string()),
         ]
     );
 }
@@ -90,14 +67,7 @@ fn a_thousand_alerts_with_300_distinct_indicators_yield_exactly_300() {
         .collect();
     let found = kinds(&incident_with_alerts(alerts));
     let count = |k| found.iter().filter(|(kind, _)| *kind == k).count();
-    assert_eq!(
-        (
-            count(IndicatorKind::Ipv4),
-            count(IndicatorKind::Domain),
-            count(IndicatorKind::Sha256)
-        ),
-        (100, 100, 100)
-    );
+    assert_eq!((count(IndicatorKind::Ipv4), count(IndicatorKind::Domain), count(IndicatorKind::Sha256)), (100, 100, 100));
     // The URLs in the command lines are extra, legitimately distinct indicators.
     assert_eq!(count(IndicatorKind::Url), 100);
     assert_eq!(found.len(), 400);
@@ -115,62 +85,25 @@ fn adversarial_fields_never_panic_or_smuggle_garbage() {
     ];
     let text = incident_with_alerts(alerts);
     let data = parse_extra_data(&text).unwrap();
-    assert!(
-        data[0]
-            .warnings
-            .iter()
-            .any(|w| w.contains("detection_timestamp")),
-        "{:?}",
-        data[0].warnings
-    );
+    assert!(data[0].warnings.iter().any(|w| w.contains("detection_timestamp")), "{:?}", data[0].warnings);
     let found = kinds(&text);
     let values: Vec<&str> = found.iter().map(|(_, v)| v.as_str()).collect();
-    assert!(
-        values.contains(&"8.8.4.4") && values.contains(&"4.4.4.4") && values.contains(&"10.0.0.1"),
-        "{values:?}"
-    );
-    assert!(
-        !values.contains(&"9.9.9.9"),
-        "text beyond the scan bound is not read"
-    );
+    assert!(values.contains(&"8.8.4.4") && values.contains(&"4.4.4.4") && values.contains(&"10.0.0.1"), "{values:?}");
+    assert!(!values.contains(&"9.9.9.9"), "text beyond the scan bound is not read");
     assert!(values.contains(&"xn--80ak6aa92e.com"));
     assert!(values.contains(&"ДОМЕН\\пользователь"));
-    assert!(
-        !values
-            .iter()
-            .any(|v| v.contains('\u{0007}') || v.contains('\n')),
-        "{values:?}"
-    );
+    assert!(!values.iter().any(|v| v.contains('\u{0007}') || v.contains('\n')), "{values:?}");
     assert!(!values.iter().any(|v| v.contains("script")), "{values:?}");
 }
 
 #[test]
 fn wrong_types_name_the_field() {
-    let bad = json!({"reply": {"incident": {"incident_id": "1"}, "alerts": {"data": {"a": 1}}}})
-        .to_string();
-    assert_eq!(
-        parse_extra_data(&bad),
-        Err(PayloadError::WrongType {
-            field: "reply.alerts.data".into(),
-            expected: "array"
-        })
-    );
+    let bad = json!({"reply": {"incident": {"incident_id": "1"}, "alerts": {"data": {"a": 1}}}}).to_string();
+    assert_eq!(parse_extra_data(&bad), Err(PayloadError::WrongType { field: "reply.alerts.data".into(), expected: "array" }));
     let bad = json!({"reply": {"incident": "one"}}).to_string();
-    assert_eq!(
-        parse_extra_data(&bad),
-        Err(PayloadError::WrongType {
-            field: "reply.incident".into(),
-            expected: "object"
-        })
-    );
+    assert_eq!(parse_extra_data(&bad), Err(PayloadError::WrongType { field: "reply.incident".into(), expected: "object" }));
     let bad = json!({"reply": {"incident": {"incident_id": "../../etc"}}}).to_string();
-    assert!(matches!(
-        parse_extra_data(&bad),
-        Err(PayloadError::WrongType { .. })
-    ));
+    assert!(matches!(parse_extra_data(&bad), Err(PayloadError::WrongType { .. })));
     let bad = json!({"reply": {"incidents": []}}).to_string();
-    assert_eq!(
-        parse_extra_data(&bad),
-        Err(PayloadError::Missing("reply.incidents[0]".into()))
-    );
+    assert_eq!(parse_extra_data(&bad), Err(PayloadError::Missing("reply.incidents[0]".into())));
 }

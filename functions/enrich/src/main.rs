@@ -11,9 +11,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     let source_name = env::required("DOSSIER_SOURCE")?;
-    let handler = Arc::new(Enrich::new(
-        aws.context("enrich"),
-        vec![aws.source(&source_name).await?],
-    ));
+    let handler = Arc::new(Enrich::new(aws.context("enrich"), vec![aws.source(&source_name).await?]));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::enrich(&source_name)).await
 }

@@ -9,9 +9,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     let secret = aws.secret("DOSSIER_WEBHOOK_SECRET_ARN").await?;
-    lambda::serve_http(Arc::new(Intake::new(
-        aws.context("intake"),
-        secret.trim().as_bytes().to_vec(),
-    )))
-    .await
+    lambda::serve_http(Arc::new(Intake::new(aws.context("intake"), secret.trim().as_bytes().to_vec()))).await
 }

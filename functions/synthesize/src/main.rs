@@ -9,9 +9,6 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let handler = Arc::new(Synthesize::new(
-        aws.context("synthesize"),
-        aws.link_signer().await?,
-    ));
+    let handler = Arc::new(Synthesize::new(aws.context("synthesize"), aws.link_signer().await?));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::synthesize()).await
 }

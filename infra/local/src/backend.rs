@@ -15,9 +15,7 @@ use dossier_core::embedded::{MemoryQueue, MemoryStore};
 use dossier_core::ports::{Clock, Delivery, DocStore, Queue, QueueConsumer, QueueName, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
-use dossier_core::stages::{
-    Approve, Collect, Context, Enrich, Intake, MessageHandler, StageError, Synthesize, Writeback,
-};
+use dossier_core::stages::{Approve, Collect, Context, Enrich, Intake, MessageHandler, StageError, Synthesize, Writeback};
 
 /// Where state and queues live.
 #[derive(Clone)]
@@ -31,17 +29,8 @@ pub struct Backend {
 
 impl Backend {
     pub fn embedded(clock: Arc<dyn Clock>) -> Backend {
-        let queue = Arc::new(MemoryQueue::new(
-            clock,
-            Duration::from_secs(30),
-            dossier_adapters::provision::MAX_RECEIVE_COUNT,
-        ));
-        Backend {
-            store: Arc::new(MemoryStore::new()),
-            queue: queue.clone(),
-            consumer: queue.clone(),
-            memory_queue: Some(queue),
-        }
+        let queue = Arc::new(MemoryQueue::new(clock, Duration::from_secs(30), dossier_adapters::provision::MAX_RECEIVE_COUNT));
+        Backend { store: Arc::new(MemoryStore::new()), queue: queue.clone(), consumer: queue.clone(), memory_queue: Some(queue) }
     }
 
     /// The AWS adapters against `endpoint` (moto server or an AWS endpoint), creating the tables
@@ -54,26 +43,15 @@ impl Backend {
         dossier_adapters::provision::ensure_table(&ddb, &cases).await?;
         dossier_adapters::provision::ensure_table(&ddb, &audit).await?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let urls =
-            dossier_adapters::provision::ensure_queues(&sqs, prefix, &queue_names(sources), 30)
-                .await?;
+        let urls = dossier_adapters::provision::ensure_queues(&sqs, prefix, &queue_names(sources), 30).await?;
         let queue = Arc::new(SqsQueue::new(sqs, urls));
-        Ok(Backend {
-            store: Arc::new(DynamoStore::new(ddb, cases, audit)),
-            queue: queue.clone(),
-            consumer: queue,
-            memory_queue: None,
-        })
+        Ok(Backend { store: Arc::new(DynamoStore::new(ddb, cases, audit)), queue: queue.clone(), consumer: queue, memory_queue: None })
     }
 }
 
 /// Every queue of the pipeline for these sources.
 pub fn queue_names(sources: &[String]) -> Vec<QueueName> {
-    let mut q = vec![
-        QueueName::collect(),
-        QueueName::synthesize(),
-        QueueName::writeback(),
-    ];
+    let mut q = vec![QueueName::collect(), QueueName::synthesize(), QueueName::writeback()];
     q.extend(sources.iter().map(|s| QueueName::enrich(s)));
     q
 }
@@ -107,15 +85,7 @@ impl LocalPipeline {
         config.sources = parts.sources.iter().map(|s| s.name().to_string()).collect();
         let config = Arc::new(config);
         let b = &parts.backend;
-        let ctx = |actor| {
-            Context::new(
-                b.store.clone(),
-                b.queue.clone(),
-                parts.clock.clone(),
-                config.clone(),
-                actor,
-            )
-        };
+        let ctx = |actor| Context::new(b.store.clone(), b.queue.clone(), parts.clock.clone(), config.clone(), actor);
         LocalPipeline {
             intake: Intake::new(ctx("intake"), parts.webhook_secret.clone()),
             approve: Approve::new(ctx("approve"), parts.signer.clone()),
@@ -174,11 +144,7 @@ impl LocalPipeline {
 
     /// Pumps until every case is settled (dossier written, or failed) and nothing is due, or the
     /// wall-clock budget runs out. Waits out delayed messages (deadlines, retries) in between.
-    pub async fn run_until_settled(
-        &self,
-        cases: &[CaseKey],
-        budget: Duration,
-    ) -> Result<bool, StageError> {
+    pub async fn run_until_settled(&self, cases: &[CaseKey], budget: Duration) -> Result<bool, StageError> {
         let started = std::time::Instant::now();
         loop {
             let handled = self.pump_once().await?;
@@ -206,10 +172,7 @@ impl LocalPipeline {
     }
 
     /// Status of each case, for reports.
-    pub async fn statuses(
-        &self,
-        cases: &[CaseKey],
-    ) -> Result<HashMap<CaseKey, CaseStatus>, StageError> {
+    pub async fn statuses(&self, cases: &[CaseKey]) -> Result<HashMap<CaseKey, CaseStatus>, StageError> {
         let mut out = HashMap::new();
         for key in cases {
             if let Some(c) = self.ctx.repo.case(key).await? {

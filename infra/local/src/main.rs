@@ -22,11 +22,7 @@ use dossier_local::report::case_report;
 use dossier_local::samples::SAMPLES;
 
 #[derive(Parser)]
-#[command(
-    name = "dossier",
-    version,
-    about = "AI case enrichment for Cortex XDR, run locally"
-)]
+#[command(name = "dossier", version, about = "AI case enrichment for Cortex XDR, run locally")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,17 +71,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { json } => demo(json).await,
-        Command::Run {
-            extra_data,
-            json,
-            tenant,
-            aws_endpoint,
-        } => run(&extra_data, json, &tenant, aws_endpoint.as_deref()).await,
-        Command::Serve {
-            addr,
-            aws_endpoint,
-            demo,
-        } => serve(addr, aws_endpoint.as_deref(), demo).await,
+        Command::Run { extra_data, json, tenant, aws_endpoint } => run(&extra_data, json, &tenant, aws_endpoint.as_deref()).await,
+        Command::Serve { addr, aws_endpoint, demo } => serve(addr, aws_endpoint.as_deref(), demo).await,
     };
     match result {
         Ok(code) => code,
@@ -97,28 +84,17 @@ async fn main() -> ExitCode {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// Local link key: `DOSSIER_LINK_KEY` if set, else a fresh random key (links die with the process).
 fn local_signer() -> Result<Arc<LinkSigner>, BadInput> {
     match env("DOSSIER_LINK_KEY") {
-        Some(text) => LinkSigner::from_secret(&text)
-            .map(Arc::new)
-            .map_err(|e| BadInput(format!("DOSSIER_LINK_KEY: {e}"))),
+        Some(text) => LinkSigner::from_secret(&text).map(Arc::new).map_err(|e| BadInput(format!("DOSSIER_LINK_KEY: {e}"))),
         None => {
             let mut secret = vec![0u8; 32];
-            getrandom::getrandom(&mut secret)
-                .map_err(|e| BadInput(format!("no OS randomness for a link key: {e}")))?;
-            LinkSigner::new(vec![SigningKey {
-                id: "local".into(),
-                secret,
-            }])
-            .map(Arc::new)
-            .map_err(|e| BadInput(e.to_string()))
+            getrandom::getrandom(&mut secret).map_err(|e| BadInput(format!("no OS randomness for a link key: {e}")))?;
+            LinkSigner::new(vec![SigningKey { id: "local".into(), secret }]).map(Arc::new).map_err(|e| BadInput(e.to_string()))
         }
     }
 }
@@ -127,20 +103,12 @@ fn config() -> Result<PipelineConfig, BadInput> {
     dossier_adapters::env::pipeline_config().map_err(|e| BadInput(e.to_string()))
 }
 
-async fn backend(
-    aws_endpoint: Option<&str>,
-    clock: Arc<dyn Clock>,
-    sources: &[String],
-) -> Result<Backend, BadInput> {
+async fn backend(aws_endpoint: Option<&str>, clock: Arc<dyn Clock>, sources: &[String]) -> Result<Backend, BadInput> {
     match aws_endpoint {
         None => Ok(Backend::embedded(clock)),
-        Some(ep) => Backend::aws(
-            ep,
-            &env("DOSSIER_RESOURCE_PREFIX").unwrap_or_else(|| "dossier-".into()),
-            sources,
-        )
-        .await
-        .map_err(|e| BadInput(format!("AWS endpoint {ep}: {e}"))),
+        Some(ep) => Backend::aws(ep, &env("DOSSIER_RESOURCE_PREFIX").unwrap_or_else(|| "dossier-".into()), sources)
+            .await
+            .map_err(|e| BadInput(format!("AWS endpoint {ep}: {e}"))),
     }
 }
 
@@ -154,20 +122,11 @@ async fn pipeline(
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = backend(aws_endpoint, clock.clone(), &names).await?;
-    Ok(LocalPipeline::new(PipelineParts {
-        backend,
-        config,
-        clock,
-        xdr,
-        sources,
-        signer: local_signer()?,
-        webhook_secret,
-    }))
+    Ok(LocalPipeline::new(PipelineParts { backend, config, clock, xdr, sources, signer: local_signer()?, webhook_secret }))
 }
 
 fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInput> {
-    let key =
-        CaseKey::new(tenant, &data.incident.incident_id).map_err(|e| BadInput(e.to_string()))?;
+    let key = CaseKey::new(tenant, &data.incident.incident_id).map_err(|e| BadInput(e.to_string()))?;
     let hint = IncidentHint {
         severity: data.incident.severity,
         description: data.incident.description.clone(),
@@ -179,17 +138,10 @@ fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInpu
 
 const RUN_BUDGET: Duration = Duration::from_secs(600);
 
-async fn run(
-    path: &std::path::Path,
-    json: bool,
-    tenant: &str,
-    aws_endpoint: Option<&str>,
-) -> Result<ExitCode, BadInput> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+async fn run(path: &std::path::Path, json: bool, tenant: &str, aws_endpoint: Option<&str>) -> Result<ExitCode, BadInput> {
+    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
     // Validate fully before anything is stored.
-    let incidents =
-        parse_extra_data(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    let incidents = parse_extra_data(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
     let mut config = config()?;
     config.enrich_deadline = config.enrich_deadline.min(Duration::from_secs(90));
     let xdr = Arc::new(RecordingXdr::serving(text.clone()));
@@ -223,11 +175,7 @@ async fn run(
         }
     }
     if json {
-        let out = if reports.len() == 1 {
-            reports.remove(0)
-        } else {
-            serde_json::json!({ "cases": reports })
-        };
+        let out = if reports.len() == 1 { reports.remove(0) } else { serde_json::json!({ "cases": reports }) };
         println!("{out}");
     } else {
         for r in &reports {
@@ -236,14 +184,7 @@ async fn run(
     }
     let failed = reports.iter().any(|r| r["case"]["status"] == "failed");
     if !settled || failed {
-        eprintln!(
-            "dossier: {}",
-            if settled {
-                "the case failed; see case.failure"
-            } else {
-                "the pipeline did not settle in time"
-            }
-        );
+        eprintln!("dossier: {}", if settled { "the case failed; see case.failure" } else { "the pipeline did not settle in time" });
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -260,15 +201,10 @@ fn print_text(r: &serde_json::Value) {
     if let Some(f) = case["failure"].as_str() {
         println!("FAILED: {f}");
     }
-    println!(
-        "{}",
-        r["dossier"]["comment"].as_str().unwrap_or("(no dossier)")
-    );
+    println!("{}", r["dossier"]["comment"].as_str().unwrap_or("(no dossier)"));
     let actions = r["actions"].as_array().cloned().unwrap_or_default();
     if !actions.is_empty() {
-        println!(
-            "\nApproval links (one per approver; GET shows a confirmation page, POST decides):"
-        );
+        println!("\nApproval links (one per approver; GET shows a confirmation page, POST decides):");
         for a in actions {
             for link in a["approvals"].as_array().cloned().unwrap_or_default() {
                 println!(
@@ -290,8 +226,7 @@ async fn demo(json: bool) -> Result<ExitCode, BadInput> {
     let mut cases = Vec::new();
     let now = SystemClock.now_ms();
     for s in SAMPLES {
-        let data = parse_extra_data(s.extra_data)
-            .map_err(|e| BadInput(format!("bundled sample {} is broken: {e}", s.name)))?;
+        let data = parse_extra_data(s.extra_data).map_err(|e| BadInput(format!("bundled sample {} is broken: {e}", s.name)))?;
         for d in data {
             replies.push((d.incident.incident_id.clone(), s.extra_data.to_string()));
             cases.push((s, case_for("demo", &d, now)?));
@@ -337,28 +272,19 @@ async fn demo(json: bool) -> Result<ExitCode, BadInput> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(
-    addr: SocketAddr,
-    aws_endpoint: Option<&str>,
-    seed_demo: bool,
-) -> Result<ExitCode, BadInput> {
-    let secret = env("DOSSIER_WEBHOOK_SECRET").ok_or_else(|| {
-        BadInput("set DOSSIER_WEBHOOK_SECRET (the shared secret webhook callers send)".into())
-    })?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| BadInput(format!("cannot listen on {addr}: {e}")))?;
+async fn serve(addr: SocketAddr, aws_endpoint: Option<&str>, seed_demo: bool) -> Result<ExitCode, BadInput> {
+    let secret = env("DOSSIER_WEBHOOK_SECRET")
+        .ok_or_else(|| BadInput("set DOSSIER_WEBHOOK_SECRET (the shared secret webhook callers send)".into()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| BadInput(format!("cannot listen on {addr}: {e}")))?;
     let bound = listener.local_addr().map_err(|e| BadInput(e.to_string()))?;
     let mut config = config()?;
     if env("DOSSIER_PUBLIC_BASE_URL").is_none() {
         config.public_base_url = format!("http://{bound}");
     }
     let xdr: Arc<dyn XdrApi> = match (env("DOSSIER_XDR_URL"), env("DOSSIER_XDR_KEY")) {
-        (Some(url), Some(key)) => Arc::new(XdrHttp::new(
-            &url,
-            XdrCredentials::from_secret(&key).map_err(BadInput)?,
-            Duration::from_secs(20),
-        )),
+        (Some(url), Some(key)) => {
+            Arc::new(XdrHttp::new(&url, XdrCredentials::from_secret(&key).map_err(BadInput)?, Duration::from_secs(20)))
+        }
         _ => {
             eprintln!("dossier: no DOSSIER_XDR_URL/DOSSIER_XDR_KEY: serving the bundled sample incidents and recording XDR writes");
             let mut replies = Vec::new();
@@ -378,23 +304,12 @@ async fn serve(
             for d in parse_extra_data(s.extra_data).map_err(|e| BadInput(e.to_string()))? {
                 let case = case_for("demo", &d, now)?;
                 keys.push(case.key.clone());
-                open_case(&pipeline.ctx, case)
-                    .await
-                    .map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
+                open_case(&pipeline.ctx, case).await.map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
             }
         }
-        pipeline
-            .run_until_settled(&keys, RUN_BUDGET)
-            .await
-            .map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
+        pipeline.run_until_settled(&keys, RUN_BUDGET).await.map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
         for key in &keys {
-            for a in pipeline
-                .ctx
-                .repo
-                .actions(key)
-                .await
-                .map_err(|e| BadInput(e.to_string()))?
-            {
+            for a in pipeline.ctx.repo.actions(key).await.map_err(|e| BadInput(e.to_string()))? {
                 for l in a.links {
                     println!("approval: {}", l.url);
                 }

@@ -11,16 +11,9 @@ use dossier_core::stages::StageError;
 use crate::backend::LocalPipeline;
 
 /// Everything about one case after a run.
-pub async fn case_report(
-    pipeline: &LocalPipeline,
-    key: &CaseKey,
-    xdr_writes: &[XdrWrite],
-) -> Result<Value, StageError> {
+pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[XdrWrite]) -> Result<Value, StageError> {
     let repo = &pipeline.ctx.repo;
-    let case = repo
-        .case(key)
-        .await?
-        .ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
+    let case = repo.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
     let reports = repo.source_reports(key).await?;
     let draft: Option<Draft> = match &case.draft_id {
         Some(id) => repo.draft(key, id).await?,
@@ -34,23 +27,19 @@ pub async fn case_report(
         .map(|i| {
             let verdicts: Vec<Value> = reports
                 .iter()
-                .flat_map(|r| r.verdicts.iter().filter(|v| v.kind == i.kind && v.value == i.value).map(move |v| json!({"source": r.source, "verdict": v.verdict.as_str(), "summary": v.summary})))
+                .flat_map(|r| {
+                    r.verdicts
+                        .iter()
+                        .filter(|v| v.kind == i.kind && v.value == i.value)
+                        .map(move |v| json!({"source": r.source, "verdict": v.verdict.as_str(), "summary": v.summary}))
+                })
                 .collect();
             json!({"type": i.kind.as_str(), "value": i.value, "internal": i.internal, "seen_in": i.seen_in, "verdicts": verdicts})
         })
         .collect();
     let techniques: Vec<Value> = match &draft {
-        Some(d) => d
-            .dossier
-            .techniques
-            .iter()
-            .map(|t| json!({"id": t.id, "name": t.name, "tactics": t.tactics}))
-            .collect(),
-        None => case
-            .techniques
-            .iter()
-            .map(|id| json!({"id": id, "name": null, "tactics": []}))
-            .collect(),
+        Some(d) => d.dossier.techniques.iter().map(|t| json!({"id": t.id, "name": t.name, "tactics": t.tactics})).collect(),
+        None => case.techniques.iter().map(|id| json!({"id": id, "name": null, "tactics": []})).collect(),
     };
     let mut sources: Vec<Value> = case
         .expected_sources
@@ -89,12 +78,7 @@ pub async fn case_report(
     let incident_id = &key.incident_id;
     let writes: Vec<Value> = xdr_writes
         .iter()
-        .filter(|w| {
-            w.body
-                .pointer("/request_data/incident_id")
-                .and_then(Value::as_str)
-                == Some(incident_id.as_str())
-        })
+        .filter(|w| w.body.pointer("/request_data/incident_id").and_then(Value::as_str) == Some(incident_id.as_str()))
         .map(|w| json!({"endpoint": w.endpoint, "body": w.body}))
         .collect();
     Ok(json!({

@@ -54,21 +54,14 @@ pub async fn serve(pipeline: Arc<LocalPipeline>, listener: TcpListener, pump_eve
                 let pipeline = pipeline.clone();
                 async move { Ok::<_, Infallible>(route(&pipeline, req, peer).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
                 debug!(error = %e, "connection closed with an error");
             }
         });
     }
 }
 
-async fn route(
-    pipeline: &LocalPipeline,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+async fn route(pipeline: &LocalPipeline, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let response = match path.as_str() {
         "/webhook" | "/approve" => match to_event(req, peer).await {
@@ -80,31 +73,18 @@ async fn route(
             Err(rejection) => rejection,
         },
         "/healthz" => HttpResponse::json(200, serde_json::json!({"status": "ok"})),
-        _ => HttpResponse::error(
-            404,
-            "not_found",
-            "routes: POST /webhook, GET|POST /approve, GET /healthz",
-        ),
+        _ => HttpResponse::error(404, "not_found", "routes: POST /webhook, GET|POST /approve, GET /healthz"),
     };
     from_response(response)
 }
 
 /// The API Gateway HTTP API (payload 2.0) event for a request.
-async fn to_event(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<ApiGatewayV2httpRequest, HttpResponse> {
+async fn to_event(req: Request<Incoming>, peer: SocketAddr) -> Result<ApiGatewayV2httpRequest, HttpResponse> {
     let (parts, body) = req.into_parts();
     let bytes = Limited::new(body, MAX_BODY)
         .collect()
         .await
-        .map_err(|_| {
-            HttpResponse::error(
-                413,
-                "payload_too_large",
-                format!("bodies are limited to {MAX_BODY} bytes"),
-            )
-        })?
+        .map_err(|_| HttpResponse::error(413, "payload_too_large", format!("bodies are limited to {MAX_BODY} bytes")))?
         .to_bytes();
     let mut ev = ApiGatewayV2httpRequest::default();
     ev.raw_path = Some(parts.uri.path().to_string());
@@ -113,11 +93,7 @@ async fn to_event(
     ev.request_context.http.method = parts.method.clone();
     ev.request_context.http.path = Some(parts.uri.path().to_string());
     ev.request_context.http.source_ip = Some(peer.ip().to_string());
-    ev.request_context.http.user_agent = parts
-        .headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    ev.request_context.http.user_agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_string);
     if !bytes.is_empty() {
         // API Gateway base64-encodes bodies it does not treat as text; doing it always is exact.
         ev.body = Some(STANDARD.encode(&bytes));
@@ -131,11 +107,9 @@ fn from_response(r: HttpResponse) -> Response<Full<Bytes>> {
     for (k, v) in &r.headers {
         builder = builder.header(k, v);
     }
-    builder
-        .body(Full::new(Bytes::from(r.body)))
-        .unwrap_or_else(|_| {
-            let mut fallback = Response::new(Full::new(Bytes::from_static(b"internal error")));
-            *fallback.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-            fallback
-        })
+    builder.body(Full::new(Bytes::from(r.body))).unwrap_or_else(|_| {
+        let mut fallback = Response::new(Full::new(Bytes::from_static(b"internal error")));
+        *fallback.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        fallback
+    })
 }

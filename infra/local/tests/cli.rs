@@ -22,25 +22,12 @@ fn dossier(args: &[&str]) -> Output {
 
 fn run_json(path: &str) -> Value {
     let out = dossier(&["run", "--extra-data", path, "--json"]);
-    assert!(
-        out.status.success(),
-        "{path}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{path}: stdout is not one JSON object: {e}"))
+    assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{path}: stdout is not one JSON object: {e}"))
 }
 
 fn assert_report_shape(v: &Value) {
-    for key in [
-        "case",
-        "indicators",
-        "techniques",
-        "sources",
-        "dossier",
-        "actions",
-        "xdr_writes",
-    ] {
+    for key in ["case", "indicators", "techniques", "sources", "dossier", "actions", "xdr_writes"] {
         assert!(v.get(key).is_some(), "missing `{key}` in {v}");
     }
     for key in ["tenant", "incident_id", "status"] {
@@ -48,14 +35,7 @@ fn assert_report_shape(v: &Value) {
     }
     for i in v["indicators"].as_array().unwrap() {
         let t = i["type"].as_str().unwrap();
-        assert!(
-            [
-                "ipv4", "ipv6", "domain", "url", "md5", "sha1", "sha256", "email", "hostname",
-                "user"
-            ]
-            .contains(&t),
-            "{t}"
-        );
+        assert!(["ipv4", "ipv6", "domain", "url", "md5", "sha1", "sha256", "email", "hostname", "user"].contains(&t), "{t}");
         assert!(i["internal"].is_boolean() && i["verdicts"].is_array());
     }
     for s in v["sources"].as_array().unwrap() {
@@ -63,48 +43,21 @@ fn assert_report_shape(v: &Value) {
     }
     let d = &v["dossier"];
     assert_eq!(d["ai_generated"], false);
-    assert!(
-        d["prompt_version"].is_string() && d["summary"].is_string() && d["comment"].is_string()
-    );
-    assert!(d["hypotheses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|h| h["text"].is_string() && h["confidence"].is_f64()));
-    assert!(d["next_steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|n| n["text"].is_string()));
+    assert!(d["prompt_version"].is_string() && d["summary"].is_string() && d["comment"].is_string());
+    assert!(d["hypotheses"].as_array().unwrap().iter().all(|h| h["text"].is_string() && h["confidence"].is_f64()));
+    assert!(d["next_steps"].as_array().unwrap().iter().all(|n| n["text"].is_string()));
     for a in v["actions"].as_array().unwrap() {
-        assert!(
-            a["id"].is_string()
-                && a["kind"].is_string()
-                && a["target"].is_string()
-                && a["status"].is_string()
-        );
+        assert!(a["id"].is_string() && a["kind"].is_string() && a["target"].is_string() && a["status"].is_string());
         assert!(a["approval_url"].as_str().unwrap().contains("/approve?t="));
     }
     let writes = v["xdr_writes"].as_array().unwrap();
     assert_eq!(writes.len(), 1, "exactly one comment write");
-    assert_eq!(
-        writes[0]["endpoint"],
-        "/public_api/v1/incidents/update_incident"
-    );
-    assert_eq!(
-        writes[0]["body"]["request_data"]["update_data"]["comment"]["comment_action"],
-        "add"
-    );
+    assert_eq!(writes[0]["endpoint"], "/public_api/v1/incidents/update_incident");
+    assert_eq!(writes[0]["body"]["request_data"]["update_data"]["comment"]["comment_action"], "add");
 }
 
 fn values(v: &Value, kind: &str) -> Vec<String> {
-    v["indicators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["type"] == kind)
-        .map(|i| i["value"].as_str().unwrap().to_string())
-        .collect()
+    v["indicators"].as_array().unwrap().iter().filter(|i| i["type"] == kind).map(|i| i["value"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -113,32 +66,16 @@ fn runs_the_recorded_extra_data_reply() {
     assert_report_shape(&v);
     assert_eq!(v["case"]["incident_id"], "1");
     assert_eq!(v["case"]["status"], "awaiting_approval");
-    assert_eq!(
-        values(&v, "sha256"),
-        vec!["8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca"]
-    );
+    assert_eq!(values(&v, "sha256"), vec!["8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca"]);
     assert_eq!(values(&v, "hostname"), vec!["aaaaaa"]);
     assert_eq!(values(&v, "user"), vec!["Administrator"]);
     // "1.1.1.1." in host_ip, trailing dot and all.
     assert_eq!(values(&v, "ipv4"), vec!["1.1.1.1"]);
-    let hash = v["indicators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["type"] == "sha256")
-        .unwrap();
+    let hash = v["indicators"].as_array().unwrap().iter().find(|i| i["type"] == "sha256").unwrap();
     assert_eq!(hash["verdicts"][0]["source"], "intel-feed");
     assert_eq!(hash["verdicts"][0]["verdict"], "malicious");
-    let vt = v["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "virustotal")
-        .unwrap();
-    assert_eq!(
-        (vt["status"].as_str(), vt["calls"].as_u64()),
-        (Some("skipped"), Some(0))
-    );
+    let vt = v["sources"].as_array().unwrap().iter().find(|s| s["name"] == "virustotal").unwrap();
+    assert_eq!((vt["status"].as_str(), vt["calls"].as_u64()), (Some("skipped"), Some(0)));
 }
 
 #[test]
@@ -146,34 +83,19 @@ fn runs_the_recorded_multiple_incidents_reply() {
     let v = run_json(&fixture_path("xdr/get_multiple_incidents_extra_data.json"));
     assert_report_shape(&v);
     // Placeholder hashes ("11111111111111111", "file_sha256_1") are not indicators.
-    assert!(
-        values(&v, "sha256").is_empty(),
-        "{:?}",
-        values(&v, "sha256")
-    );
+    assert!(values(&v, "sha256").is_empty(), "{:?}", values(&v, "sha256"));
     assert_eq!(values(&v, "ipv4"), vec!["1.1.1.1"]);
     assert_eq!(v["case"]["status"], "done");
 }
 
 #[test]
 fn runs_the_composed_demo_incident_with_techniques_and_an_isolation_proposal() {
-    let v = run_json(&format!(
-        "{}/samples/xdr/demo_powershell_stager.json",
-        env!("CARGO_MANIFEST_DIR")
-    ));
+    let v = run_json(&format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR")));
     assert_report_shape(&v);
-    let techniques: Vec<&str> = v["techniques"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let techniques: Vec<&str> = v["techniques"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(techniques, vec!["PowerShell", "Ingress Tool Transfer"]);
     assert_eq!(values(&v, "domain"), vec!["cdn-update.example.net"]);
-    assert_eq!(
-        values(&v, "url"),
-        vec!["https://cdn-update.example.net/stage2.ps1"]
-    );
+    assert_eq!(values(&v, "url"), vec!["https://cdn-update.example.net/stage2.ps1"]);
     let internal: Vec<bool> = v["indicators"]
         .as_array()
         .unwrap()
@@ -182,32 +104,16 @@ fn runs_the_composed_demo_incident_with_techniques_and_an_isolation_proposal() {
         .map(|i| i["internal"].as_bool().unwrap())
         .collect();
     assert_eq!(internal, vec![true]);
-    let kinds: Vec<&str> = v["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = v["actions"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["isolate_endpoint", "raise_severity"]);
 }
 
 fn assert_rejected(args: &[&str], needle: &str) {
     let out = dossier(args);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "nothing on stdout for rejected input"
-    );
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing on stdout for rejected input");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(needle),
-        "{args:?}: stderr {err:?} does not mention {needle:?}"
-    );
+    assert!(err.contains(needle), "{args:?}: stderr {err:?} does not mention {needle:?}");
 }
 
 #[test]
@@ -220,69 +126,23 @@ fn unusable_input_exits_2_naming_the_problem() {
     let empty = dir.join("empty.json");
     std::fs::write(&empty, "").unwrap();
     let no_id = dir.join("no_id.json");
-    std::fs::write(
-        &no_id,
-        r#"{"reply": {"incident": {"description": "x"}, "alerts": {"data": []}}}"#,
-    )
-    .unwrap();
+    std::fs::write(&no_id, r#"{"reply": {"incident": {"description": "x"}, "alerts": {"data": []}}}"#).unwrap();
     let wrong_type = dir.join("wrong_type.json");
-    std::fs::write(
-        &wrong_type,
-        r#"{"reply": {"incident": {"incident_id": "5"}, "alerts": {"data": "many"}}}"#,
-    )
-    .unwrap();
-    assert_rejected(
-        &["run", "--extra-data", truncated.to_str().unwrap(), "--json"],
-        "not valid JSON at line",
-    );
-    assert_rejected(
-        &["run", "--extra-data", empty.to_str().unwrap(), "--json"],
-        "not valid JSON",
-    );
-    assert_rejected(
-        &[
-            "run",
-            "--extra-data",
-            &fixture_path("xdr/error_401_unauthorized.json"),
-            "--json",
-        ],
-        "err_code 401",
-    );
-    assert_rejected(
-        &[
-            "run",
-            "--extra-data",
-            &fixture_path("xdr/error_500_public_api.json"),
-        ],
-        "err_code 500",
-    );
-    assert_rejected(
-        &["run", "--extra-data", no_id.to_str().unwrap()],
-        "reply.incident.incident_id",
-    );
-    assert_rejected(
-        &["run", "--extra-data", wrong_type.to_str().unwrap()],
-        "reply.alerts.data",
-    );
-    assert_rejected(
-        &[
-            "run",
-            "--extra-data",
-            dir.join("missing.json").to_str().unwrap(),
-        ],
-        "cannot read",
-    );
+    std::fs::write(&wrong_type, r#"{"reply": {"incident": {"incident_id": "5"}, "alerts": {"data": "many"}}}"#).unwrap();
+    assert_rejected(&["run", "--extra-data", truncated.to_str().unwrap(), "--json"], "not valid JSON at line");
+    assert_rejected(&["run", "--extra-data", empty.to_str().unwrap(), "--json"], "not valid JSON");
+    assert_rejected(&["run", "--extra-data", &fixture_path("xdr/error_401_unauthorized.json"), "--json"], "err_code 401");
+    assert_rejected(&["run", "--extra-data", &fixture_path("xdr/error_500_public_api.json")], "err_code 500");
+    assert_rejected(&["run", "--extra-data", no_id.to_str().unwrap()], "reply.incident.incident_id");
+    assert_rejected(&["run", "--extra-data", wrong_type.to_str().unwrap()], "reply.alerts.data");
+    assert_rejected(&["run", "--extra-data", dir.join("missing.json").to_str().unwrap()], "cannot read");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn demo_prints_dossiers_with_verdicts_techniques_and_links() {
     let out = dossier(&["demo"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "Automated summary (no AI)",
@@ -299,31 +159,17 @@ fn demo_prints_dossiers_with_verdicts_techniques_and_links() {
 
 #[test]
 fn serve_refuses_to_start_without_a_webhook_secret() {
-    let out = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env_remove("DOSSIER_WEBHOOK_SECRET")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["serve", "--addr", "127.0.0.1:0"]).env_remove("DOSSIER_WEBHOOK_SECRET").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DOSSIER_WEBHOOK_SECRET"));
 }
 
 /// A minimal HTTP/1.1 exchange over a real socket: (status, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -332,15 +178,8 @@ fn http(
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -384,37 +223,16 @@ fn serve_takes_webhooks_and_approvals_over_http() {
     let (status, page) = http(&addr, "GET", &link, &[], "");
     assert_eq!(status, 200);
     assert!(page.contains("<form method=\"post\""), "{page}");
-    assert_eq!(
-        http(&addr, "GET", &link, &[], "").0,
-        200,
-        "GET is repeatable: still undecided"
-    );
+    assert_eq!(http(&addr, "GET", &link, &[], "").0, 200, "GET is repeatable: still undecided");
 
     // The webhook door.
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/webhook",
-        &[("content-type", "application/json")],
-        r#"{"case_id": "4711"}"#,
-    );
+    let (status, body) = http(&addr, "POST", "/webhook", &[("content-type", "application/json")], r#"{"case_id": "4711"}"#);
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"error\":\"unauthorized\""), "{body}");
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/webhook",
-        &[("authorization", "Bearer serve-test-secret")],
-        "{not json",
-    );
+    let (status, body) = http(&addr, "POST", "/webhook", &[("authorization", "Bearer serve-test-secret")], "{not json");
     assert_eq!(status, 400, "{body}");
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/webhook",
-        &[("authorization", "Bearer serve-test-secret")],
-        r#"{"case_id": "4711", "severity": "medium"}"#,
-    );
+    let (status, body) =
+        http(&addr, "POST", "/webhook", &[("authorization", "Bearer serve-test-secret")], r#"{"case_id": "4711", "severity": "medium"}"#);
     assert_eq!(status, 202, "{body}");
     assert!(body.contains("accepted"), "{body}");
 

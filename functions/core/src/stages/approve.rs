@@ -35,23 +35,13 @@ impl Approve {
             "GET" => (req.query_param("t").map(str::to_string), None),
             "POST" => {
                 if req.body.len() > 16 * 1024 {
-                    return page(
-                        413,
-                        "Request too large",
-                        "<p>The form is larger than any approval form.</p>",
-                    );
+                    return page(413, "Request too large", "<p>The form is larger than any approval form.</p>");
                 }
                 let form = req.form();
                 let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 (get("t"), get("decision"))
             }
-            _ => {
-                return page(
-                    405,
-                    "Method not allowed",
-                    "<p>Open the link from your notification.</p>",
-                )
-            }
+            _ => return page(405, "Method not allowed", "<p>Open the link from your notification.</p>"),
         };
         let Some(token) = token else {
             return page(400, "Link incomplete", "<p>This link carries no approval token. Open the full link from your notification.</p>");
@@ -70,33 +60,26 @@ impl Approve {
             };
             result.unwrap_or_else(|e| {
                 warn!(error = %e, "approval could not be processed");
-                page(503, "Try again", "<p>The decision could not be recorded right now. Nothing was changed; please try again in a minute.</p>")
+                page(
+                    503,
+                    "Try again",
+                    "<p>The decision could not be recorded right now. Nothing was changed; please try again in a minute.</p>",
+                )
             })
         }
         .instrument(span)
         .await
     }
 
-    async fn confirmation(
-        &self,
-        claims: &LinkClaims,
-        token: &str,
-    ) -> Result<HttpResponse, StageError> {
+    async fn confirmation(&self, claims: &LinkClaims, token: &str) -> Result<HttpResponse, StageError> {
         let Some(action) = self.ctx.repo.action(&claims.case, &claims.action).await? else {
-            return Ok(page(
-                404,
-                "Unknown action",
-                "<p>This link names an action that does not exist.</p>",
-            ));
+            return Ok(page(404, "Unknown action", "<p>This link names an action that does not exist.</p>"));
         };
         let case = self.ctx.repo.case(&claims.case).await?;
         if action.status != ActionStatus::Proposed {
             return Ok(already_page(&action));
         }
-        let summary = case
-            .as_ref()
-            .map(|c| clean_text(&c.hint.description, 500))
-            .unwrap_or_default();
+        let summary = case.as_ref().map(|c| clean_text(&c.hint.description, 500)).unwrap_or_default();
         let body = format!(
             r#"<p class="meta">Incident {incident} · tenant {tenant}</p>
 <p>{summary}</p>
@@ -126,12 +109,7 @@ impl Approve {
         Ok(page(200, "Approve this action?", &body))
     }
 
-    async fn decide(
-        &self,
-        claims: &LinkClaims,
-        approved: bool,
-        req: &HttpRequest,
-    ) -> Result<HttpResponse, StageError> {
+    async fn decide(&self, claims: &LinkClaims, approved: bool, req: &HttpRequest) -> Result<HttpResponse, StageError> {
         let now = self.ctx.now_ms();
         let decision = Decision {
             approved,
@@ -143,31 +121,17 @@ impl Approve {
         let outcome = self
             .ctx
             .repo
-            .update(
-                &claims.case,
-                &action_sk(&claims.action),
-                |a: &mut Action| {
-                    if a.status != ActionStatus::Proposed {
-                        return Ok::<_, StageError>(Change::Keep(Decided::Already(a.clone())));
-                    }
-                    a.status = if approved {
-                        ActionStatus::Approved
-                    } else {
-                        ActionStatus::Rejected
-                    };
-                    a.decision = Some(decision.clone());
-                    Ok(Change::Write(Decided::Now(a.clone())))
-                },
-            )
+            .update(&claims.case, &action_sk(&claims.action), |a: &mut Action| {
+                if a.status != ActionStatus::Proposed {
+                    return Ok::<_, StageError>(Change::Keep(Decided::Already(a.clone())));
+                }
+                a.status = if approved { ActionStatus::Approved } else { ActionStatus::Rejected };
+                a.decision = Some(decision.clone());
+                Ok(Change::Write(Decided::Now(a.clone())))
+            })
             .await?;
         let action = match outcome {
-            None => {
-                return Ok(page(
-                    404,
-                    "Unknown action",
-                    "<p>This link names an action that does not exist.</p>",
-                ))
-            }
+            None => return Ok(page(404, "Unknown action", "<p>This link names an action that does not exist.</p>")),
             Some(Decided::Already(a)) => {
                 let mut resp = already_page(&a);
                 resp.status = 409;
@@ -177,21 +141,12 @@ impl Approve {
         };
         let verb = if approved { "approved" } else { "rejected" };
         info!(action = %action.id, approver = %claims.approver, verb, "action decided");
-        self.ctx
-            .audit(
-                &claims.case,
-                "action.decided",
-                format!("{} {} by {}", action.id, verb, claims.approver),
-            )
-            .await?;
+        self.ctx.audit(&claims.case, "action.decided", format!("{} {} by {}", action.id, verb, claims.approver)).await?;
         // Approved or not, writeback settles the case; only an approved action executes.
         self.ctx
             .send(
                 &QueueName::writeback(),
-                &Message::ExecuteAction {
-                    case: claims.case.clone(),
-                    action_id: action.id.clone(),
-                },
+                &Message::ExecuteAction { case: claims.case.clone(), action_id: action.id.clone() },
                 Duration::ZERO,
             )
             .await?;
@@ -202,18 +157,12 @@ impl Approve {
             escape_html(&format_utc(now)),
             escape_html(&claims.approver)
         );
-        Ok(page(
-            200,
-            if approved { "Approved" } else { "Rejected" },
-            &body,
-        ))
+        Ok(page(200, if approved { "Approved" } else { "Rejected" }, &body))
     }
 }
 
 fn already_page(action: &Action) -> HttpResponse {
-    let who = action.decision.as_ref().map_or(String::new(), |d| {
-        format!(" by {} at {}", d.approver, format_utc(d.at_ms))
-    });
+    let who = action.decision.as_ref().map_or(String::new(), |d| format!(" by {} at {}", d.approver, format_utc(d.at_ms)));
     page(
         200,
         "Already decided",
@@ -229,9 +178,24 @@ fn already_page(action: &Action) -> HttpResponse {
 
 fn link_error_page(e: &LinkError) -> HttpResponse {
     match e {
-        LinkError::Expired { exp } => page(410, "Link expired", &format!("<p>This approval link expired at {}. Ask for a new one; nothing was changed.</p>", escape_html(&format_utc(exp * 1000)))),
-        LinkError::Malformed => page(400, "Link damaged", "<p>This link is incomplete or damaged. Open the full link from your notification; nothing was changed.</p>"),
-        LinkError::BadSignature | LinkError::UnknownKey => page(403, "Link not valid", "<p>This link was not issued by Dossier, was altered, or its key was retired. Nothing was changed.</p>"),
+        LinkError::Expired { exp } => page(
+            410,
+            "Link expired",
+            &format!(
+                "<p>This approval link expired at {}. Ask for a new one; nothing was changed.</p>",
+                escape_html(&format_utc(exp * 1000))
+            ),
+        ),
+        LinkError::Malformed => page(
+            400,
+            "Link damaged",
+            "<p>This link is incomplete or damaged. Open the full link from your notification; nothing was changed.</p>",
+        ),
+        LinkError::BadSignature | LinkError::UnknownKey => page(
+            403,
+            "Link not valid",
+            "<p>This link was not issued by Dossier, was altered, or its key was retired. Nothing was changed.</p>",
+        ),
     }
 }
 

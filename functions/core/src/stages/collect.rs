@@ -45,28 +45,12 @@ impl Collect {
                 warn!(error = %e, "extra data not available yet; will retry");
                 return Err(e.into());
             }
-            Err(e) => {
-                return self
-                    .ctx
-                    .fail_case(key, format!("XDR get_incident_extra_data failed: {e}"))
-                    .await
-            }
+            Err(e) => return self.ctx.fail_case(key, format!("XDR get_incident_extra_data failed: {e}")).await,
         };
-        self.ctx
-            .audit(
-                key,
-                "xdr.get_incident_extra_data",
-                format!("{} bytes", raw.len()),
-            )
-            .await?;
+        self.ctx.audit(key, "xdr.get_incident_extra_data", format!("{} bytes", raw.len())).await?;
         let data = match parse_extra_data(&raw) {
             Ok(list) => pick(list, &key.incident_id),
-            Err(e) => {
-                return self
-                    .ctx
-                    .fail_case(key, format!("XDR extra data unusable: {e}"))
-                    .await
-            }
+            Err(e) => return self.ctx.fail_case(key, format!("XDR extra data unusable: {e}")).await,
         };
         let config = self.ctx.config.clone();
         let extraction = extract(&data, &config.internal_names);
@@ -79,12 +63,7 @@ impl Collect {
             })
             .await?;
         if let Some(case) = updated {
-            info!(
-                indicators = case.indicators.len(),
-                techniques = case.techniques.len(),
-                alerts = case.alert_count,
-                "collected"
-            );
+            info!(indicators = case.indicators.len(), techniques = case.techniques.len(), alerts = case.alert_count, "collected");
             self.fan_out(&case).await?;
         }
         Ok(())
@@ -92,12 +71,7 @@ impl Collect {
 
     /// Moves the case forward if it is still where we expect it; returns the new case, or `None`
     /// if another worker moved it first.
-    async fn transition(
-        &self,
-        key: &CaseKey,
-        to: CaseStatus,
-        mut apply: impl FnMut(&mut Case),
-    ) -> Result<Option<Case>, StageError> {
+    async fn transition(&self, key: &CaseKey, to: CaseStatus, mut apply: impl FnMut(&mut Case)) -> Result<Option<Case>, StageError> {
         let now = self.ctx.now_ms();
         let result = self
             .ctx
@@ -116,30 +90,14 @@ impl Collect {
     async fn fan_out(&self, case: &Case) -> Result<(), StageError> {
         for source in &case.expected_sources {
             self.ctx
-                .send(
-                    &QueueName::enrich(source),
-                    &Message::Enrich {
-                        case: case.key.clone(),
-                        source: source.clone(),
-                    },
-                    Duration::ZERO,
-                )
+                .send(&QueueName::enrich(source), &Message::Enrich { case: case.key.clone(), source: source.clone() }, Duration::ZERO)
                 .await?;
         }
         let now = self.ctx.now_ms();
-        let delay = Duration::from_millis(
-            u64::try_from(case.enrich_deadline_ms.unwrap_or(now) - now).unwrap_or(0),
-        )
-        .min(crate::ports::MAX_QUEUE_DELAY);
+        let delay = Duration::from_millis(u64::try_from(case.enrich_deadline_ms.unwrap_or(now) - now).unwrap_or(0))
+            .min(crate::ports::MAX_QUEUE_DELAY);
         self.ctx
-            .send(
-                &QueueName::synthesize(),
-                &Message::Synthesize {
-                    case: case.key.clone(),
-                    reason: SynthesisReason::Deadline,
-                },
-                delay,
-            )
+            .send(&QueueName::synthesize(), &Message::Synthesize { case: case.key.clone(), reason: SynthesisReason::Deadline }, delay)
             .await
     }
 }
@@ -148,9 +106,7 @@ impl Collect {
 impl MessageHandler for Collect {
     async fn handle(&self, body: &str) -> Result<(), StageError> {
         let Message::Collect { case } = Message::parse(body)? else {
-            return Err(StageError::BadMessage(
-                "collect accepts only `collect` messages".into(),
-            ));
+            return Err(StageError::BadMessage("collect accepts only `collect` messages".into()));
         };
         let span = tracing::info_span!("case", case = %case, stage = "collect");
         self.collect(&case).instrument(span).await
@@ -159,22 +115,14 @@ impl MessageHandler for Collect {
 
 /// The incident we asked for (a multi-incident reply may hold several).
 fn pick(mut list: Vec<ExtraData>, incident_id: &str) -> ExtraData {
-    match list
-        .iter()
-        .position(|d| d.incident.incident_id == incident_id)
-    {
+    match list.iter().position(|d| d.incident.incident_id == incident_id) {
         Some(i) => list.swap_remove(i),
         None => list.swap_remove(0),
     }
 }
 
 /// Writes what collect learned onto the case, merging the webhook's hints.
-pub fn apply_extra_data(
-    case: &mut Case,
-    data: &ExtraData,
-    extraction: crate::extract::Extraction,
-    max_indicators: usize,
-) {
+pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::extract::Extraction, max_indicators: usize) {
     let names = crate::indicator::InternalNames::default();
     let mut c = Collector::new(&names);
     for t in case.hint.mitre_techniques.iter() {
@@ -186,10 +134,7 @@ pub fn apply_extra_data(
     let (hint_indicators, hint_techniques) = c.finish();
     let mut indicators = extraction.indicators;
     for i in hint_indicators {
-        if !indicators
-            .iter()
-            .any(|x| x.kind == i.kind && x.value == i.value)
-        {
+        if !indicators.iter().any(|x| x.kind == i.kind && x.value == i.value) {
             indicators.push(i);
         }
     }
@@ -207,14 +152,8 @@ pub fn apply_extra_data(
     case.techniques = techniques;
     let mut endpoints = extraction.endpoints;
     for id in &case.hint.endpoint_ids {
-        if !endpoints
-            .iter()
-            .any(|e| e.endpoint_id.as_deref() == Some(id))
-        {
-            endpoints.push(Endpoint {
-                endpoint_id: Some(id.clone()),
-                host_name: None,
-            });
+        if !endpoints.iter().any(|e| e.endpoint_id.as_deref() == Some(id)) {
+            endpoints.push(Endpoint { endpoint_id: Some(id.clone()), host_name: None });
         }
     }
     case.endpoints = endpoints;

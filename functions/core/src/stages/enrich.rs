@@ -22,49 +22,30 @@ pub struct Enrich {
 impl Enrich {
     /// A deployed enrich function holds one source; the local runner holds them all.
     pub fn new(ctx: Context, sources: Vec<Arc<dyn Source>>) -> Enrich {
-        Enrich {
-            ctx,
-            sources: sources
-                .into_iter()
-                .map(|s| (s.name().to_string(), s))
-                .collect(),
-        }
+        Enrich { ctx, sources: sources.into_iter().map(|s| (s.name().to_string(), s)).collect() }
     }
 
     async fn enrich(&self, key: &CaseKey, source_name: &str) -> Result<(), StageError> {
-        let source = self.sources.get(source_name).ok_or_else(|| {
-            StageError::BadMessage(format!(
-                "this function does not serve source `{source_name}`"
-            ))
-        })?;
+        let source = self
+            .sources
+            .get(source_name)
+            .ok_or_else(|| StageError::BadMessage(format!("this function does not serve source `{source_name}`")))?;
         let Some(case) = self.ctx.repo.case(key).await? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
-        let already = self
-            .ctx
-            .repo
-            .get::<SourceReport>(key, &source_sk(source_name))
-            .await?
-            .is_some();
+        let already = self.ctx.repo.get::<SourceReport>(key, &source_sk(source_name)).await?.is_some();
         if !already {
             let mut report = match source.enrich(&case).await {
                 Ok(r) => r,
                 Err(deferred) => {
                     info!(source = source_name, after = ?deferred.after, "source deferred");
-                    return Err(StageError::RetryLater {
-                        reason: deferred.to_string(),
-                        after: deferred.after,
-                    });
+                    return Err(StageError::RetryLater { reason: deferred.to_string(), after: deferred.after });
                 }
             };
             if case.status != CaseStatus::Enriching {
                 // Synthesis already started (deadline): keep the result, say it came late.
                 let note = report.note.take().unwrap_or_default();
-                report.note = Some(
-                    format!("{note} (arrived after synthesis started)")
-                        .trim()
-                        .to_string(),
-                );
+                report.note = Some(format!("{note} (arrived after synthesis started)").trim().to_string());
             }
             let outcome = self.ctx.repo.record_source(key, &report).await?;
             if outcome == PutOutcome::Written {
@@ -79,13 +60,7 @@ impl Enrich {
                     .audit(
                         key,
                         "source.reported",
-                        format!(
-                            "{}: {} ({} calls, {} ms)",
-                            source_name,
-                            report.status.as_str(),
-                            report.calls,
-                            report.latency_ms
-                        ),
+                        format!("{}: {} ({} calls, {} ms)", source_name, report.status.as_str(), report.calls, report.latency_ms),
                     )
                     .await?;
             }
@@ -101,22 +76,12 @@ impl Enrich {
         if case.status != CaseStatus::Enriching {
             return Ok(());
         }
-        let reported: Vec<String> = self
-            .ctx
-            .repo
-            .source_reports(key)
-            .await?
-            .into_iter()
-            .map(|r| r.source)
-            .collect();
+        let reported: Vec<String> = self.ctx.repo.source_reports(key).await?.into_iter().map(|r| r.source).collect();
         if case.expected_sources.iter().all(|s| reported.contains(s)) {
             self.ctx
                 .send(
                     &QueueName::synthesize(),
-                    &Message::Synthesize {
-                        case: key.clone(),
-                        reason: SynthesisReason::AllReported,
-                    },
+                    &Message::Synthesize { case: key.clone(), reason: SynthesisReason::AllReported },
                     Duration::ZERO,
                 )
                 .await?;
@@ -129,9 +94,7 @@ impl Enrich {
 impl MessageHandler for Enrich {
     async fn handle(&self, body: &str) -> Result<(), StageError> {
         let Message::Enrich { case, source } = Message::parse(body)? else {
-            return Err(StageError::BadMessage(
-                "enrich accepts only `enrich` messages".into(),
-            ));
+            return Err(StageError::BadMessage("enrich accepts only `enrich` messages".into()));
         };
         let span = tracing::info_span!("case", case = %case, stage = "enrich", source = %source);
         self.enrich(&case, &source).instrument(span).await

@@ -18,28 +18,18 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(ctx: Context, webhook_secret: Vec<u8>) -> Intake {
-        Intake {
-            ctx,
-            webhook_secret,
-        }
+        Intake { ctx, webhook_secret }
     }
 
     async fn respond(&self, req: &HttpRequest) -> HttpResponse {
         if req.method != "POST" {
-            return HttpResponse::error(
-                405,
-                "method_not_allowed",
-                "POST the incident JSON to /webhook",
-            );
+            return HttpResponse::error(405, "method_not_allowed", "POST the incident JSON to /webhook");
         }
         if req.body.len() > MAX_BODY_BYTES {
             return HttpResponse::error(
                 413,
                 "payload_too_large",
-                format!(
-                    "body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                    req.body.len()
-                ),
+                format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", req.body.len()),
             );
         }
         if let Err(e) = authenticate(req, &self.webhook_secret, self.ctx.now_ms() / 1000) {
@@ -79,11 +69,7 @@ impl Intake {
     }
 
     /// Creates the case once and starts collection; `Ok(true)` for a duplicate delivery.
-    async fn accept(
-        &self,
-        key: &CaseKey,
-        hint: crate::case::IncidentHint,
-    ) -> Result<bool, StageError> {
+    async fn accept(&self, key: &CaseKey, hint: crate::case::IncidentHint) -> Result<bool, StageError> {
         let case = Case::new(key.clone(), Trigger::Webhook, hint, self.ctx.now_ms());
         let duplicate = match self.ctx.repo.create_case(&case).await? {
             PutOutcome::Written => {
@@ -101,13 +87,7 @@ impl Intake {
                 true
             }
         };
-        self.ctx
-            .send(
-                &QueueName::collect(),
-                &Message::Collect { case: key.clone() },
-                Duration::ZERO,
-            )
-            .await?;
+        self.ctx.send(&QueueName::collect(), &Message::Collect { case: key.clone() }, Duration::ZERO).await?;
         info!(duplicate, "case accepted");
         Ok(duplicate)
     }
@@ -118,19 +98,9 @@ pub async fn open_case(ctx: &Context, case: Case) -> Result<bool, StageError> {
     let key = case.key.clone();
     let created = ctx.repo.create_case(&case).await? == PutOutcome::Written;
     if created {
-        ctx.audit(
-            &key,
-            "case.received",
-            format!("{:?}", case.trigger).to_lowercase(),
-        )
-        .await?;
+        ctx.audit(&key, "case.received", format!("{:?}", case.trigger).to_lowercase()).await?;
     }
-    ctx.send(
-        &QueueName::collect(),
-        &Message::Collect { case: key },
-        Duration::ZERO,
-    )
-    .await?;
+    ctx.send(&QueueName::collect(), &Message::Collect { case: key }, Duration::ZERO).await?;
     Ok(created)
 }
 

@@ -101,36 +101,19 @@ impl Context {
         config: Arc<PipelineConfig>,
         actor: &'static str,
     ) -> Context {
-        Context {
-            repo: CaseRepo::new(store.clone()),
-            audit: AuditLog::new(store),
-            queue,
-            clock,
-            config,
-            actor,
-        }
+        Context { repo: CaseRepo::new(store.clone()), audit: AuditLog::new(store), queue, clock, config, actor }
     }
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 
-    pub async fn send(
-        &self,
-        queue: &QueueName,
-        message: &Message,
-        delay: Duration,
-    ) -> Result<(), StageError> {
+    pub async fn send(&self, queue: &QueueName, message: &Message, delay: Duration) -> Result<(), StageError> {
         self.queue.send(queue, &message.to_body(), delay).await?;
         Ok(())
     }
 
-    pub async fn audit(
-        &self,
-        case: &CaseKey,
-        event: &str,
-        detail: impl Into<String>,
-    ) -> Result<(), StageError> {
+    pub async fn audit(&self, case: &CaseKey, event: &str, detail: impl Into<String>) -> Result<(), StageError> {
         self.audit
             .record(&AuditEvent {
                 case: case.clone(),
@@ -150,23 +133,15 @@ impl Context {
         tracing::warn!(%reason, "case failed");
         let now = self.now_ms();
         self.repo
-            .update(
-                key,
-                crate::repo::CASE_SK,
-                |c: &mut crate::case::Case| match c.fail(reason.clone(), now) {
-                    Ok(()) => Ok::<_, StageError>(crate::repo::Change::Write(())),
-                    Err(_) => Ok(crate::repo::Change::Keep(())),
-                },
-            )
+            .update(key, crate::repo::CASE_SK, |c: &mut crate::case::Case| match c.fail(reason.clone(), now) {
+                Ok(()) => Ok::<_, StageError>(crate::repo::Change::Write(())),
+                Err(_) => Ok(crate::repo::Change::Keep(())),
+            })
             .await?;
         self.audit(key, "case.failed", reason).await
     }
 }
 
 fn ms_until(now_ms: i64, then_ms: i64) -> Duration {
-    Duration::from_millis(
-        u64::try_from(then_ms.saturating_sub(now_ms))
-            .unwrap_or(0)
-            .max(1000),
-    )
+    Duration::from_millis(u64::try_from(then_ms.saturating_sub(now_ms)).unwrap_or(0).max(1000))
 }

@@ -34,14 +34,7 @@ impl Synthesize {
         let now = self.ctx.now_ms();
         match case.status {
             CaseStatus::Enriching => {
-                let reported: Vec<String> = self
-                    .ctx
-                    .repo
-                    .source_reports(key)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.source)
-                    .collect();
+                let reported: Vec<String> = self.ctx.repo.source_reports(key).await?.into_iter().map(|r| r.source).collect();
                 let complete = case.expected_sources.iter().all(|s| reported.contains(s));
                 if !complete {
                     let deadline = case.enrich_deadline_ms.unwrap_or(now);
@@ -60,11 +53,9 @@ impl Synthesize {
                 let claimed = self
                     .ctx
                     .repo
-                    .update(key, CASE_SK, |c: &mut Case| {
-                        match c.move_to(CaseStatus::Synthesizing, now) {
-                            Ok(()) => Ok::<_, StageError>(Change::Write(true)),
-                            Err(_) => Ok(Change::Keep(false)),
-                        }
+                    .update(key, CASE_SK, |c: &mut Case| match c.move_to(CaseStatus::Synthesizing, now) {
+                        Ok(()) => Ok::<_, StageError>(Change::Write(true)),
+                        Err(_) => Ok(Change::Keep(false)),
                     })
                     .await?
                     .unwrap_or(false);
@@ -77,16 +68,7 @@ impl Synthesize {
             CaseStatus::Synthesizing => self.build(key).await,
             CaseStatus::WritingBack => match case.draft_id {
                 Some(draft_id) => {
-                    self.ctx
-                        .send(
-                            &QueueName::writeback(),
-                            &Message::WriteComment {
-                                case: key.clone(),
-                                draft_id,
-                            },
-                            Duration::ZERO,
-                        )
-                        .await
+                    self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
                 }
                 None => Ok(()),
             },
@@ -99,24 +81,13 @@ impl Synthesize {
             return Ok(());
         };
         let reports = self.ctx.repo.source_reports(key).await?;
-        let missing: Vec<String> = case
-            .expected_sources
-            .iter()
-            .filter(|s| !reports.iter().any(|r| &r.source == *s))
-            .cloned()
-            .collect();
+        let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
         let dossier = deterministic(&case, &reports, &missing);
         let now = self.ctx.now_ms();
         let mut actions = propose_actions(&case, &dossier, self.ctx.config.phase);
         for action in &mut actions {
             action.links = self.links(key, action, now);
-            if self
-                .ctx
-                .repo
-                .put_new(key, &action_sk(&action.id), action)
-                .await?
-                == crate::ports::PutOutcome::AlreadyExists
-            {
+            if self.ctx.repo.put_new(key, &action_sk(&action.id), action).await? == crate::ports::PutOutcome::AlreadyExists {
                 // Redelivery: the stored action (and its links) stand.
                 if let Some(stored) = self.ctx.repo.action(key, &action.id).await? {
                     *action = stored;
@@ -126,17 +97,8 @@ impl Synthesize {
         // One draft per case; the id is derived from the case so a redelivery cannot make a second.
         let draft_id = DRAFT_ID.to_string();
         let comment = render_comment(&case, &draft_id, &dossier, &actions);
-        let draft = Draft {
-            id: draft_id.clone(),
-            created_at_ms: now,
-            dossier,
-            comment,
-            comment_state: CommentState::Pending,
-        };
-        self.ctx
-            .repo
-            .put_new(key, &draft_sk(&draft_id), &draft)
-            .await?;
+        let draft = Draft { id: draft_id.clone(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
+        self.ctx.repo.put_new(key, &draft_sk(&draft_id), &draft).await?;
         let id = draft_id.clone();
         self.ctx
             .repo
@@ -149,26 +111,8 @@ impl Synthesize {
             })
             .await?;
         info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), "dossier drafted");
-        self.ctx
-            .audit(
-                key,
-                "dossier.drafted",
-                format!(
-                    "draft {draft_id}, {} proposed action(s), deterministic",
-                    actions.len()
-                ),
-            )
-            .await?;
-        self.ctx
-            .send(
-                &QueueName::writeback(),
-                &Message::WriteComment {
-                    case: key.clone(),
-                    draft_id,
-                },
-                Duration::ZERO,
-            )
-            .await
+        self.ctx.audit(key, "dossier.drafted", format!("draft {draft_id}, {} proposed action(s), deterministic", actions.len())).await?;
+        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
     }
 
     fn links(&self, key: &CaseKey, action: &Action, now_ms: i64) -> Vec<ApprovalLink> {
@@ -189,10 +133,7 @@ impl Synthesize {
                 });
                 ApprovalLink {
                     approver: approver.clone(),
-                    url: format!(
-                        "{}/approve?t={token}",
-                        self.ctx.config.public_base_url.trim_end_matches('/')
-                    ),
+                    url: format!("{}/approve?t={token}", self.ctx.config.public_base_url.trim_end_matches('/')),
                     expires_at_ms: exp_ms,
                 }
             })
@@ -204,9 +145,7 @@ impl Synthesize {
 impl MessageHandler for Synthesize {
     async fn handle(&self, body: &str) -> Result<(), StageError> {
         let Message::Synthesize { case, reason } = Message::parse(body)? else {
-            return Err(StageError::BadMessage(
-                "synthesize accepts only `synthesize` messages".into(),
-            ));
+            return Err(StageError::BadMessage("synthesize accepts only `synthesize` messages".into()));
         };
         let span = tracing::info_span!("case", case = %case, stage = "synthesize");
         self.synthesize(&case, reason).instrument(span).await

@@ -41,14 +41,10 @@ impl Writeback {
             .update(key, &draft_sk(draft_id), |d: &mut Draft| {
                 Ok::<_, StageError>(match d.comment_state {
                     CommentState::Posted { .. } => Change::Keep(Claim::Done),
-                    CommentState::Posting { lease_until_ms } if lease_until_ms > now => {
-                        Change::Keep(Claim::Wait(lease_until_ms))
-                    }
+                    CommentState::Posting { lease_until_ms } if lease_until_ms > now => Change::Keep(Claim::Wait(lease_until_ms)),
                     // Pending, or a lease that ran out (a worker died mid-call): claim it.
                     _ => {
-                        d.comment_state = CommentState::Posting {
-                            lease_until_ms: lease_until,
-                        };
+                        d.comment_state = CommentState::Posting { lease_until_ms: lease_until };
                         Change::Write(Claim::Claimed)
                     }
                 })
@@ -58,10 +54,7 @@ impl Writeback {
         match claim {
             Claim::Done => return self.settle_case(key).await,
             Claim::Wait(until) => {
-                return Err(StageError::RetryLater {
-                    reason: "another worker is posting this comment".into(),
-                    after: ms_until(now, until),
-                })
+                return Err(StageError::RetryLater { reason: "another worker is posting this comment".into(), after: ms_until(now, until) })
             }
             Claim::Claimed => {}
         }
@@ -75,47 +68,23 @@ impl Writeback {
                 // for the lease. After a transport error the comment may have been written, so the
                 // lease stays and the retry waits it out.
                 if !matches!(e, XdrError::Transport(_)) {
-                    self.set_comment_state(key, draft_id, CommentState::Pending)
-                        .await?;
+                    self.set_comment_state(key, draft_id, CommentState::Pending).await?;
                 }
                 return Err(e.into());
             }
             Err(e) => {
-                self.set_comment_state(key, draft_id, CommentState::Pending)
-                    .await?;
-                return self
-                    .ctx
-                    .fail_case(key, format!("writing the dossier to XDR failed: {e}"))
-                    .await;
+                self.set_comment_state(key, draft_id, CommentState::Pending).await?;
+                return self.ctx.fail_case(key, format!("writing the dossier to XDR failed: {e}")).await;
             }
         }
         let posted_at = self.ctx.now_ms();
-        self.set_comment_state(key, draft_id, CommentState::Posted { at_ms: posted_at })
-            .await?;
-        info!(
-            draft = draft_id,
-            chars = draft.comment.chars().count(),
-            "dossier comment posted"
-        );
-        self.ctx
-            .audit(
-                key,
-                "xdr.comment_added",
-                format!(
-                    "draft {draft_id}, {} characters",
-                    draft.comment.chars().count()
-                ),
-            )
-            .await?;
+        self.set_comment_state(key, draft_id, CommentState::Posted { at_ms: posted_at }).await?;
+        info!(draft = draft_id, chars = draft.comment.chars().count(), "dossier comment posted");
+        self.ctx.audit(key, "xdr.comment_added", format!("draft {draft_id}, {} characters", draft.comment.chars().count())).await?;
         self.settle_case(key).await
     }
 
-    async fn set_comment_state(
-        &self,
-        key: &CaseKey,
-        draft_id: &str,
-        state: CommentState,
-    ) -> Result<(), StageError> {
+    async fn set_comment_state(&self, key: &CaseKey, draft_id: &str, state: CommentState) -> Result<(), StageError> {
         self.ctx
             .repo
             .update(key, &draft_sk(draft_id), |d: &mut Draft| {
@@ -129,21 +98,14 @@ impl Writeback {
     /// After the comment: wait for approvals if any action is still open, else done.
     async fn settle_case(&self, key: &CaseKey) -> Result<(), StageError> {
         let actions = self.ctx.repo.actions(key).await?;
-        let open = actions.iter().any(|a| {
-            matches!(
-                a.status,
-                ActionStatus::Proposed | ActionStatus::Approved | ActionStatus::Executing
-            )
-        });
+        let open = actions.iter().any(|a| matches!(a.status, ActionStatus::Proposed | ActionStatus::Approved | ActionStatus::Executing));
         let now = self.ctx.now_ms();
         self.ctx
             .repo
             .update(key, CASE_SK, |c: &mut Case| {
                 let next = match (c.status, open) {
                     (CaseStatus::WritingBack, true) => CaseStatus::AwaitingApproval,
-                    (CaseStatus::WritingBack | CaseStatus::AwaitingApproval, false) => {
-                        CaseStatus::Done
-                    }
+                    (CaseStatus::WritingBack | CaseStatus::AwaitingApproval, false) => CaseStatus::Done,
                     _ => return Ok::<_, StageError>(Change::Keep(())),
                 };
                 match c.move_to(next, now) {
@@ -176,23 +138,17 @@ impl Writeback {
                         Change::Write(Claim::Claimed)
                     }
                     // Never without an approval; never twice.
-                    ActionStatus::Proposed
-                    | ActionStatus::Rejected
-                    | ActionStatus::Executed
-                    | ActionStatus::ExecutionFailed => Change::Keep(Claim::Done),
+                    ActionStatus::Proposed | ActionStatus::Rejected | ActionStatus::Executed | ActionStatus::ExecutionFailed => {
+                        Change::Keep(Claim::Done)
+                    }
                 })
             })
             .await?
-            .ok_or_else(|| {
-                StageError::BadMessage(format!("no action {action_id} on case {key}"))
-            })?;
+            .ok_or_else(|| StageError::BadMessage(format!("no action {action_id} on case {key}")))?;
         match claim {
             Claim::Done => return self.settle_case(key).await,
             Claim::Wait(until) => {
-                return Err(StageError::RetryLater {
-                    reason: "action execution in flight".into(),
-                    after: ms_until(now, until),
-                })
+                return Err(StageError::RetryLater { reason: "action execution in flight".into(), after: ms_until(now, until) })
             }
             Claim::Claimed => {}
         }
@@ -200,21 +156,16 @@ impl Writeback {
             return Ok(());
         };
         let result = match action.kind {
-            ActionKind::IsolateEndpoint => self
-                .xdr
-                .isolate_endpoint(&action.target, &key.incident_id)
-                .await
-                .map(|id| format!("XDR isolation action {id} started")),
+            ActionKind::IsolateEndpoint => {
+                self.xdr.isolate_endpoint(&action.target, &key.incident_id).await.map(|id| format!("XDR isolation action {id} started"))
+            }
             ActionKind::RaiseSeverity => self
                 .xdr
                 .set_severity(&key.incident_id, &action.target)
                 .await
                 .map(|()| format!("incident severity set to {}", action.target)),
             ActionKind::BlockHash | ActionKind::DisableUser => {
-                Err(XdrError::NotConfigured(format!(
-                    "{} is not executable by this deployment",
-                    action.kind.as_str()
-                )))
+                Err(XdrError::NotConfigured(format!("{} is not executable by this deployment", action.kind.as_str())))
             }
         };
         let (status, detail) = match result {
@@ -230,22 +181,9 @@ impl Writeback {
                 Ok::<_, StageError>(Change::Write(()))
             })
             .await?;
-        info!(
-            action = action_id,
-            status = status.as_str(),
-            "action executed"
-        );
+        info!(action = action_id, status = status.as_str(), "action executed");
         self.ctx
-            .audit(
-                key,
-                "action.executed",
-                format!(
-                    "{} {} on {}: {detail}",
-                    action.kind.as_str(),
-                    status.as_str(),
-                    action.target
-                ),
-            )
+            .audit(key, "action.executed", format!("{} {} on {}: {detail}", action.kind.as_str(), status.as_str(), action.target))
             .await?;
         self.settle_case(key).await
     }
@@ -261,13 +199,9 @@ impl MessageHandler for Writeback {
             }
             Message::ExecuteAction { case, action_id } => {
                 let span = tracing::info_span!("case", case = %case, stage = "writeback");
-                self.execute_action(&case, &action_id)
-                    .instrument(span)
-                    .await
+                self.execute_action(&case, &action_id).instrument(span).await
             }
-            _ => Err(StageError::BadMessage(
-                "writeback accepts only `write_comment` and `execute_action` messages".into(),
-            )),
+            _ => Err(StageError::BadMessage("writeback accepts only `write_comment` and `execute_action` messages".into())),
         }
     }
 }
