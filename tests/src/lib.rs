@@ -39,12 +39,24 @@ pub fn unique_prefix(test: &str) -> String {
     format!("t{}-{test}-{nanos:x}-", std::process::id())
 }
 
+/// A reply computed from the request.
+#[derive(Clone)]
+pub struct DynamicReply(Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>);
+
+impl std::fmt::Debug for DynamicReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<dynamic reply>")
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Reply {
     /// Status, body, extra headers.
     Body(u16, String, Vec<(String, String)>),
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
+    /// Computed from the request (stateful fakes: rate limits, per-id answers).
+    Dynamic(DynamicReply),
 }
 
 impl Reply {
@@ -62,6 +74,9 @@ impl Reply {
     }
     pub fn delayed(self, by: Duration) -> Reply {
         Reply::Delay(by, Box::new(self))
+    }
+    pub fn dynamic(f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Reply {
+        Reply::Dynamic(DynamicReply(Arc::new(f)))
     }
 }
 
@@ -181,14 +196,10 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
     let path = req.uri().path().to_string();
     let headers = req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let recorded = Recorded { method: method.clone(), path: path.clone(), headers, body: String::from_utf8_lossy(&body).into_owned() };
     let reply = {
         let mut st = state.lock().expect("fake state");
-        st.requests.push(Recorded {
-            method: method.clone(),
-            path: path.clone(),
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
+        st.requests.push(recorded.clone());
         st.routes.iter_mut().find(|r| r.matches(&method, &path)).and_then(|r| r.once.pop_front().or_else(|| r.default.clone()))
     };
     let mut reply = reply.unwrap_or_else(|| Reply::json(404, r#"{"error":"no route"}"#));
@@ -198,6 +209,7 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
                 tokio::time::sleep(d).await;
                 reply = *inner;
             }
+            Reply::Dynamic(f) => reply = (f.0)(&recorded),
             Reply::Body(status, body, headers) => {
                 let mut b = Response::builder().status(status);
                 for (k, v) in headers {

@@ -71,6 +71,9 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     if let Some(a) = list("DOSSIER_APPROVERS") {
         c.approvers = a;
     }
+    if let Some(n) = number("DOSSIER_XDR_EXTRA_DATA_PER_MINUTE")? {
+        c.xdr_extra_data_limit.limit = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    }
     if let Some(h) = number("DOSSIER_LINK_TTL_HOURS")? {
         c.link_ttl = Duration::from_secs(h * 3600);
     }

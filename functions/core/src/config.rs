@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::indicator::InternalNames;
+use crate::ratelimit::RateLimit;
 use crate::xdr::Severity;
 
 /// Rollout phases (DESIGN.md): 1 read-only dossier, 2 also proposes gated actions, 3 co-pilot.
@@ -37,6 +38,8 @@ pub struct PipelineConfig {
     pub write_lease: Duration,
     /// Most indicators stored on a case (DynamoDB items are capped at 400 KB).
     pub max_indicators: usize,
+    /// `incidents/get_incident_extra_data` is limited to 10 requests/minute per tenant.
+    pub xdr_extra_data_limit: RateLimit,
 }
 
 impl Default for PipelineConfig {
@@ -53,6 +56,7 @@ impl Default for PipelineConfig {
             link_ttl: Duration::from_secs(24 * 3600),
             write_lease: Duration::from_secs(120),
             max_indicators: 2000,
+            xdr_extra_data_limit: RateLimit { name: "xdr-extra-data".into(), limit: 10, window: Duration::from_secs(60) },
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod indicator;
 pub mod messages;
 pub mod ports;
+pub mod ratelimit;
 pub mod repo;
 pub mod signing;
 pub mod sources;

@@ -11,7 +11,7 @@ use crate::case::{Case, CaseKey, CaseStatus};
 use crate::extract::{extract, Collector, Endpoint};
 use crate::indicator::IndicatorKind;
 use crate::messages::{Message, SynthesisReason};
-use crate::ports::{QueueName, XdrApi};
+use crate::ports::{QueueName, XdrApi, XdrError};
 use crate::repo::{Change, CASE_SK};
 use crate::xdr::{parse_extra_data, ExtraData};
 
@@ -39,8 +39,14 @@ impl Collect {
             self.transition(key, CaseStatus::Collecting, |_| {}).await?;
         }
         let now = self.ctx.now_ms();
+        // 10 requests/minute per tenant, shared by every invocation: wait in the queue, not in XDR.
+        let limit = self.ctx.config.xdr_extra_data_limit.clone();
+        self.ctx.limits.acquire(&limit).await?;
         let raw = match self.xdr.get_incident_extra_data(&key.incident_id).await {
             Ok(raw) => raw,
+            Err(XdrError::RateLimited(reason)) => {
+                return Err(StageError::RetryLater { reason: format!("XDR rate limit: {reason}"), after: limit.window })
+            }
             Err(e) if e.is_retryable() => {
                 warn!(error = %e, "extra data not available yet; will retry");
                 return Err(e.into());

@@ -26,6 +26,7 @@ use crate::case::{AuditEvent, CaseKey};
 use crate::config::PipelineConfig;
 use crate::messages::{Message, MessageError};
 use crate::ports::{Clock, DocStore, Queue, QueueError, QueueName, StoreError, XdrError};
+use crate::ratelimit::{LimitError, RateLimiter};
 use crate::repo::{AuditLog, CaseRepo};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +41,15 @@ pub enum StageError {
     BadMessage(String),
     #[error("retry in {after:?}: {reason}")]
     RetryLater { reason: String, after: Duration },
+}
+
+impl From<LimitError> for StageError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Exhausted { name, after } => StageError::RetryLater { reason: format!("rate limit {name}"), after },
+            LimitError::Store(s) => StageError::Store(s),
+        }
+    }
 }
 
 impl From<MessageError> for StageError {
@@ -91,6 +101,7 @@ pub struct Context {
     pub config: Arc<PipelineConfig>,
     /// The function name recorded as the actor of audit events.
     pub actor: &'static str,
+    pub limits: RateLimiter,
 }
 
 impl Context {
@@ -101,7 +112,15 @@ impl Context {
         config: Arc<PipelineConfig>,
         actor: &'static str,
     ) -> Context {
-        Context { repo: CaseRepo::new(store.clone()), audit: AuditLog::new(store), queue, clock, config, actor }
+        Context {
+            repo: CaseRepo::new(store.clone()),
+            audit: AuditLog::new(store.clone()),
+            limits: RateLimiter::new(store, clock.clone()),
+            queue,
+            clock,
+            config,
+            actor,
+        }
     }
 
     pub fn now_ms(&self) -> i64 {
