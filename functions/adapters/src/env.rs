@@ -55,6 +55,9 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
         }
         c.min_severity = sev;
     }
+    if let Some(s) = list("DOSSIER_ACCEPT_STATUSES") {
+        c.accept_statuses = s;
+    }
     if let Some(d) = list("DOSSIER_INTERNAL_DOMAINS") {
         c.internal_names =
             InternalNames { domain_suffixes: d.into_iter().map(|s| s.trim_start_matches('.').to_ascii_lowercase()).collect() };

@@ -128,6 +128,9 @@ pub struct IncidentHint {
     pub severity: Severity,
     pub description: String,
     pub created_at_ms: Option<i64>,
+    /// The incident's status as the door saw it (`new`, `under_investigation`, `In Progress`, ...).
+    #[serde(default)]
+    pub status: Option<String>,
     #[serde(default)]
     pub alert_ids: Vec<String>,
     #[serde(default)]

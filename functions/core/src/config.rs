@@ -24,6 +24,9 @@ pub struct PipelineConfig {
     pub phase: Phase,
     /// Incidents below this severity are acknowledged and skipped at the door.
     pub min_severity: Severity,
+    /// Incident statuses accepted at the door (case-insensitive). Empty: any status that is not
+    /// resolved or closed.
+    pub accept_statuses: Vec<String>,
     pub internal_names: InternalNames,
     /// Sources the collect stage fans out to, by name.
     pub sources: Vec<String>,
@@ -48,6 +51,7 @@ impl Default for PipelineConfig {
             default_tenant: "default".into(),
             phase: Phase(2),
             min_severity: Severity::Unknown,
+            accept_statuses: Vec::new(),
             internal_names: InternalNames::default(),
             sources: vec![crate::sources::ATTACK_SOURCE.into()],
             enrich_deadline: Duration::from_secs(90),
@@ -58,5 +62,44 @@ impl Default for PipelineConfig {
             max_indicators: 2000,
             xdr_extra_data_limit: RateLimit { name: "xdr-extra-data".into(), limit: 10, window: Duration::from_secs(60) },
         }
+    }
+}
+
+impl PipelineConfig {
+    /// The rollout filter at the door: `Err(reason)` when the incident is to be skipped.
+    pub fn admit(&self, severity: Severity, status: Option<&str>) -> Result<(), String> {
+        if severity < self.min_severity {
+            return Err(format!("severity {severity} is below the rollout minimum {}", self.min_severity));
+        }
+        let Some(status) = status.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(()) };
+        if self.accept_statuses.is_empty() {
+            let s = status.to_ascii_lowercase();
+            if s.starts_with("resolved") || s == "closed" {
+                return Err(format!("status {status} is closed; the closure path handles it"));
+            }
+            return Ok(());
+        }
+        if self.accept_statuses.iter().any(|a| a.eq_ignore_ascii_case(status)) {
+            Ok(())
+        } else {
+            Err(format!("status {status} is not among the accepted statuses ({})", self.accept_statuses.join(", ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_filter() {
+        let mut c = PipelineConfig { min_severity: Severity::Medium, ..PipelineConfig::default() };
+        assert!(c.admit(Severity::High, Some("new")).is_ok());
+        assert!(c.admit(Severity::Low, Some("new")).unwrap_err().contains("below the rollout minimum"));
+        assert!(c.admit(Severity::High, Some("resolved_false_positive")).is_err());
+        assert!(c.admit(Severity::High, None).is_ok());
+        c.accept_statuses = vec!["new".into(), "In Progress".into()];
+        assert!(c.admit(Severity::High, Some("in progress")).is_ok());
+        assert!(c.admit(Severity::High, Some("under_investigation")).unwrap_err().contains("not among"));
     }
 }

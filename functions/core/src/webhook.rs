@@ -91,23 +91,56 @@ pub enum WebhookError {
     Invalid { field: &'static str, reason: String },
 }
 
+/// Which payload shape arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{case_id, severity, created_at, alert_ids, endpoint_ids, user_ids, description, mitre_techniques}`
+    #[default]
+    Seed,
+    /// A Cortex XDR 3.x incident object (`incident_id`, ...), bare or under `incident`.
+    XdrIncident,
+    /// A Cortex XDR 5.x case object (`case_id` with `case_name` / `status_progress` / `issue_ids`), bare or under `case`.
+    XdrCase,
+}
+
 /// A parsed webhook: which incident, for which tenant (if the payload names one), and the hints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookIncident {
     pub tenant: Option<String>,
     pub incident_id: String,
+    pub format: WebhookFormat,
     pub hint: IncidentHint,
 }
 
-/// Parses the seed's webhook JSON: `case_id, severity, created_at, alert_ids, endpoint_ids,
-/// user_ids, description, mitre_techniques` (plus an optional `tenant`).
+/// Parses any accepted payload: the seed's webhook JSON, an XDR 3.x incident object, or an XDR
+/// 5.x case object (each also accepted inside `{"incident": ...}` / `{"case": ...}`), plus an
+/// optional `tenant`.
 pub fn parse_webhook(body: &[u8]) -> Result<WebhookIncident, WebhookError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
-    if !v.is_object() {
+    let root: Value = serde_json::from_slice(body).map_err(|e| WebhookError::NotJson(e.to_string()))?;
+    if !root.is_object() {
         return Err(WebhookError::NotObject);
     }
-    let incident_id = scalar(v.get("case_id")).ok_or(WebhookError::Missing("case_id"))?;
-    let created_at_ms = match v.get("created_at") {
+    let tenant = scalar(root.get("tenant"));
+    let (v, format) = if let Some(inc) = root.get("incident").filter(|x| x.is_object()) {
+        (inc, WebhookFormat::XdrIncident)
+    } else if let Some(case) = root.get("case").filter(|x| x.is_object()) {
+        (case, WebhookFormat::XdrCase)
+    } else if root.get("incident_id").is_some() {
+        (&root, WebhookFormat::XdrIncident)
+    } else if ["case_name", "status_progress", "issue_ids", "case_domain", "user_severity"].iter().any(|k| root.get(k).is_some()) {
+        (&root, WebhookFormat::XdrCase)
+    } else {
+        (&root, WebhookFormat::Seed)
+    };
+    let id_field = if format == WebhookFormat::XdrIncident { "incident_id" } else { "case_id" };
+    let incident_id = match v.get(id_field) {
+        None | Some(Value::Null) => return Err(WebhookError::Missing(id_field)),
+        Some(Value::String(_) | Value::Number(_)) => scalar(v.get(id_field)).ok_or(WebhookError::Missing(id_field))?,
+        Some(_) => return Err(WebhookError::Invalid { field: id_field, reason: "expected a string or a number".into() }),
+    };
+    let created_field = if format == WebhookFormat::Seed { "created_at" } else { "creation_time" };
+    let created_at_ms = match v.get(created_field) {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_i64().map(crate::timefmt::normalise_epoch),
         Some(Value::String(s)) => Some(
@@ -116,9 +149,9 @@ pub fn parse_webhook(body: &[u8]) -> Result<WebhookIncident, WebhookError> {
                 .ok()
                 .map(crate::timefmt::normalise_epoch)
                 .or_else(|| crate::timefmt::parse_rfc3339(s.trim()))
-                .ok_or(WebhookError::Invalid { field: "created_at", reason: "expected RFC 3339 or epoch seconds/milliseconds".into() })?,
+                .ok_or(WebhookError::Invalid { field: created_field, reason: "expected RFC 3339 or epoch seconds/milliseconds".into() })?,
         ),
-        Some(_) => return Err(WebhookError::Invalid { field: "created_at", reason: "expected a string or a number".into() }),
+        Some(_) => return Err(WebhookError::Invalid { field: created_field, reason: "expected a string or a number".into() }),
     };
     let strings = |field: &'static str| -> Result<Vec<String>, WebhookError> {
         match v.get(field) {
@@ -127,22 +160,32 @@ pub fn parse_webhook(body: &[u8]) -> Result<WebhookIncident, WebhookError> {
             Some(_) => Err(WebhookError::Invalid { field, reason: "expected an array".into() }),
         }
     };
-    let description: String = scalar(v.get("description")).unwrap_or_default().chars().take(4000).collect();
+    let first = |fields: &[&str]| fields.iter().find_map(|f| scalar(v.get(*f)));
+    let description: String = first(&["description", "incident_name", "case_name"]).unwrap_or_default().chars().take(4000).collect();
+    let severity = first(&["manual_severity", "user_severity", "severity"]).map(|s| Severity::parse(&s)).unwrap_or_default();
+    let (alert_ids, techniques_field) = match format {
+        WebhookFormat::Seed => (strings("alert_ids")?, "mitre_techniques"),
+        WebhookFormat::XdrIncident => (Vec::new(), "mitre_techniques_ids_and_names"),
+        WebhookFormat::XdrCase => (strings("issue_ids")?, "mitre_techniques_ids_and_names"),
+    };
+    let mut user_ids = strings("user_ids")?;
+    user_ids.extend(if format == WebhookFormat::Seed { Vec::new() } else { strings("users")? });
     Ok(WebhookIncident {
-        tenant: scalar(v.get("tenant")),
+        tenant,
         incident_id,
+        format,
         hint: IncidentHint {
-            severity: scalar(v.get("severity")).map(|s| Severity::parse(&s)).unwrap_or_default(),
+            severity,
             description,
             created_at_ms,
-            alert_ids: strings("alert_ids")?,
+            status: first(&["status", "status_progress"]),
+            alert_ids,
             endpoint_ids: strings("endpoint_ids")?,
-            user_ids: strings("user_ids")?,
-            mitre_techniques: strings("mitre_techniques")?,
+            user_ids,
+            mitre_techniques: strings(techniques_field)?,
         },
     })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +226,34 @@ mod tests {
         assert_eq!(w.hint.severity, Severity::High);
         assert_eq!(w.hint.alert_ids, vec!["1", "2"]);
         assert_eq!(w.hint.created_at_ms, Some(1_714_557_600_000));
+    }
+
+    #[test]
+    fn parses_an_xdr_incident_and_a_5x_case() {
+        let inc = parse_webhook(
+            br#"{"incident": {"incident_id": "88", "creation_time": 1575806909185, "severity": "low", "manual_severity": "high",
+                 "status": "new", "incident_name": "Cred dump", "users": ["corp\\bob"], "mitre_techniques_ids_and_names": ["T1003.001 - LSASS Memory"]}}"#,
+        )
+        .unwrap();
+        assert_eq!((inc.format, inc.incident_id.as_str(), inc.hint.severity), (WebhookFormat::XdrIncident, "88", Severity::High));
+        assert_eq!(inc.hint.status.as_deref(), Some("new"));
+        assert_eq!(inc.hint.created_at_ms, Some(1_575_806_909_185));
+        assert_eq!(inc.hint.mitre_techniques, vec!["T1003.001 - LSASS Memory"]);
+        assert_eq!(inc.hint.user_ids, vec!["corp\\bob"]);
+        let case = parse_webhook(
+            br#"{"case_id": 1234, "case_name": "Phish", "status_progress": "New", "user_severity": "critical", "issue_ids": [5, 6]}"#,
+        )
+        .unwrap();
+        assert_eq!((case.format, case.incident_id.as_str(), case.hint.severity), (WebhookFormat::XdrCase, "1234", Severity::Critical));
+        assert_eq!(case.hint.alert_ids, vec!["5", "6"]);
+        assert_eq!(case.hint.description, "Phish");
+        let wrapped = parse_webhook(br#"{"tenant": "acme", "case": {"case_id": "77", "severity": "SEV_040_HIGH"}}"#).unwrap();
+        assert_eq!(
+            (wrapped.format, wrapped.tenant.as_deref(), wrapped.hint.severity),
+            (WebhookFormat::XdrCase, Some("acme"), Severity::High)
+        );
+        assert_eq!(parse_webhook(br#"{"incident": {"severity": "high"}}"#), Err(WebhookError::Missing("incident_id")));
+        assert!(matches!(parse_webhook(br#"{"incident_id": {"x": 1}}"#), Err(WebhookError::Invalid { field: "incident_id", .. })));
     }
 
     #[test]

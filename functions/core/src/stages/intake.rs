@@ -8,8 +8,14 @@ use super::{Context, StageError};
 use crate::case::{Case, CaseKey, CaseStatus, Trigger};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::messages::Message;
-use crate::ports::{PutOutcome, QueueName};
-use crate::webhook::{authenticate, parse_webhook, MAX_BODY_BYTES};
+use crate::ports::{PutOutcome, QueueName, Table};
+use crate::webhook::{authenticate, parse_webhook, MAX_BODY_BYTES, SIGNATURE_TOLERANCE_S};
+
+/// The HMAC of a signed request identifies it: the same one twice is a replay.
+fn signature_id(req: &HttpRequest) -> Option<String> {
+    let header = req.header("x-dossier-signature")?;
+    header.split(',').find_map(|p| p.trim().strip_prefix("v1=")).map(|v| v.trim().to_ascii_lowercase())
+}
 
 pub struct Intake {
     ctx: Context,
@@ -51,10 +57,27 @@ impl Intake {
         };
         let span = tracing::info_span!("case", case = %key);
         async {
-            if incoming.hint.severity < self.ctx.config.min_severity {
-                let reason = format!("severity {} is below the rollout minimum {}", incoming.hint.severity, self.ctx.config.min_severity);
+            if let Err(reason) = self.ctx.config.admit(incoming.hint.severity, incoming.hint.status.as_deref()) {
                 info!(%reason, "incident skipped at the door");
                 return HttpResponse::json(202, json!({"status": "skipped", "case": key, "reason": reason}));
+            }
+            if let Some(sig) = signature_id(req) {
+                match self
+                    .ctx
+                    .store
+                    .put_new(Table::Cases, "webhook-replay", &sig, "{}", Some(self.ctx.now_ms() / 1000 + 2 * SIGNATURE_TOLERANCE_S))
+                    .await
+                {
+                    Ok(PutOutcome::Written) => {}
+                    Ok(PutOutcome::AlreadyExists) => {
+                        warn!("webhook rejected: replayed signature");
+                        return HttpResponse::error(409, "replayed", "this signed request was already received; sign each delivery anew");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "replay check unavailable");
+                        return HttpResponse::error(503, "unavailable", "the request could not be checked; retry later");
+                    }
+                }
             }
             match self.accept(&key, incoming.hint).await {
                 Ok(duplicate) => HttpResponse::json(202, json!({"status": if duplicate { "duplicate" } else { "accepted" }, "case": key})),

@@ -102,6 +102,8 @@ pub struct Context {
     /// The function name recorded as the actor of audit events.
     pub actor: &'static str,
     pub limits: RateLimiter,
+    /// For small shared records (replay guard); case data goes through `repo`.
+    pub store: Arc<dyn DocStore>,
 }
 
 impl Context {
@@ -115,7 +117,8 @@ impl Context {
         Context {
             repo: CaseRepo::new(store.clone()),
             audit: AuditLog::new(store.clone()),
-            limits: RateLimiter::new(store, clock.clone()),
+            limits: RateLimiter::new(store.clone(), clock.clone()),
+            store,
             queue,
             clock,
             config,
