@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dossier_adapters::xdr::{AuthKind, XdrCredentials, XdrHttp};
+use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::{Phase, PipelineConfig};
 use dossier_core::http::HttpRequest;
@@ -70,7 +70,7 @@ async fn two_hundred_incidents_under_xdr_rate_limits_all_finish() {
     };
     let xdr = Arc::new(XdrHttp::new(
         &xdr_fake.url(),
-        XdrCredentials { api_key: "k".into(), api_key_id: "1".into(), auth: AuthKind::Standard },
+        XdrCredentials { api_key: "k".into(), api_key_id: "1".into(), auth: AuthKind::Standard, generation: Generation::V3 },
         Duration::from_secs(5),
     ));
     let pipeline = LocalPipeline::new(PipelineParts {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dossier_adapters::lambda;
 use dossier_adapters::virustotal::VirusTotal;
-use dossier_adapters::xdr::{AuthKind, XdrCredentials, XdrHttp};
+use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::case::{ActionKind, ActionStatus, CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
 use dossier_core::http::HttpResponse;
@@ -113,7 +113,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     let backend = Backend { queue: tee.clone(), ..aws };
     let xdr = Arc::new(XdrHttp::new(
         &xdr_fake.url(),
-        XdrCredentials { api_key: "xdr-key".into(), api_key_id: "1".into(), auth: AuthKind::Standard },
+        XdrCredentials { api_key: "xdr-key".into(), api_key_id: "1".into(), auth: AuthKind::Standard, generation: Generation::V3 },
         Duration::from_secs(5),
     ));
     let config = PipelineConfig {

@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-use dossier_core::ports::{XdrApi, XdrError};
-use dossier_core::xdr::{check_error_envelope, PayloadError};
+use dossier_core::ports::{IncidentRef, XdrApi, XdrError};
+use dossier_core::timefmt::normalise_epoch;
+use dossier_core::xdr::{check_error_envelope, scalar, PayloadError, Severity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -24,6 +25,19 @@ pub struct XdrCredentials {
     pub api_key_id: String,
     #[serde(default)]
     pub auth: AuthKind,
+    /// API generation of the tenant; `auto` probes `case/search` once.
+    #[serde(default)]
+    pub generation: Generation,
+}
+
+/// Cortex XDR 3.x (incidents + alerts) or the 5.x platform (cases + issues).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Generation {
+    #[default]
+    Auto,
+    V3,
+    V5,
 }
 
 impl std::fmt::Debug for XdrCredentials {
@@ -39,9 +53,12 @@ impl XdrCredentials {
             return Ok(c);
         }
         match text.trim().split_once(':') {
-            Some((id, key)) if !id.is_empty() && !key.is_empty() => {
-                Ok(XdrCredentials { api_key: key.to_string(), api_key_id: id.to_string(), auth: AuthKind::Standard })
-            }
+            Some((id, key)) if !id.is_empty() && !key.is_empty() => Ok(XdrCredentials {
+                api_key: key.to_string(),
+                api_key_id: id.to_string(),
+                auth: AuthKind::Standard,
+                generation: Generation::Auto,
+            }),
             _ => Err("the XDR secret must be JSON {\"api_key\", \"api_key_id\", \"auth\"} or `id:key`".into()),
         }
     }
@@ -52,12 +69,297 @@ pub struct XdrHttp {
     http: reqwest::Client,
     base_url: String,
     creds: XdrCredentials,
+    generation: std::sync::Arc<tokio::sync::OnceCell<Generation>>,
 }
+
+/// Page size of list calls (the API's maximum).
+const PAGE: usize = 100;
+/// `get_incidents.total_count` is documented as capped at 10,000.
+const MAX_LISTED: usize = 10_000;
+/// Attempts for reads that fail in a way retrying can help (server error, transport).
+const READ_ATTEMPTS: u32 = 3;
 
 impl XdrHttp {
     /// `base_url`: `https://api-<fqdn>` (without `/public_api/v1`).
     pub fn new(base_url: &str, creds: XdrCredentials, timeout: Duration) -> XdrHttp {
-        XdrHttp { http: crate::http_client::client(timeout), base_url: base_url.trim_end_matches('/').to_string(), creds }
+        let generation = std::sync::Arc::new(tokio::sync::OnceCell::new());
+        if creds.generation != Generation::Auto {
+            // Configured: never probe.
+            generation.set(creds.generation).ok();
+        }
+        XdrHttp { http: crate::http_client::client(timeout), base_url: base_url.trim_end_matches('/').to_string(), creds, generation }
+    }
+
+    /// The tenant's API generation, probed once with `case/search` when not configured.
+    pub async fn generation(&self) -> Generation {
+        *self
+            .generation
+            .get_or_init(|| async {
+                match self.call("case/search", json!({"search_from": 0, "search_to": 1})).await {
+                    Ok(_) => Generation::V5,
+                    Err(e) => {
+                        tracing::info!(reason = %e, "case/search not available: Cortex XDR 3.x API");
+                        Generation::V3
+                    }
+                }
+            })
+            .await
+    }
+
+    /// A read retried with jittered exponential backoff where retrying can help. Rate limits are
+    /// not retried here: the caller's queue waits instead.
+    async fn read(&self, path: &str, request_data: Value) -> Result<String, XdrError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.call(path, request_data.clone()).await {
+                Err(e @ (XdrError::Server(_) | XdrError::Transport(_))) if attempt < READ_ATTEMPTS => {
+                    let mut jitter = [0u8; 1];
+                    getrandom::getrandom(&mut jitter).ok();
+                    let wait = Duration::from_millis(200 * 2u64.pow(attempt - 1) + u64::from(jitter[0]));
+                    tracing::warn!(%path, attempt, error = %e, "XDR read failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// 5.x has no `get_incident_extra_data`: the case (`case/search`), its issues (`issue/search`)
+    /// and its artifacts (`GET case/artifacts/{id}/`) are composed into the 3.x reply shape, so
+    /// the rest of Dossier reads one format. Issue fields are mapped from their `xdm.*` names.
+    async fn case_as_extra_data(&self, case_id: &str) -> Result<String, XdrError> {
+        let id_value = case_id.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(case_id));
+        let body = self
+            .read(
+                "case/search",
+                json!({"filters": [{"field": "case_id", "operator": "in", "value": [id_value]}], "search_from": 0, "search_to": 1}),
+            )
+            .await?;
+        let reply = reply_of(&body, "case/search")?;
+        let case = reply.pointer("/DATA/0").cloned().ok_or_else(|| XdrError::NotFound(format!("case {case_id}")))?;
+        let issue_ids: Vec<Value> = case.get("issue_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut alerts = Vec::new();
+        if !issue_ids.is_empty() {
+            let body = self
+                .read("issue/search", json!({"filters": [{"field": "id", "operator": "in", "value": issue_ids}], "search_from": 0, "search_to": 1000, "include_fields": []}))
+                .await?;
+            let issues = reply_of(&body, "issue/search")?;
+            alerts = issues.get("DATA").and_then(Value::as_array).map(|d| d.iter().map(issue_as_alert).collect()).unwrap_or_default();
+        }
+        let artifacts = self
+            .get_raw(&format!("case/artifacts/{case_id}/"))
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .unwrap_or(Value::Null);
+        let artifacts: Vec<Value> =
+            artifacts.as_array().cloned().or_else(|| artifacts.get("reply").and_then(Value::as_array).cloned()).unwrap_or_default();
+        let (network, files): (Vec<Value>, Vec<Value>) = artifacts.into_iter().partition(|a| {
+            a.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("ip") || t.eq_ignore_ascii_case("domain"))
+        });
+        let incident = json!({
+            "incident_id": case_id,
+            "incident_name": case.get("case_name"),
+            "description": case.get("description").or_else(|| case.get("case_name")),
+            "severity": case.get("user_severity").filter(|v| !v.is_null()).or_else(|| case.get("severity")),
+            "status": case.get("status_progress"),
+            "creation_time": case.get("creation_time"),
+            "xdr_url": case.get("xdr_url"),
+            "hosts": case.get("hosts"),
+            "users": case.get("users"),
+        });
+        Ok(json!({"reply": {
+            "incident": incident,
+            "alerts": {"total_count": alerts.len(), "data": alerts},
+            "network_artifacts": {"total_count": network.len(), "data": network},
+            "file_artifacts": {"total_count": files.len(), "data": files},
+        }})
+        .to_string())
+    }
+
+    async fn get_raw(&self, path: &str) -> Result<String, XdrError> {
+        let mut req = self.http.get(format!("{}/public_api/v1/{path}", self.base_url));
+        for (k, v) in self.auth_headers() {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| XdrError::Transport(format!("{path}: {}", without_url(&e))))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| XdrError::Transport(format!("{path}: reading the body: {}", without_url(&e))))?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(XdrError::BadReply(format!("{path}: HTTP {status}: {}", error_message(&body))))
+        }
+    }
+
+    /// `incidents/update_incident` with any of status, manual severity, assignee.
+    pub async fn update_incident(&self, incident_id: &str, update: &IncidentUpdate) -> Result<(), XdrError> {
+        if update.assigned_user_pretty_name.is_some() && update.assigned_user_mail.is_none() {
+            return Err(XdrError::BadReply("assigned_user_pretty_name needs assigned_user_mail in the same call".into()));
+        }
+        let data = serde_json::to_value(update).map_err(|e| XdrError::BadReply(e.to_string()))?;
+        self.call_checked("incidents/update_incident", json!({"incident_id": incident_id, "update_data": data})).await.map(drop)
+    }
+
+    /// Alert detail beyond extra data: `/public_api/v2/alerts/get_alerts_multi_events`, 100 ids a page.
+    pub async fn get_alerts_v2(&self, alert_ids: &[String]) -> Result<Vec<Value>, XdrError> {
+        let mut out = Vec::new();
+        for chunk in alert_ids.chunks(PAGE) {
+            let body = self
+                .read_v2(
+                    "alerts/get_alerts_multi_events",
+                    json!({"filters": [{"field": "alert_id_list", "operator": "in", "value": chunk}], "search_from": 0, "search_to": PAGE}),
+                )
+                .await?;
+            let reply = reply_of(&body, "alerts/get_alerts_multi_events")?;
+            out.extend(reply.get("alerts").and_then(Value::as_array).cloned().unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    async fn read_v2(&self, path: &str, request_data: Value) -> Result<String, XdrError> {
+        // The v2 alert API lives beside v1: same host, same auth, other version segment.
+        self.post(&format!("/public_api/v2/{path}"), &json!({ "request_data": request_data })).await
+    }
+
+    /// `endpoints/get_endpoint` for these ids.
+    pub async fn get_endpoints(&self, endpoint_ids: &[String]) -> Result<Vec<EndpointInfo>, XdrError> {
+        let body = self
+            .read("endpoints/get_endpoint", json!({"filters": [{"field": "endpoint_id_list", "operator": "in", "value": endpoint_ids}]}))
+            .await?;
+        let reply = reply_of(&body, "endpoints/get_endpoint")?;
+        Ok(reply
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .map(|eps| {
+                eps.iter()
+                    .filter_map(|e| {
+                        Some(EndpointInfo {
+                            endpoint_id: scalar(e.get("endpoint_id")).or_else(|| scalar(e.get("agent_id")))?,
+                            name: scalar(e.get("endpoint_name")).or_else(|| scalar(e.get("host_name"))),
+                            status: scalar(e.get("endpoint_status")),
+                            is_isolated: scalar(e.get("is_isolated")),
+                            ips: dossier_core::xdr::list(e.get("ip")),
+                            os: scalar(e.get("os_type")),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `actions/get_action_status`: endpoint id → status (PENDING, COMPLETED_SUCCESSFULLY, FAILED, ...).
+    pub async fn get_action_status(&self, action_id: &str) -> Result<Vec<(String, String)>, XdrError> {
+        let id = action_id.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(action_id));
+        let body = self.read("actions/get_action_status", json!({"group_action_id": id})).await?;
+        let reply = reply_of(&body, "actions/get_action_status")?;
+        let data =
+            reply.get("data").and_then(Value::as_object).ok_or_else(|| XdrError::BadReply("get_action_status: no `data` object".into()))?;
+        Ok(data.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+    }
+
+    /// `xql/start_xql_query`: the execution id. At most 4 queries run at once per process; the
+    /// template's reserved concurrency bounds the tenant-wide count.
+    pub async fn start_xql_query(&self, query: &str, relative_time_ms: i64) -> Result<String, XdrError> {
+        let body = self.call("xql/start_xql_query", json!({"query": query, "timeframe": {"relativeTime": relative_time_ms}})).await?;
+        let reply = reply_of(&body, "xql/start_xql_query")?;
+        reply.as_str().map(str::to_string).ok_or_else(|| XdrError::BadReply("start_xql_query: the reply is not an execution id".into()))
+    }
+
+    /// `xql/get_query_results`, polled while PENDING (at most `max_polls` times, `every` apart).
+    pub async fn get_query_results(&self, query_id: &str, every: Duration, max_polls: u32) -> Result<XqlOutcome, XdrError> {
+        for _ in 0..max_polls.max(1) {
+            let body = self
+                .read("xql/get_query_results", json!({"query_id": query_id, "pending_flag": true, "limit": 1000, "format": "json"}))
+                .await?;
+            let reply = reply_of(&body, "xql/get_query_results")?;
+            match reply.get("status").and_then(Value::as_str).unwrap_or("") {
+                "PENDING" => tokio::time::sleep(every).await,
+                "SUCCESS" => {
+                    let results = reply.get("results").cloned().unwrap_or(Value::Null);
+                    if let Some(stream) = results.get("stream_id").and_then(Value::as_str) {
+                        return Ok(XqlOutcome::Stream(stream.to_string()));
+                    }
+                    return Ok(XqlOutcome::Rows(results.get("data").and_then(Value::as_array).cloned().unwrap_or_default()));
+                }
+                other => return Ok(XqlOutcome::Failed(format!("status {other}"))),
+            }
+        }
+        Err(XdrError::RateLimited(format!("XQL query {query_id} still pending")))
+    }
+
+    /// `xql/get_query_results_stream`: newline-delimited JSON rows (requested uncompressed).
+    pub async fn get_query_results_stream(&self, stream_id: &str) -> Result<Vec<Value>, XdrError> {
+        let body = self.read("xql/get_query_results_stream", json!({"stream_id": stream_id, "is_gzip_compressed": false})).await?;
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| XdrError::BadReply(format!("stream row not JSON: {e}"))))
+            .collect()
+    }
+
+    async fn list_v3(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IncidentRef>, XdrError> {
+        let mut out = Vec::new();
+        loop {
+            let body = self
+                .read(
+                    "incidents/get_incidents",
+                    json!({
+                        "filters": [
+                            {"field": "modification_time", "operator": "gte", "value": from_ms},
+                            {"field": "modification_time", "operator": "lte", "value": to_ms}
+                        ],
+                        "search_from": out.len(), "search_to": out.len() + PAGE,
+                        "sort": {"field": "modification_time", "keyword": "asc"}
+                    }),
+                )
+                .await?;
+            let reply = reply_of(&body, "incidents/get_incidents")?;
+            let page = reply
+                .get("incidents")
+                .and_then(Value::as_array)
+                .ok_or_else(|| XdrError::BadReply("get_incidents: no `incidents` array".into()))?;
+            out.extend(page.iter().filter_map(|i| {
+                incident_ref(i, "incident_id", &["status"], &["manual_severity", "severity"], &["description", "incident_name"])
+            }));
+            let total = reply.get("total_count").and_then(Value::as_u64).map_or(usize::MAX, |t| t as usize);
+            if page.len() < PAGE || out.len() >= total.min(MAX_LISTED) {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn list_v5(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IncidentRef>, XdrError> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let body = self
+                .read(
+                    "case/search",
+                    json!({
+                        "filters": [
+                            {"field": "modification_time", "operator": "gte", "value": from_ms},
+                            {"field": "modification_time", "operator": "lte", "value": to_ms}
+                        ],
+                        "search_from": offset, "search_to": offset + PAGE,
+                        "sort": {"field": "modification_time", "keyword": "asc"}
+                    }),
+                )
+                .await?;
+            let reply = reply_of(&body, "case/search")?;
+            let page =
+                reply.get("DATA").and_then(Value::as_array).ok_or_else(|| XdrError::BadReply("case/search: no `DATA` array".into()))?;
+            out.extend(page.iter().filter_map(|c| {
+                incident_ref(c, "case_id", &["status_progress", "status"], &["user_severity", "severity"], &["case_name", "description"])
+            }));
+            offset += page.len();
+            // Practitioners report FILTER_COUNT, not TOTAL_COUNT, as the count to page against.
+            let total =
+                reply.get("FILTER_COUNT").or_else(|| reply.get("TOTAL_COUNT")).and_then(Value::as_u64).map_or(usize::MAX, |t| t as usize);
+            if page.len() < PAGE || offset >= total.min(MAX_LISTED) {
+                return Ok(out);
+            }
+        }
     }
 
     fn auth_headers(&self) -> Vec<(&'static str, String)> {
@@ -79,7 +381,16 @@ impl XdrHttp {
 
     /// POSTs `{"request_data": ...}` and returns the body of a 2xx answer.
     async fn call(&self, path: &str, request_data: Value) -> Result<String, XdrError> {
-        let mut req = self.http.post(format!("{}/public_api/v1/{path}", self.base_url)).json(&json!({ "request_data": request_data }));
+        self.call_raw(path, &json!({ "request_data": request_data })).await
+    }
+
+    /// POSTs a body as it is (the `entries/*` calls take XSOAR-style bodies).
+    async fn call_raw(&self, path: &str, body: &Value) -> Result<String, XdrError> {
+        self.post(&format!("/public_api/v1/{path}"), body).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<String, XdrError> {
+        let mut req = self.http.post(format!("{}{path}", self.base_url)).json(body);
         for (k, v) in self.auth_headers() {
             req = req.header(k, v);
         }
@@ -118,6 +429,107 @@ impl XdrHttp {
     }
 }
 
+/// Fields of `incidents/update_incident`; `None` leaves a field unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IncidentUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual_severity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_user_mail: Option<String>,
+    /// Only accepted together with `assigned_user_mail`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_user_pretty_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve_comment: Option<String>,
+}
+
+/// An endpoint as `endpoints/get_endpoint` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub endpoint_id: String,
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub is_isolated: Option<String>,
+    pub ips: Vec<String>,
+    pub os: Option<String>,
+}
+
+/// What `xql/get_query_results` answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum XqlOutcome {
+    Rows(Vec<Value>),
+    /// More than 1,000 rows: read them with `get_query_results_stream`.
+    Stream(String),
+    Failed(String),
+}
+
+/// A 5.x issue row as a 3.x alert: known `xdm.*` fields are mapped to the alert field names the
+/// extractor reads; other scalar fields pass through under their own names.
+fn issue_as_alert(issue: &Value) -> Value {
+    const XDM: &[(&str, &str)] = &[
+        ("xdm.source.host.hostname", "host_name"),
+        ("xdm.source.host.ipv4_addresses", "host_ip"),
+        ("xdm.source.ipv4", "action_local_ip"),
+        ("xdm.target.ipv4", "action_remote_ip"),
+        ("xdm.target.domain", "action_external_hostname"),
+        ("xdm.network.dns.dns_question.name", "dns_query_name"),
+        ("xdm.source.user.username", "user_name"),
+        ("xdm.source.process.name", "actor_process_image_name"),
+        ("xdm.source.process.command_line", "actor_process_command_line"),
+        ("xdm.source.process.executable.sha256", "actor_process_image_sha256"),
+        ("xdm.target.file.sha256", "action_file_sha256"),
+        ("xdm.target.file.md5", "action_file_md5"),
+        ("xdm.target.url", "action_url"),
+    ];
+    let mut alert = serde_json::Map::new();
+    if let Some(obj) = issue.as_object() {
+        for (k, v) in obj {
+            if !v.is_object() {
+                alert.insert(k.replace('.', "_"), v.clone());
+            }
+        }
+    }
+    alert.insert("alert_id".into(), issue.get("id").cloned().unwrap_or(Value::Null));
+    if let Some(name) = issue.get("name").or_else(|| issue.get("issue_name")) {
+        alert.insert("name".into(), name.clone());
+    }
+    if let Some(normalized) = issue.get("normalized_fields").and_then(Value::as_object) {
+        for (xdm, field) in XDM {
+            if let Some(v) = normalized.get(*xdm) {
+                alert.insert((*field).to_string(), v.clone());
+            }
+        }
+    }
+    Value::Object(alert)
+}
+
+fn reply_of(body: &str, path: &str) -> Result<Value, XdrError> {
+    let v: Value = serde_json::from_str(body).map_err(|e| XdrError::BadReply(format!("{path}: not JSON: {e}")))?;
+    let reply = v.get("reply").cloned().ok_or_else(|| XdrError::BadReply(format!("{path}: no `reply`")))?;
+    check_error_envelope(&reply).map_err(|e| XdrError::BadReply(format!("{path}: {e}")))?;
+    Ok(reply)
+}
+
+/// One listed incident or case; rows without a usable id are dropped with a warning.
+fn incident_ref(v: &Value, id_field: &str, status: &[&str], severity: &[&str], description: &[&str]) -> Option<IncidentRef> {
+    let first = |fields: &[&str]| fields.iter().find_map(|f| scalar(v.get(*f)));
+    let Some(incident_id) = scalar(v.get(id_field)) else {
+        tracing::warn!(field = id_field, "listed incident without an id; skipped");
+        return None;
+    };
+    let epoch = |f: &str| v.get(f).and_then(|x| x.as_i64().or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))).map(normalise_epoch);
+    Some(IncidentRef {
+        incident_id,
+        status: first(status),
+        severity: first(severity).map(|s| Severity::parse(&s)).unwrap_or_default(),
+        description: first(description).unwrap_or_default(),
+        creation_ms: epoch("creation_time"),
+        modification_ms: epoch("modification_time").or_else(|| epoch("last_update_time")),
+    })
+}
+
 /// reqwest errors print the URL; the URL holds only the tenant host, but keep messages short.
 fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -154,23 +566,47 @@ fn nonce64() -> String {
 
 #[async_trait]
 impl XdrApi for XdrHttp {
+    async fn list_modified(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IncidentRef>, XdrError> {
+        match self.generation().await {
+            Generation::V5 => self.list_v5(from_ms, to_ms).await,
+            _ => self.list_v3(from_ms, to_ms).await,
+        }
+    }
+
     async fn get_incident_extra_data(&self, incident_id: &str) -> Result<String, XdrError> {
-        self.call("incidents/get_incident_extra_data", json!({"incident_id": incident_id, "alerts_limit": 1000})).await
+        match self.generation().await {
+            Generation::V5 => self.case_as_extra_data(incident_id).await,
+            _ => self.read("incidents/get_incident_extra_data", json!({"incident_id": incident_id, "alerts_limit": 1000})).await,
+        }
     }
 
     async fn add_comment(&self, incident_id: &str, text: &str) -> Result<(), XdrError> {
-        self.call_checked(
-            "incidents/update_incident",
-            json!({"incident_id": incident_id, "update_data": {"comment": {"comment_action": "add", "value": text}}}),
-        )
-        .await?;
-        Ok(())
+        match self.generation().await {
+            // 5.x has no case comment call; a War Room entry is the additive, documented way in.
+            Generation::V5 => self.call_raw("entries/insert", &json!({"id": incident_id, "data": text})).await.map(drop),
+            _ => self
+                .call_checked(
+                    "incidents/update_incident",
+                    json!({"incident_id": incident_id, "update_data": {"comment": {"comment_action": "add", "value": text}}}),
+                )
+                .await
+                .map(drop),
+        }
     }
 
     async fn set_severity(&self, incident_id: &str, severity: &str) -> Result<(), XdrError> {
-        self.call_checked("incidents/update_incident", json!({"incident_id": incident_id, "update_data": {"manual_severity": severity}}))
-            .await?;
-        Ok(())
+        match self.generation().await {
+            Generation::V5 => {
+                self.call(&format!("case/update/{incident_id}"), json!({"update_data": {"user_severity": severity}})).await.map(drop)
+            }
+            _ => self
+                .call_checked(
+                    "incidents/update_incident",
+                    json!({"incident_id": incident_id, "update_data": {"manual_severity": severity}}),
+                )
+                .await
+                .map(drop),
+        }
     }
 
     async fn isolate_endpoint(&self, endpoint_id: &str, incident_id: &str) -> Result<String, XdrError> {

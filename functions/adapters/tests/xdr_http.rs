@@ -1,10 +1,10 @@
 //! The Cortex XDR client against a local fake serving the recorded payloads, and misbehaving.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-use dossier_adapters::xdr::{AuthKind, XdrCredentials, XdrHttp};
+use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::ports::{XdrApi, XdrError};
 use dossier_tests::{fixture, FakeServer, Reply};
 
@@ -13,7 +13,7 @@ const UPDATE: &str = "/public_api/v1/incidents/update_incident";
 const ISOLATE: &str = "/public_api/v1/endpoints/isolate";
 
 fn creds(auth: AuthKind) -> XdrCredentials {
-    XdrCredentials { api_key: "k3y-material".into(), api_key_id: "17".into(), auth }
+    XdrCredentials { api_key: "k3y-material".into(), api_key_id: "17".into(), auth, generation: Generation::V3 }
 }
 
 #[tokio::test]
@@ -100,11 +100,16 @@ async fn errors_say_what_to_fix_and_whether_to_retry() {
             true,
         ),
         (Reply::json(429, "{}"), |e| matches!(e, XdrError::RateLimited(_)), true),
-        (Reply::json(200, "{}").delayed(Duration::from_secs(2)), |e| matches!(e, XdrError::Transport(m) if m.contains("timed out")), true),
+        (
+            Reply::json(200, r#"{"reply": true}"#).delayed(Duration::from_secs(2)),
+            |e| matches!(e, XdrError::Transport(m) if m.contains("timed out")),
+            true,
+        ),
     ];
+    // Through a write, which the client never retries by itself, so each reply is seen once.
     for (i, (reply, check, retryable)) in cases.into_iter().enumerate() {
-        fake.once("POST", EXTRA, reply);
-        let err = xdr.get_incident_extra_data("1").await.unwrap_err();
+        fake.once("POST", UPDATE, reply);
+        let err = xdr.add_comment("1", "x").await.unwrap_err();
         assert!(check(&err), "case {i}: {err:?}");
         assert_eq!(err.is_retryable(), retryable, "case {i}: {err:?}");
         assert!(!err.to_string().contains("k3y-material"), "the key must never appear in an error");
@@ -131,4 +136,178 @@ fn credentials_parse_and_never_print_the_key() {
     let c = XdrCredentials::from_secret("7:xyz").unwrap();
     assert_eq!((c.api_key_id.as_str(), c.api_key.as_str(), c.auth), ("7", "xyz", AuthKind::Standard));
     assert!(XdrCredentials::from_secret("garbage").is_err());
+}
+
+fn client(fake: &FakeServer, generation: Generation) -> XdrHttp {
+    XdrHttp::new(
+        &fake.url(),
+        XdrCredentials { api_key: "k".into(), api_key_id: "1".into(), auth: AuthKind::Standard, generation },
+        Duration::from_secs(5),
+    )
+}
+
+#[tokio::test]
+async fn get_incidents_pages_by_100_over_the_modification_window() {
+    let fake = FakeServer::start().await;
+    let template: Value = serde_json::from_str(&fixture("xdr/get_incidents_recent_fields.json")).unwrap();
+    let incident = template["reply"]["incidents"][0].clone();
+    fake.on(
+        "POST",
+        "/public_api/v1/incidents/get_incidents",
+        Reply::dynamic(move |req| {
+            let rd = &req.json()["request_data"];
+            let from = rd["search_from"].as_u64().unwrap();
+            let to = rd["search_to"].as_u64().unwrap().min(250);
+            let page: Vec<Value> = (from..to)
+                .map(|i| {
+                    let mut inc = incident.clone();
+                    inc["incident_id"] = json!((1000 + i).to_string());
+                    inc["modification_time"] = json!(1_700_000_000_000u64 + i);
+                    inc
+                })
+                .collect();
+            Reply::json(200, json!({"reply": {"total_count": 250, "result_count": page.len(), "incidents": page}}).to_string())
+        }),
+    );
+    let xdr = client(&fake, Generation::V3);
+    let refs = xdr.list_modified(1_000, 2_000_000_000_000).await.unwrap();
+    assert_eq!(refs.len(), 250);
+    assert_eq!(refs[0].incident_id, "1000");
+    assert_eq!(refs[0].status.as_deref(), Some("new"));
+    assert_eq!(refs[249].modification_ms, Some(1_700_000_000_249));
+    let reqs = fake.requests_to("/public_api/v1/incidents/get_incidents");
+    assert_eq!(reqs.len(), 3);
+    let rd = &reqs[0].json()["request_data"];
+    assert_eq!(rd["filters"][0], json!({"field": "modification_time", "operator": "gte", "value": 1000}));
+    assert_eq!(rd["sort"], json!({"field": "modification_time", "keyword": "asc"}));
+    assert_eq!(
+        (reqs[2].json()["request_data"]["search_from"].as_u64(), reqs[2].json()["request_data"]["search_to"].as_u64()),
+        (Some(200), Some(300))
+    );
+}
+
+#[tokio::test]
+async fn recorded_incident_listings_parse() {
+    for f in ["xdr/get_incidents.json", "xdr/get_incidents_recent_fields.json"] {
+        let fake = FakeServer::start().await;
+        fake.on("POST", "/public_api/v1/incidents/get_incidents", Reply::json(200, fixture(f)));
+        let refs = client(&fake, Generation::V3).list_modified(0, 1).await.unwrap();
+        let listed = serde_json::from_str::<Value>(&fixture(f)).unwrap()["reply"]["incidents"].as_array().unwrap().len();
+        assert_eq!(refs.len(), listed, "{f}");
+        assert!(refs.iter().all(|r| r.creation_ms.is_some() && !r.description.is_empty()), "{f}: {refs:?}");
+    }
+}
+
+#[tokio::test]
+async fn reads_are_retried_with_backoff_writes_are_not() {
+    let fake = FakeServer::start().await;
+    fake.once("POST", EXTRA, Reply::json(500, fixture("xdr/error_500_public_api.json")));
+    fake.on("POST", EXTRA, Reply::json(200, fixture("xdr/get_incident_extra_data.json")));
+    fake.on("POST", UPDATE, Reply::json(500, fixture("xdr/error_500_public_api.json")));
+    let xdr = client(&fake, Generation::V3);
+    assert!(xdr.get_incident_extra_data("1").await.is_ok());
+    assert_eq!(fake.requests_to(EXTRA).len(), 2);
+    assert!(matches!(xdr.add_comment("1", "x").await, Err(XdrError::Server(_))));
+    assert_eq!(fake.requests_to(UPDATE).len(), 1, "a comment is never sent twice by the client");
+}
+
+#[tokio::test]
+async fn a_5x_tenant_is_probed_once_and_served_through_cases_and_issues() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/public_api/v1/case/search", Reply::json(200, fixture("xdr/case_search_v5_mock.json")));
+    fake.on("POST", "/public_api/v1/issue/search", Reply::json(200, fixture("xdr/issue_search_v5_mock.json")));
+    fake.on("GET", "/public_api/v1/case/artifacts/42/", Reply::json(200, r#"[{"type": "HASH", "file_sha256": "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"}, {"type": "IP", "network_remote_ip": "98.136.103.23"}]"#));
+    fake.on("POST", "/public_api/v1/entries/insert", Reply::json(200, "{}"));
+    fake.on("POST", "/public_api/v1/case/update/42", Reply::Body(204, String::new(), vec![]));
+    let xdr = client(&fake, Generation::Auto);
+    let refs = xdr.list_modified(0, 1).await.unwrap();
+    assert_eq!((refs[0].incident_id.as_str(), refs[0].status.as_deref()), ("42", Some("Custom tenant status")));
+    let extra = xdr.get_incident_extra_data("42").await.unwrap();
+    let data = dossier_core::xdr::parse_extra_data(&extra).unwrap();
+    let found = dossier_core::extract::extract(&data[0], &Default::default());
+    let values: Vec<&str> = found.indicators.iter().map(|i| i.value.as_str()).collect();
+    assert!(values.contains(&"test"), "issue host from xdm fields: {values:?}");
+    assert!(
+        values.contains(&"98.136.103.23") && values.contains(&"03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"),
+        "{values:?}"
+    );
+    xdr.add_comment("42", "dossier text").await.unwrap();
+    let entry = &fake.requests_to("/public_api/v1/entries/insert")[0];
+    assert_eq!(entry.json(), json!({"id": "42", "data": "dossier text"}));
+    xdr.set_severity("42", "critical").await.unwrap();
+    assert_eq!(fake.requests_to("/public_api/v1/case/update/42")[0].json()["request_data"]["update_data"]["user_severity"], "critical");
+    // One probe (the first case/search with search_to 1), then real calls.
+    let probes =
+        fake.requests_to("/public_api/v1/case/search").iter().filter(|r| r.json()["request_data"].get("filters").is_none()).count();
+    assert_eq!(probes, 1);
+    assert!(fake.requests_to("/public_api/v1/incidents/update_incident").is_empty());
+}
+
+#[tokio::test]
+async fn the_rest_of_the_3x_client_on_recorded_payloads() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/public_api/v2/alerts/get_alerts_multi_events", Reply::json(200, fixture("xdr/get_alerts_multi_events_v2.json")));
+    fake.on("POST", "/public_api/v1/endpoints/get_endpoint", Reply::json(200, fixture("xdr/get_endpoint.json")));
+    fake.on("POST", "/public_api/v1/actions/get_action_status", Reply::json(200, fixture("xdr/get_action_status.json")));
+    fake.on("POST", UPDATE, Reply::json(200, r#"{"reply": true}"#));
+    let xdr = client(&fake, Generation::V3);
+
+    let ids: Vec<String> = (0..150).map(|i| i.to_string()).collect();
+    let alerts = xdr.get_alerts_v2(&ids).await.unwrap();
+    assert_eq!(alerts.len(), 2, "one recorded alert per page, two pages of ids");
+    let pages = fake.requests_to("/public_api/v2/alerts/get_alerts_multi_events");
+    assert_eq!(pages[1].json()["request_data"]["filters"][0]["value"].as_array().unwrap().len(), 50);
+
+    let eps = xdr.get_endpoints(&["1111".into()]).await.unwrap();
+    assert_eq!(
+        (eps[0].endpoint_id.as_str(), eps[0].status.as_deref(), eps[0].ips.clone()),
+        ("1111", Some("CONNECTED"), vec!["3.3.3.3".to_string()])
+    );
+
+    let status = xdr.get_action_status("7").await.unwrap();
+    assert!(status.contains(&("23a86310665d413a958926fce5b794b3".to_string(), "FAILED".to_string())));
+    assert_eq!(fake.requests_to("/public_api/v1/actions/get_action_status")[0].json()["request_data"]["group_action_id"], 7);
+
+    use dossier_adapters::xdr::IncidentUpdate;
+    let upd = IncidentUpdate {
+        status: Some("under_investigation".into()),
+        assigned_user_mail: Some("a@example.com".into()),
+        ..Default::default()
+    };
+    xdr.update_incident("5", &upd).await.unwrap();
+    assert_eq!(
+        fake.requests_to(UPDATE)[0].json()["request_data"]["update_data"],
+        json!({"status": "under_investigation", "assigned_user_mail": "a@example.com"})
+    );
+    let bad = IncidentUpdate { assigned_user_pretty_name: Some("A".into()), ..Default::default() };
+    assert!(xdr.update_incident("5", &bad).await.is_err());
+    assert_eq!(fake.requests_to(UPDATE).len(), 1);
+}
+
+#[tokio::test]
+async fn xql_runs_polls_pending_and_streams_large_results() {
+    use dossier_adapters::xdr::XqlOutcome;
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/public_api/v1/xql/start_xql_query", Reply::json(200, fixture("xdr/xql_start_xql_query.json")));
+    fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, fixture("xdr/xql_get_query_results_pending.json")));
+    fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, fixture("xdr/xql_get_query_results.json")));
+    fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, fixture("xdr/xql_get_query_results_stream_id.json")));
+    let rows: Vec<Value> = serde_json::from_str(&fixture("xdr/xql_get_query_results_stream_rows.json")).unwrap();
+    let ndjson: String = rows.iter().map(|r| r.to_string() + "\n").collect();
+    fake.on("POST", "/public_api/v1/xql/get_query_results_stream", Reply::Body(200, ndjson, vec![]));
+    let xdr = client(&fake, Generation::V3);
+
+    let id = xdr.start_xql_query("dataset = xdr_data | limit 10", 86_400_000).await.unwrap();
+    assert_eq!(id, "ad21c1e1492d4c_667_inv");
+    assert_eq!(fake.requests_to("/public_api/v1/xql/start_xql_query")[0].json()["request_data"]["timeframe"]["relativeTime"], 86_400_000);
+    match xdr.get_query_results(&id, Duration::from_millis(10), 5).await.unwrap() {
+        XqlOutcome::Rows(r) => assert_eq!(r.len(), 3),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.requests_to("/public_api/v1/xql/get_query_results").len(), 2, "polled once while pending");
+    let XqlOutcome::Stream(stream) = xdr.get_query_results(&id, Duration::from_millis(10), 5).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let streamed = xdr.get_query_results_stream(&stream).await.unwrap();
+    assert_eq!(streamed, rows);
 }

@@ -310,6 +310,26 @@ impl RecordingXdr {
 
 #[async_trait]
 impl XdrApi for RecordingXdr {
+    async fn list_modified(&self, _from_ms: i64, _to_ms: i64) -> Result<Vec<crate::ports::IncidentRef>, XdrError> {
+        let replies: Vec<String> = lock(&self.replies).values().cloned().chain(self.fallback.clone()).collect();
+        let mut out = Vec::new();
+        for reply in replies {
+            for d in crate::xdr::parse_extra_data(&reply).map_err(|e| XdrError::BadReply(e.to_string()))? {
+                out.push(crate::ports::IncidentRef {
+                    incident_id: d.incident.incident_id,
+                    status: d.incident.status,
+                    severity: d.incident.severity,
+                    description: d.incident.description,
+                    creation_ms: d.incident.creation_ms,
+                    modification_ms: d.incident.creation_ms,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.incident_id.cmp(&b.incident_id));
+        out.dedup_by(|a, b| a.incident_id == b.incident_id);
+        Ok(out)
+    }
+
     async fn get_incident_extra_data(&self, incident_id: &str) -> Result<String, XdrError> {
         lock(&self.replies)
             .get(incident_id)

@@ -176,9 +176,23 @@ impl XdrError {
     }
 }
 
+/// An incident (3.x) or case (5.x) as a listing returns it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IncidentRef {
+    pub incident_id: String,
+    pub status: Option<String>,
+    pub severity: crate::xdr::Severity,
+    pub description: String,
+    pub creation_ms: Option<i64>,
+    pub modification_ms: Option<i64>,
+}
+
 /// The calls Dossier makes to Cortex XDR.
 #[async_trait]
 pub trait XdrApi: Send + Sync {
+    /// Incidents (3.x `incidents/get_incidents`) or cases (5.x `case/search`) modified in
+    /// `[from_ms, to_ms]`, oldest first, all pages.
+    async fn list_modified(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IncidentRef>, XdrError>;
     /// `incidents/get_incident_extra_data`: the raw reply body, parsed by `crate::xdr`.
     async fn get_incident_extra_data(&self, incident_id: &str) -> Result<String, XdrError>;
     /// `incidents/update_incident` with `update_data.comment` (`comment_action: "add"`).

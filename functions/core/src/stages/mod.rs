@@ -8,6 +8,7 @@ mod approve;
 mod collect;
 mod enrich;
 mod intake;
+mod poller;
 mod synthesize;
 mod writeback;
 
@@ -15,6 +16,7 @@ pub use approve::Approve;
 pub use collect::Collect;
 pub use enrich::Enrich;
 pub use intake::{open_case, Intake};
+pub use poller::{PollReport, Poller};
 pub use synthesize::Synthesize;
 pub use writeback::Writeback;
 
