@@ -141,8 +141,10 @@ impl Attack {
 
     /// Groups ranked by how much of the case's technique set they are known to use. A
     /// sub-technique in the case also matches a group that uses its parent, and vice versa.
+    /// One shared technique says nothing about an actor: at least two must overlap.
     pub fn groups_overlapping(&self, case_techniques: &[String], limit: usize) -> Vec<GroupMatch> {
-        if case_techniques.is_empty() {
+        const MIN_SHARED: usize = 2;
+        if case_techniques.len() < MIN_SHARED {
             return Vec::new();
         }
         let parent = |t: &str| t.split('.').next().unwrap_or(t).to_string();
@@ -155,7 +157,7 @@ impl Attack {
                     .filter(|ct| g.techniques.iter().any(|gt| gt == *ct || parent(gt) == **ct || parent(ct) == *gt))
                     .cloned()
                     .collect();
-                (!shared.is_empty()).then(|| GroupMatch {
+                (shared.len() >= MIN_SHARED).then(|| GroupMatch {
                     id: g.id.clone(),
                     name: g.name.clone(),
                     score: shared.len() as f64 / case_techniques.len() as f64,
@@ -207,6 +209,7 @@ mod tests {
         let m = a.groups_overlapping(&["T1059.001".into(), "T1003.001".into(), "T1486".into()], 5);
         assert_eq!(m.len(), 5);
         assert!(m[0].score >= m[4].score);
-        assert!(m[0].shared.len() >= 2);
+        assert!(m.iter().all(|g| g.shared.len() >= 2));
+        assert!(a.groups_overlapping(&["T1204.002".into()], 5).is_empty(), "one technique is no basis");
     }
 }

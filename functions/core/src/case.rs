@@ -173,8 +173,12 @@ pub struct Case {
     /// Indicators beyond the stored cap, counted but not kept.
     #[serde(default)]
     pub indicators_dropped: usize,
+    /// ATT&CK IDs XDR (or the webhook) cited.
     #[serde(default)]
     pub techniques: Vec<String>,
+    /// ATT&CK IDs inferred by the rule table where XDR cited none, with rule and evidence.
+    #[serde(default)]
+    pub inferred_techniques: Vec<crate::attack_rules::InferredTechnique>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
@@ -209,6 +213,7 @@ impl Case {
             indicators: Vec::new(),
             indicators_dropped: 0,
             techniques: Vec::new(),
+            inferred_techniques: Vec::new(),
             endpoints: Vec::new(),
             first_alert_ms: None,
             parse_warnings: Vec::new(),
@@ -226,6 +231,17 @@ impl Case {
         self.status = next;
         self.history.push(StatusChange { status: next, at_ms: now_ms });
         Ok(())
+    }
+
+    /// Cited and inferred technique IDs, cited first.
+    pub fn all_technique_ids(&self) -> Vec<String> {
+        let mut ids = self.techniques.clone();
+        for t in &self.inferred_techniques {
+            if !ids.contains(&t.id) {
+                ids.push(t.id.clone());
+            }
+        }
+        ids
     }
 
     pub fn fail(&mut self, reason: impl Into<String>, now_ms: i64) -> Result<(), InvalidTransition> {

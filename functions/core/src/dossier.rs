@@ -69,6 +69,9 @@ pub struct Dossier {
     pub severity_reason: String,
     pub indicators: Vec<IndicatorFinding>,
     pub techniques: Vec<Technique>,
+    /// Which of `techniques` were inferred by a rule, not cited by XDR.
+    #[serde(default)]
+    pub inferred: Vec<crate::attack_rules::InferredTechnique>,
     pub actors: Vec<GroupMatch>,
     pub hypotheses: Vec<Hypothesis>,
     pub next_steps: Vec<NextStep>,
@@ -155,7 +158,7 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
     // Techniques: ATT&CK source result if present, else the embedded table directly.
     let mut techniques: Vec<Technique> = reports.iter().flat_map(|r| r.techniques.iter().cloned()).collect();
     if techniques.is_empty() {
-        techniques = case.techniques.iter().filter_map(|id| a.technique(id).cloned()).collect();
+        techniques = case.all_technique_ids().iter().filter_map(|id| a.technique(id).cloned()).collect();
     }
     techniques.sort_by_key(|t| (t.tactics.first().map_or(u32::MAX, |n| a.tactic_order(n)), t.id.clone()));
     techniques.dedup_by(|x, y| x.id == y.id);
@@ -258,6 +261,7 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         next_steps: next_steps(&indicators, &techniques, &hosts, &users),
         indicators,
         techniques,
+        inferred: case.inferred_techniques.clone(),
         actors,
         hypotheses,
         sources: reports
@@ -421,7 +425,9 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
     if !d.techniques.is_empty() {
         let _ = writeln!(s, "\nATT&CK (v{})", crate::attack::ATTACK_VERSION);
         for t in &d.techniques {
-            let _ = writeln!(s, "- {} {} ({})", t.id, t.name, t.tactics.join(", "));
+            let basis =
+                d.inferred.iter().find(|i| i.id == t.id).map_or(String::new(), |i| format!(" — inferred by rule {} ({})", i.rule, i.about));
+            let _ = writeln!(s, "- {} {} ({}){basis}", t.id, t.name, t.tactics.join(", "));
         }
     }
     if !d.actors.is_empty() {

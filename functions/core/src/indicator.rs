@@ -248,9 +248,11 @@ fn make(kind: IndicatorKind, value: String, internal: bool) -> Indicator {
     Indicator { kind, value, internal, seen_in: Vec::new() }
 }
 
-/// Lower-cases, strips the root dot, checks labels. Non-ASCII names are kept as Unicode lower case.
+/// Lower-cases, strips the root dot, checks labels. Internationalised names become their
+/// punycode (`xn--`) form, so `пример.com` and `xn--e1afmkfd.com` are one indicator.
 pub fn normalise_domain(raw: &str) -> Option<String> {
-    let d = raw.trim().trim_end_matches('.').to_lowercase();
+    let trimmed = raw.trim().trim_end_matches('.');
+    let d = if trimmed.is_ascii() { trimmed.to_ascii_lowercase() } else { idna::domain_to_ascii(trimmed).ok()? };
     if d.len() < 3 || d.len() > 253 || !d.contains('.') {
         return None;
     }
@@ -260,7 +262,7 @@ pub fn normalise_domain(raw: &str) -> Option<String> {
             || label.len() > 63
             || label.starts_with('-')
             || label.ends_with('-')
-            || !label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return None;
         }
@@ -285,14 +287,17 @@ fn normalise_url(raw: &str) -> Option<String> {
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(host_end);
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host_only(host_port).to_lowercase();
-    if host.is_empty() {
+    let raw_host = host_only(host_port);
+    if raw_host.is_empty() {
         return None;
     }
-    if host.parse::<IpAddr>().is_err() && normalise_domain(&host).is_none() {
-        return None;
-    }
-    let port = &host_port[host_only(host_port).len()..];
+    let host = match raw_host.parse::<IpAddr>() {
+        Ok(_) => raw_host.to_ascii_lowercase(),
+        Err(_) => normalise_domain(raw_host)?,
+    };
+    // An IPv6 host keeps its brackets in the URL.
+    let host = if host_port.starts_with('[') { format!("[{host}]") } else { host };
+    let port = &host_port[raw_host.len() + if host_port.starts_with('[') { 2 } else { 0 }..];
     Some(format!("{scheme}://{host}{port}{tail}"))
 }
 
@@ -377,6 +382,9 @@ mod tests {
         assert!(!u.internal);
         assert!(n(IndicatorKind::Url, "http://10.0.0.5:8080/a").unwrap().internal);
         assert!(n(IndicatorKind::Url, "javascript://x").is_none());
+        assert_eq!(n(IndicatorKind::Domain, "Пример.COM").unwrap().value, "xn--e1afmkfd.com");
+        assert_eq!(n(IndicatorKind::Domain, "xn--e1afmkfd.com").unwrap().value, "xn--e1afmkfd.com");
+        assert_eq!(n(IndicatorKind::Url, "https://пример.com/a").unwrap().value, "https://xn--e1afmkfd.com/a");
         let names = InternalNames { domain_suffixes: vec!["acme.test".into()] };
         assert!(normalise(IndicatorKind::Domain, "hr.acme.test", &names).unwrap().internal);
         assert!(!normalise(IndicatorKind::Domain, "notacme.test", &names).unwrap().internal);

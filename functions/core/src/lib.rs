@@ -5,6 +5,7 @@
 //! CLI and for tests.
 
 pub mod attack;
+pub mod attack_rules;
 pub mod case;
 pub mod config;
 pub mod dossier;

@@ -301,14 +301,15 @@ impl Source for AttackSource {
     }
 
     async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred> {
-        if case.techniques.is_empty() {
-            return Ok(SourceReport::skipped(ATTACK_SOURCE, "the incident cites no ATT&CK technique"));
+        let ids = case.all_technique_ids();
+        if ids.is_empty() {
+            return Ok(SourceReport::skipped(ATTACK_SOURCE, "no ATT&CK technique cited by XDR or inferred from the alerts"));
         }
         let a = attack();
         let mut report = SourceReport::skipped(ATTACK_SOURCE, "");
         let mut notes = Vec::new();
         let mut active_ids = Vec::new();
-        for id in &case.techniques {
+        for id in &ids {
             match a.resolve(id) {
                 Resolved::Active(t) => {
                     active_ids.push(t.id.clone());

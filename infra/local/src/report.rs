@@ -38,7 +38,15 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         })
         .collect();
     let techniques: Vec<Value> = match &draft {
-        Some(d) => d.dossier.techniques.iter().map(|t| json!({"id": t.id, "name": t.name, "tactics": t.tactics})).collect(),
+        Some(d) => d
+            .dossier
+            .techniques
+            .iter()
+            .map(|t| {
+                let inferred = d.dossier.inferred.iter().find(|i| i.id == t.id);
+                json!({"id": t.id, "name": t.name, "tactics": t.tactics, "inferred": inferred.is_some(), "rule": inferred.map(|i| &i.rule), "evidence": inferred.map(|i| &i.evidence)})
+            })
+            .collect(),
         None => case.techniques.iter().map(|id| json!({"id": id, "name": null, "tactics": []})).collect(),
     };
     let mut sources: Vec<Value> = case

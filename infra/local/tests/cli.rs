@@ -92,8 +92,18 @@ fn runs_the_recorded_multiple_incidents_reply() {
 fn runs_the_composed_demo_incident_with_techniques_and_an_isolation_proposal() {
     let v = run_json(&format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR")));
     assert_report_shape(&v);
-    let techniques: Vec<&str> = v["techniques"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(techniques, vec!["PowerShell", "Ingress Tool Transfer"]);
+    let cited: Vec<&str> =
+        v["techniques"].as_array().unwrap().iter().filter(|t| t["inferred"] == false).map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(cited, vec!["PowerShell", "Ingress Tool Transfer"]);
+    let inferred: Vec<(&str, &str)> = v["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["inferred"] == true)
+        .map(|t| (t["id"].as_str().unwrap(), t["rule"].as_str().unwrap()))
+        .collect();
+    assert!(inferred.contains(&("T1027", "R01")), "encoded PowerShell → obfuscation: {inferred:?}");
+    assert!(inferred.contains(&("T1566.001", "R16")), "macro document → spearphishing attachment: {inferred:?}");
     assert_eq!(values(&v, "domain"), vec!["cdn-update.example.net"]);
     assert_eq!(values(&v, "url"), vec!["https://cdn-update.example.net/stage2.ps1"]);
     let internal: Vec<bool> = v["indicators"]

@@ -155,6 +155,7 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
             techniques.push(t);
         }
     }
+    case.inferred_techniques = crate::attack_rules::infer(&data.alerts, &techniques);
     case.techniques = techniques;
     let mut endpoints = extraction.endpoints;
     for id in &case.hint.endpoint_ids {
