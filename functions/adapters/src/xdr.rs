@@ -70,7 +70,12 @@ pub struct XdrHttp {
     base_url: String,
     creds: XdrCredentials,
     generation: std::sync::Arc<tokio::sync::OnceCell<Generation>>,
+    /// XDR runs at most 4 API queries per tenant at once; this client never holds more.
+    xql_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Parallel XQL queries XDR allows per tenant.
+pub const XQL_MAX_PARALLEL: usize = 4;
 
 /// Page size of list calls (the API's maximum).
 const PAGE: usize = 100;
@@ -87,7 +92,13 @@ impl XdrHttp {
             // Configured: never probe.
             generation.set(creds.generation).ok();
         }
-        XdrHttp { http: crate::http_client::client(timeout), base_url: base_url.trim_end_matches('/').to_string(), creds, generation }
+        XdrHttp {
+            http: crate::http_client::client(timeout),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            creds,
+            generation,
+            xql_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(XQL_MAX_PARALLEL)),
+        }
     }
 
     /// The tenant's API generation, probed once with `case/search` when not configured.
@@ -259,10 +270,28 @@ impl XdrHttp {
         Ok(data.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
     }
 
-    /// `xql/start_xql_query`: the execution id. At most 4 queries run at once per process; the
-    /// template's reserved concurrency bounds the tenant-wide count.
+    /// Runs one XQL query to the end: start, poll while pending, stream beyond 1,000 rows. Holds
+    /// one of the client's [`XQL_MAX_PARALLEL`] slots throughout.
+    pub async fn run_xql(&self, query: &str, relative_time_ms: i64, poll_every: Duration, max_polls: u32) -> Result<Vec<Value>, XdrError> {
+        let _slot = self.xql_slots.acquire().await.map_err(|_| XdrError::Transport("XQL slots closed".into()))?;
+        let id = self.start_xql_query(query, relative_time_ms).await?;
+        match self.get_query_results(&id, poll_every, max_polls).await? {
+            XqlOutcome::Rows(rows) => Ok(rows),
+            XqlOutcome::Stream(stream) => self.get_query_results_stream(&stream).await,
+            XqlOutcome::Failed(why) => Err(XdrError::BadReply(format!("XQL query failed: {why}"))),
+        }
+    }
+
+    /// `xql/start_xql_query`: the execution id. A fifth parallel query is refused by XDR and
+    /// reported as a rate limit.
     pub async fn start_xql_query(&self, query: &str, relative_time_ms: i64) -> Result<String, XdrError> {
-        let body = self.call("xql/start_xql_query", json!({"query": query, "timeframe": {"relativeTime": relative_time_ms}})).await?;
+        let body = self
+            .call("xql/start_xql_query", json!({"query": query, "timeframe": {"relativeTime": relative_time_ms}}))
+            .await
+            .map_err(|e| match e {
+                XdrError::BadReply(m) | XdrError::Server(m) if m.contains("parallel running queries") => XdrError::RateLimited(m),
+                other => other,
+            })?;
         let reply = reply_of(&body, "xql/start_xql_query")?;
         reply.as_str().map(str::to_string).ok_or_else(|| XdrError::BadReply("start_xql_query: the reply is not an execution id".into()))
     }

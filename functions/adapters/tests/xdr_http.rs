@@ -2,6 +2,8 @@
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
@@ -310,4 +312,54 @@ async fn xql_runs_polls_pending_and_streams_large_results() {
     };
     let streamed = xdr.get_query_results_stream(&stream).await.unwrap();
     assert_eq!(streamed, rows);
+}
+
+#[tokio::test]
+async fn no_more_than_four_xql_queries_run_at_once() {
+    let fake = FakeServer::start().await;
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    fake.on(
+        "POST",
+        "/public_api/v1/xql/start_xql_query",
+        Reply::dynamic(move |_| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            Reply::json(200, fixture("xdr/xql_start_xql_query.json"))
+        }),
+    );
+    let r2 = running.clone();
+    fake.on(
+        "POST",
+        "/public_api/v1/xql/get_query_results",
+        Reply::dynamic(move |_| {
+            r2.fetch_sub(1, Ordering::SeqCst);
+            Reply::json(200, fixture("xdr/xql_get_query_results.json"))
+        })
+        .delayed(Duration::from_millis(50)),
+    );
+    let xdr = client(&fake, Generation::V3);
+    let runs: Vec<_> = (0..10)
+        .map(|_| {
+            let xdr = xdr.clone();
+            tokio::spawn(async move { xdr.run_xql("dataset = xdr_data | limit 1", 3_600_000, Duration::from_millis(10), 3).await })
+        })
+        .collect();
+    for r in runs {
+        assert_eq!(r.await.unwrap().unwrap().len(), 3);
+    }
+    assert!(peak.load(Ordering::SeqCst) <= 4, "peak {}", peak.load(Ordering::SeqCst));
+    assert_eq!(fake.requests_to("/public_api/v1/xql/start_xql_query").len(), 10);
+}
+
+#[tokio::test]
+async fn documentation_examples_parse_too() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/public_api/v1/endpoints/get_endpoint", Reply::json(200, fixture("xdr/get_endpoint_docs_example.json")));
+    fake.on("POST", "/public_api/v1/actions/get_action_status", Reply::json(200, fixture("xdr/get_action_status_docs_example.json")));
+    let xdr = client(&fake, Generation::V3);
+    // The published example's id is a template placeholder (`<endpoint ID>`): never an endpoint to act on.
+    assert!(xdr.get_endpoints(&["x".into()]).await.unwrap().is_empty());
+    assert_eq!(xdr.get_action_status("1").await.unwrap(), vec![("<agent ID>".to_string(), "COMPLETED_SUCCESSFULLY".to_string())]);
 }

@@ -100,7 +100,11 @@ impl InternalNames {
 /// Values XDR uses for "nothing here" which must never become indicators.
 pub fn is_placeholder(value: &str) -> bool {
     let v = value.trim();
-    v.is_empty() || ["n/a", "na", "null", "none", "unknown", "-", "undefined", "nan", "0"].iter().any(|p| v.eq_ignore_ascii_case(p))
+    // Template placeholders as published in API examples: `<host_name>`, `<sha256>`.
+    let templated = v.len() > 2 && v.starts_with('<') && v.ends_with('>') && !v[1..v.len() - 1].contains(['<', '>']);
+    v.is_empty()
+        || templated
+        || ["n/a", "na", "null", "none", "unknown", "-", "undefined", "nan", "0"].iter().any(|p| v.eq_ignore_ascii_case(p))
 }
 
 /// Turns defanged notation back into the real form: `hxxp`, `[.]`, `(.)`, `[dot]`, `[:]`, `[@]`.

@@ -247,6 +247,16 @@ fn parse_alert(a: &Value, path: &str, warnings: &mut Vec<String>) -> Alert {
                 fields.push((k.clone(), text));
             }
         }
+        // v1 alerts keep event-level fields (processes, files, network) inside `events[]`.
+        for event in obj.get("events").and_then(Value::as_array).into_iter().flatten().take(100) {
+            for (k, v) in event.as_object().into_iter().flatten() {
+                for text in list(Some(v)) {
+                    if !fields.iter().any(|(fk, fv)| fk == k && *fv == text) {
+                        fields.push((k.clone(), text));
+                    }
+                }
+            }
+        }
     }
     Alert {
         alert_id: scalar(a.get("alert_id")),

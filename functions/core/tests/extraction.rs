@@ -107,3 +107,23 @@ fn wrong_types_name_the_field() {
     let bad = json!({"reply": {"incidents": []}}).to_string();
     assert_eq!(parse_extra_data(&bad), Err(PayloadError::Missing("reply.incidents[0]".into())));
 }
+
+/// Alerts from the alerts APIs (v1 with `events[]`, v2 with per-field arrays) read like extra-data alerts.
+fn alerts_as_extra_data(rel: &str) -> String {
+    let v: Value = serde_json::from_str(&fixture(rel)).unwrap();
+    incident_with_alerts(v["reply"]["alerts"].as_array().unwrap().clone())
+}
+
+#[test]
+fn recorded_alerts_v1_and_v2_yield_their_indicators() {
+    let v1 = kinds(&alerts_as_extra_data("xdr/get_alerts_multi_events_v1.json"));
+    assert!(
+        v1.contains(&(IndicatorKind::Sha256, "133ee989293f92736301280c6f14c89d521200c17dcdcecca30cd20705332d44".to_string())),
+        "event-level hash: {v1:?}"
+    );
+    assert!(v1.contains(&(IndicatorKind::Process, "virus.exe".to_string())), "{v1:?}");
+    let v2 = kinds(&alerts_as_extra_data("xdr/get_alerts_multi_events_v2.json"));
+    assert!(v2.contains(&(IndicatorKind::Ipv4, "192.168.2.2".to_string())), "{v2:?}");
+    // `<host_name>`-style template placeholders are not entities.
+    assert!(!v2.iter().any(|(_, v)| v.contains("host_name") || v.contains("user_name") || v.contains("sha256")), "{v2:?}");
+}
