@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dossier_adapters::lambda;
-use dossier_adapters::virustotal::VirusTotal;
+use dossier_adapters::sources::catalog::{self, Shared, SourceSettings};
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::case::{ActionKind, ActionStatus, CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
 use dossier_core::http::HttpResponse;
 use dossier_core::ports::{Queue, QueueError, QueueName, SystemClock};
 use dossier_core::signing::{LinkSigner, SigningKey};
-use dossier_core::sources::{AttackSource, LookupLimits, PerIndicator, Source};
+use dossier_core::sources::Source;
 use dossier_core::stages::HttpHandler;
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::{fixture, moto_endpoint, unique_prefix, FakeServer, Reply};
@@ -99,16 +99,18 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     vt_fake.on("GET", "/api/v3/files/*", Reply::json(200, fixture("virustotal/file_sha256.json")));
     vt_fake.on("GET", "/api/v3/urls/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
 
-    // AWS: DynamoDB and SQS on moto, through the real adapters.
-    let sources: Vec<Arc<dyn Source>> = vec![
-        Arc::new(AttackSource),
-        Arc::new(PerIndicator {
-            inner: VirusTotal::new(&format!("{}/api/v3", vt_fake.url()), "vt-key".into(), Duration::from_secs(5)),
-            limits: LookupLimits::default(),
-        }),
-    ];
-    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
+    // AWS: DynamoDB and SQS on moto, through the real adapters; the sources cache and count
+    // their quota in the same (moto) DynamoDB.
+    let names: Vec<String> = ["attack", "virustotal", "related-cases"].iter().map(|s| s.to_string()).collect();
     let aws = Backend::aws(&moto_endpoint(), &unique_prefix("e2e"), &names).await.unwrap();
+    let shared = Shared { store: aws.store.clone(), clock: Arc::new(SystemClock), cache: true };
+    let vt_settings = SourceSettings {
+        url: Some(format!("{}/api/v3", vt_fake.url())),
+        key: Some("vt-key".into()),
+        quota: Some("1000/min".into()),
+        ..Default::default()
+    };
+    let sources: Vec<Arc<dyn Source>> = names.iter().map(|n| catalog::build(n, &vt_settings, &shared, "").unwrap()).collect();
     let tee = Arc::new(Tee { inner: aws.queue.clone(), sent: Mutex::new(Vec::new()) });
     let backend = Backend { queue: tee.clone(), ..aws };
     let xdr = Arc::new(XdrHttp::new(

@@ -9,22 +9,37 @@ use std::collections::HashMap;
 
 use dossier_core::ports::{DocStore, PutOutcome, ReplaceOutcome, StoreError, StoredDoc, Table};
 
+/// The three table names of a deployment.
+#[derive(Clone, Debug)]
+pub struct TableNames {
+    pub cases: String,
+    pub audit: String,
+    pub cache: String,
+}
+
+impl TableNames {
+    /// `<prefix>cases`, `<prefix>audit`, `<prefix>cache` (local runs and tests).
+    pub fn prefixed(prefix: &str) -> TableNames {
+        TableNames { cases: format!("{prefix}cases"), audit: format!("{prefix}audit"), cache: format!("{prefix}cache") }
+    }
+}
+
 #[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
-    cases_table: String,
-    audit_table: String,
+    tables: TableNames,
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, cases_table: impl Into<String>, audit_table: impl Into<String>) -> DynamoStore {
-        DynamoStore { client, cases_table: cases_table.into(), audit_table: audit_table.into() }
+    pub fn new(client: Client, tables: TableNames) -> DynamoStore {
+        DynamoStore { client, tables }
     }
 
     fn table(&self, t: Table) -> &str {
         match t {
-            Table::Cases => &self.cases_table,
-            Table::Audit => &self.audit_table,
+            Table::Cases => &self.tables.cases,
+            Table::Audit => &self.tables.audit,
+            Table::Cache => &self.tables.cache,
         }
     }
 }

@@ -7,14 +7,14 @@ use std::time::Duration;
 use dossier_core::config::PipelineConfig;
 use dossier_core::ports::{QueueName, SecretStore, SystemClock, XdrApi};
 use dossier_core::signing::LinkSigner;
-use dossier_core::sources::{AttackSource, IntelFeed, LookupLimits, NotConfigured, PerIndicator, Source, ATTACK_SOURCE, INTEL_FEED_SOURCE};
+use dossier_core::sources::Source;
 use dossier_core::stages::Context;
 
-use crate::dynamo::DynamoStore;
+use crate::dynamo::{DynamoStore, TableNames};
 use crate::env::{self, ConfigError};
 use crate::secrets::SecretsManager;
+use crate::sources::catalog::{self, Shared, SourceSettings};
 use crate::sqs::SqsQueue;
-use crate::virustotal::{self, VirusTotal};
 use crate::xdr::{XdrCredentials, XdrHttp};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +56,12 @@ pub fn queue_urls_from_env() -> HashMap<QueueName, String> {
 impl Aws {
     pub async fn from_env() -> Result<Aws, WiringError> {
         let sdk = crate::aws::sdk_config().await;
-        let store = DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            env::required("DOSSIER_CASES_TABLE")?,
-            env::required("DOSSIER_AUDIT_TABLE")?,
-        );
+        let tables = TableNames {
+            cases: env::required("DOSSIER_CASES_TABLE")?,
+            audit: env::required("DOSSIER_AUDIT_TABLE")?,
+            cache: env::var("DOSSIER_CACHE_TABLE").unwrap_or_default(),
+        };
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_urls_from_env());
         let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&sdk));
         Ok(Aws { store: Arc::new(store), queue: Arc::new(queue), secrets: Arc::new(secrets), config: Arc::new(env::pipeline_config()?) })
@@ -90,32 +91,31 @@ impl Aws {
             .map_err(|e| WiringError::Secret { var: "DOSSIER_LINK_KEY_SECRET_ARN", reason: e.to_string() })
     }
 
-    /// The one source a deployed enrich function serves (`DOSSIER_SOURCE`).
+    /// The one source a deployed enrich function serves (`DOSSIER_SOURCE`): its key from the
+    /// secret in `DOSSIER_<SOURCE>_SECRET_ARN`, its URL from `DOSSIER_<SOURCE>_URL`, its quota
+    /// from `DOSSIER_<SOURCE>_QUOTA`, file-backed sources from `DOSSIER_<SOURCE>_PATH`.
     pub async fn source(&self, name: &str) -> Result<Arc<dyn Source>, WiringError> {
-        Ok(match name {
-            ATTACK_SOURCE => Arc::new(AttackSource),
-            virustotal::NAME => match env::var("DOSSIER_VIRUSTOTAL_SECRET_ARN") {
-                Some(_) => {
-                    let key = self.secret("DOSSIER_VIRUSTOTAL_SECRET_ARN").await?;
-                    let base = env::var("DOSSIER_VIRUSTOTAL_URL").unwrap_or_else(|| virustotal::DEFAULT_BASE_URL.into());
-                    Arc::new(PerIndicator {
-                        inner: VirusTotal::new(&base, key.trim().to_string(), Duration::from_secs(10)),
-                        limits: LookupLimits::default(),
-                    })
-                }
-                None => Arc::new(NotConfigured { name: name.into(), reason: "no API key configured".into() }),
-            },
-            INTEL_FEED_SOURCE => match env::var("DOSSIER_INTEL_FEED_PATH") {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| ConfigError::Invalid { name: "DOSSIER_INTEL_FEED_PATH", reason: e.to_string() })?;
-                    let feed = IntelFeed::from_csv(&text)
-                        .map_err(|e| ConfigError::Invalid { name: "DOSSIER_INTEL_FEED_PATH", reason: e.to_string() })?;
-                    Arc::new(PerIndicator { inner: feed, limits: LookupLimits::default() })
-                }
-                None => Arc::new(NotConfigured { name: name.into(), reason: "no feed file configured".into() }),
-            },
-            other => Arc::new(NotConfigured { name: other.into(), reason: "this version has no adapter for the source".into() }),
-        })
+        let prefix = format!("DOSSIER_{}", name.to_ascii_uppercase().replace('-', "_"));
+        let var = |suffix: &str| std::env::var(format!("{prefix}_{suffix}")).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let key = match var("SECRET_ARN") {
+            Some(arn) => Some(
+                self.secrets
+                    .get_secret(&arn)
+                    .await
+                    .map_err(|e| WiringError::Secret { var: "DOSSIER_<SOURCE>_SECRET_ARN", reason: e.to_string() })?,
+            ),
+            None => None,
+        };
+        let data = match var("PATH") {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::Invalid { name: "DOSSIER_<SOURCE>_PATH", reason: format!("{path}: {e}") })?,
+            ),
+            None => None,
+        };
+        let settings = SourceSettings { url: var("URL"), key, data, quota: var("QUOTA"), timeout: None };
+        let shared = Shared { store: self.store.clone(), clock: Arc::new(SystemClock), cache: env::var("DOSSIER_CACHE_TABLE").is_some() };
+        catalog::build(name, &settings, &shared, &format!("set {prefix}_SECRET_ARN"))
+            .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_SOURCE", reason }.into())
     }
 }

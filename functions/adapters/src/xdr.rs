@@ -72,6 +72,7 @@ pub struct XdrHttp {
     generation: std::sync::Arc<tokio::sync::OnceCell<Generation>>,
     /// XDR runs at most 4 API queries per tenant at once; this client never holds more.
     xql_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Parallel XQL queries XDR allows per tenant.
@@ -98,6 +99,7 @@ impl XdrHttp {
             creds,
             generation,
             xql_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(XQL_MAX_PARALLEL)),
+            requests: std::sync::Arc::default(),
         }
     }
 
@@ -190,6 +192,7 @@ impl XdrHttp {
     }
 
     async fn get_raw(&self, path: &str) -> Result<String, XdrError> {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut req = self.http.get(format!("{}/public_api/v1/{path}", self.base_url));
         for (k, v) in self.auth_headers() {
             req = req.header(k, v);
@@ -280,6 +283,11 @@ impl XdrHttp {
             XqlOutcome::Stream(stream) => self.get_query_results_stream(&stream).await,
             XqlOutcome::Failed(why) => Err(XdrError::BadReply(format!("XQL query failed: {why}"))),
         }
+    }
+
+    /// Requests this client has sent (for per-source call accounting).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `xql/start_xql_query`: the execution id. A fifth parallel query is refused by XDR and
@@ -419,6 +427,7 @@ impl XdrHttp {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<String, XdrError> {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut req = self.http.post(format!("{}{path}", self.base_url)).json(body);
         for (k, v) in self.auth_headers() {
             req = req.header(k, v);

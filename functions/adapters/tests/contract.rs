@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_adapters::dynamo::DynamoStore;
+use dossier_adapters::dynamo::{DynamoStore, TableNames};
 use dossier_adapters::provision;
 use dossier_adapters::sqs::SqsQueue;
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
@@ -14,11 +14,11 @@ use dossier_tests::{moto_endpoint, unique_prefix};
 async fn moto_store(test: &str) -> DynamoStore {
     let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let prefix = unique_prefix(test);
-    let (cases, audit) = (format!("{prefix}cases"), format!("{prefix}audit"));
-    provision::ensure_table(&client, &cases).await.expect("create cases table");
-    provision::ensure_table(&client, &audit).await.expect("create audit table");
-    DynamoStore::new(client, cases, audit)
+    let tables = TableNames::prefixed(&unique_prefix(test));
+    for t in [&tables.cases, &tables.audit, &tables.cache] {
+        provision::ensure_table(&client, t).await.expect("create table");
+    }
+    DynamoStore::new(client, tables)
 }
 
 // ------------------------------------------------------------------------------------ DocStore
@@ -100,7 +100,7 @@ async fn dynamodb_rejects_oversized_and_reports_missing_tables() {
     let err = store.put_new(Table::Cases, "t#1", "big", &big, None).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
-    let missing = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "no-such-table", "no-such-audit");
+    let missing = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), TableNames::prefixed("no-such-"));
     let err = missing.get(Table::Cases, "a", "b").await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
 }

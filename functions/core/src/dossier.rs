@@ -27,6 +27,8 @@ pub struct SourceVerdict {
     pub verdict: VerdictLevel,
     pub summary: String,
     pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +80,11 @@ pub struct Dossier {
     pub sources: Vec<SourceLine>,
     /// Sources that had not reported when synthesis started.
     pub missing_sources: Vec<String>,
+    #[serde(default)]
+    pub related_cases: Vec<crate::offline::RelatedCase>,
+    /// The most critical business criticality among the case's assets, when a CMDB says.
+    #[serde(default)]
+    pub asset_criticality: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +155,7 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
                     verdict: v.verdict,
                     summary: clean_text(&v.summary, 200),
                     link: v.link.clone(),
+                    facts: v.facts.clone(),
                 });
             }
         }
@@ -189,7 +197,24 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
     } else {
         (case.severity, "no source flags any indicator; severity left as XDR set it".to_string())
     };
+    // A flagged indicator on a most-critical asset (CMDB criticality 1) is one level worse.
+    let asset_criticality = indicators
+        .iter()
+        .filter(|f| f.kind == IndicatorKind::Hostname)
+        .flat_map(|f| f.verdicts.iter())
+        .flat_map(|v| v.facts.iter().filter(|(k, _)| k == "criticality").map(|(_, c)| c.clone()))
+        .min_by_key(|c| c.trim().chars().next().and_then(|d| d.to_digit(10)).unwrap_or(9));
+    let crown_jewel = asset_criticality.as_deref().is_some_and(|c| c.trim_start().starts_with('1'));
+    let (assessed, severity_reason) = if crown_jewel && assessed >= Severity::Medium && assessed < Severity::Critical {
+        (
+            bump(assessed),
+            format!("{severity_reason}, on an asset of business criticality {}", asset_criticality.clone().unwrap_or_default()),
+        )
+    } else {
+        (assessed, severity_reason)
+    };
     let severity = assessed.max(case.severity);
+    let related_cases: Vec<crate::offline::RelatedCase> = reports.iter().flat_map(|r| r.related_cases.iter().cloned()).collect();
 
     let hosts: Vec<String> = case.indicators.iter().filter(|i| i.kind == IndicatorKind::Hostname).map(|i| i.value.clone()).collect();
     let users: Vec<String> = case.indicators.iter().filter(|i| i.kind == IndicatorKind::User).map(|i| i.value.clone()).collect();
@@ -269,6 +294,16 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
             .map(|r| SourceLine { name: r.source.clone(), status: r.status, calls: r.calls, note: r.note.clone() })
             .collect(),
         missing_sources: missing_sources.to_vec(),
+        related_cases,
+        asset_criticality,
+    }
+}
+
+fn bump(s: Severity) -> Severity {
+    match s {
+        Severity::Medium => Severity::High,
+        Severity::High => Severity::Critical,
+        other => other,
     }
 }
 
@@ -417,10 +452,24 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             let _ = writeln!(s, "- … and {} more", shown.len() - 25);
         }
     }
-    let entities: Vec<String> =
-        d.indicators.iter().filter(|f| f.kind.is_entity()).take(12).map(|f| format!("{} {}", f.kind, clean_text(&f.value, 100))).collect();
-    if !entities.is_empty() {
-        let _ = writeln!(s, "\nENTITIES\n{}", entities.join(", "));
+    let (with_context, bare): (Vec<&IndicatorFinding>, Vec<&IndicatorFinding>) =
+        d.indicators.iter().filter(|f| f.kind.is_entity()).partition(|f| !f.verdicts.is_empty());
+    if !with_context.is_empty() {
+        let _ = writeln!(s, "\nASSETS AND IDENTITIES");
+        for f in with_context.iter().take(10) {
+            let context = f.verdicts.iter().map(|v| format!("{}: {}", v.source, v.summary)).collect::<Vec<_>>().join("; ");
+            let _ = writeln!(s, "- {} {}: {}", f.kind, clean_text(&f.value, 100), context);
+        }
+    }
+    if !bare.is_empty() {
+        let names: Vec<String> = bare.iter().take(12).map(|f| format!("{} {}", f.kind, clean_text(&f.value, 100))).collect();
+        let _ = writeln!(s, "\nENTITIES\n{}", names.join(", "));
+    }
+    if !d.related_cases.is_empty() {
+        let _ = writeln!(s, "\nRELATED CASES");
+        for r in d.related_cases.iter().take(5) {
+            let _ = writeln!(s, "- incident {} ({:.0}%): {}", r.case.incident_id, r.score * 100.0, clean_text(&r.reason, 300));
+        }
     }
     if !d.techniques.is_empty() {
         let _ = writeln!(s, "\nATT&CK (v{})", crate::attack::ATTACK_VERSION);

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod http;
 pub mod indicator;
 pub mod messages;
+pub mod offline;
 pub mod ports;
 pub mod ratelimit;
 pub mod repo;

@@ -15,6 +15,8 @@ pub enum Table {
     Cases,
     /// Append-only audit trail.
     Audit,
+    /// Source answers per indicator, expiring by TTL.
+    Cache,
 }
 
 /// A stored document with its optimistic-concurrency version (1 on first write).

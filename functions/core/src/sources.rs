@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use crate::attack::{attack, GroupMatch, Resolved, Technique};
 use crate::case::Case;
 use crate::indicator::{normalise, Indicator, IndicatorKind, InternalNames};
+use crate::ports::{Clock, DocStore, Table};
+use crate::ratelimit::{LimitError, RateLimit, RateLimiter};
+use sha2::Digest;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,6 +56,64 @@ pub struct IndicatorVerdict {
     pub summary: String,
     /// Where an analyst can look further.
     pub link: Option<String>,
+    /// Structured context (owner, criticality, pulses, risk level...), bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<(String, String)>,
+    /// A size-bounded excerpt of the raw answer (items are capped at 400 KB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_excerpt: Option<String>,
+}
+
+/// Longest raw excerpt kept per verdict.
+pub const MAX_RAW_EXCERPT: usize = 2048;
+const MAX_FACTS: usize = 16;
+
+impl IndicatorVerdict {
+    pub fn new(indicator: &Indicator, verdict: VerdictLevel, summary: impl Into<String>) -> IndicatorVerdict {
+        IndicatorVerdict {
+            kind: indicator.kind,
+            value: indicator.value.clone(),
+            verdict,
+            score: None,
+            summary: summary.into().chars().take(300).collect(),
+            link: None,
+            facts: Vec::new(),
+            raw_excerpt: None,
+        }
+    }
+
+    pub fn score(mut self, score: f64) -> Self {
+        self.score = Some(score.clamp(0.0, 100.0));
+        self
+    }
+
+    pub fn link(mut self, link: impl Into<String>) -> Self {
+        self.link = Some(link.into());
+        self
+    }
+
+    /// Adds a fact if it has a value; at most 16, each value bounded.
+    pub fn fact(mut self, name: &str, value: impl Into<String>) -> Self {
+        let value: String = value.into();
+        if !value.trim().is_empty() && self.facts.len() < MAX_FACTS {
+            self.facts.push((name.to_string(), crate::dossier::clean_text(value.trim(), 300)));
+        }
+        self
+    }
+
+    /// Keeps a bounded excerpt of the raw answer, cut on a character boundary.
+    pub fn raw(mut self, raw: &str) -> Self {
+        let mut end = raw.len().min(MAX_RAW_EXCERPT);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.raw_excerpt = Some(raw[..end].to_string());
+        self
+    }
+
+    pub fn fact_value(&self, name: &str) -> Option<&str> {
+        self.facts.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +157,9 @@ pub struct SourceReport {
     /// Per-indicator failures, bounded.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Other cases sharing indicators with this one (the related-cases source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related_cases: Vec<crate::offline::RelatedCase>,
 }
 
 impl SourceReport {
@@ -109,6 +174,7 @@ impl SourceReport {
             techniques: Vec::new(),
             groups: Vec::new(),
             errors: Vec::new(),
+            related_cases: Vec::new(),
         }
     }
 }
@@ -154,15 +220,27 @@ pub enum LookupError {
     Timeout,
 }
 
+/// Counts the HTTP requests a lookup sends (what `calls` in a report means).
+#[derive(Debug, Default)]
+pub struct CallCounter(std::sync::atomic::AtomicU32);
+
+impl CallCounter {
+    pub fn add(&self, n: u32) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[async_trait]
 pub trait IndicatorSource: Send + Sync {
     fn name(&self) -> &'static str;
     fn accepts(&self, kind: IndicatorKind) -> bool;
     /// True when lookups leave the organisation: internal indicators are then never sent.
     fn sends_externally(&self) -> bool;
-    /// HTTP requests one lookup costs.
-    fn calls_per_lookup(&self) -> u32;
-    async fn lookup(&self, indicator: &Indicator) -> Result<Lookup, LookupError>;
+    /// Looks one indicator up, counting every request it sends.
+    async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError>;
 }
 
 /// Limits applied around a per-indicator source.
@@ -180,10 +258,133 @@ impl Default for LookupLimits {
     }
 }
 
-/// Runs an `IndicatorSource` over a case's indicators.
+/// Answers per (source, indicator), kept for a TTL: the same indicator in 100 cases is looked
+/// up once. "Not found" is kept shorter (it may appear at the source any time).
+#[derive(Clone)]
+pub struct LookupCache {
+    store: Arc<dyn DocStore>,
+    clock: Arc<dyn Clock>,
+    pub positive_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    expires_at_ms: i64,
+    found: Option<IndicatorVerdict>,
+}
+
+impl LookupCache {
+    pub fn new(store: Arc<dyn DocStore>, clock: Arc<dyn Clock>) -> LookupCache {
+        LookupCache { store, clock, positive_ttl: Duration::from_secs(24 * 3600), negative_ttl: Duration::from_secs(6 * 3600) }
+    }
+
+    fn key(indicator: &Indicator) -> String {
+        // Sort keys are capped at 1 KB: long values (URLs) are keyed by their hash.
+        if indicator.value.len() > 200 {
+            format!("{}:sha256:{}", indicator.kind, hex::encode(sha2::Sha256::digest(indicator.value.as_bytes())))
+        } else {
+            format!("{}:{}", indicator.kind, indicator.value)
+        }
+    }
+
+    /// A fresh cached answer. A cache that cannot be read is a miss, never an error.
+    pub async fn get(&self, source: &str, indicator: &Indicator) -> Option<Lookup> {
+        let doc = match self.store.get(Table::Cache, source, &Self::key(indicator)).await {
+            Ok(d) => d?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache unavailable; looking up");
+                return None;
+            }
+        };
+        let cached: Cached = serde_json::from_str(&doc.body).ok()?;
+        if cached.expires_at_ms <= self.clock.now_ms() {
+            return None;
+        }
+        Some(cached.found.map_or(Lookup::NotFound, Lookup::Found))
+    }
+
+    pub async fn put(&self, source: &str, indicator: &Indicator, lookup: &Lookup) {
+        let ttl = match lookup {
+            Lookup::Found(_) => self.positive_ttl,
+            Lookup::NotFound => self.negative_ttl,
+        };
+        let expires_at_ms = self.clock.now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let found = match lookup {
+            Lookup::Found(v) => Some(v.clone()),
+            Lookup::NotFound => None,
+        };
+        let Ok(body) = serde_json::to_string(&Cached { expires_at_ms, found }) else { return };
+        let key = Self::key(indicator);
+        let result = match self.store.get(Table::Cache, source, &key).await {
+            Ok(Some(old)) => self.store.replace(Table::Cache, source, &key, &body, old.version).await.map(drop),
+            Ok(None) => self.store.put_new(Table::Cache, source, &key, &body, Some(expires_at_ms / 1000)).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            // Losing a cache write costs one more lookup later, nothing else.
+            tracing::warn!(error = %e, "cache write failed");
+        }
+    }
+}
+
+/// Quotas shared by every invocation of a source (e.g. VirusTotal public: 4/min and 500/day).
+#[derive(Clone)]
+pub struct Quota {
+    pub limiter: RateLimiter,
+    pub limits: Vec<RateLimit>,
+}
+
+/// Runs an `IndicatorSource` over a case's indicators: filters, caches, spends quota, bounds time.
 pub struct PerIndicator<S> {
     pub inner: S,
     pub limits: LookupLimits,
+    pub cache: Option<LookupCache>,
+    pub quota: Option<Quota>,
+}
+
+impl<S: IndicatorSource> PerIndicator<S> {
+    pub fn new(inner: S) -> PerIndicator<S> {
+        PerIndicator { inner, limits: LookupLimits::default(), cache: None, quota: None }
+    }
+    pub fn with_limits(mut self, limits: LookupLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+    pub fn with_cache(mut self, cache: LookupCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    async fn one(&self, ind: &Indicator, calls: &CallCounter) -> (Result<Lookup, LookupError>, bool) {
+        let name = self.inner.name();
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.get(name, ind).await {
+                return (Ok(hit), true);
+            }
+        }
+        if let Some(q) = &self.quota {
+            for limit in &q.limits {
+                match q.limiter.acquire(limit).await {
+                    Ok(()) => {}
+                    Err(LimitError::Exhausted { after, .. }) => return (Err(LookupError::RateLimited { retry_after: Some(after) }), false),
+                    Err(LimitError::Store(e)) => return (Err(LookupError::Transport(format!("quota store: {e}"))), false),
+                }
+            }
+        }
+        let result = match tokio::time::timeout(self.limits.per_lookup_timeout, self.inner.lookup(ind, calls)).await {
+            Ok(r) => r,
+            Err(_) => Err(LookupError::Timeout),
+        };
+        if let (Some(cache), Ok(lookup)) = (&self.cache, &result) {
+            cache.put(name, ind, lookup).await;
+        }
+        (result, false)
+    }
 }
 
 #[async_trait]
@@ -207,23 +408,23 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
         }
         let over_cap = eligible.len().saturating_sub(self.limits.max_lookups);
         let lookups: Vec<Indicator> = eligible.into_iter().take(self.limits.max_lookups).cloned().collect();
-        let results: Vec<(Indicator, Result<Lookup, LookupError>)> = stream::iter(lookups)
+        let calls = CallCounter::default();
+        let calls_ref = &calls;
+        let results: Vec<(Indicator, Result<Lookup, LookupError>, bool)> = stream::iter(lookups)
             .map(|ind: Indicator| async move {
-                let r = match tokio::time::timeout(self.limits.per_lookup_timeout, self.inner.lookup(&ind)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(LookupError::Timeout),
-                };
-                (ind, r)
+                let (r, cached) = self.one(&ind, calls_ref).await;
+                (ind, r, cached)
             })
             .buffer_unordered(self.limits.concurrency.max(1))
             .collect()
             .await;
         let mut report = SourceReport::skipped(name, "");
         report.note = None;
-        report.calls = u32::try_from(results.len()).unwrap_or(u32::MAX) * self.inner.calls_per_lookup();
-        let (mut found, mut not_found, mut timeouts) = (0usize, 0usize, 0usize);
+        report.calls = calls.get();
+        let (mut found, mut not_found, mut timeouts, mut cached) = (0usize, 0usize, 0usize, 0usize);
         let mut retry_after: Option<Duration> = None;
-        for (ind, r) in results {
+        for (ind, r, was_cached) in results {
+            cached += usize::from(was_cached);
             match r {
                 Ok(Lookup::Found(v)) => {
                     found += 1;
@@ -244,7 +445,8 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             }
         }
         if let Some(after) = retry_after {
-            return Err(Deferred { source_name: name.to_string(), after, reason: "rate limited by the source".into() });
+            // What was answered is cached; the retry spends quota only on the rest.
+            return Err(Deferred { source_name: name.to_string(), after, reason: "quota exhausted or rate limited by the source".into() });
         }
         report.verdicts.sort_by(|a, b| b.verdict.cmp(&a.verdict).then_with(|| a.value.cmp(&b.value)));
         let failed = report.errors.len();
@@ -258,6 +460,9 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             SourceStatus::Error
         };
         let mut note = format!("{found} found, {not_found} unknown to the source");
+        if cached > 0 {
+            note.push_str(&format!(", {cached} from cache"));
+        }
         if failed > 0 {
             note.push_str(&format!(", {failed} failed"));
         }
@@ -370,16 +575,16 @@ impl IntelFeed {
             let verdict = VerdictLevel::parse(cols[2])
                 .ok_or_else(|| FeedError { line: line_no, reason: format!("unknown verdict `{}`", cols[2]) })?;
             let score = cols[3].trim().parse::<f64>().ok().filter(|s| (0.0..=100.0).contains(s));
-            entries.push(IndicatorVerdict {
-                kind: ind.kind,
-                value: ind.value,
-                verdict,
-                score,
-                summary: cols[4].trim().to_string(),
-                link: cols.get(5).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
-            });
+            let mut v = IndicatorVerdict::new(&ind, verdict, cols[4].trim());
+            v.score = score;
+            v.link = cols.get(5).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+            entries.push(v);
         }
         Ok(IntelFeed { entries })
+    }
+
+    pub fn from_entries(entries: Vec<IndicatorVerdict>) -> IntelFeed {
+        IntelFeed { entries }
     }
 
     pub fn len(&self) -> usize {
@@ -402,10 +607,7 @@ impl IndicatorSource for IntelFeed {
     fn sends_externally(&self) -> bool {
         false
     }
-    fn calls_per_lookup(&self) -> u32 {
-        0
-    }
-    async fn lookup(&self, indicator: &Indicator) -> Result<Lookup, LookupError> {
+    async fn lookup(&self, indicator: &Indicator, _calls: &CallCounter) -> Result<Lookup, LookupError> {
         Ok(self
             .entries
             .iter()
@@ -443,10 +645,8 @@ mod tests {
         fn sends_externally(&self) -> bool {
             true
         }
-        fn calls_per_lookup(&self) -> u32 {
-            1
-        }
-        async fn lookup(&self, i: &Indicator) -> Result<Lookup, LookupError> {
+        async fn lookup(&self, i: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
+            calls.add(1);
             self.0.lock().unwrap().push(i.value.clone());
             match &self.1 {
                 Some(e) => Err(e.clone()),
@@ -457,7 +657,7 @@ mod tests {
 
     #[tokio::test]
     async fn internal_indicators_never_reach_external_sources() {
-        let src = PerIndicator { inner: Recording(Default::default(), None), limits: LookupLimits::default() };
+        let src = PerIndicator::new(Recording(Default::default(), None));
         let c = case_with(
             vec![ind(IndicatorKind::Ipv4, "10.0.0.1"), ind(IndicatorKind::Ipv4, "8.8.8.8"), ind(IndicatorKind::Hostname, "pc1")],
             vec![],
@@ -469,12 +669,46 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_defers_the_whole_source() {
-        let src = PerIndicator {
-            inner: Recording(Default::default(), Some(LookupError::RateLimited { retry_after: Some(Duration::from_secs(30)) })),
-            limits: LookupLimits::default(),
-        };
+        let src =
+            PerIndicator::new(Recording(Default::default(), Some(LookupError::RateLimited { retry_after: Some(Duration::from_secs(30)) })));
         let c = case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8")], vec![]);
         assert_eq!(src.enrich(&c).await.unwrap_err().after, Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn the_cache_answers_repeat_lookups_until_its_ttl() {
+        use crate::embedded::{ManualClock, MemoryStore};
+        let clock = Arc::new(ManualClock::new(0));
+        let cache = LookupCache::new(Arc::new(MemoryStore::new()), clock.clone());
+        let src = PerIndicator::new(Recording(Default::default(), None)).with_cache(cache);
+        let c = case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8")], vec![]);
+        assert_eq!(src.enrich(&c).await.unwrap().calls, 1);
+        for _ in 0..100 {
+            let r = src.enrich(&c).await.unwrap();
+            assert_eq!((r.calls, r.status), (0, SourceStatus::NotFound));
+        }
+        // Negative answers live 6 hours.
+        clock.advance(Duration::from_secs(6 * 3600 + 1));
+        assert_eq!(src.enrich(&c).await.unwrap().calls, 1);
+        assert_eq!(src.inner.0.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_quota_defers_without_calling() {
+        use crate::embedded::{ManualClock, MemoryStore};
+        let clock = Arc::new(ManualClock::new(0));
+        let limiter = RateLimiter::new(Arc::new(MemoryStore::new()), clock.clone());
+        let quota = Quota { limiter, limits: vec![RateLimit { name: "rec-minute".into(), limit: 2, window: Duration::from_secs(60) }] };
+        let src = PerIndicator::new(Recording(Default::default(), None))
+            .with_quota(quota)
+            .with_limits(LookupLimits { concurrency: 1, ..LookupLimits::default() });
+        let c = case_with(
+            vec![ind(IndicatorKind::Ipv4, "8.8.8.8"), ind(IndicatorKind::Ipv4, "9.9.9.9"), ind(IndicatorKind::Ipv4, "1.1.1.1")],
+            vec![],
+        );
+        let deferred = src.enrich(&c).await.unwrap_err();
+        assert!(deferred.after <= Duration::from_secs(61), "{deferred:?}");
+        assert_eq!(src.inner.0.lock().unwrap().len(), 2, "only the quota's worth of calls");
     }
 
     #[tokio::test]
@@ -494,7 +728,7 @@ mod tests {
             "type,value,verdict,score,description,reference\nipv4,8.8.8.8,malicious,90,C2 server,https://intel.example/1\n",
         )
         .unwrap();
-        let src = PerIndicator { inner: feed, limits: LookupLimits::default() };
+        let src = PerIndicator::new(feed);
         let r = src.enrich(&case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8")], vec![])).await.unwrap();
         assert_eq!(r.verdicts[0].verdict, VerdictLevel::Malicious);
         assert_eq!(r.calls, 0);

@@ -9,6 +9,14 @@ pub fn format_utc(epoch_ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
+/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds: `2019-12-08T12:08:29.185Z`.
+pub fn format_rfc3339(epoch_ms: i64) -> String {
+    let secs = epoch_ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, epoch_ms.rem_euclid(1000))
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into epoch milliseconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -93,6 +101,8 @@ mod tests {
         assert_eq!(parse_rfc3339("2019-12-08T12:08:29.185Z"), Some(1_575_806_909_185));
         assert_eq!(parse_rfc3339("2019-12-08T14:08:29+02:00"), Some(1_575_806_909_000));
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_rfc3339(1_575_806_909_185), "2019-12-08T12:08:29.185Z");
+        assert_eq!(parse_rfc3339(&format_rfc3339(1_575_806_909_185)), Some(1_575_806_909_185));
     }
 
     #[test]

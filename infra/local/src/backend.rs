@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
-use dossier_adapters::dynamo::DynamoStore;
+use dossier_adapters::dynamo::{DynamoStore, TableNames};
 use dossier_adapters::sqs::SqsQueue;
 use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
@@ -38,14 +38,14 @@ impl Backend {
     pub async fn aws(endpoint: &str, prefix: &str, sources: &[String]) -> Result<Backend, String> {
         let sdk = dossier_adapters::aws::sdk_config_for(endpoint).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let cases = format!("{prefix}cases");
-        let audit = format!("{prefix}audit");
-        dossier_adapters::provision::ensure_table(&ddb, &cases).await?;
-        dossier_adapters::provision::ensure_table(&ddb, &audit).await?;
+        let tables = TableNames::prefixed(prefix);
+        for t in [&tables.cases, &tables.audit, &tables.cache] {
+            dossier_adapters::provision::ensure_table(&ddb, t).await?;
+        }
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let urls = dossier_adapters::provision::ensure_queues(&sqs, prefix, &queue_names(sources), 30).await?;
         let queue = Arc::new(SqsQueue::new(sqs, urls));
-        Ok(Backend { store: Arc::new(DynamoStore::new(ddb, cases, audit)), queue: queue.clone(), consumer: queue, memory_queue: None })
+        Ok(Backend { store: Arc::new(DynamoStore::new(ddb, tables)), queue: queue.clone(), consumer: queue, memory_queue: None })
     }
 }
 

@@ -118,10 +118,11 @@ async fn pipeline(
     aws_endpoint: Option<&str>,
     webhook_secret: Vec<u8>,
 ) -> Result<LocalPipeline, BadInput> {
-    let sources = dossier_local::sources::local_sources().map_err(|e| BadInput(e.to_string()))?;
-    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
+    let names = dossier_local::sources::names();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = backend(aws_endpoint, clock.clone(), &names).await?;
+    let shared = dossier_adapters::sources::catalog::Shared { store: backend.store.clone(), clock: clock.clone(), cache: true };
+    let sources = dossier_local::sources::local_sources(&shared).map_err(|e| BadInput(e.to_string()))?;
     Ok(LocalPipeline::new(PipelineParts { backend, config, clock, xdr, sources, signer: local_signer()?, webhook_secret }))
 }
 

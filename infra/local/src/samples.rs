@@ -20,3 +20,5 @@ pub const SAMPLES: &[Sample] = &[
 ];
 
 pub const INTEL_FEED: &str = include_str!("../samples/intel-feed.csv");
+
+pub const CMDB_EXPORT: &str = include_str!("../samples/cmdb-export.csv");

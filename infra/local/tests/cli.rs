@@ -260,3 +260,76 @@ fn serve_takes_webhooks_and_approvals_over_http() {
     assert_eq!(http(&addr, "GET", "/approve?t=k1.abc.def", &[], "").0, 403);
     assert_eq!(http(&addr, "GET", "/approve", &[], "").0, 400);
 }
+
+/// A 1,000-alert incident with 300 distinct external indicators (100 IPs, 100 domains, 100
+/// hashes) and 50 internal IPs, run with VirusTotal, OTX and AbuseIPDB pointed at local fakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ti_sources_call_once_per_external_indicator_and_never_for_internal_ones() {
+    use dossier_tests::{FakeServer, Reply};
+    let alerts: Vec<Value> = (0..1000)
+        .map(|i| {
+            let n = i % 100;
+            serde_json::json!({
+                "alert_id": i.to_string(), "name": "Beacon", "host_name": format!("ws-{:03}", i % 50),
+                "host_ip": format!("10.1.{}.{}", (i % 50) / 10, i % 50 + 1),
+                "action_remote_ip": format!("45.{}.{}.7", n / 50 + 10, n % 50 + 1),
+                "dns_query_name": format!("c2-{n}.bad-example.com"),
+                "action_file_sha256": format!("{:064x}", n + 1),
+            })
+        })
+        .collect();
+    let incident = serde_json::json!({"reply": {"incident": {"incident_id": "9000", "severity": "high"}, "alerts": {"total_count": 1000, "data": alerts},
+        "network_artifacts": {"data": []}, "file_artifacts": {"data": []}}});
+    let path = std::env::temp_dir().join(format!("dossier-1000-{}.json", std::process::id()));
+    std::fs::write(&path, incident.to_string()).unwrap();
+
+    let vt = FakeServer::start().await;
+    vt.on("GET", "/api/v3/*", Reply::json(404, r#"{"error": {"code": "NotFoundError", "message": "x"}}"#));
+    let otx = FakeServer::start().await;
+    otx.on("GET", "/api/v1/*", Reply::json(200, r#"{"pulse_info": {"count": 0, "pulses": []}, "validation": []}"#));
+    let abuse = FakeServer::start().await;
+    abuse.on(
+        "GET",
+        "/api/v2/check",
+        Reply::json(200, r#"{"data": {"abuseConfidenceScore": 0, "totalReports": 0, "isWhitelisted": false}}"#),
+    );
+    let (vt_url, otx_url, abuse_url) = (format!("{}/api/v3", vt.url()), format!("{}/api/v1", otx.url()), format!("{}/api/v2", abuse.url()));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["run", "--extra-data", path.to_str().unwrap(), "--json"])
+            .env("RUST_LOG", "error")
+            .env("DOSSIER_VIRUSTOTAL_URL", vt_url)
+            .env("DOSSIER_VIRUSTOTAL_KEY", "k")
+            .env("DOSSIER_VIRUSTOTAL_QUOTA", "100000/min")
+            .env("DOSSIER_OTX_URL", otx_url)
+            .env("DOSSIER_OTX_KEY", "k")
+            .env("DOSSIER_ABUSEIPDB_URL", abuse_url)
+            .env("DOSSIER_ABUSEIPDB_KEY", "k")
+            .env("DOSSIER_ABUSEIPDB_QUOTA", "100000/min")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let external = v["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["internal"] == false && ["ipv4", "domain", "sha256"].contains(&i["type"].as_str().unwrap()))
+        .count();
+    let internal_ips = v["indicators"].as_array().unwrap().iter().filter(|i| i["internal"] == true && i["type"] == "ipv4").count();
+    assert_eq!((external, internal_ips), (300, 50));
+    let calls = |name: &str| v["sources"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["calls"].as_u64().unwrap();
+    assert_eq!(calls("virustotal"), 300);
+    assert_eq!(calls("otx"), 300);
+    assert_eq!(calls("abuseipdb"), 100, "IPs only");
+    assert_eq!(vt.requests().len(), 300);
+    for fake in [&vt, &otx, &abuse] {
+        assert!(
+            fake.requests().iter().all(|r| !r.path.contains("/10.1.") && !r.path.contains("/ws-")),
+            "no internal indicator left the building"
+        );
+    }
+}

@@ -69,6 +69,7 @@ impl Collect {
             })
             .await?;
         if let Some(case) = updated {
+            crate::offline::index_case(self.ctx.store.as_ref(), &case, now).await?;
             info!(indicators = case.indicators.len(), techniques = case.techniques.len(), alerts = case.alert_count, "collected");
             self.fan_out(&case).await?;
         }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use dossier_core::indicator::{Indicator, IndicatorKind};
-use dossier_core::sources::{IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 
 pub const NAME: &str = "virustotal";
 pub const DEFAULT_BASE_URL: &str = "https://www.virustotal.com/api/v3";
@@ -44,7 +44,7 @@ impl VirusTotal {
 }
 
 /// Turns a v3 object into a verdict. Pure; tested on the recorded fixtures.
-pub fn verdict_from(kind: IndicatorKind, value: &str, body: &Value, threshold: u64) -> Result<IndicatorVerdict, LookupError> {
+pub fn verdict_from(indicator: &Indicator, body: &Value, threshold: u64) -> Result<IndicatorVerdict, LookupError> {
     let data = body.get("data").ok_or_else(|| LookupError::BadReply("no `data` object".into()))?;
     let attrs = data.get("attributes").ok_or_else(|| LookupError::BadReply("no `data.attributes`".into()))?;
     let stats = attrs.get("last_analysis_stats").and_then(Value::as_object);
@@ -64,32 +64,38 @@ pub fn verdict_from(kind: IndicatorKind, value: &str, body: &Value, threshold: u
     if suspicious > 0 {
         summary.push_str(&format!(", {suspicious} suspicious"));
     }
-    if let Some(label) = attrs.pointer("/popular_threat_classification/suggested_threat_label").and_then(Value::as_str) {
+    let label = attrs.pointer("/popular_threat_classification/suggested_threat_label").and_then(Value::as_str);
+    if let Some(label) = label {
         summary.push_str(&format!("; label {label}"));
     }
-    if let Some(rep) = attrs.get("reputation").and_then(Value::as_i64) {
+    let reputation = attrs.get("reputation").and_then(Value::as_i64);
+    if let Some(rep) = reputation {
         summary.push_str(&format!("; reputation {rep}"));
     }
-    if let Some(owner) = attrs.get("as_owner").and_then(Value::as_str) {
+    let owner = attrs.get("as_owner").and_then(Value::as_str).map(|owner| {
         let asn = attrs.get("asn").and_then(Value::as_i64).map_or(String::new(), |a| format!("AS{a} "));
-        summary.push_str(&format!("; {asn}{owner}"));
+        format!("{asn}{owner}")
+    });
+    if let Some(o) = &owner {
+        summary.push_str(&format!("; {o}"));
     }
-    let score = (engines > 0).then(|| (malicious as f64 / engines as f64 * 1000.0).round() / 10.0);
-    let gui = match kind {
+    let gui = match indicator.kind {
         IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => "ip-address",
         IndicatorKind::Domain => "domain",
         IndicatorKind::Url => "url",
         _ => "file",
     };
-    let id = data.get("id").and_then(Value::as_str).unwrap_or(value);
-    Ok(IndicatorVerdict {
-        kind,
-        value: value.to_string(),
-        verdict,
-        score,
-        summary: summary.chars().take(300).collect(),
-        link: Some(format!("https://www.virustotal.com/gui/{gui}/{id}")),
-    })
+    let id = data.get("id").and_then(Value::as_str).unwrap_or(&indicator.value);
+    let mut v = IndicatorVerdict::new(indicator, verdict, summary)
+        .link(format!("https://www.virustotal.com/gui/{gui}/{id}"))
+        .fact("engines_malicious", malicious.to_string())
+        .fact("engines_total", engines.to_string())
+        .fact("threat_label", label.unwrap_or_default())
+        .fact("network_owner", owner.unwrap_or_default());
+    if engines > 0 {
+        v = v.score((malicious as f64 / engines as f64 * 1000.0).round() / 10.0);
+    }
+    Ok(v)
 }
 
 #[async_trait]
@@ -106,11 +112,7 @@ impl IndicatorSource for VirusTotal {
         true
     }
 
-    fn calls_per_lookup(&self) -> u32 {
-        1
-    }
-
-    async fn lookup(&self, indicator: &Indicator) -> Result<Lookup, LookupError> {
+    async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
         if indicator.internal {
             // Second line of defence behind the runner's filter.
             return Err(LookupError::BadReply("refused: internal indicator".into()));
@@ -118,39 +120,10 @@ impl IndicatorSource for VirusTotal {
         let Some((path, _)) = Self::path(indicator.kind, &indicator.value) else {
             return Err(LookupError::BadReply(format!("VirusTotal does not look up {}", indicator.kind)));
         };
-        let resp = self.http.get(format!("{}/{path}", self.base_url)).header("x-apikey", &self.api_key).send().await.map_err(|e| {
-            if e.is_timeout() {
-                LookupError::Timeout
-            } else {
-                LookupError::Transport(if e.is_connect() { "connection failed".into() } else { "request failed".into() })
-            }
-        })?;
-        let status = resp.status().as_u16();
-        let retry_after = crate::http_client::retry_after(resp.headers());
-        let body = resp.text().await.map_err(|e| {
-            if e.is_timeout() {
-                LookupError::Timeout
-            } else {
-                LookupError::Transport("reading the body failed".into())
-            }
-        })?;
-        match status {
-            200 => {
-                let v: Value = serde_json::from_str(&body).map_err(|e| LookupError::BadReply(format!("not JSON: {e}")))?;
-                verdict_from(indicator.kind, &indicator.value, &v, self.malicious_threshold).map(Lookup::Found)
-            }
-            404 => Ok(Lookup::NotFound),
-            429 => Err(LookupError::RateLimited { retry_after }),
-            401 | 403 => Err(LookupError::Unauthorized(error_code(&body))),
-            500..=599 => Err(LookupError::Server(format!("HTTP {status} {}", error_code(&body)))),
-            _ => Err(LookupError::BadReply(format!("HTTP {status} {}", error_code(&body)))),
+        let req = self.http.get(format!("{}/{path}", self.base_url)).header("x-apikey", &self.api_key);
+        match super::send(req, calls).await? {
+            None => Ok(Lookup::NotFound),
+            Some(answer) => Ok(Lookup::Found(verdict_from(indicator, &answer.json, self.malicious_threshold)?.raw(&answer.raw))),
         }
     }
-}
-
-fn error_code(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/error/code").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_default()
 }

@@ -1,0 +1,182 @@
+//! Microsoft Graph / Entra ID: the identity behind an XDR user (enabled, job, department,
+//! sign-in activity), its groups, recent sign-ins and Identity Protection risk state.
+//! Client-credentials token, cached until shortly before it expires.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+use super::{enc, send, text};
+use dossier_core::indicator::{Indicator, IndicatorKind};
+use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+
+pub const NAME: &str = "msgraph";
+pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
+
+/// The secret: `{"tenant_id", "client_id", "client_secret"[, "token_url"]}`.
+#[derive(Clone, Deserialize)]
+pub struct GraphCredentials {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default)]
+    pub token_url: Option<String>,
+}
+
+impl std::fmt::Debug for GraphCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphCredentials").field("tenant_id", &self.tenant_id).field("client_id", &self.client_id).finish_non_exhaustive()
+    }
+}
+
+pub struct MsGraph {
+    http: reqwest::Client,
+    base_url: String,
+    creds: GraphCredentials,
+    token: Mutex<Option<(String, Instant)>>,
+    /// UPN suffix for `DOMAIN\user` names (`corp.example.com` → `user@corp.example.com`).
+    pub upn_suffix: Option<String>,
+}
+
+impl MsGraph {
+    pub fn new(base_url: &str, creds: GraphCredentials, timeout: Duration) -> MsGraph {
+        MsGraph {
+            http: crate::http_client::client(timeout),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            creds,
+            token: Mutex::new(None),
+            upn_suffix: None,
+        }
+    }
+
+    async fn token(&self, calls: &CallCounter) -> Result<String, LookupError> {
+        let mut cached = self.token.lock().await;
+        if let Some((t, until)) = cached.as_ref() {
+            if Instant::now() < *until {
+                return Ok(t.clone());
+            }
+        }
+        let url = self
+            .creds
+            .token_url
+            .clone()
+            .unwrap_or_else(|| format!("https://login.microsoftonline.com/{}/oauth2/v2.0/token", enc(&self.creds.tenant_id)));
+        let form = format!(
+            "client_id={}&client_secret={}&grant_type=client_credentials&scope={}",
+            enc(&self.creds.client_id),
+            enc(&self.creds.client_secret),
+            enc("https://graph.microsoft.com/.default")
+        );
+        let req = self.http.post(url).header("Content-Type", "application/x-www-form-urlencoded").body(form);
+        let answer = send(req, calls).await?.ok_or_else(|| LookupError::Unauthorized("token endpoint not found".into()))?;
+        let token =
+            text(&answer.json, "/access_token").ok_or_else(|| LookupError::Unauthorized("no access_token in the token answer".into()))?;
+        let ttl = answer.json.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
+        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(ttl.saturating_sub(120))));
+        Ok(token)
+    }
+
+    async fn get(&self, path: &str, token: &str, calls: &CallCounter) -> Result<Option<super::Answer>, LookupError> {
+        send(self.http.get(format!("{}{path}", self.base_url)).bearer_auth(token).header("Accept", "application/json"), calls).await
+    }
+
+    /// The user path segment for an XDR user name.
+    fn user_ref(&self, user: &str) -> Option<String> {
+        if user.contains('@') {
+            return Some(user.to_string());
+        }
+        let sam = user.rsplit_once('\\').map_or(user, |(_, u)| u);
+        self.upn_suffix.as_ref().map(|s| format!("{sam}@{s}"))
+    }
+}
+
+/// Pure; tested on fixtures.
+pub fn verdict_from(indicator: &Indicator, user: &Value, member_of: &Value, sign_ins: &Value, risky: Option<&Value>) -> IndicatorVerdict {
+    let risk_level = risky.and_then(|r| text(r, "/riskLevel")).unwrap_or_else(|| "none".into());
+    let risk_state = risky.and_then(|r| text(r, "/riskState")).unwrap_or_else(|| "none".into());
+    let verdict = match (risk_state.as_str(), risk_level.as_str()) {
+        ("confirmedCompromised", _) => VerdictLevel::Malicious,
+        ("atRisk", _) | (_, "high" | "medium") => VerdictLevel::Suspicious,
+        _ => VerdictLevel::Unknown,
+    };
+    let groups: Vec<String> =
+        member_of.get("value").and_then(Value::as_array).into_iter().flatten().filter_map(|g| text(g, "/displayName")).collect();
+    let sign_ins: Vec<&Value> = sign_ins.get("value").and_then(Value::as_array).map(|v| v.iter().collect()).unwrap_or_default();
+    let failed = sign_ins.iter().filter(|s| s.pointer("/status/errorCode").and_then(Value::as_i64).is_some_and(|c| c != 0)).count();
+    let enabled = user.get("accountEnabled").and_then(Value::as_bool);
+    let summary = format!(
+        "Entra ID: {}{}, risk {risk_level} ({risk_state}), {} group(s), {} recent sign-in(s), {failed} failed",
+        text(user, "/userPrincipalName").unwrap_or_default(),
+        match enabled {
+            Some(false) => " (disabled)",
+            _ => "",
+        },
+        groups.len(),
+        sign_ins.len()
+    );
+    IndicatorVerdict::new(indicator, verdict, summary)
+        .fact("upn", text(user, "/userPrincipalName").unwrap_or_default())
+        .fact("display_name", text(user, "/displayName").unwrap_or_default())
+        .fact("job_title", text(user, "/jobTitle").unwrap_or_default())
+        .fact("department", text(user, "/department").unwrap_or_default())
+        .fact("account_enabled", enabled.map(|e| e.to_string()).unwrap_or_default())
+        .fact("last_sign_in", text(user, "/signInActivity/lastSignInDateTime").unwrap_or_default())
+        .fact("risk_level", risk_level)
+        .fact("risk_state", risk_state)
+        .fact("groups", groups.into_iter().take(8).collect::<Vec<_>>().join(", "))
+        .fact("last_sign_in_ip", sign_ins.first().and_then(|s| text(s, "/ipAddress")).unwrap_or_default())
+}
+
+#[async_trait]
+impl IndicatorSource for MsGraph {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn accepts(&self, kind: IndicatorKind) -> bool {
+        kind == IndicatorKind::User
+    }
+    fn sends_externally(&self) -> bool {
+        // The organisation's own directory.
+        false
+    }
+
+    async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
+        let token = self.token(calls).await?;
+        let select = "id,displayName,userPrincipalName,mail,jobTitle,department,accountEnabled,createdDateTime,onPremisesSamAccountName,signInActivity";
+        let user = match self.user_ref(&indicator.value) {
+            Some(upn) => self.get(&format!("/users/{}?$select={select}", enc(&upn)), &token, calls).await?.map(|a| a.json),
+            None => {
+                // No UPN suffix configured: find the account by its on-premises SAM name.
+                let sam = indicator.value.rsplit_once('\\').map_or(indicator.value.as_str(), |(_, u)| u).replace('\'', "''");
+                let filter = enc(&format!("onPremisesSamAccountName eq '{sam}'"));
+                self.get(&format!("/users?$filter={filter}&$select={select}"), &token, calls)
+                    .await?
+                    .and_then(|a| a.json.pointer("/value/0").cloned())
+            }
+        };
+        let Some(user) = user else { return Ok(Lookup::NotFound) };
+        let Some(id) = text(&user, "/id") else { return Ok(Lookup::NotFound) };
+        let upn = text(&user, "/userPrincipalName").unwrap_or_default().replace('\'', "''");
+        let member_of = self
+            .get(&format!("/users/{}/memberOf/microsoft.graph.group?$select=id,displayName", enc(&id)), &token, calls)
+            .await?
+            .map_or(Value::Null, |a| a.json);
+        // Sign-in logs need Entra ID P1, risk needs P2: a 403 there is a missing licence, not a failure.
+        let sign_ins = match self
+            .get(&format!("/auditLogs/signIns?$filter={}&$top=20", enc(&format!("userPrincipalName eq '{upn}'"))), &token, calls)
+            .await
+        {
+            Ok(a) => a.map_or(Value::Null, |a| a.json),
+            Err(LookupError::Unauthorized(_)) => Value::Null,
+            Err(e) => return Err(e),
+        };
+        let risky = match self.get(&format!("/identityProtection/riskyUsers/{}", enc(&id)), &token, calls).await {
+            Ok(a) => a.map(|a| a.json),
+            Err(LookupError::Unauthorized(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Lookup::Found(verdict_from(indicator, &user, &member_of, &sign_ins, risky.as_ref()).raw(&user.to_string())))
+    }
+}

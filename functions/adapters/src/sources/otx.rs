@@ -1,0 +1,160 @@
+//! AlienVault OTX DirectConnect v1: `general` for every indicator (pulses, malware families,
+//! ATT&CK IDs, allow-list validation), plus `malware` for IPs that appear in pulses and
+//! `passive_dns` for domains that do. Unknown indicators answer 200 with no pulses.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use std::time::Duration;
+
+use super::{enc, send};
+use dossier_core::indicator::{Indicator, IndicatorKind};
+use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+
+pub const NAME: &str = "otx";
+pub const DEFAULT_BASE_URL: &str = "https://otx.alienvault.com/api/v1";
+
+#[derive(Clone)]
+pub struct Otx {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: String,
+}
+
+impl Otx {
+    pub fn new(base_url: &str, api_key: String, timeout: Duration) -> Otx {
+        Otx { http: crate::http_client::client(timeout), base_url: base_url.trim_end_matches('/').to_string(), api_key }
+    }
+
+    fn slug(kind: IndicatorKind) -> Option<&'static str> {
+        Some(match kind {
+            IndicatorKind::Ipv4 => "IPv4",
+            IndicatorKind::Ipv6 => "IPv6",
+            IndicatorKind::Domain => "domain",
+            IndicatorKind::Url => "url",
+            IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => "file",
+            _ => return None,
+        })
+    }
+
+    async fn section(&self, slug: &str, value: &str, section: &str, calls: &CallCounter) -> Result<Option<super::Answer>, LookupError> {
+        let req =
+            self.http.get(format!("{}/indicators/{slug}/{}/{section}", self.base_url, enc(value))).header("X-OTX-API-KEY", &self.api_key);
+        send(req, calls).await
+    }
+}
+
+/// The verdict from a `general` answer (and optional extra sections). Pure; tested on fixtures.
+pub fn verdict_from(
+    indicator: &Indicator,
+    general: &Value,
+    malware: Option<&Value>,
+    passive_dns: Option<&Value>,
+) -> Option<IndicatorVerdict> {
+    let pulses = general.pointer("/pulse_info/pulses").and_then(Value::as_array).cloned().unwrap_or_default();
+    let count = general.pointer("/pulse_info/count").and_then(Value::as_u64).unwrap_or(pulses.len() as u64);
+    let allow_listed: Vec<String> = general
+        .get("validation")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let mut families: Vec<String> = Vec::new();
+    let mut attack_ids: Vec<String> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for p in &pulses {
+        if let Some(n) = p.get("name").and_then(Value::as_str) {
+            names.push(n.chars().take(80).collect());
+        }
+        for f in p.get("malware_families").and_then(Value::as_array).into_iter().flatten() {
+            let name = f.get("display_name").or_else(|| f.get("id")).and_then(Value::as_str).or_else(|| f.as_str());
+            if let Some(n) = name {
+                if !families.iter().any(|x| x == n) {
+                    families.push(n.to_string());
+                }
+            }
+        }
+        for a in p.get("attack_ids").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(id) = a.get("id").and_then(Value::as_str) {
+                if !attack_ids.iter().any(|x| x == id) {
+                    attack_ids.push(id.to_string());
+                }
+            }
+        }
+    }
+    let malware_samples = malware
+        .and_then(|m| m.get("count").and_then(Value::as_u64).or_else(|| m.get("data").and_then(Value::as_array).map(|d| d.len() as u64)))
+        .unwrap_or(0);
+    if count == 0 && allow_listed.is_empty() && malware_samples == 0 {
+        return None;
+    }
+    let verdict = if !allow_listed.is_empty() && families.is_empty() {
+        VerdictLevel::Harmless
+    } else if !families.is_empty() || count >= 3 {
+        VerdictLevel::Malicious
+    } else if count > 0 || malware_samples > 0 {
+        VerdictLevel::Suspicious
+    } else {
+        VerdictLevel::Unknown
+    };
+    let mut summary = format!("in {count} OTX pulse(s)");
+    if !families.is_empty() {
+        summary.push_str(&format!("; malware families {}", families.join(", ")));
+    }
+    if !allow_listed.is_empty() {
+        summary.push_str(&format!("; allow-listed ({})", allow_listed.join(", ")));
+    }
+    if malware_samples > 0 {
+        summary.push_str(&format!("; {malware_samples} malware sample(s) seen with it"));
+    }
+    let resolutions = passive_dns.and_then(|p| p.get("passive_dns").and_then(Value::as_array)).map_or(0, Vec::len);
+    let slug = match indicator.kind {
+        IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => "ip",
+        IndicatorKind::Domain => "domain",
+        IndicatorKind::Url => "url",
+        _ => "file",
+    };
+    Some(
+        IndicatorVerdict::new(indicator, verdict, summary)
+            .link(format!("https://otx.alienvault.com/indicator/{slug}/{}", indicator.value))
+            .fact("pulses", count.to_string())
+            .fact("pulse_names", names.into_iter().take(3).collect::<Vec<_>>().join("; "))
+            .fact("malware_families", families.join(", "))
+            .fact("attack_ids", attack_ids.join(", "))
+            .fact("passive_dns_records", if resolutions > 0 { resolutions.to_string() } else { String::new() }),
+    )
+}
+
+#[async_trait]
+impl IndicatorSource for Otx {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn accepts(&self, kind: IndicatorKind) -> bool {
+        Self::slug(kind).is_some()
+    }
+    fn sends_externally(&self) -> bool {
+        true
+    }
+
+    async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
+        let slug = Self::slug(indicator.kind).ok_or_else(|| LookupError::BadReply(format!("OTX does not look up {}", indicator.kind)))?;
+        let Some(general) = self.section(slug, &indicator.value, "general", calls).await? else { return Ok(Lookup::NotFound) };
+        let in_pulses = general.json.pointer("/pulse_info/count").and_then(Value::as_u64).unwrap_or(0) > 0;
+        // Extra sections only where they can change the picture (each is another request).
+        let malware = if in_pulses && slug.starts_with("IPv") {
+            self.section(slug, &indicator.value, "malware", calls).await?.map(|a| a.json)
+        } else {
+            None
+        };
+        let pdns = if in_pulses && slug == "domain" {
+            self.section(slug, &indicator.value, "passive_dns", calls).await?.map(|a| a.json)
+        } else {
+            None
+        };
+        Ok(match verdict_from(indicator, &general.json, malware.as_ref(), pdns.as_ref()) {
+            Some(v) => Lookup::Found(v.raw(&general.raw)),
+            None => Lookup::NotFound,
+        })
+    }
+}

@@ -1,0 +1,466 @@
+//! Every enrichment source on its recorded answers (tests/fixtures, origins in SOURCES.md), and
+//! against local fakes that answer 404, 429, 500, slowly and with garbage.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dossier_adapters::sources::catalog::{self, Shared, SourceSettings, ALL};
+use dossier_adapters::sources::{abuseipdb, msgraph, okta, otx, servicenow, shodan, tenable, virustotal, xql_history};
+use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::embedded::{ManualClock, MemoryStore};
+use dossier_core::indicator::{normalise, Indicator, IndicatorKind, InternalNames};
+use dossier_core::sources::{CallCounter, IndicatorSource, Lookup, LookupError, PerIndicator, Source, SourceStatus, VerdictLevel};
+use dossier_tests::{fixture, FakeServer, Reply};
+
+fn json_fixture(rel: &str) -> Value {
+    serde_json::from_str(&fixture(rel)).unwrap()
+}
+
+fn ind(kind: IndicatorKind, v: &str) -> Indicator {
+    normalise(kind, v, &InternalNames::default()).unwrap()
+}
+
+fn case_with(values: &[(IndicatorKind, &str)]) -> Case {
+    let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0);
+    c.indicators = values.iter().map(|(k, v)| ind(*k, v)).collect();
+    c
+}
+
+async fn lookup(src: &dyn IndicatorSource, i: &Indicator) -> (Result<Lookup, LookupError>, u32) {
+    let calls = CallCounter::default();
+    let r = src.lookup(i, &calls).await;
+    (r, calls.get())
+}
+
+fn found(r: Result<Lookup, LookupError>) -> dossier_core::sources::IndicatorVerdict {
+    match r {
+        Ok(Lookup::Found(v)) => v,
+        other => panic!("expected a verdict, got {other:?}"),
+    }
+}
+
+const T: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------------------------------ VirusTotal
+
+#[test]
+fn virustotal_objects_become_verdicts() {
+    let ip = virustotal::verdict_from(&ind(IndicatorKind::Ipv4, "8.8.8.8"), &json_fixture("virustotal/ip_address.json"), 3).unwrap();
+    assert_eq!(ip.verdict, VerdictLevel::Malicious);
+    assert!(ip.summary.starts_with("5/87 engines flag it malicious, 2 suspicious"), "{}", ip.summary);
+    assert_eq!(ip.fact_value("network_owner"), Some("AS396507 EMERALD-ONION"));
+    assert_eq!(ip.link.as_deref(), Some("https://www.virustotal.com/gui/ip-address/8.8.8.8"));
+    assert_eq!(
+        virustotal::verdict_from(&ind(IndicatorKind::Domain, "example.com"), &json_fixture("virustotal/domain.json"), 3).unwrap().verdict,
+        VerdictLevel::Malicious
+    );
+    assert_eq!(
+        virustotal::verdict_from(&ind(IndicatorKind::Url, "http://example.com/"), &json_fixture("virustotal/url.json"), 3).unwrap().verdict,
+        VerdictLevel::Malicious
+    );
+    let file = virustotal::verdict_from(
+        &ind(IndicatorKind::Sha256, "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"),
+        &json_fixture("virustotal/file_sha256.json"),
+        3,
+    )
+    .unwrap();
+    assert!(file.summary.contains("40/") && file.fact_value("threat_label").is_some(), "{file:?}");
+    assert_eq!(
+        virustotal::verdict_from(&ind(IndicatorKind::Ipv4, "8.8.8.8"), &json_fixture("virustotal/ip_address.json"), 10).unwrap().verdict,
+        VerdictLevel::Suspicious
+    );
+    assert!(
+        virustotal::verdict_from(&ind(IndicatorKind::Ipv4, "8.8.8.8"), &json_fixture("virustotal/error_404_not_found.json"), 3).is_err()
+    );
+}
+
+#[tokio::test]
+async fn virustotal_paths_headers_quota_and_faults() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/api/v3/ip_addresses/8.8.8.8", Reply::json(200, fixture("virustotal/ip_address.json")));
+    fake.on("GET", "/api/v3/urls/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
+    fake.on(
+        "GET",
+        "/api/v3/ip_addresses/9.9.9.9",
+        Reply::json(429, fixture("virustotal/error_429_quota_exceeded.json")).with_header("retry-after", "37"),
+    );
+    fake.on("GET", "/api/v3/ip_addresses/1.2.3.4", Reply::json(500, r#"{"error": {"code": "TransientError"}}"#));
+    fake.on("GET", "/api/v3/domains/slow.example.com", Reply::json(200, fixture("virustotal/domain.json")).delayed(Duration::from_secs(3)));
+    fake.on("GET", "/api/v3/domains/garbage.example.com", Reply::json(200, "{\"data\": "));
+    let vt = virustotal::VirusTotal::new(&format!("{}/api/v3", fake.url()), "vt-key".into(), Duration::from_millis(500));
+    assert!(matches!(lookup(&vt, &ind(IndicatorKind::Ipv4, "8.8.8.8")).await, (Ok(Lookup::Found(_)), 1)));
+    assert!(matches!(lookup(&vt, &ind(IndicatorKind::Url, "http://bad.example.com/x")).await, (Ok(Lookup::NotFound), 1)));
+    assert!(fake.requests().iter().any(|r| r.path == "/api/v3/urls/aHR0cDovL2JhZC5leGFtcGxlLmNvbS94"), "URL ids are unpadded base64url");
+    assert!(fake.requests().iter().all(|r| r.header("x-apikey") == Some("vt-key")));
+    assert_eq!(
+        lookup(&vt, &ind(IndicatorKind::Ipv4, "9.9.9.9")).await.0,
+        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(37)) })
+    );
+    assert!(matches!(lookup(&vt, &ind(IndicatorKind::Ipv4, "1.2.3.4")).await.0, Err(LookupError::Server(_))));
+    assert_eq!(lookup(&vt, &ind(IndicatorKind::Domain, "slow.example.com")).await.0, Err(LookupError::Timeout));
+    assert!(matches!(lookup(&vt, &ind(IndicatorKind::Domain, "garbage.example.com")).await.0, Err(LookupError::BadReply(_))));
+
+    // Through the runner: the 429 defers the whole source; the rest are reported, not fatal.
+    let deferred = PerIndicator::new(vt.clone()).enrich(&case_with(&[(IndicatorKind::Ipv4, "9.9.9.9")])).await.unwrap_err();
+    assert_eq!(deferred.after, Duration::from_secs(37));
+    let report = PerIndicator::new(vt.clone())
+        .enrich(&case_with(&[
+            (IndicatorKind::Ipv4, "1.2.3.4"),
+            (IndicatorKind::Domain, "slow.example.com"),
+            (IndicatorKind::Domain, "garbage.example.com"),
+            (IndicatorKind::Ipv4, "8.8.8.8"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((report.status, report.verdicts.len(), report.errors.len(), report.calls), (SourceStatus::Ok, 1, 3, 4));
+    assert_eq!(
+        PerIndicator::new(vt.clone()).enrich(&case_with(&[(IndicatorKind::Domain, "slow.example.com")])).await.unwrap().status,
+        SourceStatus::TimedOut
+    );
+    assert_eq!(PerIndicator::new(vt).enrich(&case_with(&[(IndicatorKind::Ipv4, "1.2.3.4")])).await.unwrap().status, SourceStatus::Error);
+}
+
+#[tokio::test]
+async fn internal_indicators_never_reach_external_sources() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/api/v3/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
+    let vt = virustotal::VirusTotal::new(&format!("{}/api/v3", fake.url()), "k".into(), T);
+    let report = PerIndicator::new(vt.clone())
+        .enrich(&case_with(&[
+            (IndicatorKind::Ipv4, "10.1.1.1"),
+            (IndicatorKind::Domain, "dc01.corp"),
+            (IndicatorKind::Hostname, "pc-1"),
+            (IndicatorKind::Ipv4, "9.9.9.9"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(fake.requests().into_iter().map(|r| r.path).collect::<Vec<_>>(), vec!["/api/v3/ip_addresses/9.9.9.9"]);
+    assert_eq!((report.status, report.calls), (SourceStatus::NotFound, 1));
+    assert!(lookup(&vt, &ind(IndicatorKind::Ipv4, "10.1.1.1")).await.0.is_err(), "the adapter refuses too");
+    assert_eq!(fake.requests().len(), 1);
+}
+
+// ------------------------------------------------------------------------------------------ OTX
+
+#[test]
+fn otx_general_answers_become_verdicts() {
+    let ip = ind(IndicatorKind::Ipv4, "98.136.103.23");
+    let v = otx::verdict_from(&ip, &json_fixture("otx/ipv4_general_with_pulse.json"), Some(&json_fixture("otx/ipv4_malware.json")), None)
+        .unwrap();
+    // One pulse, but OTX's own validation allow-lists the prefix: a false-positive hint wins.
+    assert_eq!(v.verdict, VerdictLevel::Harmless, "{}", v.summary);
+    assert!(v.fact_value("attack_ids").unwrap().contains("T1140"));
+    assert_eq!(v.fact_value("pulses"), Some("1"));
+    assert!(
+        otx::verdict_from(&ind(IndicatorKind::Ipv4, "8.8.88.8"), &json_fixture("otx/ipv4_general_no_pulses.json"), None, None).is_none()
+    );
+    assert_eq!(
+        otx::verdict_from(&ind(IndicatorKind::Domain, "otx.alienvault.com"), &json_fixture("otx/domain_general.json"), None, None)
+            .unwrap()
+            .verdict,
+        VerdictLevel::Harmless
+    );
+    assert!(otx::verdict_from(
+        &ind(IndicatorKind::Sha1, "6c5360d41bd2b14b1565f5b18e5c203cf512e493"),
+        &json_fixture("otx/file_general.json"),
+        None,
+        None
+    )
+    .is_none());
+    assert!(otx::verdict_from(&ind(IndicatorKind::Url, "http://www.fotoidea.com/x"), &json_fixture("otx/url_general.json"), None, None)
+        .is_none());
+    // Without the allow-list, one pulse is suspicious; families make it malicious.
+    let mut g = json_fixture("otx/ipv4_general_with_pulse.json");
+    g["validation"] = json!([]);
+    assert_eq!(otx::verdict_from(&ip, &g, None, None).unwrap().verdict, VerdictLevel::Suspicious);
+    g["pulse_info"]["pulses"][0]["malware_families"] = json!([{"id": "Pushdo", "display_name": "Pushdo"}]);
+    assert_eq!(otx::verdict_from(&ip, &g, None, None).unwrap().verdict, VerdictLevel::Malicious);
+}
+
+#[tokio::test]
+async fn otx_reads_extra_sections_only_when_pulses_exist() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/api/v1/indicators/IPv4/98.136.103.23/general", Reply::json(200, fixture("otx/ipv4_general_with_pulse.json")));
+    fake.on("GET", "/api/v1/indicators/IPv4/98.136.103.23/malware", Reply::json(200, fixture("otx/ipv4_malware.json")));
+    fake.on("GET", "/api/v1/indicators/IPv4/8.8.88.8/general", Reply::json(200, fixture("otx/ipv4_general_no_pulses.json")));
+    fake.on("GET", "/api/v1/indicators/file/*", Reply::json(200, fixture("otx/file_general.json")));
+    let src = otx::Otx::new(&format!("{}/api/v1", fake.url()), "otx-key".into(), T);
+    let (r, calls) = lookup(&src, &ind(IndicatorKind::Ipv4, "98.136.103.23")).await;
+    assert_eq!(calls, 2);
+    assert!(found(r).summary.contains("malware sample"));
+    assert!(matches!(lookup(&src, &ind(IndicatorKind::Ipv4, "8.8.88.8")).await, (Ok(Lookup::NotFound), 1)));
+    assert!(matches!(lookup(&src, &ind(IndicatorKind::Sha1, "6c5360d41bd2b14b1565f5b18e5c203cf512e493")).await, (Ok(Lookup::NotFound), 1)));
+    assert!(fake.requests().iter().all(|r| r.header("x-otx-api-key") == Some("otx-key")));
+}
+
+// ------------------------------------------------------------------------------------ AbuseIPDB
+
+#[tokio::test]
+async fn abuseipdb_scores_reports_and_limits() {
+    assert_eq!(
+        abuseipdb::verdict_from(&ind(IndicatorKind::Ipv4, "118.25.6.39"), &json_fixture("abuseipdb/check_verbose.json")).unwrap().verdict,
+        VerdictLevel::Malicious
+    );
+    assert_eq!(
+        abuseipdb::verdict_from(&ind(IndicatorKind::Ipv4, "38.75.137.9"), &json_fixture("abuseipdb/check_nonverbose.json"))
+            .unwrap()
+            .verdict,
+        VerdictLevel::Unknown
+    );
+    let fake = FakeServer::start().await;
+    fake.once("GET", "/api/v2/check", Reply::json(200, fixture("abuseipdb/check_verbose.json")));
+    fake.once(
+        "GET",
+        "/api/v2/check",
+        Reply::json(429, fixture("abuseipdb/error_429_rate_limited.json")).with_header("retry-after", "3600"),
+    );
+    fake.once("GET", "/api/v2/check", Reply::json(422, fixture("abuseipdb/error_422_invalid_ip.json")));
+    let src = abuseipdb::AbuseIpDb::new(&format!("{}/api/v2", fake.url()), "abuse-key".into(), T);
+    let v = found(lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0);
+    assert_eq!(v.score, Some(100.0));
+    let req = &fake.requests()[0];
+    assert_eq!((req.header("key"), req.header("accept")), (Some("abuse-key"), Some("application/json")));
+    assert_eq!(
+        lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0,
+        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(3600)) })
+    );
+    assert_eq!(lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0, Ok(Lookup::NotFound));
+}
+
+// --------------------------------------------------------------------------------------- Shodan
+
+#[tokio::test]
+async fn shodan_host_context() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/shodan/host/104.18.166.49", Reply::json(200, fixture("shodan/host_104.18.166.49.json")));
+    fake.on("GET", "/shodan/host/5.5.5.5", Reply::json(404, r#"{"error": "No information available for that IP."}"#));
+    let src = shodan::Shodan::new(&fake.url(), "sh-key".into(), T);
+    let v = found(lookup(&src, &ind(IndicatorKind::Ipv4, "104.18.166.49")).await.0);
+    assert_eq!(v.verdict, VerdictLevel::Unknown);
+    assert!(v.summary.starts_with("9 open port(s)"), "{}", v.summary);
+    assert_eq!(v.fact_value("org"), Some("Cloudflare"));
+    assert!(v.raw_excerpt.as_ref().unwrap().len() <= dossier_core::sources::MAX_RAW_EXCERPT);
+    assert_eq!(lookup(&src, &ind(IndicatorKind::Ipv4, "5.5.5.5")).await.0, Ok(Lookup::NotFound));
+}
+
+// ----------------------------------------------------------------------------------- ServiceNow
+
+#[tokio::test]
+async fn servicenow_ci_owner_and_service_criticality() {
+    let fake = FakeServer::start().await;
+    let mut ci = json_fixture("servicenow/table_cmdb_ci_server_query.json");
+    ci["result"][0]["sys_class_name"] = json!("cmdb_ci_linux_server");
+    ci["result"][0]["sys_id"] = json!("a8decc3f1b9c2410042611b4bd4bcb7d");
+    fake.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, ci.to_string()));
+    fake.on(
+        "GET",
+        "/api/now/cmdb/instance/cmdb_ci_linux_server/a8decc3f1b9c2410042611b4bd4bcb7d",
+        Reply::json(200, fixture("servicenow/cmdb_instance_get_linux_server.json")),
+    );
+    fake.on(
+        "GET",
+        "/api/now/table/cmdb_ci_service/829e953a0ad3370200af63483498b1ea",
+        Reply::json(200, r#"{"result": {"name": "CMS App FLX", "busines_criticality": "1 - most critical"}}"#),
+    );
+    let src = servicenow::ServiceNow::new(&fake.url(), "svc-dossier:pa55", T);
+    let (r, calls) = lookup(&src, &ind(IndicatorKind::Hostname, "test-name")).await;
+    let v = found(r);
+    assert_eq!(calls, 3);
+    assert_eq!(v.fact_value("used_for"), Some("Production"));
+    assert_eq!(v.fact_value("criticality"), Some("1 - most critical"));
+    assert_eq!(v.fact_value("services"), Some("CMS App FLX"));
+    assert!(fake.requests()[0].header("authorization").unwrap().starts_with("Basic "));
+    let empty = FakeServer::start().await;
+    empty.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
+    let src = servicenow::ServiceNow::new(&empty.url(), "Bearer tok", T);
+    assert_eq!(lookup(&src, &ind(IndicatorKind::Hostname, "ghost")).await.0, Ok(Lookup::NotFound));
+    assert_eq!(empty.requests()[0].header("authorization"), Some("Bearer tok"));
+}
+
+// -------------------------------------------------------------------------------------- Tenable
+
+#[tokio::test]
+async fn tenable_asset_exposure() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/workbenches/assets", Reply::json(200, fixture("tenable/workbench_assets_filtered.json")));
+    fake.on(
+        "GET",
+        "/workbenches/assets/*",
+        Reply::dynamic(|r| {
+            if r.path.ends_with("/info") {
+                Reply::json(200, fixture("tenable/workbench_asset_info.json"))
+            } else {
+                Reply::json(200, fixture("tenable/workbench_asset_vulnerabilities.json"))
+            }
+        }),
+    );
+    let src = tenable::Tenable::new(&fake.url(), "accessKey=a;secretKey=b".into(), T);
+    let (r, calls) = lookup(&src, &ind(IndicatorKind::Hostname, "docker.demo.io")).await;
+    let v = found(r);
+    assert_eq!(calls, 3);
+    assert_eq!((v.fact_value("critical_vulns"), v.fact_value("high_vulns")), (Some("2"), Some("1")));
+    assert_eq!(v.verdict, VerdictLevel::Suspicious);
+    assert!(v.fact_value("top_vulns").unwrap().contains("VPR"), "{v:?}");
+    assert_eq!(fake.requests()[0].header("x-apikeys"), Some("accessKey=a;secretKey=b"));
+}
+
+// ----------------------------------------------------------------------------------------- Okta
+
+#[tokio::test]
+async fn okta_identity_factors_groups_and_log() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/api/v1/users/test%40this.com", Reply::json(200, fixture("okta/user_get.json")));
+    fake.on("GET", "/api/v1/users/TestID/factors", Reply::json(200, fixture("okta/user_factors.json")));
+    fake.on("GET", "/api/v1/users/TestID/groups", Reply::json(200, fixture("okta/user_groups.json")));
+    fake.on("GET", "/api/v1/logs", Reply::json(200, fixture("okta/system_log_user_session_start.json")));
+    fake.on("GET", "/api/v1/users/denied", Reply::json(403, fixture("okta/error_403_access_denied.json")));
+    fake.on("GET", "/api/v1/users/busy", Reply::json(429, fixture("okta/error_429_rate_limited.json")).with_header("retry-after", "20"));
+    let src = okta::Okta::new(&fake.url(), "ssws-token".into(), T);
+    let (r, calls) = lookup(&src, &ind(IndicatorKind::User, "test@this.com")).await;
+    let v = found(r);
+    assert_eq!(calls, 4);
+    assert_eq!(v.fact_value("status"), Some("PROVISIONED"));
+    assert_eq!(v.fact_value("groups"), Some("Everyone"));
+    assert!(v.summary.contains("1 event(s)"), "{}", v.summary);
+    assert_eq!(fake.requests()[0].header("authorization"), Some("SSWS ssws-token"));
+    assert_eq!(okta::login_of("CORP\\j.doe"), "j.doe");
+    assert!(
+        matches!(lookup(&src, &ind(IndicatorKind::User, "CORP\\denied")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("E0000006"))
+    );
+    assert_eq!(
+        lookup(&src, &ind(IndicatorKind::User, "busy")).await.0,
+        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(20)) })
+    );
+}
+
+// ---------------------------------------------------------------------------------- MS Graph
+
+#[tokio::test]
+async fn msgraph_user_groups_sign_ins_and_risk() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/token", Reply::json(200, r#"{"access_token": "graph-token", "expires_in": 3599, "token_type": "Bearer"}"#));
+    fake.on("GET", "/v1.0/users", Reply::json(200, fixture("msgraph/users_filter_select_signinactivity.json")));
+    fake.on("GET", "/v1.0/users/*", Reply::json(200, fixture("msgraph/user_memberof.json")));
+    fake.on("GET", "/v1.0/auditLogs/signIns", Reply::json(200, fixture("msgraph/auditlogs_signins.json")));
+    fake.on("GET", "/v1.0/identityProtection/riskyUsers/*", Reply::json(200, fixture("msgraph/riskyuser_get.json")));
+    let creds = msgraph::GraphCredentials {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: "s3cret".into(),
+        token_url: Some(format!("{}/token", fake.url())),
+    };
+    let src = msgraph::MsGraph::new(&format!("{}/v1.0", fake.url()), creds, T);
+    let (r, calls) = lookup(&src, &ind(IndicatorKind::User, "CORP\\stine")).await;
+    let v = found(r);
+    assert_eq!(calls, 5, "token, user, groups, sign-ins, risk");
+    assert_eq!(v.fact_value("risk_state"), Some("remediated"));
+    assert_eq!(v.fact_value("groups"), Some("All Users"));
+    assert_eq!(v.fact_value("last_sign_in"), Some("2024-12-10T17:38:26Z"));
+    let token_req = &fake.requests_to("/token")[0];
+    assert!(
+        token_req.body.contains("grant_type=client_credentials")
+            && token_req.body.contains("scope=https%3A%2F%2Fgraph.microsoft.com%2F.default")
+    );
+    assert!(fake.requests_to("/v1.0/users")[0].header("authorization") == Some("Bearer graph-token"));
+    // The token is reused.
+    let (_, calls) = lookup(&src, &ind(IndicatorKind::User, "CORP\\stine")).await;
+    assert_eq!(calls, 4);
+    // Risk states map to verdicts.
+    let mut risky = json_fixture("msgraph/riskyuser_get.json");
+    risky["riskState"] = json!("confirmedCompromised");
+    assert_eq!(
+        msgraph::verdict_from(&ind(IndicatorKind::User, "x"), &json!({}), &json!({}), &json!({}), Some(&risky)).verdict,
+        VerdictLevel::Malicious
+    );
+    risky["riskState"] = json!("atRisk");
+    assert_eq!(
+        msgraph::verdict_from(&ind(IndicatorKind::User, "x"), &json!({}), &json!({}), &json!({}), Some(&risky)).verdict,
+        VerdictLevel::Suspicious
+    );
+}
+
+// ----------------------------------------------------------------------------------- XQL history
+
+#[tokio::test]
+async fn xql_history_runs_versioned_templates() {
+    let q = xql_history::history_query(&ind(IndicatorKind::Hostname, "fin-ws-0231")).unwrap();
+    assert!(q.starts_with("dataset = xdr_data | filter agent_hostname = \"fin-ws-0231\""), "{q}");
+    assert!(xql_history::history_query(&ind(IndicatorKind::User, "a\"b")).unwrap().contains("\"a\\\"b\""), "values are quoted");
+    let a = xql_history::activity(&[
+        json!({"event_type": "PROCESS", "events": 120, "failed_logons": 0}),
+        json!({"event_type": "EVENT_LOG", "events": "30", "failed_logons": 12}),
+    ]);
+    assert_eq!((a.processes, a.failed_logons, a.total), (120, 12, 150));
+
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/public_api/v1/xql/start_xql_query", Reply::json(200, fixture("xdr/xql_start_xql_query.json")));
+    fake.on("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, json!({"reply": {"status": "SUCCESS", "number_of_results": 2, "results": {"data": [{"event_type": "PROCESS", "events": 40, "failed_logons": 0}, {"event_type": "EVENT_LOG", "events": 15, "failed_logons": 11}]}}}).to_string()));
+    let settings = SourceSettings {
+        url: Some(fake.url()),
+        key: Some(r#"{"api_key": "k", "api_key_id": "1", "generation": "v3"}"#.into()),
+        ..Default::default()
+    };
+    let src = catalog::build("xdr", &settings, &shared(), "test").unwrap();
+    let report = src.enrich(&case_with(&[(IndicatorKind::Hostname, "fin-ws-0231")])).await.unwrap();
+    assert_eq!(report.status, SourceStatus::Ok);
+    assert_eq!(report.calls, 4, "two templates, start + results each");
+    assert_eq!(report.verdicts[0].verdict, VerdictLevel::Suspicious, "11 failed logons in 24 h");
+    assert_eq!(report.verdicts[0].fact_value("templates"), Some(xql_history::TEMPLATES_VERSION));
+}
+
+// -------------------------------------------------------------------------------------- catalog
+
+fn shared() -> Shared {
+    Shared { store: Arc::new(MemoryStore::new()), clock: Arc::new(ManualClock::new(0)), cache: true }
+}
+
+#[tokio::test]
+async fn every_source_builds_and_unconfigured_ones_say_why() {
+    let shared = shared();
+    let case = case_with(&[(IndicatorKind::Ipv4, "8.8.8.8"), (IndicatorKind::Hostname, "pc-1"), (IndicatorKind::User, "bob")]);
+    for name in ALL {
+        let src = catalog::build(name, &SourceSettings::default(), &shared, "set the key").unwrap();
+        assert_eq!(src.name(), *name);
+        let report = src.enrich(&case).await.unwrap();
+        if !["attack", "related-cases"].contains(name) {
+            assert_eq!(report.status, SourceStatus::Skipped, "{name}");
+            assert!(report.note.unwrap().contains("not configured"), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_same_indicator_in_a_hundred_cases_is_looked_up_once() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/api/v3/ip_addresses/8.8.8.8", Reply::json(200, fixture("virustotal/ip_address.json")));
+    let settings = SourceSettings {
+        url: Some(format!("{}/api/v3", fake.url())),
+        key: Some("k".into()),
+        quota: Some("1000/min".into()),
+        ..Default::default()
+    };
+    let src = catalog::build("virustotal", &settings, &shared(), "").unwrap();
+    let mut calls = 0;
+    for i in 0..100 {
+        let mut c = case_with(&[(IndicatorKind::Ipv4, "8.8.8.8")]);
+        c.key = CaseKey::new("t", &i.to_string()).unwrap();
+        let r = src.enrich(&c).await.unwrap();
+        assert_eq!(r.verdicts[0].verdict, VerdictLevel::Malicious);
+        calls += r.calls;
+    }
+    assert_eq!((calls, fake.requests().len()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_public_virustotal_key_gets_four_lookups_a_minute() {
+    let fake = FakeServer::start().await;
+    fake.on("GET", "/api/v3/ip_addresses/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
+    let settings = SourceSettings { url: Some(format!("{}/api/v3", fake.url())), key: Some("k".into()), ..Default::default() };
+    let src = catalog::build("virustotal", &settings, &shared(), "").unwrap();
+    let ips: Vec<String> = (1..=6).map(|i| format!("8.8.4.{i}")).collect();
+    let values: Vec<(IndicatorKind, &str)> = ips.iter().map(|i| (IndicatorKind::Ipv4, i.as_str())).collect();
+    let deferred = src.enrich(&case_with(&values)).await.unwrap_err();
+    assert!(deferred.after <= Duration::from_secs(61));
+    assert_eq!(fake.requests().len(), 4, "the documented 4/min public quota");
+}
