@@ -146,36 +146,38 @@ async fn internal_indicators_never_reach_external_sources() {
 #[test]
 fn otx_general_answers_become_verdicts() {
     let ip = ind(IndicatorKind::Ipv4, "98.136.103.23");
-    let v = otx::verdict_from(&ip, &json_fixture("otx/ipv4_general_with_pulse.json"), Some(&json_fixture("otx/ipv4_malware.json")), None)
-        .unwrap();
+    let (malware, urls) = (json_fixture("otx/ipv4_malware.json"), json_fixture("otx/ipv4_url_list.json"));
+    let v =
+        otx::verdict_from(&ip, &json_fixture("otx/ipv4_general_with_pulse.json"), &[("malware", &malware), ("url_list", &urls)]).unwrap();
     // One pulse, but OTX's own validation allow-lists the prefix: a false-positive hint wins.
     assert_eq!(v.verdict, VerdictLevel::Harmless, "{}", v.summary);
     assert!(v.fact_value("attack_ids").unwrap().contains("T1140"));
-    assert_eq!(v.fact_value("pulses"), Some("1"));
-    assert!(
-        otx::verdict_from(&ind(IndicatorKind::Ipv4, "8.8.88.8"), &json_fixture("otx/ipv4_general_no_pulses.json"), None, None).is_none()
-    );
-    assert_eq!(
-        otx::verdict_from(&ind(IndicatorKind::Domain, "otx.alienvault.com"), &json_fixture("otx/domain_general.json"), None, None)
-            .unwrap()
-            .verdict,
-        VerdictLevel::Harmless
-    );
-    assert!(otx::verdict_from(
-        &ind(IndicatorKind::Sha1, "6c5360d41bd2b14b1565f5b18e5c203cf512e493"),
-        &json_fixture("otx/file_general.json"),
-        None,
-        None
+    assert_eq!((v.fact_value("pulses"), v.fact_value("urls_seen")), (Some("1"), Some("7855")));
+    assert!(v.summary.contains("malware sample"), "{}", v.summary);
+    assert!(otx::verdict_from(&ind(IndicatorKind::Ipv4, "8.8.88.8"), &json_fixture("otx/ipv4_general_no_pulses.json"), &[]).is_none());
+    let pdns = json_fixture("otx/ipv4_passive_dns.json");
+    let d = otx::verdict_from(
+        &ind(IndicatorKind::Domain, "otx.alienvault.com"),
+        &json_fixture("otx/domain_general.json"),
+        &[("passive_dns", &pdns)],
     )
-    .is_none());
-    assert!(otx::verdict_from(&ind(IndicatorKind::Url, "http://www.fotoidea.com/x"), &json_fixture("otx/url_general.json"), None, None)
-        .is_none());
+    .unwrap();
+    assert_eq!(d.verdict, VerdictLevel::Harmless);
+    assert!(d.fact_value("passive_dns_records").is_some());
+    let sha1 = ind(IndicatorKind::Sha1, "6c5360d41bd2b14b1565f5b18e5c203cf512e493");
+    assert!(otx::verdict_from(&sha1, &json_fixture("otx/file_general.json"), &[]).is_none());
+    let mut file_in_pulse = json_fixture("otx/file_general.json");
+    file_in_pulse["pulse_info"]["count"] = json!(1);
+    let analysis = json_fixture("otx/file_analysis.json");
+    let f = otx::verdict_from(&sha1, &file_in_pulse, &[("analysis", &analysis)]).unwrap();
+    assert!(f.fact_value("file_type").unwrap().starts_with("PE32 executable"));
+    assert!(otx::verdict_from(&ind(IndicatorKind::Url, "http://www.fotoidea.com/x"), &json_fixture("otx/url_general.json"), &[]).is_none());
     // Without the allow-list, one pulse is suspicious; families make it malicious.
     let mut g = json_fixture("otx/ipv4_general_with_pulse.json");
     g["validation"] = json!([]);
-    assert_eq!(otx::verdict_from(&ip, &g, None, None).unwrap().verdict, VerdictLevel::Suspicious);
+    assert_eq!(otx::verdict_from(&ip, &g, &[]).unwrap().verdict, VerdictLevel::Suspicious);
     g["pulse_info"]["pulses"][0]["malware_families"] = json!([{"id": "Pushdo", "display_name": "Pushdo"}]);
-    assert_eq!(otx::verdict_from(&ip, &g, None, None).unwrap().verdict, VerdictLevel::Malicious);
+    assert_eq!(otx::verdict_from(&ip, &g, &[]).unwrap().verdict, VerdictLevel::Malicious);
 }
 
 #[tokio::test]
@@ -273,9 +275,24 @@ async fn servicenow_ci_owner_and_service_criticality() {
     assert!(fake.requests()[0].header("authorization").unwrap().starts_with("Basic "));
     let empty = FakeServer::start().await;
     empty.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
+    empty.on("GET", "/api/now/cmdb/instance/cmdb_ci_computer", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
     let src = servicenow::ServiceNow::new(&empty.url(), "Bearer tok", T);
-    assert_eq!(lookup(&src, &ind(IndicatorKind::Hostname, "ghost")).await.0, Ok(Lookup::NotFound));
+    assert_eq!(lookup(&src, &ind(IndicatorKind::Hostname, "ghost")).await, (Ok(Lookup::NotFound), 2));
     assert_eq!(empty.requests()[0].header("authorization"), Some("Bearer tok"));
+    // Where the Table API finds nothing, the CMDB Instance API is asked (list, then the record).
+    let inst = FakeServer::start().await;
+    inst.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
+    inst.on("GET", "/api/now/cmdb/instance/cmdb_ci_computer", Reply::json(200, fixture("servicenow/cmdb_instance_list.json")));
+    inst.on(
+        "GET",
+        "/api/now/cmdb/instance/cmdb_ci_computer/0ad329e3db27901026fca015ca9619fb",
+        Reply::json(200, fixture("servicenow/cmdb_instance_get_minimal.json")),
+    );
+    inst.on("GET", "/api/now/cmdb/instance/test_class/record_id", Reply::json(200, fixture("servicenow/cmdb_instance_get_minimal.json")));
+    inst.on("GET", "/api/now/table/cmdb_ci_service/*", Reply::json(404, "{}"));
+    let src = servicenow::ServiceNow::new(&inst.url(), "u:p", T);
+    let v = found(lookup(&src, &ind(IndicatorKind::Hostname, "test")).await.0);
+    assert_eq!((v.fact_value("ci_name"), v.fact_value("class")), (Some("Test"), Some("test_class")));
 }
 
 // -------------------------------------------------------------------------------------- Tenable
@@ -284,6 +301,7 @@ async fn servicenow_ci_owner_and_service_criticality() {
 async fn tenable_asset_exposure() {
     let fake = FakeServer::start().await;
     fake.on("GET", "/workbenches/assets", Reply::json(200, fixture("tenable/workbench_assets_filtered.json")));
+    fake.on("GET", "/workbenches/vulnerabilities/*", Reply::json(200, fixture("tenable/workbench_vulnerability_info.json")));
     fake.on(
         "GET",
         "/workbenches/assets/*",
@@ -298,8 +316,10 @@ async fn tenable_asset_exposure() {
     let src = tenable::Tenable::new(&fake.url(), "accessKey=a;secretKey=b".into(), T);
     let (r, calls) = lookup(&src, &ind(IndicatorKind::Hostname, "docker.demo.io")).await;
     let v = found(r);
-    assert_eq!(calls, 3);
+    assert_eq!(calls, 4);
     assert_eq!((v.fact_value("critical_vulns"), v.fact_value("high_vulns")), (Some("2"), Some("1")));
+    assert_eq!(v.fact_value("top_vuln_exploit_available"), Some("false"));
+    assert!(v.fact_value("top_vuln_cves").unwrap().starts_with("CVE-2020-14577"));
     assert_eq!(v.verdict, VerdictLevel::Suspicious);
     assert!(v.fact_value("top_vulns").unwrap().contains("VPR"), "{v:?}");
     assert_eq!(fake.requests()[0].header("x-apikeys"), Some("accessKey=a;secretKey=b"));
@@ -325,6 +345,15 @@ async fn okta_identity_factors_groups_and_log() {
     assert!(v.summary.contains("1 event(s)"), "{}", v.summary);
     assert_eq!(fake.requests()[0].header("authorization"), Some("SSWS ssws-token"));
     assert_eq!(okta::login_of("CORP\\j.doe"), "j.doe");
+    let v = okta::verdict_from(
+        &ind(IndicatorKind::User, "x"),
+        &json_fixture("okta/user_get.json"),
+        &json!([]),
+        &json!([]),
+        &json_fixture("okta/system_log_group_membership_remove.json"),
+    );
+    assert_eq!(v.fact_value("mfa_factors"), None, "no active factor");
+    assert!(v.summary.contains("no active MFA factor") && v.summary.contains("1 event(s)"), "{}", v.summary);
     assert!(
         matches!(lookup(&src, &ind(IndicatorKind::User, "CORP\\denied")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("E0000006"))
     );
@@ -341,7 +370,7 @@ async fn msgraph_user_groups_sign_ins_and_risk() {
     let fake = FakeServer::start().await;
     fake.on("POST", "/token", Reply::json(200, r#"{"access_token": "graph-token", "expires_in": 3599, "token_type": "Bearer"}"#));
     fake.on("GET", "/v1.0/users", Reply::json(200, fixture("msgraph/users_filter_select_signinactivity.json")));
-    fake.on("GET", "/v1.0/users/*", Reply::json(200, fixture("msgraph/user_memberof.json")));
+    fake.on("GET", "/v1.0/users/*", Reply::json(200, fixture("msgraph/user_memberof_groups_select.json")));
     fake.on("GET", "/v1.0/auditLogs/signIns", Reply::json(200, fixture("msgraph/auditlogs_signins.json")));
     fake.on("GET", "/v1.0/identityProtection/riskyUsers/*", Reply::json(200, fixture("msgraph/riskyuser_get.json")));
     let creds = msgraph::GraphCredentials {
@@ -355,7 +384,7 @@ async fn msgraph_user_groups_sign_ins_and_risk() {
     let v = found(r);
     assert_eq!(calls, 5, "token, user, groups, sign-ins, risk");
     assert_eq!(v.fact_value("risk_state"), Some("remediated"));
-    assert_eq!(v.fact_value("groups"), Some("All Users"));
+    assert_eq!(v.fact_value("groups"), Some("All users, AAD Contoso Users"));
     assert_eq!(v.fact_value("last_sign_in"), Some("2024-12-10T17:38:26Z"));
     let token_req = &fake.requests_to("/token")[0];
     assert!(
@@ -367,17 +396,34 @@ async fn msgraph_user_groups_sign_ins_and_risk() {
     let (_, calls) = lookup(&src, &ind(IndicatorKind::User, "CORP\\stine")).await;
     assert_eq!(calls, 4);
     // Risk states map to verdicts.
+    let x = ind(IndicatorKind::User, "x");
     let mut risky = json_fixture("msgraph/riskyuser_get.json");
     risky["riskState"] = json!("confirmedCompromised");
-    assert_eq!(
-        msgraph::verdict_from(&ind(IndicatorKind::User, "x"), &json!({}), &json!({}), &json!({}), Some(&risky)).verdict,
-        VerdictLevel::Malicious
-    );
+    assert_eq!(msgraph::verdict_from(&x, &json!({}), &json!({}), &json!({}), Some(&risky), None).verdict, VerdictLevel::Malicious);
     risky["riskState"] = json!("atRisk");
-    assert_eq!(
-        msgraph::verdict_from(&ind(IndicatorKind::User, "x"), &json!({}), &json!({}), &json!({}), Some(&risky)).verdict,
-        VerdictLevel::Suspicious
+    let detections = json_fixture("msgraph/riskdetections_list.json");
+    let v = msgraph::verdict_from(
+        &x,
+        &json_fixture("msgraph/user_get_default.json"),
+        &json_fixture("msgraph/user_memberof.json"),
+        &json!({}),
+        Some(&risky),
+        Some(&detections),
     );
+    assert_eq!(v.verdict, VerdictLevel::Suspicious);
+    assert_eq!(v.fact_value("risk_detections"), Some("unfamiliarFeatures (medium)"));
+    assert_eq!(v.fact_value("upn"), Some("AdeleV@contoso.com"));
+    // The other recorded listings parse into the same fields.
+    let listed = json_fixture("msgraph/riskyusers_list.json");
+    let l = msgraph::verdict_from(
+        &x,
+        &json_fixture("msgraph/user_get_select_identities.json"),
+        &json!({}),
+        &json!({}),
+        listed.pointer("/value/0"),
+        None,
+    );
+    assert_eq!(l.fact_value("risk_state"), Some("dismissed"));
 }
 
 // ----------------------------------------------------------------------------------- XQL history

@@ -93,7 +93,25 @@ impl MsGraph {
 }
 
 /// Pure; tested on fixtures.
-pub fn verdict_from(indicator: &Indicator, user: &Value, member_of: &Value, sign_ins: &Value, risky: Option<&Value>) -> IndicatorVerdict {
+pub fn verdict_from(
+    indicator: &Indicator,
+    user: &Value,
+    member_of: &Value,
+    sign_ins: &Value,
+    risky: Option<&Value>,
+    detections: Option<&Value>,
+) -> IndicatorVerdict {
+    let detection_types: Vec<String> = detections
+        .and_then(|d| d.get("value"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let kind = text(d, "/riskEventType")?;
+            Some(format!("{kind} ({})", text(d, "/riskLevel").unwrap_or_default()))
+        })
+        .take(5)
+        .collect();
     let risk_level = risky.and_then(|r| text(r, "/riskLevel")).unwrap_or_else(|| "none".into());
     let risk_state = risky.and_then(|r| text(r, "/riskState")).unwrap_or_else(|| "none".into());
     let verdict = match (risk_state.as_str(), risk_level.as_str()) {
@@ -127,6 +145,7 @@ pub fn verdict_from(indicator: &Indicator, user: &Value, member_of: &Value, sign
         .fact("risk_state", risk_state)
         .fact("groups", groups.into_iter().take(8).collect::<Vec<_>>().join(", "))
         .fact("last_sign_in_ip", sign_ins.first().and_then(|s| text(s, "/ipAddress")).unwrap_or_default())
+        .fact("risk_detections", detection_types.join(", "))
 }
 
 #[async_trait]
@@ -177,6 +196,20 @@ impl IndicatorSource for MsGraph {
             Err(LookupError::Unauthorized(_)) => None,
             Err(e) => return Err(e),
         };
-        Ok(Lookup::Found(verdict_from(indicator, &user, &member_of, &sign_ins, risky.as_ref()).raw(&user.to_string())))
+        // Detections explain a risk level; read them only when there is one.
+        let at_risk = risky.as_ref().and_then(|r| text(r, "/riskLevel")).is_some_and(|l| !matches!(l.as_str(), "none" | "hidden"));
+        let detections = if at_risk {
+            match self
+                .get(&format!("/identityProtection/riskDetections?$filter={}&$top=10", enc(&format!("userId eq '{id}'"))), &token, calls)
+                .await
+            {
+                Ok(a) => a.map(|a| a.json),
+                Err(LookupError::Unauthorized(_)) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        Ok(Lookup::Found(verdict_from(indicator, &user, &member_of, &sign_ins, risky.as_ref(), detections.as_ref()).raw(&user.to_string())))
     }
 }

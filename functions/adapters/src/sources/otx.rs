@@ -43,13 +43,11 @@ impl Otx {
     }
 }
 
-/// The verdict from a `general` answer (and optional extra sections). Pure; tested on fixtures.
-pub fn verdict_from(
-    indicator: &Indicator,
-    general: &Value,
-    malware: Option<&Value>,
-    passive_dns: Option<&Value>,
-) -> Option<IndicatorVerdict> {
+/// The verdict from a `general` answer and any extra sections read (`malware`, `passive_dns`,
+/// `url_list`, `analysis`). Pure; tested on fixtures.
+pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &Value)]) -> Option<IndicatorVerdict> {
+    let section = |name: &str| sections.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let (malware, passive_dns) = (section("malware"), section("passive_dns"));
     let pulses = general.pointer("/pulse_info/pulses").and_then(Value::as_array).cloned().unwrap_or_default();
     let count = general.pointer("/pulse_info/count").and_then(Value::as_u64).unwrap_or(pulses.len() as u64);
     let allow_listed: Vec<String> = general
@@ -108,6 +106,11 @@ pub fn verdict_from(
         summary.push_str(&format!("; {malware_samples} malware sample(s) seen with it"));
     }
     let resolutions = passive_dns.and_then(|p| p.get("passive_dns").and_then(Value::as_array)).map_or(0, Vec::len);
+    let urls = section("url_list").and_then(|u| {
+        u.get("full_size").and_then(Value::as_u64).or_else(|| u.get("url_list").and_then(Value::as_array).map(|l| l.len() as u64))
+    });
+    let file_type =
+        section("analysis").and_then(|a| a.pointer("/analysis/info/results/file_type")).and_then(Value::as_str).unwrap_or_default();
     let slug = match indicator.kind {
         IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => "ip",
         IndicatorKind::Domain => "domain",
@@ -121,7 +124,9 @@ pub fn verdict_from(
             .fact("pulse_names", names.into_iter().take(3).collect::<Vec<_>>().join("; "))
             .fact("malware_families", families.join(", "))
             .fact("attack_ids", attack_ids.join(", "))
-            .fact("passive_dns_records", if resolutions > 0 { resolutions.to_string() } else { String::new() }),
+            .fact("passive_dns_records", if resolutions > 0 { resolutions.to_string() } else { String::new() })
+            .fact("urls_seen", urls.map(|u| u.to_string()).unwrap_or_default())
+            .fact("file_type", file_type),
     )
 }
 
@@ -142,17 +147,21 @@ impl IndicatorSource for Otx {
         let Some(general) = self.section(slug, &indicator.value, "general", calls).await? else { return Ok(Lookup::NotFound) };
         let in_pulses = general.json.pointer("/pulse_info/count").and_then(Value::as_u64).unwrap_or(0) > 0;
         // Extra sections only where they can change the picture (each is another request).
-        let malware = if in_pulses && slug.starts_with("IPv") {
-            self.section(slug, &indicator.value, "malware", calls).await?.map(|a| a.json)
-        } else {
-            None
+        let wanted: &[&str] = match (in_pulses, slug) {
+            (false, _) => &[],
+            (true, "IPv4" | "IPv6") => &["malware"],
+            (true, "domain") => &["passive_dns"],
+            (true, "file") => &["analysis"],
+            (true, _) => &[],
         };
-        let pdns = if in_pulses && slug == "domain" {
-            self.section(slug, &indicator.value, "passive_dns", calls).await?.map(|a| a.json)
-        } else {
-            None
-        };
-        Ok(match verdict_from(indicator, &general.json, malware.as_ref(), pdns.as_ref()) {
+        let mut extra = Vec::new();
+        for name in wanted {
+            if let Some(a) = self.section(slug, &indicator.value, name, calls).await? {
+                extra.push((*name, a.json));
+            }
+        }
+        let sections: Vec<(&str, &Value)> = extra.iter().map(|(n, v)| (*n, v)).collect();
+        Ok(match verdict_from(indicator, &general.json, &sections) {
             Some(v) => Lookup::Found(v.raw(&general.raw)),
             None => Lookup::NotFound,
         })

@@ -36,6 +36,18 @@ impl ServiceNow {
         }
     }
 
+    /// `GET /api/now/cmdb/instance/cmdb_ci_computer?sysparm_query=name=<host>` then the record's attributes.
+    async fn instance_lookup(&self, host: &str, calls: &CallCounter) -> Result<Option<Value>, LookupError> {
+        let list = self
+            .get(&format!("/api/now/cmdb/instance/cmdb_ci_computer?sysparm_query={}&sysparm_limit=1", enc(&format!("name={host}"))), calls)
+            .await?;
+        let Some(sys_id) = list.and_then(|l| l.json.pointer("/result/0/sys_id").and_then(Value::as_str).map(str::to_string)) else {
+            return Ok(None);
+        };
+        let detail = self.get(&format!("/api/now/cmdb/instance/cmdb_ci_computer/{}", enc(&sys_id)), calls).await?;
+        Ok(detail.and_then(|d| d.json.pointer("/result/attributes").cloned()))
+    }
+
     async fn get(&self, path: &str, calls: &CallCounter) -> Result<Option<super::Answer>, LookupError> {
         send(
             self.http
@@ -119,8 +131,13 @@ impl IndicatorSource for ServiceNow {
             "/api/now/table/cmdb_ci?sysparm_query={query}&sysparm_limit=5&sysparm_display_value=all&sysparm_exclude_reference_link=true"
         );
         let Some(list) = self.get(&path, calls).await? else { return Ok(Lookup::NotFound) };
-        let Some(ci) = list.json.get("result").and_then(Value::as_array).and_then(|r| r.first()).cloned() else {
-            return Ok(Lookup::NotFound);
+        let ci = match list.json.get("result").and_then(Value::as_array).and_then(|r| r.first()).cloned() {
+            Some(ci) => ci,
+            // Some instances restrict the Table API on cmdb_ci: ask the class-aware CMDB Instance API.
+            None => match self.instance_lookup(short, calls).await? {
+                Some(ci) => ci,
+                None => return Ok(Lookup::NotFound),
+            },
         };
         let mut services = Vec::new();
         if let (Some(class), Some(sys_id)) =

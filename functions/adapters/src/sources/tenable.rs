@@ -34,8 +34,15 @@ impl Tenable {
     }
 }
 
-/// Pure; tested on fixtures. `asset`: one workbench asset; `info`: its `/info`; `vulns`: its `/vulnerabilities`.
-pub fn verdict_from(indicator: &Indicator, asset: &Value, info: Option<&Value>, vulns: Option<&Value>) -> IndicatorVerdict {
+/// Pure; tested on fixtures. `asset`: one workbench asset; `info`: its `/info`; `vulns`: its
+/// `/vulnerabilities`; `top_info`: `/workbenches/vulnerabilities/{plugin}/info` of the worst one.
+pub fn verdict_from(
+    indicator: &Indicator,
+    asset: &Value,
+    info: Option<&Value>,
+    vulns: Option<&Value>,
+    top_info: Option<&Value>,
+) -> IndicatorVerdict {
     let severities =
         info.and_then(|i| i.pointer("/info/counts/vulnerabilities/severities")).and_then(Value::as_array).cloned().unwrap_or_default();
     let count = |name: &str| {
@@ -71,6 +78,19 @@ pub fn verdict_from(indicator: &Indicator, asset: &Value, info: Option<&Value>, 
         })
         .collect();
     let os = asset.pointer("/operating_system/0").and_then(Value::as_str).unwrap_or("").to_string();
+    let exploit = top_info.and_then(|t| t.pointer("/info/vulnerability_information"));
+    let exploitable = exploit.and_then(|e| e.get("exploit_available")).and_then(Value::as_bool);
+    let by_malware = exploit.and_then(|e| e.get("exploited_by_malware")).and_then(Value::as_bool);
+    let cves: Vec<String> = top_info
+        .and_then(|t| t.pointer("/info/reference_information"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("name").and_then(Value::as_str) == Some("cve"))
+        .flat_map(|r| r.get("values").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .take(5)
+        .collect();
     let mut summary = format!("Tenable: {critical} critical, {high} high, {medium} medium vulnerabilities");
     if let Some(first) = top_lines.first() {
         summary.push_str(&format!("; worst {first}"));
@@ -82,6 +102,9 @@ pub fn verdict_from(indicator: &Indicator, asset: &Value, info: Option<&Value>, 
         .fact("critical_vulns", critical.to_string())
         .fact("high_vulns", high.to_string())
         .fact("top_vulns", top_lines.join("; "))
+        .fact("top_vuln_exploit_available", exploitable.map(|b| b.to_string()).unwrap_or_default())
+        .fact("top_vuln_exploited_by_malware", by_malware.map(|b| b.to_string()).unwrap_or_default())
+        .fact("top_vuln_cves", cves.join(", "))
         .fact("os", os)
         .fact("acr_score", text(asset, "/acr_score").or_else(|| info.and_then(|i| text(i, "/info/acr_score"))).unwrap_or_default())
         .fact("last_seen", text(asset, "/last_seen").unwrap_or_default())
@@ -112,6 +135,16 @@ impl IndicatorSource for Tenable {
         let Some(id) = text(&asset, "/id") else { return Err(LookupError::BadReply("workbench asset without an id".into())) };
         let info = self.get(&format!("/workbenches/assets/{}/info?all_fields=full", enc(&id)), calls).await?.map(|a| a.json);
         let vulns = self.get(&format!("/workbenches/assets/{}/vulnerabilities?date_range=30", enc(&id)), calls).await?.map(|a| a.json);
-        Ok(Lookup::Found(verdict_from(indicator, &asset, info.as_ref(), vulns.as_ref()).raw(&list.raw)))
+        let worst = vulns.as_ref().and_then(|v| v.get("vulnerabilities")).and_then(Value::as_array).and_then(|list| {
+            list.iter().max_by(|a, b| {
+                let k = |v: &Value| v.get("vpr_score").and_then(Value::as_f64).unwrap_or(0.0);
+                k(a).total_cmp(&k(b))
+            })
+        });
+        let top_info = match worst.and_then(|w| text(w, "/plugin_id")) {
+            Some(plugin) => self.get(&format!("/workbenches/vulnerabilities/{}/info", enc(&plugin)), calls).await?.map(|a| a.json),
+            None => None,
+        };
+        Ok(Lookup::Found(verdict_from(indicator, &asset, info.as_ref(), vulns.as_ref(), top_info.as_ref()).raw(&list.raw)))
     }
 }
