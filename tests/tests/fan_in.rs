@@ -45,6 +45,7 @@ async fn the_deadline_completes_a_case_whose_source_never_answers() {
         sources: vec![Arc::new(AttackSource), Arc::new(Silent)],
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).unwrap()),
         webhook_secret: Vec::new(),
+        model: None,
     });
     let key = CaseKey::new("acme", "1").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

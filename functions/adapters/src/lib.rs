@@ -7,6 +7,7 @@ pub mod dynamo;
 pub mod env;
 pub mod http_client;
 pub mod lambda;
+pub mod llm;
 pub mod provision;
 pub mod secrets;
 pub mod sources;

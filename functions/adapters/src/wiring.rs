@@ -9,9 +9,11 @@ use dossier_core::ports::{QueueName, SecretStore, SystemClock, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::Context;
+use dossier_core::synthesis::LanguageModel;
 
 use crate::dynamo::{DynamoStore, TableNames};
 use crate::env::{self, ConfigError};
+use crate::llm::{Anthropic, Bedrock, OpenAiCompatible};
 use crate::secrets::SecretsManager;
 use crate::sources::catalog::{self, Shared, SourceSettings};
 use crate::sqs::SqsQueue;
@@ -27,6 +29,7 @@ pub enum WiringError {
 
 /// The AWS-backed ports of one function.
 pub struct Aws {
+    pub sdk: aws_config::SdkConfig,
     pub store: Arc<DynamoStore>,
     pub queue: Arc<SqsQueue>,
     pub secrets: Arc<dyn SecretStore>,
@@ -64,7 +67,13 @@ impl Aws {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_urls_from_env());
         let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&sdk));
-        Ok(Aws { store: Arc::new(store), queue: Arc::new(queue), secrets: Arc::new(secrets), config: Arc::new(env::pipeline_config()?) })
+        Ok(Aws {
+            store: Arc::new(store),
+            queue: Arc::new(queue),
+            secrets: Arc::new(secrets),
+            config: Arc::new(env::pipeline_config()?),
+            sdk,
+        })
     }
 
     pub fn context(&self, actor: &'static str) -> Context {
@@ -117,5 +126,38 @@ impl Aws {
         let shared = Shared { store: self.store.clone(), clock: Arc::new(SystemClock), cache: env::var("DOSSIER_CACHE_TABLE").is_some() };
         catalog::build(name, &settings, &shared, &format!("set {prefix}_SECRET_ARN"))
             .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_SOURCE", reason }.into())
+    }
+
+    /// The language model for synthesis (`DOSSIER_LLM_PROVIDER` = `bedrock`, `openai`,
+    /// `anthropic` or `none`; `DOSSIER_LLM_MODEL`; `DOSSIER_LLM_URL`; key in `DOSSIER_LLM_SECRET_ARN`).
+    pub async fn model(&self) -> Result<Option<Arc<dyn LanguageModel>>, WiringError> {
+        let provider = env::var("DOSSIER_LLM_PROVIDER").unwrap_or_else(|| "none".into());
+        let timeout = Duration::from_secs(env::var("DOSSIER_LLM_TIMEOUT_SECONDS").and_then(|t| t.parse().ok()).unwrap_or(60));
+        let key = match env::var("DOSSIER_LLM_SECRET_ARN") {
+            Some(_) => Some(self.secret("DOSSIER_LLM_SECRET_ARN").await?.trim().to_string()),
+            None => None,
+        };
+        let model = || env::required("DOSSIER_LLM_MODEL");
+        Ok(match provider.as_str() {
+            "none" => None,
+            "bedrock" => Some(Arc::new(Bedrock::new(aws_sdk_bedrockruntime::Client::new(&self.sdk), &model()?, timeout))),
+            "openai" => Some(Arc::new(OpenAiCompatible::new(&env::required("DOSSIER_LLM_URL")?, key, &model()?, timeout))),
+            "anthropic" => {
+                let key = key.ok_or(ConfigError::Missing("DOSSIER_LLM_SECRET_ARN"))?;
+                Some(Arc::new(Anthropic::new(
+                    &env::var("DOSSIER_LLM_URL").unwrap_or_else(|| Anthropic::DEFAULT_BASE_URL.into()),
+                    key,
+                    &model()?,
+                    timeout,
+                )))
+            }
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "DOSSIER_LLM_PROVIDER",
+                    reason: format!("`{other}` is not bedrock, openai, anthropic or none"),
+                }
+                .into())
+            }
+        })
     }
 }

@@ -147,6 +147,24 @@ pub struct StatusChange {
     pub at_ms: i64,
 }
 
+/// One alert as the narrative needs it: attacker-controlled text bounded and stripped of controls.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertDigest {
+    pub name: String,
+    pub category: String,
+    pub severity: Severity,
+    pub time_ms: Option<i64>,
+    pub host: Option<String>,
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub command_line: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Alerts kept per case, and characters kept per text field.
+pub const MAX_ALERT_DIGESTS: usize = 50;
+pub const MAX_ALERT_TEXT: usize = 600;
+
 /// The case record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Case {
@@ -168,6 +186,9 @@ pub struct Case {
     pub alert_count: usize,
     #[serde(default)]
     pub alert_names: Vec<String>,
+    /// The first alerts, bounded, for the narrative (the full detail stays in XDR).
+    #[serde(default)]
+    pub alerts: Vec<AlertDigest>,
     #[serde(default)]
     pub indicators: Vec<Indicator>,
     /// Indicators beyond the stored cap, counted but not kept.
@@ -210,6 +231,7 @@ impl Case {
             xdr_url: None,
             alert_count: 0,
             alert_names: Vec::new(),
+            alerts: Vec::new(),
             indicators: Vec::new(),
             indicators_dropped: 0,
             techniques: Vec::new(),

@@ -54,6 +54,20 @@ pub struct NextStep {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub time: String,
+    pub event: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Impacted {
+    pub entity: String,
+    /// `host`, `user` or `business_unit`.
+    pub kind: String,
+    pub criticality: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceLine {
     pub name: String,
     pub status: SourceStatus,
@@ -85,6 +99,19 @@ pub struct Dossier {
     /// The most critical business criticality among the case's assets, when a CMDB says.
     #[serde(default)]
     pub asset_criticality: Option<String>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    #[serde(default)]
+    pub impacted: Vec<Impacted>,
+    /// Why each technique applies (model rationale), by technique id.
+    #[serde(default)]
+    pub technique_notes: Vec<(String, String)>,
+    /// Likely actors or campaigns named by the model, with the basis.
+    #[serde(default)]
+    pub actor_notes: Vec<(String, String)>,
+    /// The model call behind an AI dossier, or the one whose answer was rejected.
+    #[serde(default)]
+    pub model_run: Option<crate::synthesis::ModelRun>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,7 +323,32 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         missing_sources: missing_sources.to_vec(),
         related_cases,
         asset_criticality,
+        timeline: timeline(case),
+        impacted: Vec::new(),
+        technique_notes: Vec::new(),
+        actor_notes: Vec::new(),
+        model_run: None,
     }
+}
+
+/// The alerts in time order, as the deterministic timeline.
+fn timeline(case: &Case) -> Vec<TimelineEntry> {
+    case.alerts
+        .iter()
+        .take(12)
+        .map(|a| TimelineEntry {
+            time: a.time_ms.map(format_utc).unwrap_or_else(|| "time unknown".into()),
+            event: clean_text(
+                &format!("{} ({}){}", a.name, a.severity, a.host.as_ref().map_or(String::new(), |h| format!(" on {h}"))),
+                300,
+            ),
+        })
+        .collect()
+}
+
+/// Action ids derive from kind and target: the same proposal twice is one action.
+pub fn action_id(kind: ActionKind, target: &str) -> String {
+    format!("{}-{}", kind.as_str().replace('_', "-"), short_hash(target))
 }
 
 fn bump(s: Severity) -> Severity {
@@ -383,7 +435,7 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
     let mut actions = Vec::new();
     let mut push = |kind: ActionKind, target: String, label: String, rationale: String| {
         actions.push(Action {
-            id: format!("{}-{}", kind.as_str().replace('_', "-"), short_hash(&target)),
+            id: action_id(kind, &target),
             kind,
             target,
             target_label: label,
@@ -430,11 +482,37 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
     let mut s = String::new();
     let label = if d.ai_generated { LABEL_AI } else { LABEL_NO_AI };
     let _ = writeln!(s, "[Dossier] {label}");
-    if let Some(m) = &d.model {
-        let _ = writeln!(s, "Model: {m} · prompt {}", d.prompt_version);
+    match (&d.model_run, d.ai_generated) {
+        (Some(run), true) => {
+            let _ = writeln!(
+                s,
+                "Model: {} · prompt {} ({}) · {} tokens in, {} out",
+                run.model, run.prompt_version, run.prompt_hash, run.input_tokens, run.output_tokens
+            );
+        }
+        (Some(run), false) => {
+            let _ = writeln!(
+                s,
+                "The model's answer was not used ({}); this summary is built from the evidence alone.",
+                clean_text(run.rejected.as_deref().unwrap_or("no answer"), 200)
+            );
+        }
+        _ => {}
     }
     let _ = writeln!(s, "\nSUMMARY\n{}", d.summary);
     let _ = writeln!(s, "\nSEVERITY ASSESSMENT: {} ({})", d.severity, d.severity_reason);
+    if !d.timeline.is_empty() {
+        let _ = writeln!(s, "\nTIMELINE");
+        for t in d.timeline.iter().take(12) {
+            let _ = writeln!(s, "- {}: {}", clean_text(&t.time, 60), clean_text(&t.event, 300));
+        }
+    }
+    if !d.impacted.is_empty() {
+        let _ = writeln!(s, "\nIMPACTED");
+        for i in &d.impacted {
+            let _ = writeln!(s, "- {} {} (criticality: {})", i.kind, clean_text(&i.entity, 120), clean_text(&i.criticality, 60));
+        }
+    }
 
     let shown: Vec<&IndicatorFinding> = d.indicators.iter().filter(|f| !f.kind.is_entity()).collect();
     if !shown.is_empty() {
@@ -477,6 +555,12 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             let basis =
                 d.inferred.iter().find(|i| i.id == t.id).map_or(String::new(), |i| format!(" — inferred by rule {} ({})", i.rule, i.about));
             let _ = writeln!(s, "- {} {} ({}){basis}", t.id, t.name, t.tactics.join(", "));
+        }
+    }
+    if !d.actor_notes.is_empty() {
+        let _ = writeln!(s, "\nLIKELY ACTORS OR CAMPAIGNS");
+        for (name, basis) in d.actor_notes.iter().take(5) {
+            let _ = writeln!(s, "- {}: {}", clean_text(name, 100), clean_text(basis, 300));
         }
     }
     if !d.actors.is_empty() {

@@ -17,11 +17,30 @@ pub enum SynthesisReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    Collect { case: CaseKey },
-    Enrich { case: CaseKey, source: String },
-    Synthesize { case: CaseKey, reason: SynthesisReason },
-    WriteComment { case: CaseKey, draft_id: String },
-    ExecuteAction { case: CaseKey, action_id: String },
+    Collect {
+        case: CaseKey,
+    },
+    Enrich {
+        case: CaseKey,
+        source: String,
+    },
+    Synthesize {
+        case: CaseKey,
+        reason: SynthesisReason,
+    },
+    WriteComment {
+        case: CaseKey,
+        draft_id: String,
+    },
+    ExecuteAction {
+        case: CaseKey,
+        action_id: String,
+    },
+    /// XDR resolved the incident: draft the closure comment.
+    Close {
+        case: CaseKey,
+        resolution: String,
+    },
 }
 
 pub const MESSAGE_VERSION: u32 = 1;
@@ -48,7 +67,8 @@ impl Message {
             | Message::Enrich { case, .. }
             | Message::Synthesize { case, .. }
             | Message::WriteComment { case, .. }
-            | Message::ExecuteAction { case, .. } => case,
+            | Message::ExecuteAction { case, .. }
+            | Message::Close { case, .. } => case,
         }
     }
 

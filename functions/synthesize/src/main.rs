@@ -9,6 +9,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let handler = Arc::new(Synthesize::new(aws.context("synthesize"), aws.link_signer().await?));
+    let mut synthesize = Synthesize::new(aws.context("synthesize"), aws.link_signer().await?);
+    if let Some(model) = aws.model().await? {
+        synthesize = synthesize.with_model(model);
+    }
+    let handler = Arc::new(synthesize);
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::synthesize()).await
 }

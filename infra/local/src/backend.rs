@@ -16,6 +16,7 @@ use dossier_core::ports::{Clock, Delivery, DocStore, Queue, QueueConsumer, Queue
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::{Approve, Collect, Context, Enrich, Intake, MessageHandler, StageError, Synthesize, Writeback};
+use dossier_core::synthesis::LanguageModel;
 
 /// Where state and queues live.
 #[derive(Clone)]
@@ -77,6 +78,8 @@ pub struct PipelineParts {
     pub sources: Vec<Arc<dyn Source>>,
     pub signer: Arc<LinkSigner>,
     pub webhook_secret: Vec<u8>,
+    /// Writes the dossiers when set (else the deterministic dossier).
+    pub model: Option<Arc<dyn LanguageModel>>,
 }
 
 impl LocalPipeline {
@@ -91,7 +94,10 @@ impl LocalPipeline {
             approve: Approve::new(ctx("approve"), parts.signer.clone()),
             collect: Collect::new(ctx("collect"), parts.xdr.clone()),
             enrich: Enrich::new(ctx("enrich"), parts.sources.clone()),
-            synthesize: Synthesize::new(ctx("synthesize"), parts.signer.clone()),
+            synthesize: match parts.model.clone() {
+                Some(m) => Synthesize::new(ctx("synthesize"), parts.signer.clone()).with_model(m),
+                None => Synthesize::new(ctx("synthesize"), parts.signer.clone()),
+            },
             writeback: Writeback::new(ctx("writeback"), parts.xdr.clone()),
             queues: queue_names(&config.sources),
             ctx: ctx("dossier-local"),

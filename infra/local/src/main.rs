@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dossier_adapters::llm::OpenAiCompatible;
 use dossier_adapters::xdr::{XdrCredentials, XdrHttp};
 use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::config::PipelineConfig;
@@ -16,6 +17,7 @@ use dossier_core::embedded::RecordingXdr;
 use dossier_core::ports::{Clock, SystemClock, XdrApi};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::stages::open_case;
+use dossier_core::synthesis::LanguageModel;
 use dossier_core::xdr::{parse_extra_data, ExtraData};
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_local::report::case_report;
@@ -49,6 +51,14 @@ enum Command {
         /// Use the AWS adapters against this endpoint (e.g. moto server) instead of the embedded backend.
         #[arg(long)]
         aws_endpoint: Option<String>,
+        /// OpenAI-compatible chat completions base URL (e.g. http://127.0.0.1:8080/v1); key from DOSSIER_LLM_KEY.
+        #[arg(long)]
+        llm_url: Option<String>,
+        #[arg(long, default_value = "gpt-4o-mini")]
+        llm_model: String,
+        /// Also write the full dossier as an HTML page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Serve POST /webhook and GET|POST /approve, with the queue consumers in-process.
     Serve {
@@ -71,7 +81,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { json } => demo(json).await,
-        Command::Run { extra_data, json, tenant, aws_endpoint } => run(&extra_data, json, &tenant, aws_endpoint.as_deref()).await,
+        Command::Run { extra_data, json, tenant, aws_endpoint, llm_url, llm_model, html } => {
+            run(&extra_data, json, &tenant, aws_endpoint.as_deref(), model(llm_url.as_deref(), &llm_model), html.as_deref()).await
+        }
         Command::Serve { addr, aws_endpoint, demo } => serve(addr, aws_endpoint.as_deref(), demo).await,
     };
     match result {
@@ -112,18 +124,25 @@ async fn backend(aws_endpoint: Option<&str>, clock: Arc<dyn Clock>, sources: &[S
     }
 }
 
+/// An OpenAI-compatible model when a URL is given.
+fn model(url: Option<&str>, name: &str) -> Option<Arc<dyn LanguageModel>> {
+    let timeout = env("DOSSIER_LLM_TIMEOUT_SECONDS").and_then(|t| t.parse().ok()).map_or(Duration::from_secs(60), Duration::from_secs);
+    url.map(|u| Arc::new(OpenAiCompatible::new(u, env("DOSSIER_LLM_KEY"), name, timeout)) as Arc<dyn LanguageModel>)
+}
+
 async fn pipeline(
     config: PipelineConfig,
     xdr: Arc<dyn XdrApi>,
     aws_endpoint: Option<&str>,
     webhook_secret: Vec<u8>,
+    model: Option<Arc<dyn LanguageModel>>,
 ) -> Result<LocalPipeline, BadInput> {
     let names = dossier_local::sources::names();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = backend(aws_endpoint, clock.clone(), &names).await?;
     let shared = dossier_adapters::sources::catalog::Shared { store: backend.store.clone(), clock: clock.clone(), cache: true };
     let sources = dossier_local::sources::local_sources(&shared).map_err(|e| BadInput(e.to_string()))?;
-    Ok(LocalPipeline::new(PipelineParts { backend, config, clock, xdr, sources, signer: local_signer()?, webhook_secret }))
+    Ok(LocalPipeline::new(PipelineParts { backend, config, clock, xdr, sources, signer: local_signer()?, webhook_secret, model }))
 }
 
 fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInput> {
@@ -139,14 +158,21 @@ fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInpu
 
 const RUN_BUDGET: Duration = Duration::from_secs(600);
 
-async fn run(path: &std::path::Path, json: bool, tenant: &str, aws_endpoint: Option<&str>) -> Result<ExitCode, BadInput> {
+async fn run(
+    path: &std::path::Path,
+    json: bool,
+    tenant: &str,
+    aws_endpoint: Option<&str>,
+    model: Option<Arc<dyn LanguageModel>>,
+    html: Option<&std::path::Path>,
+) -> Result<ExitCode, BadInput> {
     let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
     // Validate fully before anything is stored.
     let incidents = parse_extra_data(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
     let mut config = config()?;
     config.enrich_deadline = config.enrich_deadline.min(Duration::from_secs(90));
     let xdr = Arc::new(RecordingXdr::serving(text.clone()));
-    let pipeline = pipeline(config, xdr.clone(), aws_endpoint, Vec::new()).await?;
+    let pipeline = pipeline(config, xdr.clone(), aws_endpoint, Vec::new(), model).await?;
     let now = SystemClock.now_ms();
     let mut keys = Vec::new();
     for data in &incidents {
@@ -164,6 +190,15 @@ async fn run(path: &std::path::Path, json: bool, tenant: &str, aws_endpoint: Opt
             return Ok(ExitCode::from(1));
         }
     };
+    if let (Some(out), Some(key)) = (html, keys.first()) {
+        match dossier_local::report::html_page(&pipeline, key).await {
+            Ok(page) => std::fs::write(out, page).map_err(|e| BadInput(format!("cannot write {}: {e}", out.display())))?,
+            Err(e) => {
+                eprintln!("dossier: cannot render the page: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
     let writes = xdr.writes();
     let mut reports = Vec::new();
     for key in &keys {
@@ -234,7 +269,7 @@ async fn demo(json: bool) -> Result<ExitCode, BadInput> {
         }
     }
     let xdr = Arc::new(RecordingXdr::with_incidents(replies));
-    let pipeline = pipeline(config()?, xdr.clone(), None, Vec::new()).await?;
+    let pipeline = pipeline(config()?, xdr.clone(), None, Vec::new(), None).await?;
     let mut keys = Vec::new();
     for (_, case) in &cases {
         keys.push(case.key.clone());
@@ -297,7 +332,16 @@ async fn serve(addr: SocketAddr, aws_endpoint: Option<&str>, seed_demo: bool) ->
             Arc::new(RecordingXdr::with_incidents(replies))
         }
     };
-    let pipeline = Arc::new(pipeline(config, xdr, aws_endpoint, secret.into_bytes()).await?);
+    let pipeline = Arc::new(
+        pipeline(
+            config,
+            xdr,
+            aws_endpoint,
+            secret.into_bytes(),
+            model(env("DOSSIER_LLM_URL").as_deref(), &env("DOSSIER_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into())),
+        )
+        .await?,
+    );
     if seed_demo {
         let now = SystemClock.now_ms();
         let mut keys = Vec::new();

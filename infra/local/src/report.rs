@@ -63,6 +63,9 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
             "ai_generated": d.dossier.ai_generated,
             "model": d.dossier.model,
             "prompt_version": d.dossier.prompt_version,
+            "model_run": d.dossier.model_run,
+            "timeline": d.dossier.timeline,
+            "impacted": d.dossier.impacted,
             "summary": d.dossier.summary,
             "severity": d.dossier.severity.as_str(),
             "hypotheses": d.dossier.hypotheses.iter().map(|h| json!({"text": h.text, "confidence": h.confidence, "evidence": h.evidence})).collect::<Vec<_>>(),
@@ -99,4 +102,14 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         "xdr_writes": writes,
         "warnings": case.parse_warnings,
     }))
+}
+
+/// The full dossier of a case as an HTML page.
+pub async fn html_page(pipeline: &LocalPipeline, key: &CaseKey) -> Result<String, StageError> {
+    let repo = &pipeline.ctx.repo;
+    let case = repo.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
+    let draft_id = case.draft_id.clone().ok_or_else(|| StageError::BadMessage("no dossier yet".into()))?;
+    let draft = repo.draft(key, &draft_id).await?.ok_or_else(|| StageError::BadMessage("no dossier yet".into()))?;
+    let actions = repo.actions(key).await?;
+    Ok(dossier_core::report_html::render_html(&case, &draft.dossier, &actions))
 }

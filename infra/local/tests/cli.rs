@@ -333,3 +333,45 @@ async fn ti_sources_call_once_per_external_indicator_and_never_for_internal_ones
         );
     }
 }
+
+/// `run --llm-url` against a local OpenAI-compatible fake: the dossier says which model and prompt wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_an_openai_compatible_model() {
+    use dossier_tests::{FakeServer, Reply};
+    let fake = FakeServer::start().await;
+    fake.on(
+        "POST",
+        "/v1/chat/completions",
+        Reply::dynamic(|r| {
+            let prompt = r.json()["messages"][1]["content"].as_str().unwrap_or("").to_string();
+            let host = prompt.find("HOST-").map(|i| prompt[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect::<String>()).unwrap_or_default();
+            let answer = serde_json::json!({
+                "summary": format!("Loader activity on {host} after a macro document; second stage from cdn-update.example.net."),
+                "timeline": [], "hypotheses": [{"text": "Phishing-delivered loader.", "confidence": 0.7, "evidence": ["cdn-update.example.net"]}],
+                "techniques": [{"id": "T1059.001", "rationale": "encoded command"}], "actors": [], "impacted": [],
+                "next_steps": [{"text": "Check other hosts resolving the domain.", "xql": "dataset = xdr_data | filter dns_query_name = \"cdn-update.example.net\""}],
+                "proposed_actions": [], "severity": {"level": "high", "reason": "malware executed"}
+            });
+            Reply::json(200, serde_json::json!({"choices": [{"message": {"content": answer.to_string()}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).to_string())
+        }),
+    );
+    let url = format!("{}/v1", fake.url());
+    let sample = format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["run", "--extra-data", &sample, "--json", "--llm-url", &url, "--llm-model", "local-test-model"])
+            .env("RUST_LOG", "error")
+            .env("DOSSIER_LLM_KEY", "sk-local")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dossier"]["ai_generated"], true);
+    assert_eq!(v["dossier"]["model"], "local-test-model");
+    assert_eq!(v["dossier"]["prompt_version"], "dossier-v1");
+    assert!(v["dossier"]["summary"].as_str().unwrap().contains("fin-ws-0231"), "re-identified");
+    assert_eq!(fake.requests()[0].header("authorization"), Some("Bearer sk-local"));
+}

@@ -179,5 +179,26 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
     names.truncate(20);
     case.alert_names = names;
     case.first_alert_ms = data.alerts.iter().filter_map(|a| a.detection_ms).min();
+    let text = |a: &crate::xdr::Alert, field: &str| {
+        a.fields.iter().find(|(k, _)| k == field).map(|(_, v)| crate::dossier::clean_text(v, crate::case::MAX_ALERT_TEXT))
+    };
+    let mut digests: Vec<crate::case::AlertDigest> = data
+        .alerts
+        .iter()
+        .take(crate::case::MAX_ALERT_DIGESTS)
+        .map(|a| crate::case::AlertDigest {
+            name: crate::dossier::clean_text(a.name.as_deref().unwrap_or(""), 200),
+            category: crate::dossier::clean_text(a.category.as_deref().unwrap_or(""), 100),
+            severity: a.severity,
+            time_ms: a.detection_ms,
+            host: a.host_name.as_deref().map(str::to_ascii_lowercase),
+            user: a.user_name.clone(),
+            action: a.action.clone(),
+            command_line: text(a, "actor_process_command_line").or_else(|| text(a, "causality_actor_process_command_line")),
+            description: text(a, "description"),
+        })
+        .collect();
+    digests.sort_by_key(|d| d.time_ms.unwrap_or(i64::MAX));
+    case.alerts = digests;
     case.parse_warnings = data.warnings.iter().take(20).cloned().collect();
 }

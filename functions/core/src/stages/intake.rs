@@ -57,6 +57,32 @@ impl Intake {
         };
         let span = tracing::info_span!("case", case = %key);
         async {
+            // A resolved incident we already know: draft its closure comment.
+            let status = incoming.hint.status.clone().unwrap_or_default();
+            let lower = status.to_ascii_lowercase();
+            if lower.starts_with("resolved") || lower == "closed" {
+                return match self.ctx.repo.case(&key).await {
+                    Ok(Some(_)) => match self
+                        .ctx
+                        .send(&QueueName::synthesize(), &Message::Close { case: key.clone(), resolution: status.clone() }, Duration::ZERO)
+                        .await
+                    {
+                        Ok(()) => HttpResponse::json(202, json!({"status": "closing", "case": key})),
+                        Err(e) => {
+                            warn!(error = %e, "closure could not be queued");
+                            HttpResponse::error(503, "unavailable", "the closure could not be queued; retry later")
+                        }
+                    },
+                    Ok(None) => HttpResponse::json(
+                        202,
+                        json!({"status": "skipped", "case": key, "reason": format!("status {status}: no open case to close")}),
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "case lookup failed");
+                        HttpResponse::error(503, "unavailable", "the case could not be read; retry later")
+                    }
+                };
+            }
             if let Err(reason) = self.ctx.config.admit(incoming.hint.severity, incoming.hint.status.as_deref()) {
                 info!(%reason, "incident skipped at the door");
                 return HttpResponse::json(202, json!({"status": "skipped", "case": key, "reason": reason}));

@@ -70,9 +70,16 @@ impl Poller {
             let status = inc.status.clone().unwrap_or_default();
             let lower = status.to_ascii_lowercase();
             if lower.starts_with("resolved") || lower == "closed" {
-                // The closure path starts here (a resolve-comment draft comes with synthesis).
+                // The closure path: a resolve-comment draft for the analyst, once per case.
                 if self.ctx.repo.case(&key).await?.is_some() {
                     self.ctx.audit(&key, "incident.resolved", format!("XDR status {status}")).await?;
+                    self.ctx
+                        .send(
+                            &crate::ports::QueueName::synthesize(),
+                            &crate::messages::Message::Close { case: key.clone(), resolution: status.clone() },
+                            Duration::ZERO,
+                        )
+                        .await?;
                 }
                 report.resolved += 1;
                 continue;

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
 use super::{ms_until, Context, MessageHandler, StageError};
 use crate::case::{Action, ApprovalLink, Case, CaseKey, CaseStatus};
@@ -13,10 +13,12 @@ use crate::messages::{Message, SynthesisReason};
 use crate::ports::QueueName;
 use crate::repo::{action_sk, draft_sk, Change, CASE_SK};
 use crate::signing::{new_nonce, LinkClaims, LinkSigner, Scope};
+use crate::synthesis::{self, LanguageModel};
 
 pub struct Synthesize {
     ctx: Context,
     signer: Arc<LinkSigner>,
+    model: Option<Arc<dyn LanguageModel>>,
 }
 
 /// The one dossier draft of a case (closure drafts will get their own ids).
@@ -24,7 +26,13 @@ pub const DRAFT_ID: &str = "dossier-1";
 
 impl Synthesize {
     pub fn new(ctx: Context, signer: Arc<LinkSigner>) -> Synthesize {
-        Synthesize { ctx, signer }
+        Synthesize { ctx, signer, model: None }
+    }
+
+    /// Writes dossiers with this model (falling back to the deterministic dossier).
+    pub fn with_model(mut self, model: Arc<dyn LanguageModel>) -> Synthesize {
+        self.model = Some(model);
+        self
     }
 
     async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason) -> Result<(), StageError> {
@@ -80,25 +88,12 @@ impl Synthesize {
         let Some(case) = self.ctx.repo.case(key).await? else {
             return Ok(());
         };
-        let reports = self.ctx.repo.source_reports(key).await?;
-        let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
-        let dossier = deterministic(&case, &reports, &missing);
-        let now = self.ctx.now_ms();
-        let mut actions = propose_actions(&case, &dossier, self.ctx.config.phase);
-        for action in &mut actions {
-            action.links = self.links(key, action, now);
-            if self.ctx.repo.put_new(key, &action_sk(&action.id), action).await? == crate::ports::PutOutcome::AlreadyExists {
-                // Redelivery: the stored action (and its links) stand.
-                if let Some(stored) = self.ctx.repo.action(key, &action.id).await? {
-                    *action = stored;
-                }
-            }
-        }
-        // One draft per case; the id is derived from the case so a redelivery cannot make a second.
         let draft_id = DRAFT_ID.to_string();
-        let comment = render_comment(&case, &draft_id, &dossier, &actions);
-        let draft = Draft { id: draft_id.clone(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
-        self.ctx.repo.put_new(key, &draft_sk(&draft_id), &draft).await?;
+        // A redelivery after the draft was stored: no second model call, just move on.
+        if self.ctx.repo.draft(key, &draft_id).await?.is_none() {
+            self.draft(&case, &draft_id).await?;
+        }
+        let now = self.ctx.now_ms();
         let id = draft_id.clone();
         self.ctx
             .repo
@@ -110,9 +105,107 @@ impl Synthesize {
                 }
             })
             .await?;
-        info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), "dossier drafted");
-        self.ctx.audit(key, "dossier.drafted", format!("draft {draft_id}, {} proposed action(s), deterministic", actions.len())).await?;
         self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
+    }
+
+    /// Builds and stores the draft and its actions (each write first-one-wins).
+    async fn draft(&self, case: &Case, draft_id: &str) -> Result<(), StageError> {
+        let key = &case.key;
+        let reports = self.ctx.repo.source_reports(key).await?;
+        let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
+        let baseline = deterministic(case, &reports, &missing);
+        let phase = self.ctx.config.phase;
+        let (dossier, mut actions) = match &self.model {
+            None => {
+                let actions = propose_actions(case, &baseline, phase);
+                (baseline, actions)
+            }
+            Some(model) => {
+                match synthesis::with_model(model.as_ref(), case, &reports, &baseline, phase, &self.ctx.config.internal_names).await {
+                    Ok((dossier, actions, run)) => {
+                        info!(model = %run.model, input_tokens = run.input_tokens, output_tokens = run.output_tokens, latency_ms = run.latency_ms, attempts = run.attempts, "model dossier accepted");
+                        self.ctx
+                            .audit(
+                                key,
+                                "model.called",
+                                format!(
+                                    "{} accepted: prompt {} ({}), {} in / {} out tokens, {} ms, {} attempt(s)",
+                                    run.model,
+                                    run.prompt_version,
+                                    run.prompt_hash,
+                                    run.input_tokens,
+                                    run.output_tokens,
+                                    run.latency_ms,
+                                    run.attempts
+                                ),
+                            )
+                            .await?;
+                        (dossier, actions)
+                    }
+                    Err(run) => {
+                        let reason = run.rejected.clone().unwrap_or_default();
+                        warn!(model = %run.model, %reason, "model dossier not used; deterministic dossier instead");
+                        self.ctx.audit(key, "model.rejected", format!("{}: {reason}", run.model)).await?;
+                        let mut d = baseline;
+                        d.model_run = Some(run);
+                        let actions = propose_actions(case, &d, phase);
+                        (d, actions)
+                    }
+                }
+            }
+        };
+        let now = self.ctx.now_ms();
+        for action in &mut actions {
+            action.links = self.links(key, action, now);
+            if self.ctx.repo.put_new(key, &action_sk(&action.id), action).await? == crate::ports::PutOutcome::AlreadyExists {
+                // Redelivery: the stored action (and its links) stand.
+                if let Some(stored) = self.ctx.repo.action(key, &action.id).await? {
+                    *action = stored;
+                }
+            }
+        }
+        let comment = render_comment(case, draft_id, &dossier, &actions);
+        let ai = dossier.ai_generated;
+        let draft = Draft { id: draft_id.to_string(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
+        self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
+        info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
+        self.ctx
+            .audit(
+                key,
+                "dossier.drafted",
+                format!("draft {draft_id}, {} proposed action(s), {}", actions.len(), if ai { "AI-generated" } else { "deterministic" }),
+            )
+            .await
+    }
+
+    /// The closure draft, once per case, handed to writeback like any comment.
+    async fn close(&self, key: &CaseKey, resolution: &str) -> Result<(), StageError> {
+        let Some(case) = self.ctx.repo.case(key).await? else {
+            return Err(StageError::BadMessage(format!("no case {key}")));
+        };
+        let draft_id = crate::closure::CLOSURE_DRAFT_ID;
+        if self.ctx.repo.draft(key, draft_id).await?.is_none() {
+            let dossier = match &case.draft_id {
+                Some(id) => self.ctx.repo.draft(key, id).await?.map(|d| d.dossier),
+                None => None,
+            };
+            let actions = self.ctx.repo.actions(key).await?;
+            let comment = crate::closure::render_closure(&case, dossier.as_ref(), &actions, resolution);
+            let base = dossier.unwrap_or_else(|| deterministic(&case, &[], &[]));
+            let draft = Draft {
+                id: draft_id.to_string(),
+                created_at_ms: self.ctx.now_ms(),
+                dossier: base,
+                comment,
+                comment_state: CommentState::Pending,
+            };
+            if self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await? == crate::ports::PutOutcome::Written {
+                self.ctx.audit(key, "closure.drafted", format!("resolution {resolution}")).await?;
+            }
+        }
+        self.ctx
+            .send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id: draft_id.to_string() }, Duration::ZERO)
+            .await
     }
 
     fn links(&self, key: &CaseKey, action: &Action, now_ms: i64) -> Vec<ApprovalLink> {
@@ -144,10 +237,16 @@ impl Synthesize {
 #[async_trait]
 impl MessageHandler for Synthesize {
     async fn handle(&self, body: &str) -> Result<(), StageError> {
-        let Message::Synthesize { case, reason } = Message::parse(body)? else {
-            return Err(StageError::BadMessage("synthesize accepts only `synthesize` messages".into()));
-        };
-        let span = tracing::info_span!("case", case = %case, stage = "synthesize");
-        self.synthesize(&case, reason).instrument(span).await
+        match Message::parse(body)? {
+            Message::Synthesize { case, reason } => {
+                let span = tracing::info_span!("case", case = %case, stage = "synthesize");
+                self.synthesize(&case, reason).instrument(span).await
+            }
+            Message::Close { case, resolution } => {
+                let span = tracing::info_span!("case", case = %case, stage = "closure");
+                self.close(&case, &resolution).instrument(span).await
+            }
+            _ => Err(StageError::BadMessage("synthesize accepts only `synthesize` and `close` messages".into())),
+        }
     }
 }

@@ -1,0 +1,201 @@
+//! Pseudonymisation before anything reaches an external model: internal host names, users,
+//! e-mail addresses, internal IPs and internal domains become stable per-case tokens (HOST-1,
+//! USER-1, EMAIL-1, IP-1, DOMAIN-1), everywhere they appear, command lines included. The answer is
+//! re-identified with the same table.
+
+use crate::case::Case;
+use crate::indicator::IndicatorKind;
+
+#[derive(Clone, Debug, Default)]
+pub struct Pseudonyms {
+    /// (real, token), longest real value first so that a longer name is replaced before a part of it.
+    pairs: Vec<(String, String)>,
+}
+
+impl Pseudonyms {
+    pub fn for_case(case: &Case) -> Pseudonyms {
+        let mut counters = [0usize; 5];
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut add = |real: &str, slot: usize, prefix: &str, pairs: &mut Vec<(String, String)>| {
+            let real = real.trim();
+            if real.len() < 3 || pairs.iter().any(|(r, _)| r.eq_ignore_ascii_case(real)) {
+                return;
+            }
+            counters[slot] += 1;
+            pairs.push((real.to_string(), format!("{prefix}-{}", counters[slot])));
+        };
+        let mut hosts: Vec<String> = Vec::new();
+        for ind in case.indicators.iter().filter(|i| i.internal) {
+            match ind.kind {
+                IndicatorKind::Hostname => {
+                    add(&ind.value, 0, "HOST", &mut pairs);
+                    hosts.push(ind.value.clone());
+                }
+                IndicatorKind::User => {
+                    add(&ind.value, 1, "USER", &mut pairs);
+                    // `DOMAIN\user` also appears bare (profile paths, e-mail local parts).
+                    if let Some((_, bare)) = ind.value.rsplit_once('\\') {
+                        let token = pairs.iter().find(|(r, _)| r == &ind.value).map(|(_, t)| t.clone());
+                        if let Some(t) = token {
+                            if bare.len() >= 3 && !pairs.iter().any(|(r, _)| r.eq_ignore_ascii_case(bare)) {
+                                pairs.push((bare.to_string(), t));
+                            }
+                        }
+                    }
+                }
+                IndicatorKind::Email => add(&ind.value, 2, "EMAIL", &mut pairs),
+                IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => add(&ind.value, 3, "IP", &mut pairs),
+                IndicatorKind::Domain => add(&ind.value, 4, "DOMAIN", &mut pairs),
+                IndicatorKind::Url | IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 | IndicatorKind::Process => {}
+            }
+        }
+        // The short form of fully qualified internal host names (`fin-ws-0231.corp.example`).
+        for h in hosts {
+            if let Some((short, _)) = h.split_once('.') {
+                let token = pairs.iter().find(|(r, _)| *r == h).map(|(_, t)| t.clone());
+                if let Some(t) = token {
+                    if short.len() >= 3 && !pairs.iter().any(|(r, _)| r.eq_ignore_ascii_case(short)) {
+                        pairs.push((short.to_string(), t));
+                    }
+                }
+            }
+        }
+        for e in &case.endpoints {
+            if let Some(h) = &e.host_name {
+                add(h, 0, "HOST", &mut pairs);
+            }
+        }
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Pseudonyms { pairs }
+    }
+
+    /// Learns internal values that appear only in free text (an owner's e-mail in CMDB facts, an
+    /// internal address in a command line): internal IPs, internal domains and e-mails whose
+    /// domain is internal or whose local part is a known user get tokens too.
+    pub fn learn(&mut self, text: &str, names: &crate::indicator::InternalNames) {
+        let mut c = crate::extract::Collector::new(names);
+        c.scan_text(text, "pack");
+        let (found, _) = c.finish();
+        let users: Vec<String> = self
+            .pairs
+            .iter()
+            .filter(|(_, t)| t.starts_with("USER-"))
+            .map(|(r, _)| r.rsplit_once('\\').map_or(r.as_str(), |(_, u)| u).to_ascii_lowercase())
+            .collect();
+        let next = |prefix: &str, pairs: &Vec<(String, String)>| pairs.iter().filter(|(_, t)| t.starts_with(prefix)).count() + 1;
+        for ind in found {
+            if self.token_of(&ind.value).is_some() {
+                continue;
+            }
+            let (prefix, hide) = match ind.kind {
+                IndicatorKind::Email => {
+                    let local = ind.value.split('@').next().unwrap_or("").to_string();
+                    ("EMAIL", ind.internal || users.contains(&local))
+                }
+                IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => ("IP", ind.internal),
+                IndicatorKind::Domain => ("DOMAIN", ind.internal),
+                _ => continue,
+            };
+            if hide && ind.value.len() >= 3 {
+                let n = next(prefix, &self.pairs);
+                self.pairs.push((ind.value.clone(), format!("{prefix}-{n}")));
+            }
+        }
+        self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    }
+
+    /// Replaces every internal value (case-insensitive) with its token.
+    pub fn hide(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (real, token) in &self.pairs {
+            out = replace_ignore_case(&out, real, token);
+        }
+        out
+    }
+
+    /// Puts the real values back. Longest token first, so HOST-12 is not read as HOST-1.
+    pub fn reveal(&self, text: &str) -> String {
+        let mut by_token: Vec<(&str, &str)> = Vec::new();
+        for (real, token) in &self.pairs {
+            // The first real value listed for a token is its canonical form.
+            if !by_token.iter().any(|(t, _)| t == token) {
+                by_token.push((token.as_str(), real.as_str()));
+            }
+        }
+        by_token.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
+        let mut out = text.to_string();
+        for (token, real) in by_token {
+            out = out.replace(token, real);
+        }
+        out
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.pairs.iter().map(|(_, t)| t.as_str())
+    }
+
+    pub fn token_of(&self, real: &str) -> Option<&str> {
+        self.pairs.iter().find(|(r, _)| r.eq_ignore_ascii_case(real)).map(|(_, t)| t.as_str())
+    }
+
+    /// The real values (for the leak test and for checks).
+    pub fn real_values(&self) -> impl Iterator<Item = &str> {
+        self.pairs.iter().map(|(r, _)| r.as_str())
+    }
+}
+
+fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
+    if needle.is_empty() {
+        return haystack.to_string();
+    }
+    let lower_h = haystack.to_lowercase();
+    let lower_n = needle.to_lowercase();
+    // Lower-casing can change byte lengths outside ASCII; fall back to an exact replace there.
+    if lower_h.len() != haystack.len() || lower_n.len() != needle.len() {
+        return haystack.replace(needle, with);
+    }
+    let mut out = String::with_capacity(haystack.len());
+    let mut last = 0;
+    for (i, _) in lower_h.match_indices(&lower_n) {
+        out.push_str(&haystack[last..i]);
+        out.push_str(with);
+        last = i + needle.len();
+    }
+    out.push_str(&haystack[last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{CaseKey, IncidentHint, Trigger};
+    use crate::indicator::{normalise, InternalNames};
+
+    #[test]
+    fn hides_everywhere_and_reveals_exactly() {
+        let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0);
+        let names = InternalNames { domain_suffixes: vec!["corp.example".into()] };
+        for (k, v) in [
+            (IndicatorKind::Hostname, "fin-ws-0231"),
+            (IndicatorKind::User, "CORP\\j.doe"),
+            (IndicatorKind::Ipv4, "10.20.31.45"),
+            (IndicatorKind::Domain, "intranet.corp.example"),
+            (IndicatorKind::Ipv4, "8.8.8.8"),
+        ] {
+            c.indicators.push(normalise(k, v, &names).unwrap());
+        }
+        let p = Pseudonyms::for_case(&c);
+        let text = r#"FIN-WS-0231 ran "C:\Users\j.doe\AppData\x.exe" from 10.20.31.45 to intranet.corp.example and 8.8.8.8 as CORP\j.doe"#;
+        let hidden = p.hide(text);
+        for real in ["fin-ws-0231", "j.doe", "10.20.31.45", "intranet.corp.example"] {
+            assert!(!hidden.to_lowercase().contains(real), "{real} leaked: {hidden}");
+        }
+        assert!(hidden.contains("8.8.8.8"), "external values stay");
+        assert!(
+            hidden.contains("HOST-1") && hidden.contains("USER-1") && hidden.contains("IP-1") && hidden.contains("DOMAIN-1"),
+            "{hidden}"
+        );
+        let revealed = p.reveal("HOST-1 and USER-1 talked to IP-1");
+        assert_eq!(revealed, "fin-ws-0231 and CORP\\j.doe talked to 10.20.31.45");
+    }
+}
