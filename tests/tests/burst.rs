@@ -82,6 +82,7 @@ async fn two_hundred_incidents_under_xdr_rate_limits_all_finish() {
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![3; 32] }]).unwrap()),
         webhook_secret: b"burst-secret".to_vec(),
         model: None,
+        identity: None,
     });
 
     let started = Instant::now();

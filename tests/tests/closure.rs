@@ -33,6 +33,7 @@ async fn a_resolved_incident_gets_one_closure_draft() {
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![2; 32] }]).unwrap()),
         webhook_secret: b"closure-secret".to_vec(),
         model: None,
+        identity: None,
     });
     let key = CaseKey::new("default", "4711").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

@@ -133,6 +133,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k1".into(), secret: vec![42; 32] }]).unwrap()),
         webhook_secret: SECRET.as_bytes().to_vec(),
         model: None,
+        identity: None,
     });
 
     // The webhook: wrong secret is refused and stores nothing; the right one is accepted; a duplicate makes no second case.

@@ -46,6 +46,7 @@ async fn the_deadline_completes_a_case_whose_source_never_answers() {
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).unwrap()),
         webhook_secret: Vec::new(),
         model: None,
+        identity: None,
     });
     let key = CaseKey::new("acme", "1").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

@@ -35,6 +35,7 @@ async fn a_case_sharing_indicators_with_an_earlier_one_names_it() {
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![5; 32] }]).unwrap()),
         webhook_secret: Vec::new(),
         model: None,
+        identity: None,
     });
     for id in ["100", "101"] {
         let key = CaseKey::new("acme", id).unwrap();

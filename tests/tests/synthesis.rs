@@ -51,6 +51,7 @@ async fn run_case(extra_data: String, model: Option<Arc<dyn LanguageModel>>, pha
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![9; 32] }]).unwrap()),
         webhook_secret: Vec::new(),
         model,
+        identity: None,
     });
     let key = CaseKey::new("acme", "4711").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

@@ -77,6 +77,13 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     if let Some(n) = number("DOSSIER_XDR_EXTRA_DATA_PER_MINUTE")? {
         c.xdr_extra_data_limit.limit = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     }
+    if let Some(rules) = list("DOSSIER_AUTO_APPROVE") {
+        c.auto_approve = rules
+            .iter()
+            .map(|r| dossier_core::config::AutoApprove::parse(r))
+            .collect::<Result<_, _>>()
+            .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_AUTO_APPROVE", reason })?;
+    }
     if let Some(h) = number("DOSSIER_LINK_TTL_HOURS")? {
         c.link_ttl = Duration::from_secs(h * 3600);
     }

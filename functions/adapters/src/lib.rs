@@ -6,6 +6,7 @@ pub mod aws;
 pub mod dynamo;
 pub mod env;
 pub mod http_client;
+pub mod identity;
 pub mod lambda;
 pub mod llm;
 pub mod provision;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::config::PipelineConfig;
-use dossier_core::ports::{QueueName, SecretStore, SystemClock, XdrApi};
+use dossier_core::ports::{IdentityAdmin, QueueName, SecretStore, SystemClock, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::Context;
@@ -13,9 +13,11 @@ use dossier_core::synthesis::LanguageModel;
 
 use crate::dynamo::{DynamoStore, TableNames};
 use crate::env::{self, ConfigError};
+use crate::identity::{EntraAdmin, OktaAdmin};
 use crate::llm::{Anthropic, Bedrock, OpenAiCompatible};
 use crate::secrets::SecretsManager;
 use crate::sources::catalog::{self, Shared, SourceSettings};
+use crate::sources::msgraph::GraphCredentials;
 use crate::sqs::SqsQueue;
 use crate::xdr::{XdrCredentials, XdrHttp};
 
@@ -157,6 +159,30 @@ impl Aws {
                     reason: format!("`{other}` is not bedrock, openai, anthropic or none"),
                 }
                 .into())
+            }
+        })
+    }
+
+    /// Where approved `disable_user` actions run (`DOSSIER_IDP` = `okta`, `entra` or `none`).
+    pub async fn identity(&self) -> Result<Option<Arc<dyn IdentityAdmin>>, WiringError> {
+        let timeout = Duration::from_secs(20);
+        Ok(match env::var("DOSSIER_IDP").as_deref().unwrap_or("none") {
+            "none" => None,
+            "okta" => {
+                let token = self.secret("DOSSIER_OKTA_SECRET_ARN").await?;
+                Some(Arc::new(OktaAdmin::new(&env::required("DOSSIER_OKTA_URL")?, token.trim().to_string(), timeout)))
+            }
+            "entra" => {
+                let creds: GraphCredentials =
+                    serde_json::from_str(&self.secret("DOSSIER_MSGRAPH_SECRET_ARN").await?).map_err(|_| WiringError::Secret {
+                        var: "DOSSIER_MSGRAPH_SECRET_ARN",
+                        reason: "expected {\"tenant_id\", \"client_id\", \"client_secret\"}".into(),
+                    })?;
+                let base = env::var("DOSSIER_MSGRAPH_URL").unwrap_or_else(|| crate::sources::msgraph::DEFAULT_BASE_URL.into());
+                Some(Arc::new(EntraAdmin::new(&base, creds, env::var("DOSSIER_UPN_SUFFIX"), timeout)))
+            }
+            other => {
+                return Err(ConfigError::Invalid { name: "DOSSIER_IDP", reason: format!("`{other}` is not okta, entra or none") }.into())
             }
         })
     }

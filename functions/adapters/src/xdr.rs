@@ -647,6 +647,20 @@ impl XdrApi for XdrHttp {
         }
     }
 
+    async fn block_hash(&self, sha256: &str, comment: &str, incident_id: &str) -> Result<(), XdrError> {
+        let data = json!({"hash_list": [sha256], "comment": comment, "incident_id": incident_id});
+        match self.call_checked("hash_exceptions/blocklist", data).await {
+            Ok(_) => Ok(()),
+            // XDR answers 500 when the hash is already on a list: the goal is reached.
+            Err(XdrError::Server(m)) if m.to_ascii_lowercase().contains("already") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn action_status(&self, action_id: &str) -> Result<Vec<(String, String)>, XdrError> {
+        self.get_action_status(action_id).await
+    }
+
     async fn isolate_endpoint(&self, endpoint_id: &str, incident_id: &str) -> Result<String, XdrError> {
         let reply = self.call_checked("endpoints/isolate", json!({"endpoint_id": endpoint_id, "incident_id": incident_id})).await?;
         reply

@@ -363,3 +363,18 @@ async fn documentation_examples_parse_too() {
     assert!(xdr.get_endpoints(&["x".into()]).await.unwrap().is_empty());
     assert_eq!(xdr.get_action_status("1").await.unwrap(), vec![("<agent ID>".to_string(), "COMPLETED_SUCCESSFULLY".to_string())]);
 }
+
+#[tokio::test]
+async fn block_hash_and_already_listed() {
+    let fake = FakeServer::start().await;
+    fake.once("POST", "/public_api/v1/hash_exceptions/blocklist", Reply::json(200, r#"{"reply": true}"#));
+    fake.once("POST", "/public_api/v1/hash_exceptions/blocklist", Reply::json(500, fixture("xdr/error_500_public_api.json")));
+    let xdr = client(&fake, Generation::V3);
+    let h = "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b";
+    xdr.block_hash(h, "approved by lead", "42").await.unwrap();
+    let body = fake.requests()[0].json();
+    assert_eq!(body["request_data"]["hash_list"], json!([h]));
+    assert_eq!(body["request_data"]["incident_id"], "42");
+    // "All hashes have already been added to the allow or block list": the goal is reached.
+    xdr.block_hash(h, "again", "42").await.unwrap();
+}

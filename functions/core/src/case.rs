@@ -356,6 +356,9 @@ pub struct Action {
     /// What XDR answered (action id, status) or why it failed.
     #[serde(default)]
     pub execution_result: Option<String>,
+    /// XDR's id for the response action this started (isolation), polled for its outcome.
+    #[serde(default)]
+    pub xdr_action_id: Option<String>,
     /// Signed links, one per approver (delivered to them; never written to the incident).
     #[serde(default)]
     pub links: Vec<ApprovalLink>,

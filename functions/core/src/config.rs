@@ -43,6 +43,55 @@ pub struct PipelineConfig {
     pub max_indicators: usize,
     /// `incidents/get_incident_extra_data` is limited to 10 requests/minute per tenant.
     pub xdr_extra_data_limit: RateLimit,
+    /// Policies that approve an action without a human, recorded as approved by policy.
+    pub auto_approve: Vec<AutoApprove>,
+}
+
+/// "Approve `kind` when at least `min_malicious_engines` engines (VirusTotal) call a case
+/// indicator malicious" (the action's own hash for `block_hash`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoApprove {
+    pub kind: crate::case::ActionKind,
+    pub min_malicious_engines: u64,
+}
+
+impl AutoApprove {
+    /// `raise_severity:malicious_engines>=5`
+    pub fn parse(text: &str) -> Result<AutoApprove, String> {
+        let (kind, cond) = text
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("auto-approval rule `{text}` must look like raise_severity:malicious_engines>=5"))?;
+        let kind: crate::case::ActionKind = serde_json::from_value(serde_json::Value::String(kind.trim().to_string()))
+            .map_err(|_| format!("`{kind}` is not an action kind"))?;
+        let n = cond
+            .trim()
+            .strip_prefix("malicious_engines>=")
+            .ok_or_else(|| format!("`{cond}`: the only condition is malicious_engines>=N"))?;
+        let min_malicious_engines = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
+        if min_malicious_engines == 0 {
+            return Err("malicious_engines>=0 would approve everything".into());
+        }
+        Ok(AutoApprove { kind, min_malicious_engines })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("policy:{}:malicious_engines>={}", self.kind.as_str(), self.min_malicious_engines)
+    }
+
+    /// Whether the evidence meets the rule for this action.
+    pub fn allows(&self, action: &crate::case::Action, dossier: &crate::dossier::Dossier) -> bool {
+        if action.kind != self.kind {
+            return false;
+        }
+        dossier
+            .indicators
+            .iter()
+            .filter(|f| action.kind != crate::case::ActionKind::BlockHash || f.value == action.target)
+            .flat_map(|f| f.verdicts.iter())
+            .filter_map(|v| v.facts.iter().find(|(k, _)| k == "engines_malicious").and_then(|(_, n)| n.parse::<u64>().ok()))
+            .any(|n| n >= self.min_malicious_engines)
+    }
 }
 
 impl Default for PipelineConfig {
@@ -61,6 +110,7 @@ impl Default for PipelineConfig {
             write_lease: Duration::from_secs(120),
             max_indicators: 2000,
             xdr_extra_data_limit: RateLimit { name: "xdr-extra-data".into(), limit: 10, window: Duration::from_secs(60) },
+            auto_approve: Vec::new(),
         }
     }
 }
@@ -90,6 +140,15 @@ impl PipelineConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_approval_rules_parse() {
+        let r = AutoApprove::parse("raise_severity:malicious_engines>=5").unwrap();
+        assert_eq!((r.kind, r.min_malicious_engines), (crate::case::ActionKind::RaiseSeverity, 5));
+        assert!(AutoApprove::parse("isolate_endpoint:always").is_err());
+        assert!(AutoApprove::parse("nuke:malicious_engines>=1").is_err());
+        assert!(AutoApprove::parse("block_hash:malicious_engines>=0").is_err());
+    }
 
     #[test]
     fn rollout_filter() {

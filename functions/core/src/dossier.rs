@@ -444,6 +444,7 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
             decision: None,
             execution_lease_until_ms: None,
             execution_result: None,
+            xdr_action_id: None,
             links: Vec::new(),
         })
     };
@@ -465,6 +466,25 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
                 ),
             );
         }
+    }
+    for f in malicious.iter().filter(|f| f.kind == IndicatorKind::Sha256).take(3) {
+        let why = f
+            .verdicts
+            .iter()
+            .find(|v| v.verdict == VerdictLevel::Malicious)
+            .map_or(String::new(), |v| format!("{}: {}", v.source, v.summary));
+        push(ActionKind::BlockHash, f.value.clone(), f.value.clone(), format!("file flagged malicious ({why})"));
+    }
+    // An identity a directory reports compromised (Entra ID risk, Okta threats).
+    for f in dossier.indicators.iter().filter(|f| f.kind == IndicatorKind::User && f.worst >= VerdictLevel::Suspicious).take(2) {
+        let why = f
+            .verdicts
+            .iter()
+            .filter(|v| v.verdict >= VerdictLevel::Suspicious)
+            .map(|v| format!("{}: {}", v.source, v.summary))
+            .collect::<Vec<_>>()
+            .join("; ");
+        push(ActionKind::DisableUser, f.value.clone(), f.value.clone(), format!("identity at risk ({why})"));
     }
     if dossier.severity > case.severity && case.severity != Severity::Unknown {
         push(

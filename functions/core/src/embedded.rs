@@ -361,4 +361,17 @@ impl XdrApi for RecordingXdr {
         );
         Ok(format!("recorded-{}", lock(&self.writes).len()))
     }
+
+    async fn block_hash(&self, sha256: &str, comment: &str, incident_id: &str) -> Result<(), XdrError> {
+        self.record(
+            "/public_api/v1/hash_exceptions/blocklist",
+            serde_json::json!({"request_data": {"hash_list": [sha256], "comment": comment, "incident_id": incident_id}}),
+        );
+        Ok(())
+    }
+
+    async fn action_status(&self, _action_id: &str) -> Result<Vec<(String, String)>, XdrError> {
+        // Recorded actions complete at once: nothing real was asked of an endpoint.
+        Ok(vec![("recorded".into(), "COMPLETED_SUCCESSFULLY".into())])
+    }
 }

@@ -36,6 +36,12 @@ pub enum Message {
         case: CaseKey,
         action_id: String,
     },
+    /// Poll the XDR status of an executed response action (isolation), `attempt` so far.
+    CheckAction {
+        case: CaseKey,
+        action_id: String,
+        attempt: u32,
+    },
     /// XDR resolved the incident: draft the closure comment.
     Close {
         case: CaseKey,
@@ -68,7 +74,8 @@ impl Message {
             | Message::Synthesize { case, .. }
             | Message::WriteComment { case, .. }
             | Message::ExecuteAction { case, .. }
-            | Message::Close { case, .. } => case,
+            | Message::Close { case, .. }
+            | Message::CheckAction { case, .. } => case,
         }
     }
 

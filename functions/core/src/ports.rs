@@ -203,6 +203,19 @@ pub trait XdrApi: Send + Sync {
     async fn set_severity(&self, incident_id: &str, severity: &str) -> Result<(), XdrError>;
     /// `endpoints/isolate` for one endpoint, linked to the incident; returns XDR's action id.
     async fn isolate_endpoint(&self, endpoint_id: &str, incident_id: &str) -> Result<String, XdrError>;
+    /// `hash_exceptions/blocklist` for one SHA-256, linked to the incident. Already listed is success.
+    async fn block_hash(&self, sha256: &str, comment: &str, incident_id: &str) -> Result<(), XdrError>;
+    /// `actions/get_action_status`: endpoint id → status.
+    async fn action_status(&self, action_id: &str) -> Result<Vec<(String, String)>, XdrError>;
+}
+
+/// Disabling an identity (Okta suspend, Entra ID `accountEnabled = false`).
+#[async_trait]
+pub trait IdentityAdmin: Send + Sync {
+    /// Which directory acts (recorded with the result).
+    fn name(&self) -> &str;
+    /// Returns what the directory answered, in words.
+    async fn disable_user(&self, user: &str) -> Result<String, XdrError>;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,6 +35,12 @@ impl XdrApi for Listing {
     async fn isolate_endpoint(&self, _: &str, _: &str) -> Result<String, XdrError> {
         Err(XdrError::NotConfigured("not in this test".into()))
     }
+    async fn block_hash(&self, _: &str, _: &str, _: &str) -> Result<(), XdrError> {
+        Err(XdrError::NotConfigured("not in this test".into()))
+    }
+    async fn action_status(&self, _: &str) -> Result<Vec<(String, String)>, XdrError> {
+        Err(XdrError::NotConfigured("not in this test".into()))
+    }
 }
 
 fn inc(id: &str, status: &str, severity: Severity) -> IncidentRef {

@@ -10,6 +10,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let handler = Arc::new(Writeback::new(aws.context("writeback"), aws.xdr().await?));
+    let mut writeback = Writeback::new(aws.context("writeback"), aws.xdr().await?);
+    if let Some(identity) = aws.identity().await? {
+        writeback = writeback.with_identity(identity);
+    }
+    let handler = Arc::new(writeback);
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::writeback()).await
 }

@@ -12,7 +12,7 @@ use dossier_adapters::sqs::SqsQueue;
 use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
-use dossier_core::ports::{Clock, Delivery, DocStore, Queue, QueueConsumer, QueueName, XdrApi};
+use dossier_core::ports::{Clock, Delivery, DocStore, IdentityAdmin, Queue, QueueConsumer, QueueName, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::{Approve, Collect, Context, Enrich, Intake, MessageHandler, StageError, Synthesize, Writeback};
@@ -80,6 +80,8 @@ pub struct PipelineParts {
     pub webhook_secret: Vec<u8>,
     /// Writes the dossiers when set (else the deterministic dossier).
     pub model: Option<Arc<dyn LanguageModel>>,
+    /// Runs approved `disable_user` actions when set.
+    pub identity: Option<Arc<dyn IdentityAdmin>>,
 }
 
 impl LocalPipeline {
@@ -98,7 +100,10 @@ impl LocalPipeline {
                 Some(m) => Synthesize::new(ctx("synthesize"), parts.signer.clone()).with_model(m),
                 None => Synthesize::new(ctx("synthesize"), parts.signer.clone()),
             },
-            writeback: Writeback::new(ctx("writeback"), parts.xdr.clone()),
+            writeback: match parts.identity.clone() {
+                Some(idp) => Writeback::new(ctx("writeback"), parts.xdr.clone()).with_identity(idp),
+                None => Writeback::new(ctx("writeback"), parts.xdr.clone()),
+            },
             queues: queue_names(&config.sources),
             ctx: ctx("dossier-local"),
             backend: parts.backend,

@@ -142,7 +142,17 @@ async fn pipeline(
     let backend = backend(aws_endpoint, clock.clone(), &names).await?;
     let shared = dossier_adapters::sources::catalog::Shared { store: backend.store.clone(), clock: clock.clone(), cache: true };
     let sources = dossier_local::sources::local_sources(&shared).map_err(|e| BadInput(e.to_string()))?;
-    Ok(LocalPipeline::new(PipelineParts { backend, config, clock, xdr, sources, signer: local_signer()?, webhook_secret, model }))
+    Ok(LocalPipeline::new(PipelineParts {
+        backend,
+        config,
+        clock,
+        xdr,
+        sources,
+        signer: local_signer()?,
+        webhook_secret,
+        model,
+        identity: None,
+    }))
 }
 
 fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInput> {

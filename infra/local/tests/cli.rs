@@ -115,7 +115,7 @@ fn runs_the_composed_demo_incident_with_techniques_and_an_isolation_proposal() {
         .collect();
     assert_eq!(internal, vec![true]);
     let kinds: Vec<&str> = v["actions"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, vec!["isolate_endpoint", "raise_severity"]);
+    assert_eq!(kinds, vec!["block_hash", "isolate_endpoint", "raise_severity"]);
 }
 
 fn assert_rejected(args: &[&str], needle: &str) {

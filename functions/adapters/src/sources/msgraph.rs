@@ -51,7 +51,7 @@ impl MsGraph {
         }
     }
 
-    async fn token(&self, calls: &CallCounter) -> Result<String, LookupError> {
+    pub async fn token(&self, calls: &CallCounter) -> Result<String, LookupError> {
         let mut cached = self.token.lock().await;
         if let Some((t, until)) = cached.as_ref() {
             if Instant::now() < *until {
@@ -83,7 +83,7 @@ impl MsGraph {
     }
 
     /// The user path segment for an XDR user name.
-    fn user_ref(&self, user: &str) -> Option<String> {
+    pub fn user_ref(&self, user: &str) -> Option<String> {
         if user.contains('@') {
             return Some(user.to_string());
         }

@@ -92,6 +92,14 @@ impl Synthesize {
         // A redelivery after the draft was stored: no second model call, just move on.
         if self.ctx.repo.draft(key, &draft_id).await?.is_none() {
             self.draft(&case, &draft_id).await?;
+        } else {
+            // A crash may have come between a policy approval and its hand-over: hand it over
+            // again (writeback claims each execution once).
+            for a in self.ctx.repo.actions(key).await?.into_iter().filter(|a| a.status == crate::case::ActionStatus::Approved) {
+                self.ctx
+                    .send(&QueueName::writeback(), &Message::ExecuteAction { case: key.clone(), action_id: a.id }, Duration::ZERO)
+                    .await?;
+            }
         }
         let now = self.ctx.now_ms();
         let id = draft_id.clone();
@@ -164,10 +172,39 @@ impl Synthesize {
                 }
             }
         }
+        // Policies approve some actions without a human; they run like any approved action.
+        let mut auto_approved = Vec::new();
+        for action in actions.iter_mut().filter(|a| a.status == crate::case::ActionStatus::Proposed) {
+            let Some(rule) = self.ctx.config.auto_approve.iter().find(|r| r.allows(action, &dossier)) else { continue };
+            let decision =
+                crate::case::Decision { approved: true, approver: rule.describe(), at_ms: now, source_ip: None, user_agent: None };
+            let approved = self
+                .ctx
+                .repo
+                .update(key, &action_sk(&action.id), |a: &mut Action| {
+                    if a.status != crate::case::ActionStatus::Proposed {
+                        return Ok::<_, StageError>(Change::Keep(false));
+                    }
+                    a.status = crate::case::ActionStatus::Approved;
+                    a.decision = Some(decision.clone());
+                    Ok(Change::Write(true))
+                })
+                .await?
+                .unwrap_or(false);
+            if approved {
+                action.status = crate::case::ActionStatus::Approved;
+                action.decision = Some(decision);
+                self.ctx.audit(key, "action.auto_approved", format!("{} by {}", action.id, rule.describe())).await?;
+                auto_approved.push(action.id.clone());
+            }
+        }
         let comment = render_comment(case, draft_id, &dossier, &actions);
         let ai = dossier.ai_generated;
         let draft = Draft { id: draft_id.to_string(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
         self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
+        for id in auto_approved {
+            self.ctx.send(&QueueName::writeback(), &Message::ExecuteAction { case: key.clone(), action_id: id }, Duration::ZERO).await?;
+        }
         info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
         self.ctx
             .audit(

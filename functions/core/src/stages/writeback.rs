@@ -9,13 +9,18 @@ use super::{ms_until, Context, MessageHandler, StageError};
 use crate::case::{Action, ActionKind, ActionStatus, Case, CaseKey, CaseStatus};
 use crate::dossier::{CommentState, Draft};
 use crate::messages::Message;
-use crate::ports::{XdrApi, XdrError};
+use crate::ports::{IdentityAdmin, QueueName, XdrApi, XdrError};
 use crate::repo::{action_sk, draft_sk, Change, CASE_SK};
 
 pub struct Writeback {
     ctx: Context,
     xdr: Arc<dyn XdrApi>,
+    identity: Option<Arc<dyn IdentityAdmin>>,
 }
+
+/// How often an XDR response action's status is polled, and for how long.
+const ACTION_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const ACTION_POLL_ATTEMPTS: u32 = 30;
 
 enum Claim {
     Claimed,
@@ -25,7 +30,73 @@ enum Claim {
 
 impl Writeback {
     pub fn new(ctx: Context, xdr: Arc<dyn XdrApi>) -> Writeback {
-        Writeback { ctx, xdr }
+        Writeback { ctx, xdr, identity: None }
+    }
+
+    /// Where `disable_user` actions run.
+    pub fn with_identity(mut self, identity: Arc<dyn IdentityAdmin>) -> Writeback {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// A short comment (action results) through the same exactly-once path as the dossier: a
+    /// draft written once, then claimed, posted and marked.
+    async fn post_note(&self, key: &CaseKey, draft_id: &str, text: String) -> Result<(), StageError> {
+        let Some(case) = self.ctx.repo.case(key).await? else { return Ok(()) };
+        let draft = Draft {
+            id: draft_id.to_string(),
+            created_at_ms: self.ctx.now_ms(),
+            dossier: crate::dossier::deterministic(&case, &[], &[]),
+            comment: format!("{text}\n{}", crate::dossier::comment_marker(&case, draft_id)),
+            comment_state: CommentState::Pending,
+        };
+        self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
+        self.ctx
+            .send(
+                &QueueName::writeback(),
+                &Message::WriteComment { case: key.clone(), draft_id: draft_id.to_string() },
+                std::time::Duration::ZERO,
+            )
+            .await
+    }
+
+    /// Polls an isolation until XDR reports a final status, then records it and comments once.
+    async fn check_action(&self, key: &CaseKey, action_id: &str, attempt: u32) -> Result<(), StageError> {
+        let Some(action) = self.ctx.repo.action(key, action_id).await? else { return Ok(()) };
+        let Some(xdr_id) = action.xdr_action_id.clone() else { return Ok(()) };
+        let statuses = self.xdr.action_status(&xdr_id).await?;
+        let pending =
+            statuses.is_empty() || statuses.iter().any(|(_, s)| matches!(s.as_str(), "PENDING" | "IN_PROGRESS" | "PENDING_ABORT"));
+        if pending && attempt < ACTION_POLL_ATTEMPTS {
+            return self
+                .ctx
+                .send(
+                    &QueueName::writeback(),
+                    &Message::CheckAction { case: key.clone(), action_id: action_id.to_string(), attempt: attempt + 1 },
+                    ACTION_POLL_EVERY,
+                )
+                .await;
+        }
+        let summary = if pending {
+            format!("still pending after {attempt} checks")
+        } else {
+            statuses.iter().map(|(e, s)| format!("{e}: {s}")).collect::<Vec<_>>().join(", ")
+        };
+        let done = summary.clone();
+        self.ctx
+            .repo
+            .update(key, &action_sk(action_id), |a: &mut Action| {
+                a.execution_result = Some(format!("{} — XDR action {xdr_id}: {done}", a.execution_result.clone().unwrap_or_default()));
+                Ok::<_, StageError>(Change::Write(()))
+            })
+            .await?;
+        self.ctx.audit(key, "action.status", format!("{action_id}: XDR action {xdr_id}: {summary}")).await?;
+        let text = format!(
+            "[Dossier] {} on {}: XDR action {xdr_id} — {summary}",
+            action.kind.describe(),
+            crate::dossier::clean_text(&action.target_label, 120)
+        );
+        self.post_note(key, &format!("action-{action_id}-status"), text).await
     }
 
     fn lease_ms(&self) -> i64 {
@@ -155,29 +226,43 @@ impl Writeback {
         let Some(action) = self.ctx.repo.action(key, action_id).await? else {
             return Ok(());
         };
+        let approver = action.decision.as_ref().map_or("unknown".to_string(), |d| d.approver.clone());
+        let mut xdr_action_id = None;
         let result = match action.kind {
-            ActionKind::IsolateEndpoint => {
-                self.xdr.isolate_endpoint(&action.target, &key.incident_id).await.map(|id| format!("XDR isolation action {id} started"))
-            }
+            ActionKind::IsolateEndpoint => match self.xdr.isolate_endpoint(&action.target, &key.incident_id).await {
+                Ok(id) => {
+                    xdr_action_id = Some(id.clone());
+                    Ok(format!("XDR isolation action {id} started"))
+                }
+                Err(e) => Err(e),
+            },
             ActionKind::RaiseSeverity => self
                 .xdr
                 .set_severity(&key.incident_id, &action.target)
                 .await
                 .map(|()| format!("incident severity set to {}", action.target)),
-            ActionKind::BlockHash | ActionKind::DisableUser => {
-                Err(XdrError::NotConfigured(format!("{} is not executable by this deployment", action.kind.as_str())))
-            }
+            ActionKind::BlockHash => self
+                .xdr
+                .block_hash(&action.target, &format!("Dossier: approved by {approver} for incident {}", key.incident_id), &key.incident_id)
+                .await
+                .map(|()| format!("SHA-256 {} on the XDR block list", action.target)),
+            ActionKind::DisableUser => match &self.identity {
+                Some(idp) => idp.disable_user(&action.target).await.map(|r| format!("{}: {r}", idp.name())),
+                None => Err(XdrError::NotConfigured("no identity provider (Okta or Entra ID) is configured to disable users".into())),
+            },
         };
         let (status, detail) = match result {
             Ok(detail) => (ActionStatus::Executed, detail),
             Err(e) if e.is_retryable() => return Err(e.into()),
             Err(e) => (ActionStatus::ExecutionFailed, e.to_string()),
         };
+        let xdr_id = xdr_action_id.clone();
         self.ctx
             .repo
             .update(key, &action_sk(action_id), |a: &mut Action| {
                 a.status = status;
                 a.execution_result = Some(detail.clone());
+                a.xdr_action_id = xdr_id.clone();
                 Ok::<_, StageError>(Change::Write(()))
             })
             .await?;
@@ -185,6 +270,24 @@ impl Writeback {
         self.ctx
             .audit(key, "action.executed", format!("{} {} on {}: {detail}", action.kind.as_str(), status.as_str(), action.target))
             .await?;
+        // The result goes back to the incident as a comment, through the exactly-once comment path.
+        let text = format!(
+            "[Dossier] {} on {} — {} (approved by {approver}): {}",
+            action.kind.describe(),
+            crate::dossier::clean_text(&action.target_label, 120),
+            status.as_str(),
+            crate::dossier::clean_text(&detail, 400)
+        );
+        self.post_note(key, &format!("action-{action_id}"), text).await?;
+        if xdr_action_id.is_some() {
+            self.ctx
+                .send(
+                    &QueueName::writeback(),
+                    &Message::CheckAction { case: key.clone(), action_id: action_id.to_string(), attempt: 1 },
+                    ACTION_POLL_EVERY,
+                )
+                .await?;
+        }
         self.settle_case(key).await
     }
 }
@@ -200,6 +303,10 @@ impl MessageHandler for Writeback {
             Message::ExecuteAction { case, action_id } => {
                 let span = tracing::info_span!("case", case = %case, stage = "writeback");
                 self.execute_action(&case, &action_id).instrument(span).await
+            }
+            Message::CheckAction { case, action_id, attempt } => {
+                let span = tracing::info_span!("case", case = %case, stage = "writeback");
+                self.check_action(&case, &action_id, attempt).instrument(span).await
             }
             _ => Err(StageError::BadMessage("writeback accepts only `write_comment` and `execute_action` messages".into())),
         }

@@ -339,6 +339,7 @@ impl ModelDossier {
                 decision: None,
                 execution_lease_until_ms: None,
                 execution_result: None,
+                xdr_action_id: None,
                 links: Vec::new(),
             });
         }

@@ -1,0 +1,96 @@
+//! Disabling a user for an approved `disable_user` action: Okta (lifecycle suspend) or Microsoft
+//! Entra ID (Graph `PATCH /users/{id}` with `accountEnabled: false`).
+
+use async_trait::async_trait;
+use serde_json::json;
+use std::time::Duration;
+
+use crate::sources::enc;
+use crate::sources::msgraph::GraphCredentials;
+use dossier_core::ports::{IdentityAdmin, XdrError};
+
+fn err_of(status: u16, body: &str) -> XdrError {
+    let short: String = body.chars().filter(|c| !c.is_control()).take(200).collect();
+    match status {
+        401 | 403 => XdrError::Forbidden(short),
+        404 => XdrError::NotFound(short),
+        429 => XdrError::RateLimited(short),
+        500..=599 => XdrError::Server(short),
+        _ => XdrError::BadReply(format!("HTTP {status}: {short}")),
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<(u16, String), XdrError> {
+    let resp =
+        req.send().await.map_err(|e| XdrError::Transport(if e.is_timeout() { "timed out".into() } else { "request failed".into() }))?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    Ok((status, body))
+}
+
+pub struct OktaAdmin {
+    http: reqwest::Client,
+    base_url: String,
+    api_token: String,
+}
+
+impl OktaAdmin {
+    pub fn new(base_url: &str, api_token: String, timeout: Duration) -> OktaAdmin {
+        OktaAdmin { http: crate::http_client::client(timeout), base_url: base_url.trim_end_matches('/').to_string(), api_token }
+    }
+}
+
+#[async_trait]
+impl IdentityAdmin for OktaAdmin {
+    fn name(&self) -> &str {
+        "okta"
+    }
+
+    async fn disable_user(&self, user: &str) -> Result<String, XdrError> {
+        let login = crate::sources::okta::login_of(user);
+        let req = self
+            .http
+            .post(format!("{}/api/v1/users/{}/lifecycle/suspend", self.base_url, enc(login)))
+            .header("Authorization", format!("SSWS {}", self.api_token))
+            .header("Accept", "application/json");
+        match send(req).await? {
+            (200..=299, _) => Ok(format!("user {login} suspended")),
+            (status, body) => Err(err_of(status, &body)),
+        }
+    }
+}
+
+pub struct EntraAdmin {
+    http: reqwest::Client,
+    graph: crate::sources::msgraph::MsGraph,
+    base_url: String,
+}
+
+impl EntraAdmin {
+    pub fn new(base_url: &str, creds: GraphCredentials, upn_suffix: Option<String>, timeout: Duration) -> EntraAdmin {
+        let mut graph = crate::sources::msgraph::MsGraph::new(base_url, creds, timeout);
+        graph.upn_suffix = upn_suffix;
+        EntraAdmin { http: crate::http_client::client(timeout), graph, base_url: base_url.trim_end_matches('/').to_string() }
+    }
+}
+
+#[async_trait]
+impl IdentityAdmin for EntraAdmin {
+    fn name(&self) -> &str {
+        "entra-id"
+    }
+
+    async fn disable_user(&self, user: &str) -> Result<String, XdrError> {
+        let upn = self
+            .graph
+            .user_ref(user)
+            .ok_or_else(|| XdrError::NotConfigured(format!("`{user}` has no UPN and no UPN suffix is configured")))?;
+        let token = self.graph.token(&Default::default()).await.map_err(|e| XdrError::Forbidden(e.to_string()))?;
+        let req =
+            self.http.patch(format!("{}/users/{}", self.base_url, enc(&upn))).bearer_auth(token).json(&json!({"accountEnabled": false}));
+        match send(req).await? {
+            (200..=299, _) => Ok(format!("account {upn} disabled (accountEnabled=false)")),
+            (status, body) => Err(err_of(status, &body)),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Gated actions after approval: block hash, raise severity by policy, isolation followed to its
+//! XDR outcome, disable user — each executed once, its result recorded and posted back.
+
+use async_trait::async_trait;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dossier_adapters::sources::catalog::{self, Shared, SourceSettings};
+use dossier_core::case::{ActionKind, ActionStatus, Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::config::{AutoApprove, PipelineConfig};
+use dossier_core::embedded::RecordingXdr;
+use dossier_core::http::HttpRequest;
+use dossier_core::messages::Message;
+use dossier_core::ports::{Clock, IdentityAdmin, QueueName, SystemClock, XdrError};
+use dossier_core::signing::{LinkSigner, SigningKey};
+use dossier_core::sources::{AttackSource, IntelFeed, PerIndicator, Source};
+use dossier_core::stages::{open_case, HttpHandler};
+use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
+use dossier_tests::{fixture, FakeServer, Reply};
+
+struct FakeIdp(Mutex<Vec<String>>);
+
+#[async_trait]
+impl IdentityAdmin for FakeIdp {
+    fn name(&self) -> &str {
+        "fake-idp"
+    }
+    async fn disable_user(&self, user: &str) -> Result<String, XdrError> {
+        self.0.lock().unwrap().push(user.to_string());
+        Ok(format!("user {user} suspended"))
+    }
+}
+
+fn comments(xdr: &RecordingXdr) -> Vec<String> {
+    xdr.writes()
+        .iter()
+        .filter_map(|w| w.body.pointer("/request_data/update_data/comment/value").and_then(|v| v.as_str()).map(str::to_string))
+        .collect()
+}
+
+async fn drain(p: &LocalPipeline) {
+    for _ in 0..30 {
+        if p.pump_once().await.unwrap() == 0 {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_and_policy_approved_actions_run_once_and_report_back() {
+    // VirusTotal (fake) says the dropped file is flagged by 40 engines: the policy raises severity.
+    let vt = FakeServer::start().await;
+    vt.on("GET", "/api/v3/files/*", Reply::json(200, fixture("virustotal/file_sha256.json")));
+    vt.on("GET", "/api/v3/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = Backend::embedded(clock.clone());
+    let shared = Shared { store: backend.store.clone(), clock: clock.clone(), cache: true };
+    let vt_settings = SourceSettings {
+        url: Some(format!("{}/api/v3", vt.url())),
+        key: Some("k".into()),
+        quota: Some("1000/min".into()),
+        ..Default::default()
+    };
+    let sources: Vec<Arc<dyn Source>> = vec![
+        Arc::new(AttackSource),
+        Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+        catalog::build("virustotal", &vt_settings, &shared, "").unwrap(),
+    ];
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let idp = Arc::new(FakeIdp(Mutex::default()));
+    let config = PipelineConfig {
+        auto_approve: vec![AutoApprove::parse("raise_severity:malicious_engines>=5").unwrap()],
+        ..PipelineConfig::default()
+    };
+    let pipeline = LocalPipeline::new(PipelineParts {
+        backend,
+        config,
+        clock: clock.clone(),
+        xdr: xdr.clone(),
+        sources,
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![4; 32] }]).unwrap()),
+        webhook_secret: Vec::new(),
+        model: None,
+        identity: Some(idp.clone()),
+    });
+    let key = CaseKey::new("default", "4711").unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
+    drain(&pipeline).await;
+
+    let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
+    let by_kind = |k: ActionKind| actions.iter().find(|a| a.kind == k).cloned().unwrap();
+    // The policy approved and ran the severity raise; nobody clicked.
+    let raise = by_kind(ActionKind::RaiseSeverity);
+    assert_eq!(raise.status, ActionStatus::Executed);
+    assert_eq!(raise.decision.as_ref().unwrap().approver, "policy:raise_severity:malicious_engines>=5");
+    assert!(xdr.writes().iter().any(|w| w.body.pointer("/request_data/update_data/manual_severity").is_some()));
+    // The others wait for a human.
+    let block = by_kind(ActionKind::BlockHash);
+    let isolate = by_kind(ActionKind::IsolateEndpoint);
+    assert_eq!((block.status, isolate.status), (ActionStatus::Proposed, ActionStatus::Proposed));
+    assert!(xdr
+        .writes()
+        .iter()
+        .all(|w| w.endpoint != "/public_api/v1/hash_exceptions/blocklist" && w.endpoint != "/public_api/v1/endpoints/isolate"));
+
+    // Approve the hash block and the isolation by their links (twice each: one decision).
+    for a in [&block, &isolate] {
+        let token = a.links[0].url.split("t=").nth(1).unwrap().to_string();
+        for expected in [200, 409] {
+            let req = HttpRequest {
+                method: "POST".into(),
+                path: "/approve".into(),
+                body: format!("t={token}&decision=approve").into_bytes(),
+                ..Default::default()
+            };
+            assert_eq!(pipeline.approve.handle(&req).await.status, expected);
+        }
+    }
+    drain(&pipeline).await;
+    // The execute messages delivered again change nothing.
+    for a in [&block, &isolate] {
+        pipeline
+            .backend
+            .queue
+            .send(&QueueName::writeback(), &Message::ExecuteAction { case: key.clone(), action_id: a.id.clone() }.to_body(), Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    drain(&pipeline).await;
+    let writes = xdr.writes();
+    assert_eq!(writes.iter().filter(|w| w.endpoint == "/public_api/v1/hash_exceptions/blocklist").count(), 1);
+    assert_eq!(writes.iter().filter(|w| w.endpoint == "/public_api/v1/endpoints/isolate").count(), 1);
+    // The isolation is followed to its XDR outcome (the poll, delivered now instead of in a minute).
+    pipeline
+        .backend
+        .queue
+        .send(
+            &QueueName::writeback(),
+            &Message::CheckAction { case: key.clone(), action_id: isolate.id.clone(), attempt: 1 }.to_body(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    drain(&pipeline).await;
+    let isolated = pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap();
+    assert!(isolated.execution_result.as_deref().unwrap().contains("COMPLETED_SUCCESSFULLY"), "{:?}", isolated.execution_result);
+
+    // Each result went back to the incident once: dossier + 3 results + isolation outcome.
+    let texts = comments(&xdr);
+    assert_eq!(texts.len(), 5, "{texts:#?}");
+    assert!(texts.iter().any(|t| t.contains("Block file hash") && t.contains("executed")));
+    assert!(texts.iter().any(|t| t.contains("Raise incident severity") && t.contains("policy:raise_severity")));
+    assert!(texts.iter().any(|t| t.contains("Isolate endpoint") && t.contains("COMPLETED_SUCCESSFULLY")));
+    let events: Vec<String> = pipeline.ctx.audit.events(&key).await.unwrap().into_iter().map(|e| e.event).collect();
+    assert!(events.contains(&"action.auto_approved".to_string()) && events.contains(&"action.status".to_string()));
+    assert!(idp.0.lock().unwrap().is_empty(), "no user action was approved");
+}
