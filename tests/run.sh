@@ -2,8 +2,9 @@
 # Runs every test of Dossier on a fresh machine:
 #   1. makes local virtualenvs (if missing) with pinned moto server and aws-sam-cli + cfn-lint,
 #   2. starts moto server on a free loopback port (stopped by PID on exit),
-#   3. checks formatting and clippy, runs every Rust test (unit, contract, adapter, CLI, end-to-end),
-#   4. lints the SAM template (`sam validate --lint`).
+#   3. installs Debian's chromium + chromium-driver if missing (browser test of the approval pages),
+#   4. checks formatting and clippy, runs every Rust test (unit, contract, adapter, CLI, browser, end-to-end),
+#   5. lints the SAM template (`sam validate --lint`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,15 @@ step "virtualenvs (moto ${MOTO_VERSION}, aws-sam-cli ${SAM_VERSION}, cfn-lint ${
 # Separate environments: their boto3 pins differ.
 venv .venv-moto "$MOTO_VERSION" "moto[server]==${MOTO_VERSION}"
 venv .venv-sam "$SAM_VERSION-$CFN_LINT_VERSION" "aws-sam-cli==${SAM_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
+
+step "chromium + chromedriver (browser test of the approval pages)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then echo "install Debian's chromium and chromium-driver (needs root), then run again"; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+chromium --version
 
 step "moto server"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
