@@ -156,3 +156,56 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
     assert!(events.contains(&"action.auto_approved".to_string()) && events.contains(&"action.status".to_string()));
     assert!(idp.0.lock().unwrap().is_empty(), "no user action was approved");
 }
+
+#[tokio::test]
+async fn feedback_links_count_once_per_link_per_prompt_version() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let pipeline = LocalPipeline::new(PipelineParts {
+        backend: Backend::embedded(clock.clone()),
+        config: PipelineConfig::default(),
+        clock: clock.clone(),
+        xdr: xdr.clone(),
+        sources: vec![
+            Arc::new(AttackSource),
+            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+        ],
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![6; 32] }]).unwrap()),
+        webhook_secret: Vec::new(),
+        model: None,
+        identity: None,
+    });
+    let key = CaseKey::new("default", "4711").unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
+    let comment = comments(&xdr).remove(0);
+    let link =
+        comment.lines().find_map(|l| l.strip_prefix("Was this dossier useful? ")).expect("a feedback link in the comment").to_string();
+    let token = link.split("t=").nth(1).unwrap().to_string();
+    let req = |method: &str, path: &str, body: String| HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        query: vec![("t".into(), token.clone())],
+        body: body.into_bytes(),
+        ..Default::default()
+    };
+    let form = pipeline.approve.handle(&req("GET", "/feedback", String::new())).await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("Was this dossier useful?"));
+    assert_eq!(dossier_core::stages::feedback_counts(&pipeline.ctx, "deterministic-v1").await.unwrap().useful, 0, "GET counts nothing");
+    assert_eq!(pipeline.approve.handle(&req("POST", "/feedback", format!("t={token}&decision=useful"))).await.status, 200);
+    assert_eq!(pipeline.approve.handle(&req("POST", "/feedback", format!("t={token}&decision=not_useful"))).await.status, 409);
+    let counts = dossier_core::stages::feedback_counts(&pipeline.ctx, "deterministic-v1").await.unwrap();
+    assert_eq!((counts.useful, counts.not_useful), (1, 0));
+    // A feedback link cannot decide an action, nor an approval link vote.
+    assert_eq!(pipeline.approve.handle(&req("POST", "/approve", format!("t={token}&decision=approve"))).await.status, 403);
+    let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
+    let approval = actions[0].links[0].url.split("t=").nth(1).unwrap().to_string();
+    let vote = HttpRequest {
+        method: "POST".into(),
+        path: "/feedback".into(),
+        body: format!("t={approval}&decision=useful").into_bytes(),
+        ..Default::default()
+    };
+    assert_eq!(pipeline.approve.handle(&vote).await.status, 403);
+}

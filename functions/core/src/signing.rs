@@ -19,6 +19,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum Scope {
     /// Approve or reject one proposed action.
     DecideAction,
+    /// Say whether a dossier was useful (counted per prompt version).
+    Feedback,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

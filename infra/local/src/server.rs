@@ -64,7 +64,7 @@ pub async fn serve(pipeline: Arc<LocalPipeline>, listener: TcpListener, pump_eve
 async fn route(pipeline: &LocalPipeline, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let response = match path.as_str() {
-        "/webhook" | "/approve" => match to_event(req, peer).await {
+        "/webhook" | "/approve" | "/feedback" => match to_event(req, peer).await {
             Ok(event) => match lambda::to_request(&event) {
                 Ok(request) if path == "/webhook" => pipeline.intake.handle(&request).await,
                 Ok(request) => pipeline.approve.handle(&request).await,
@@ -73,7 +73,7 @@ async fn route(pipeline: &LocalPipeline, req: Request<Incoming>, peer: SocketAdd
             Err(rejection) => rejection,
         },
         "/healthz" => HttpResponse::json(200, serde_json::json!({"status": "ok"})),
-        _ => HttpResponse::error(404, "not_found", "routes: POST /webhook, GET|POST /approve, GET /healthz"),
+        _ => HttpResponse::error(404, "not_found", "routes: POST /webhook, GET|POST /approve, GET|POST /feedback, GET /healthz"),
     };
     from_response(response)
 }

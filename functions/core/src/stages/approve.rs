@@ -10,8 +10,9 @@ use crate::dossier::clean_text;
 use crate::http::{escape_html, HttpRequest, HttpResponse};
 use crate::messages::Message;
 use crate::ports::QueueName;
+use crate::ports::Table;
 use crate::repo::{action_sk, Change};
-use crate::signing::{LinkClaims, LinkError, LinkSigner};
+use crate::signing::{LinkClaims, LinkError, LinkSigner, Scope};
 use crate::timefmt::format_utc;
 use std::sync::Arc;
 
@@ -51,12 +52,19 @@ impl Approve {
             Err(e) => return link_error_page(&e),
         };
         let span = tracing::info_span!("case", case = %claims.case, stage = "approve");
+        // A link is only good on its own door: a feedback link cannot decide an action.
+        let feedback_door = req.path.ends_with("/feedback");
+        if feedback_door != (claims.scope == Scope::Feedback) {
+            return page(403, "Link not valid here", "<p>This link belongs to another page. Nothing was changed.</p>");
+        }
         async {
-            let result = match decision.as_deref() {
-                None if req.method == "GET" => self.confirmation(&claims, &token).await,
-                Some("approve") => self.decide(&claims, true, req).await,
-                Some("reject") => self.decide(&claims, false, req).await,
-                _ => Ok(page(400, "Unknown decision", "<p>The form must say approve or reject.</p>")),
+            let result = match (claims.scope, decision.as_deref()) {
+                (Scope::Feedback, None) if req.method == "GET" => Ok(feedback_form(&token)),
+                (Scope::Feedback, Some(vote @ ("useful" | "not_useful"))) => self.feedback(&claims, vote).await,
+                (Scope::DecideAction, None) if req.method == "GET" => self.confirmation(&claims, &token).await,
+                (Scope::DecideAction, Some("approve")) => self.decide(&claims, true, req).await,
+                (Scope::DecideAction, Some("reject")) => self.decide(&claims, false, req).await,
+                _ => Ok(page(400, "Unknown decision", "<p>The form must say approve or reject (or useful / not useful).</p>")),
             };
             result.unwrap_or_else(|e| {
                 warn!(error = %e, "approval could not be processed");
@@ -159,6 +167,81 @@ impl Approve {
         );
         Ok(page(200, if approved { "Approved" } else { "Rejected" }, &body))
     }
+}
+
+/// The feedback question: GET only shows it.
+fn feedback_form(token: &str) -> HttpResponse {
+    page(
+        200,
+        "Was this dossier useful?",
+        &format!(
+            r#"<p>Your answer is counted for the prompt version that wrote the dossier.</p>
+<form method="post" action="feedback"><input type="hidden" name="t" value="{}">
+<button type="submit" name="decision" value="useful" class="approve">Useful</button>
+<button type="submit" name="decision" value="not_useful" class="reject">Not useful</button></form>"#,
+            escape_html(token)
+        ),
+    )
+}
+
+impl Approve {
+    /// One vote per link (its nonce), added to the counters of the dossier's prompt version.
+    async fn feedback(&self, claims: &LinkClaims, vote: &str) -> Result<HttpResponse, StageError> {
+        if self.ctx.store.put_new(Table::Cases, "feedback-vote", &claims.nonce, vote, None).await?
+            == crate::ports::PutOutcome::AlreadyExists
+        {
+            return Ok(page(409, "Already answered", "<p>This feedback link was already used. Thank you.</p>"));
+        }
+        let case = self.ctx.repo.case(&claims.case).await?;
+        let prompt_version = match case.and_then(|c| c.draft_id) {
+            Some(id) => self.ctx.repo.draft(&claims.case, &id).await?.map_or_else(|| "unknown".to_string(), |d| d.dossier.prompt_version),
+            None => "unknown".to_string(),
+        };
+        let useful = vote == "useful";
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.ctx.store.get(Table::Cases, "feedback", &prompt_version).await?;
+            let mut counts: FeedbackCounts = current.as_ref().and_then(|d| serde_json::from_str(&d.body).ok()).unwrap_or_default();
+            if useful {
+                counts.useful += 1;
+            } else {
+                counts.not_useful += 1;
+            }
+            let body = serde_json::to_string(&counts).map_err(|e| StageError::BadMessage(e.to_string()))?;
+            let written = match &current {
+                None => {
+                    self.ctx.store.put_new(Table::Cases, "feedback", &prompt_version, &body, None).await?
+                        == crate::ports::PutOutcome::Written
+                }
+                Some(doc) => {
+                    self.ctx.store.replace(Table::Cases, "feedback", &prompt_version, &body, doc.version).await?
+                        == crate::ports::ReplaceOutcome::Written
+                }
+            };
+            if written || attempts >= 8 {
+                break;
+            }
+        }
+        self.ctx.audit(&claims.case, "feedback", format!("{vote} for prompt {prompt_version}")).await?;
+        Ok(page(
+            200,
+            "Thank you",
+            &format!("<p>Recorded: {} (prompt {}).</p>", if useful { "useful" } else { "not useful" }, escape_html(&prompt_version)),
+        ))
+    }
+}
+
+/// Feedback counted per prompt version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedbackCounts {
+    pub useful: u64,
+    pub not_useful: u64,
+}
+
+/// The counts for one prompt version.
+pub async fn feedback_counts(ctx: &Context, prompt_version: &str) -> Result<FeedbackCounts, StageError> {
+    Ok(ctx.store.get(Table::Cases, "feedback", prompt_version).await?.and_then(|d| serde_json::from_str(&d.body).ok()).unwrap_or_default())
 }
 
 fn already_page(action: &Action) -> HttpResponse {

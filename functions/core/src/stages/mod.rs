@@ -12,7 +12,7 @@ mod poller;
 mod synthesize;
 mod writeback;
 
-pub use approve::Approve;
+pub use approve::{feedback_counts, Approve, FeedbackCounts};
 pub use collect::Collect;
 pub use enrich::Enrich;
 pub use intake::{open_case, Intake};

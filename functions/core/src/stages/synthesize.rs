@@ -198,7 +198,8 @@ impl Synthesize {
                 auto_approved.push(action.id.clone());
             }
         }
-        let comment = render_comment(case, draft_id, &dossier, &actions);
+        let feedback = self.feedback_link(key, now);
+        let comment = format!("{}\nWas this dossier useful? {feedback}", render_comment(case, draft_id, &dossier, &actions));
         let ai = dossier.ai_generated;
         let draft = Draft { id: draft_id.to_string(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
         self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
@@ -243,6 +244,19 @@ impl Synthesize {
         self.ctx
             .send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id: draft_id.to_string() }, Duration::ZERO)
             .await
+    }
+
+    /// One signed feedback link per dossier (30 days), shown in the comment.
+    fn feedback_link(&self, key: &CaseKey, now_ms: i64) -> String {
+        let token = self.signer.sign(&LinkClaims {
+            case: key.clone(),
+            action: "feedback".into(),
+            scope: Scope::Feedback,
+            approver: "analyst".into(),
+            exp: now_ms / 1000 + 30 * 86_400,
+            nonce: new_nonce(),
+        });
+        format!("{}/feedback?t={token}", self.ctx.config.public_base_url.trim_end_matches('/'))
     }
 
     fn links(&self, key: &CaseKey, action: &Action, now_ms: i64) -> Vec<ApprovalLink> {
