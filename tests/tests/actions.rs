@@ -82,6 +82,7 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
         webhook_secret: Vec::new(),
         model: None,
         identity: Some(idp.clone()),
+        notifiers: Vec::new(),
     });
     let key = CaseKey::new("default", "4711").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
@@ -174,6 +175,7 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
         webhook_secret: Vec::new(),
         model: None,
         identity: None,
+        notifiers: Vec::new(),
     });
     let key = CaseKey::new("default", "4711").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
@@ -208,4 +210,87 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
         ..Default::default()
     };
     assert_eq!(pipeline.approve.handle(&vote).await.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the_action() {
+    let slack = FakeServer::start().await;
+    // The first notice about the isolation fails; everything else is delivered.
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    slack.on(
+        "POST",
+        "/hook",
+        Reply::dynamic(move |r| {
+            if r.body.contains("Isolate endpoint") && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                Reply::json(500, "{}")
+            } else {
+                Reply::json(200, "ok")
+            }
+        }),
+    );
+    let teams = FakeServer::start().await;
+    teams.on("POST", "/workflow", Reply::json(400, r#"{"error": "bad card"}"#));
+    let ses = FakeServer::start().await;
+    ses.on("POST", "/v2/email/outbound-emails", Reply::json(200, r#"{"MessageId": "m-1"}"#));
+    let sdk = dossier_adapters::aws::sdk_config_for(&ses.url()).await;
+    let notifiers: Vec<Arc<dyn dossier_core::ports::Notifier>> = vec![
+        Arc::new(dossier_adapters::notify::SlackWebhook::new(format!("{}/hook", slack.url()), Duration::from_secs(5))),
+        Arc::new(dossier_adapters::notify::TeamsWebhook::new(format!("{}/workflow", teams.url()), Duration::from_secs(5))),
+        Arc::new(dossier_adapters::notify::SesEmail::new(aws_sdk_sesv2::Client::new(&sdk), "dossier@corp.example".into())),
+    ];
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let pipeline = LocalPipeline::new(PipelineParts {
+        backend: Backend::embedded(clock.clone()),
+        config: PipelineConfig {
+            approvers: vec!["soc@corp.example".into(), "ciso@corp.example:critical".into()],
+            ..PipelineConfig::default()
+        },
+        clock: clock.clone(),
+        xdr: xdr.clone(),
+        sources: vec![
+            Arc::new(AttackSource),
+            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+        ],
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![8; 32] }]).unwrap()),
+        webhook_secret: Vec::new(),
+        model: None,
+        identity: None,
+        notifiers,
+    });
+    let key = CaseKey::new("default", "4711").unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
+    drain(&pipeline).await;
+    let isolate = pipeline.ctx.repo.actions(&key).await.unwrap().into_iter().find(|a| a.kind == ActionKind::IsolateEndpoint).unwrap();
+    // Routing: a high-severity case goes to the SOC approver only (the CISO asked for critical).
+    assert_eq!(isolate.links.iter().map(|l| l.approver.as_str()).collect::<Vec<_>>(), vec!["soc@corp.example"]);
+    // Slack failed once: the retry comes back later; deliver it now.
+    pipeline
+        .backend
+        .queue
+        .send(
+            &QueueName::writeback(),
+            &Message::Notify { case: key.clone(), action_id: isolate.id.clone(), attempt: 2 }.to_body(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    drain(&pipeline).await;
+    let action = pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap();
+    let status = |ch: &str| action.notifications.iter().find(|n| n.channel == ch).map(|n| (n.delivered, n.detail.clone()));
+    assert_eq!(status("slack").map(|s| s.0), Some(true));
+    assert_eq!(status("email").map(|s| s.0), Some(true));
+    let teams_status = status("teams").unwrap();
+    assert!(!teams_status.0 && teams_status.1.contains("HTTP 400"), "{teams_status:?}");
+    // Slack got the link as a button; the e-mail went to the approver through SES.
+    let card = slack.requests().last().unwrap().json();
+    assert_eq!(card["blocks"][2]["elements"][0]["url"], isolate.links[0].url);
+    let mail = ses.requests()[0].json();
+    assert_eq!(mail["Destination"]["ToAddresses"][0], "soc@corp.example");
+    assert!(mail["Content"]["Simple"]["Body"]["Html"]["Data"].as_str().unwrap().contains("Review and decide"));
+    let for_isolate = slack.requests().iter().filter(|r| r.json()["blocks"][2]["elements"][0]["url"] == isolate.links[0].url).count();
+    assert_eq!(for_isolate, 2, "one failure, one delivery, no duplicate");
+    let proposed = pipeline.ctx.repo.actions(&key).await.unwrap().iter().filter(|a| a.status == ActionStatus::Proposed).count();
+    assert_eq!(ses.requests().len(), proposed, "one e-mail per action waiting for the approver");
 }

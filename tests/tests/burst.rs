@@ -83,6 +83,7 @@ async fn two_hundred_incidents_under_xdr_rate_limits_all_finish() {
         webhook_secret: b"burst-secret".to_vec(),
         model: None,
         identity: None,
+        notifiers: Vec::new(),
     });
 
     let started = Instant::now();

@@ -34,6 +34,7 @@ async fn a_resolved_incident_gets_one_closure_draft() {
         webhook_secret: b"closure-secret".to_vec(),
         model: None,
         identity: None,
+        notifiers: Vec::new(),
     });
     let key = CaseKey::new("default", "4711").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

@@ -134,6 +134,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         webhook_secret: SECRET.as_bytes().to_vec(),
         model: None,
         identity: None,
+        notifiers: Vec::new(),
     });
 
     // The webhook: wrong secret is refused and stores nothing; the right one is accepted; a duplicate makes no second case.

@@ -47,6 +47,7 @@ async fn the_deadline_completes_a_case_whose_source_never_answers() {
         webhook_secret: Vec::new(),
         model: None,
         identity: None,
+        notifiers: Vec::new(),
     });
     let key = CaseKey::new("acme", "1").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

@@ -36,6 +36,7 @@ async fn a_case_sharing_indicators_with_an_earlier_one_names_it() {
         webhook_secret: Vec::new(),
         model: None,
         identity: None,
+        notifiers: Vec::new(),
     });
     for id in ["100", "101"] {
         let key = CaseKey::new("acme", id).unwrap();

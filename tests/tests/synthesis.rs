@@ -52,6 +52,7 @@ async fn run_case(extra_data: String, model: Option<Arc<dyn LanguageModel>>, pha
         webhook_secret: Vec::new(),
         model,
         identity: None,
+        notifiers: Vec::new(),
     });
     let key = CaseKey::new("acme", "4711").unwrap();
     open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();

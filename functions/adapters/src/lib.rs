@@ -9,6 +9,7 @@ pub mod http_client;
 pub mod identity;
 pub mod lambda;
 pub mod llm;
+pub mod notify;
 pub mod provision;
 pub mod secrets;
 pub mod sources;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::config::PipelineConfig;
-use dossier_core::ports::{IdentityAdmin, QueueName, SecretStore, SystemClock, XdrApi};
+use dossier_core::ports::{IdentityAdmin, Notifier, QueueName, SecretStore, SystemClock, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::Context;
@@ -15,6 +15,7 @@ use crate::dynamo::{DynamoStore, TableNames};
 use crate::env::{self, ConfigError};
 use crate::identity::{EntraAdmin, OktaAdmin};
 use crate::llm::{Anthropic, Bedrock, OpenAiCompatible};
+use crate::notify::{SesEmail, SlackWebhook, TeamsWebhook};
 use crate::secrets::SecretsManager;
 use crate::sources::catalog::{self, Shared, SourceSettings};
 use crate::sources::msgraph::GraphCredentials;
@@ -185,5 +186,28 @@ impl Aws {
                 return Err(ConfigError::Invalid { name: "DOSSIER_IDP", reason: format!("`{other}` is not okta, entra or none") }.into())
             }
         })
+    }
+
+    /// How approvers are told (`DOSSIER_NOTIFY` = any of `slack`, `teams`, `email`): Slack and
+    /// Teams webhook URLs are secrets (`DOSSIER_SLACK_WEBHOOK_SECRET_ARN`,
+    /// `DOSSIER_TEAMS_WEBHOOK_SECRET_ARN`), e-mail goes through SES from `DOSSIER_SES_FROM`.
+    pub async fn notifiers(&self) -> Result<Vec<Arc<dyn Notifier>>, WiringError> {
+        let timeout = Duration::from_secs(10);
+        let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
+        for channel in env::var("DOSSIER_NOTIFY").unwrap_or_default().split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            match channel {
+                "slack" => out
+                    .push(Arc::new(SlackWebhook::new(self.secret("DOSSIER_SLACK_WEBHOOK_SECRET_ARN").await?.trim().to_string(), timeout))),
+                "teams" => out
+                    .push(Arc::new(TeamsWebhook::new(self.secret("DOSSIER_TEAMS_WEBHOOK_SECRET_ARN").await?.trim().to_string(), timeout))),
+                "email" => out.push(Arc::new(SesEmail::new(aws_sdk_sesv2::Client::new(&self.sdk), env::required("DOSSIER_SES_FROM")?))),
+                other => {
+                    return Err(
+                        ConfigError::Invalid { name: "DOSSIER_NOTIFY", reason: format!("`{other}` is not slack, teams or email") }.into()
+                    )
+                }
+            }
+        }
+        Ok(out)
     }
 }

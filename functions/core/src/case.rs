@@ -362,6 +362,19 @@ pub struct Action {
     /// Signed links, one per approver (delivered to them; never written to the incident).
     #[serde(default)]
     pub links: Vec<ApprovalLink>,
+    /// Deliveries of the links to approvers, per channel.
+    #[serde(default)]
+    pub notifications: Vec<Notification>,
+}
+
+/// One delivery (or failed delivery) of an approval link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub approver: String,
+    pub channel: String,
+    pub delivered: bool,
+    pub detail: String,
+    pub at_ms: i64,
 }
 
 /// One signed approval link for one approver.

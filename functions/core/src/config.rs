@@ -116,6 +116,20 @@ impl Default for PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// Approvers for a case of this severity. An entry is `id` or `id:min_severity`
+    /// (`lead@corp.example:high` is only asked for high and critical cases).
+    pub fn approvers_for(&self, severity: Severity) -> Vec<String> {
+        self.approvers
+            .iter()
+            .filter_map(|entry| match entry.rsplit_once(':') {
+                Some((id, min)) if !id.is_empty() && Severity::parse(min) != Severity::Unknown => {
+                    (severity >= Severity::parse(min)).then(|| id.to_string())
+                }
+                _ => Some(entry.clone()),
+            })
+            .collect()
+    }
+
     /// The rollout filter at the door: `Err(reason)` when the incident is to be skipped.
     pub fn admit(&self, severity: Severity, status: Option<&str>) -> Result<(), String> {
         if severity < self.min_severity {
@@ -148,6 +162,17 @@ mod tests {
         assert!(AutoApprove::parse("isolate_endpoint:always").is_err());
         assert!(AutoApprove::parse("nuke:malicious_engines>=1").is_err());
         assert!(AutoApprove::parse("block_hash:malicious_engines>=0").is_err());
+    }
+
+    #[test]
+    fn approvers_are_routed_by_severity() {
+        let c = PipelineConfig {
+            approvers: vec!["soc@corp.example".into(), "lead@corp.example:high".into(), "ciso@corp.example:critical".into()],
+            ..PipelineConfig::default()
+        };
+        assert_eq!(c.approvers_for(Severity::Medium), vec!["soc@corp.example"]);
+        assert_eq!(c.approvers_for(Severity::High), vec!["soc@corp.example", "lead@corp.example"]);
+        assert_eq!(c.approvers_for(Severity::Critical).len(), 3);
     }
 
     #[test]

@@ -446,6 +446,7 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
             execution_result: None,
             xdr_action_id: None,
             links: Vec::new(),
+            notifications: Vec::new(),
         })
     };
     let malicious: Vec<&IndicatorFinding> =

@@ -42,6 +42,12 @@ pub enum Message {
         action_id: String,
         attempt: u32,
     },
+    /// Tell the approvers of an action (their signed links), `attempt` so far.
+    Notify {
+        case: CaseKey,
+        action_id: String,
+        attempt: u32,
+    },
     /// XDR resolved the incident: draft the closure comment.
     Close {
         case: CaseKey,
@@ -75,7 +81,8 @@ impl Message {
             | Message::WriteComment { case, .. }
             | Message::ExecuteAction { case, .. }
             | Message::Close { case, .. }
-            | Message::CheckAction { case, .. } => case,
+            | Message::CheckAction { case, .. }
+            | Message::Notify { case, .. } => case,
         }
     }
 

@@ -248,3 +248,35 @@ impl Clock for SystemClock {
         i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Notifying approvers
+
+/// What an approver is told: the case, the action, and their signed link.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalNotice {
+    pub case: crate::case::CaseKey,
+    pub title: String,
+    pub severity: crate::xdr::Severity,
+    pub action: String,
+    pub target: String,
+    pub rationale: String,
+    pub approver: String,
+    pub url: String,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    #[error("delivery failed, will retry: {0}")]
+    Retryable(String),
+    #[error("delivery refused: {0}")]
+    Refused(String),
+}
+
+/// Slack, Microsoft Teams, e-mail.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    fn channel(&self) -> &str;
+    async fn notify(&self, notice: &ApprovalNotice) -> Result<(), NotifyError>;
+}

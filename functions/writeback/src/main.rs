@@ -14,6 +14,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if let Some(identity) = aws.identity().await? {
         writeback = writeback.with_identity(identity);
     }
-    let handler = Arc::new(writeback);
+    let handler = Arc::new(writeback.with_notifiers(aws.notifiers().await?));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::writeback()).await
 }

@@ -12,7 +12,7 @@ use dossier_adapters::sqs::SqsQueue;
 use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
-use dossier_core::ports::{Clock, Delivery, DocStore, IdentityAdmin, Queue, QueueConsumer, QueueName, XdrApi};
+use dossier_core::ports::{Clock, Delivery, DocStore, IdentityAdmin, Notifier, Queue, QueueConsumer, QueueName, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::{Approve, Collect, Context, Enrich, Intake, MessageHandler, StageError, Synthesize, Writeback};
@@ -82,6 +82,8 @@ pub struct PipelineParts {
     pub model: Option<Arc<dyn LanguageModel>>,
     /// Runs approved `disable_user` actions when set.
     pub identity: Option<Arc<dyn IdentityAdmin>>,
+    /// Tell approvers (Slack, Teams, e-mail).
+    pub notifiers: Vec<Arc<dyn Notifier>>,
 }
 
 impl LocalPipeline {
@@ -103,7 +105,8 @@ impl LocalPipeline {
             writeback: match parts.identity.clone() {
                 Some(idp) => Writeback::new(ctx("writeback"), parts.xdr.clone()).with_identity(idp),
                 None => Writeback::new(ctx("writeback"), parts.xdr.clone()),
-            },
+            }
+            .with_notifiers(parts.notifiers.clone()),
             queues: queue_names(&config.sources),
             ctx: ctx("dossier-local"),
             backend: parts.backend,

@@ -124,6 +124,18 @@ async fn backend(aws_endpoint: Option<&str>, clock: Arc<dyn Clock>, sources: &[S
     }
 }
 
+/// Slack / Teams from `DOSSIER_SLACK_WEBHOOK_URL` / `DOSSIER_TEAMS_WEBHOOK_URL`.
+fn local_notifiers() -> Vec<Arc<dyn dossier_core::ports::Notifier>> {
+    let mut out: Vec<Arc<dyn dossier_core::ports::Notifier>> = Vec::new();
+    if let Some(url) = env("DOSSIER_SLACK_WEBHOOK_URL") {
+        out.push(Arc::new(dossier_adapters::notify::SlackWebhook::new(url, Duration::from_secs(10))));
+    }
+    if let Some(url) = env("DOSSIER_TEAMS_WEBHOOK_URL") {
+        out.push(Arc::new(dossier_adapters::notify::TeamsWebhook::new(url, Duration::from_secs(10))));
+    }
+    out
+}
+
 /// An OpenAI-compatible model when a URL is given.
 fn model(url: Option<&str>, name: &str) -> Option<Arc<dyn LanguageModel>> {
     let timeout = env("DOSSIER_LLM_TIMEOUT_SECONDS").and_then(|t| t.parse().ok()).map_or(Duration::from_secs(60), Duration::from_secs);
@@ -152,6 +164,7 @@ async fn pipeline(
         webhook_secret,
         model,
         identity: None,
+        notifiers: local_notifiers(),
     }))
 }
 

@@ -164,7 +164,7 @@ impl Synthesize {
         };
         let now = self.ctx.now_ms();
         for action in &mut actions {
-            action.links = self.links(key, action, now);
+            action.links = self.links(key, action, now, dossier.severity);
             if self.ctx.repo.put_new(key, &action_sk(&action.id), action).await? == crate::ports::PutOutcome::AlreadyExists {
                 // Redelivery: the stored action (and its links) stand.
                 if let Some(stored) = self.ctx.repo.action(key, &action.id).await? {
@@ -205,6 +205,12 @@ impl Synthesize {
         self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
         for id in auto_approved {
             self.ctx.send(&QueueName::writeback(), &Message::ExecuteAction { case: key.clone(), action_id: id }, Duration::ZERO).await?;
+        }
+        // Approvers are told through writeback, which holds the notifiers and retries delivery.
+        for a in actions.iter().filter(|a| a.status == crate::case::ActionStatus::Proposed && !a.links.is_empty()) {
+            self.ctx
+                .send(&QueueName::writeback(), &Message::Notify { case: key.clone(), action_id: a.id.clone(), attempt: 1 }, Duration::ZERO)
+                .await?;
         }
         info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
         self.ctx
@@ -259,13 +265,13 @@ impl Synthesize {
         format!("{}/feedback?t={token}", self.ctx.config.public_base_url.trim_end_matches('/'))
     }
 
-    fn links(&self, key: &CaseKey, action: &Action, now_ms: i64) -> Vec<ApprovalLink> {
+    fn links(&self, key: &CaseKey, action: &Action, now_ms: i64, severity: crate::xdr::Severity) -> Vec<ApprovalLink> {
         let ttl_ms = i64::try_from(self.ctx.config.link_ttl.as_millis()).unwrap_or(i64::MAX);
         let exp_ms = now_ms.saturating_add(ttl_ms);
         self.ctx
             .config
-            .approvers
-            .iter()
+            .approvers_for(severity)
+            .into_iter()
             .map(|approver| {
                 let token = self.signer.sign(&LinkClaims {
                     case: key.clone(),

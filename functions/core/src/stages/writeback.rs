@@ -6,17 +6,21 @@ use std::sync::Arc;
 use tracing::{info, Instrument};
 
 use super::{ms_until, Context, MessageHandler, StageError};
-use crate::case::{Action, ActionKind, ActionStatus, Case, CaseKey, CaseStatus};
+use crate::case::{Action, ActionKind, ActionStatus, Case, CaseKey, CaseStatus, Notification};
 use crate::dossier::{CommentState, Draft};
 use crate::messages::Message;
-use crate::ports::{IdentityAdmin, QueueName, XdrApi, XdrError};
+use crate::ports::{ApprovalNotice, IdentityAdmin, Notifier, NotifyError, QueueName, XdrApi, XdrError};
 use crate::repo::{action_sk, draft_sk, Change, CASE_SK};
 
 pub struct Writeback {
     ctx: Context,
     xdr: Arc<dyn XdrApi>,
     identity: Option<Arc<dyn IdentityAdmin>>,
+    notifiers: Vec<Arc<dyn Notifier>>,
 }
+
+/// Delivery attempts per approver and channel before a notification is recorded as failed.
+const NOTIFY_ATTEMPTS: u32 = 5;
 
 /// How often an XDR response action's status is polled, and for how long.
 const ACTION_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -30,7 +34,99 @@ enum Claim {
 
 impl Writeback {
     pub fn new(ctx: Context, xdr: Arc<dyn XdrApi>) -> Writeback {
-        Writeback { ctx, xdr, identity: None }
+        Writeback { ctx, xdr, identity: None, notifiers: Vec::new() }
+    }
+
+    /// Where approvers are told about actions waiting for them (Slack, Teams, e-mail).
+    pub fn with_notifiers(mut self, notifiers: Vec<Arc<dyn Notifier>>) -> Writeback {
+        self.notifiers = notifiers;
+        self
+    }
+
+    /// Sends each approver's link on every channel not yet delivered; failures come back with a
+    /// growing delay and, after the last attempt, stay on the action as failed deliveries.
+    async fn notify(&self, key: &CaseKey, action_id: &str, attempt: u32) -> Result<(), StageError> {
+        if self.notifiers.is_empty() {
+            return Ok(());
+        }
+        let Some(action) = self.ctx.repo.action(key, action_id).await? else { return Ok(()) };
+        if action.status != ActionStatus::Proposed {
+            return Ok(());
+        }
+        let case = self.ctx.repo.case(key).await?;
+        let title = case.as_ref().and_then(|c| c.incident_name.clone().or_else(|| c.alert_names.first().cloned())).unwrap_or_default();
+        let severity = case.as_ref().map(|c| c.severity).unwrap_or_default();
+        let mut results = Vec::new();
+        for link in &action.links {
+            for n in &self.notifiers {
+                if action.notifications.iter().any(|d| d.delivered && d.approver == link.approver && d.channel == n.channel()) {
+                    continue;
+                }
+                let notice = ApprovalNotice {
+                    case: key.clone(),
+                    title: crate::dossier::clean_text(&title, 200),
+                    severity,
+                    action: action.kind.describe().to_string(),
+                    target: action.target_label.clone(),
+                    rationale: crate::dossier::clean_text(&action.rationale, 400),
+                    approver: link.approver.clone(),
+                    url: link.url.clone(),
+                    expires_at_ms: link.expires_at_ms,
+                };
+                let outcome = n.notify(&notice).await;
+                results.push((link.approver.clone(), n.channel().to_string(), outcome));
+            }
+        }
+        let now = self.ctx.now_ms();
+        let mut retry = false;
+        let recorded: Vec<Notification> = results
+            .iter()
+            .filter_map(|(approver, channel, outcome)| match outcome {
+                Ok(()) => Some(Notification {
+                    approver: approver.clone(),
+                    channel: channel.clone(),
+                    delivered: true,
+                    detail: "delivered".into(),
+                    at_ms: now,
+                }),
+                Err(NotifyError::Retryable(m)) if attempt < NOTIFY_ATTEMPTS => {
+                    retry = true;
+                    tracing::warn!(%channel, error = %m, attempt, "approval notice not delivered; will retry");
+                    None
+                }
+                Err(e) => Some(Notification {
+                    approver: approver.clone(),
+                    channel: channel.clone(),
+                    delivered: false,
+                    detail: e.to_string(),
+                    at_ms: now,
+                }),
+            })
+            .collect();
+        if !recorded.is_empty() {
+            let rec = recorded.clone();
+            self.ctx
+                .repo
+                .update(key, &action_sk(action_id), |a: &mut Action| {
+                    a.notifications.extend(rec.iter().cloned());
+                    Ok::<_, StageError>(Change::Write(()))
+                })
+                .await?;
+            for r in &recorded {
+                self.ctx.audit(key, "approval.notified", format!("{action_id} to {} by {}: {}", r.approver, r.channel, r.detail)).await?;
+            }
+        }
+        if retry {
+            let delay = std::time::Duration::from_secs(30 * u64::from(attempt));
+            self.ctx
+                .send(
+                    &QueueName::writeback(),
+                    &Message::Notify { case: key.clone(), action_id: action_id.to_string(), attempt: attempt + 1 },
+                    delay,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Where `disable_user` actions run.
@@ -303,6 +399,10 @@ impl MessageHandler for Writeback {
             Message::ExecuteAction { case, action_id } => {
                 let span = tracing::info_span!("case", case = %case, stage = "writeback");
                 self.execute_action(&case, &action_id).instrument(span).await
+            }
+            Message::Notify { case, action_id, attempt } => {
+                let span = tracing::info_span!("case", case = %case, stage = "notify");
+                self.notify(&case, &action_id, attempt).instrument(span).await
             }
             Message::CheckAction { case, action_id, attempt } => {
                 let span = tracing::info_span!("case", case = %case, stage = "writeback");

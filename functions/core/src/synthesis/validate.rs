@@ -341,6 +341,7 @@ impl ModelDossier {
                 execution_result: None,
                 xdr_action_id: None,
                 links: Vec::new(),
+                notifications: Vec::new(),
             });
         }
         (d, actions)
