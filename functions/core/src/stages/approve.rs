@@ -7,7 +7,7 @@ use tracing::{info, warn, Instrument};
 use super::{Context, StageError};
 use crate::case::{Action, ActionStatus, Decision};
 use crate::dossier::clean_text;
-use crate::http::{escape_html, HttpRequest, HttpResponse};
+use crate::http::{HttpRequest, HttpResponse};
 use crate::messages::Message;
 use crate::ports::QueueName;
 use crate::ports::Table;
@@ -36,16 +36,16 @@ impl Approve {
             "GET" => (req.query_param("t").map(str::to_string), None),
             "POST" => {
                 if req.body.len() > 16 * 1024 {
-                    return page(413, "Request too large", "<p>The form is larger than any approval form.</p>");
+                    return page(413, "Request too large", "The form is larger than any approval form.");
                 }
                 let form = req.form();
                 let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 (get("t"), get("decision"))
             }
-            _ => return page(405, "Method not allowed", "<p>Open the link from your notification.</p>"),
+            _ => return page(405, "Method not allowed", "Open the link from your notification."),
         };
         let Some(token) = token else {
-            return page(400, "Link incomplete", "<p>This link carries no approval token. Open the full link from your notification.</p>");
+            return page(400, "Link incomplete", "This link carries no approval token. Open the full link from your notification.");
         };
         let claims = match self.signer.verify(&token, self.ctx.now_ms() / 1000) {
             Ok(c) => c,
@@ -55,7 +55,7 @@ impl Approve {
         // A link is only good on its own door: a feedback link cannot decide an action.
         let feedback_door = req.path.ends_with("/feedback");
         if feedback_door != (claims.scope == Scope::Feedback) {
-            return page(403, "Link not valid here", "<p>This link belongs to another page. Nothing was changed.</p>");
+            return page(403, "Link not valid here", "This link belongs to another page. Nothing was changed.");
         }
         async {
             let result = match (claims.scope, decision.as_deref()) {
@@ -64,15 +64,11 @@ impl Approve {
                 (Scope::DecideAction, None) if req.method == "GET" => self.confirmation(&claims, &token).await,
                 (Scope::DecideAction, Some("approve")) => self.decide(&claims, true, req).await,
                 (Scope::DecideAction, Some("reject")) => self.decide(&claims, false, req).await,
-                _ => Ok(page(400, "Unknown decision", "<p>The form must say approve or reject (or useful / not useful).</p>")),
+                _ => Ok(page(400, "Unknown decision", "The form must say approve or reject (or useful / not useful).")),
             };
             result.unwrap_or_else(|e| {
                 warn!(error = %e, "approval could not be processed");
-                page(
-                    503,
-                    "Try again",
-                    "<p>The decision could not be recorded right now. Nothing was changed; please try again in a minute.</p>",
-                )
+                page(503, "Try again", "The decision could not be recorded right now. Nothing was changed; please try again in a minute.")
             })
         }
         .instrument(span)
@@ -81,40 +77,26 @@ impl Approve {
 
     async fn confirmation(&self, claims: &LinkClaims, token: &str) -> Result<HttpResponse, StageError> {
         let Some(action) = self.ctx.repo.action(&claims.case, &claims.action).await? else {
-            return Ok(page(404, "Unknown action", "<p>This link names an action that does not exist.</p>"));
+            return Ok(page(404, "Unknown action", "This link names an action that does not exist."));
         };
         let case = self.ctx.repo.case(&claims.case).await?;
         if action.status != ActionStatus::Proposed {
             return Ok(already_page(&action));
         }
         let summary = case.as_ref().map(|c| clean_text(&c.hint.description, 500)).unwrap_or_default();
-        let body = format!(
-            r#"<p class="meta">Incident {incident} · tenant {tenant}</p>
-<p>{summary}</p>
-<table>
-<tr><th>Action</th><td>{kind}</td></tr>
-<tr><th>Target</th><td>{target}</td></tr>
-<tr><th>Why</th><td>{why}</td></tr>
-<tr><th>Approver</th><td>{approver}</td></tr>
-<tr><th>Link expires</th><td>{exp}</td></tr>
-</table>
-<form method="post" action="approve">
-<input type="hidden" name="t" value="{token}">
-<button type="submit" name="decision" value="approve" class="approve">Approve</button>
-<button type="submit" name="decision" value="reject" class="reject">Reject</button>
-</form>
-<p class="meta">Nothing happens until you press a button.</p>"#,
-            incident = escape_html(&claims.case.incident_id),
-            tenant = escape_html(&claims.case.tenant),
-            summary = escape_html(&summary),
-            kind = escape_html(action.kind.describe()),
-            target = escape_html(&action.target_label),
-            why = escape_html(&clean_text(&action.rationale, 600)),
-            approver = escape_html(&claims.approver),
-            exp = escape_html(&format_utc(claims.exp * 1000)),
-            token = escape_html(token),
-        );
-        Ok(page(200, "Approve this action?", &body))
+        let view = ConfirmPage {
+            title: "Approve this action?",
+            incident: &claims.case.incident_id,
+            tenant: &claims.case.tenant,
+            summary: &summary,
+            kind: action.kind.describe(),
+            target: &action.target_label,
+            why: &clean_text(&action.rationale, 600),
+            approver: &claims.approver,
+            expires: &format_utc(claims.exp * 1000),
+            token,
+        };
+        Ok(render(200, &view))
     }
 
     async fn decide(&self, claims: &LinkClaims, approved: bool, req: &HttpRequest) -> Result<HttpResponse, StageError> {
@@ -139,7 +121,7 @@ impl Approve {
             })
             .await?;
         let action = match outcome {
-            None => return Ok(page(404, "Unknown action", "<p>This link names an action that does not exist.</p>")),
+            None => return Ok(page(404, "Unknown action", "This link names an action that does not exist.")),
             Some(Decided::Already(a)) => {
                 let mut resp = already_page(&a);
                 resp.status = 409;
@@ -159,11 +141,11 @@ impl Approve {
             )
             .await?;
         let body = format!(
-            "<p>You {verb} <strong>{}</strong> on <strong>{}</strong>.</p><p class=\"meta\">Recorded {} as {}.</p>",
-            escape_html(action.kind.describe()),
-            escape_html(&action.target_label),
-            escape_html(&format_utc(now)),
-            escape_html(&claims.approver)
+            "You {verb} {} on {}.\n\nRecorded {} as {}.",
+            action.kind.describe(),
+            action.target_label,
+            format_utc(now),
+            claims.approver
         );
         Ok(page(200, if approved { "Approved" } else { "Rejected" }, &body))
     }
@@ -171,17 +153,7 @@ impl Approve {
 
 /// The feedback question: GET only shows it.
 fn feedback_form(token: &str) -> HttpResponse {
-    page(
-        200,
-        "Was this dossier useful?",
-        &format!(
-            r#"<p>Your answer is counted for the prompt version that wrote the dossier.</p>
-<form method="post" action="feedback"><input type="hidden" name="t" value="{}">
-<button type="submit" name="decision" value="useful" class="approve">Useful</button>
-<button type="submit" name="decision" value="not_useful" class="reject">Not useful</button></form>"#,
-            escape_html(token)
-        ),
-    )
+    render(200, &FeedbackPage { title: "Was this dossier useful?", token })
 }
 
 impl Approve {
@@ -190,7 +162,7 @@ impl Approve {
         if self.ctx.store.put_new(Table::Cases, "feedback-vote", &claims.nonce, vote, None).await?
             == crate::ports::PutOutcome::AlreadyExists
         {
-            return Ok(page(409, "Already answered", "<p>This feedback link was already used. Thank you.</p>"));
+            return Ok(page(409, "Already answered", "This feedback link was already used. Thank you."));
         }
         let case = self.ctx.repo.case(&claims.case).await?;
         let prompt_version = match case.and_then(|c| c.draft_id) {
@@ -224,11 +196,7 @@ impl Approve {
             }
         }
         self.ctx.audit(&claims.case, "feedback", format!("{vote} for prompt {prompt_version}")).await?;
-        Ok(page(
-            200,
-            "Thank you",
-            &format!("<p>Recorded: {} (prompt {}).</p>", if useful { "useful" } else { "not useful" }, escape_html(&prompt_version)),
-        ))
+        Ok(page(200, "Thank you", &format!("Recorded: {} (prompt {prompt_version}).", if useful { "useful" } else { "not useful" })))
     }
 }
 
@@ -250,11 +218,10 @@ fn already_page(action: &Action) -> HttpResponse {
         200,
         "Already decided",
         &format!(
-            "<p>{} on {} was already decided{}: <strong>{}</strong>. Nothing was changed.</p>",
-            escape_html(action.kind.describe()),
-            escape_html(&action.target_label),
-            escape_html(&who),
-            escape_html(action.status.as_str())
+            "{} on {} was already decided{who}: {}. Nothing was changed.",
+            action.kind.describe(),
+            action.target_label,
+            action.status.as_str()
         ),
     )
 }
@@ -264,46 +231,98 @@ fn link_error_page(e: &LinkError) -> HttpResponse {
         LinkError::Expired { exp } => page(
             410,
             "Link expired",
-            &format!(
-                "<p>This approval link expired at {}. Ask for a new one; nothing was changed.</p>",
-                escape_html(&format_utc(exp * 1000))
-            ),
+            &format!("This approval link expired at {}. Ask for a new one; nothing was changed.", format_utc(exp * 1000)),
         ),
-        LinkError::Malformed => page(
-            400,
-            "Link damaged",
-            "<p>This link is incomplete or damaged. Open the full link from your notification; nothing was changed.</p>",
-        ),
-        LinkError::BadSignature | LinkError::UnknownKey => page(
-            403,
-            "Link not valid",
-            "<p>This link was not issued by Dossier, was altered, or its key was retired. Nothing was changed.</p>",
-        ),
+        LinkError::Malformed => {
+            page(400, "Link damaged", "This link is incomplete or damaged. Open the full link from your notification; nothing was changed.")
+        }
+        LinkError::BadSignature | LinkError::UnknownKey => {
+            page(403, "Link not valid", "This link was not issued by Dossier, was altered, or its key was retired. Nothing was changed.")
+        }
     }
 }
 
-/// A small, self-contained page: no scripts, no external assets, readable on a phone.
-fn page(status: u16, title: &str, body: &str) -> HttpResponse {
-    HttpResponse::html(
-        status,
-        format!(
-            r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} · Dossier</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#1a1a1a}}
-th{{text-align:left;padding-right:1rem;vertical-align:top}}button{{font-size:1.1rem;padding:.6rem 1.4rem;margin:1rem .5rem 0 0;border:0;border-radius:.3rem;color:#fff}}
-.approve{{background:#1d6f42}}.reject{{background:#a4262c}}.meta{{color:#555;font-size:.9rem}}</style></head>
-<body><h1>{t}</h1>
-{body}
-</body></html>"#,
-            t = escape_html(title)
-        ),
-    )
+/// The confirmation page (templates/confirm.html).
+#[derive(askama::Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage<'a> {
+    title: &'a str,
+    incident: &'a str,
+    tenant: &'a str,
+    summary: &'a str,
+    kind: &'a str,
+    target: &'a str,
+    why: &'a str,
+    approver: &'a str,
+    expires: &'a str,
+    token: &'a str,
+}
+
+/// Every other page: a title and a few paragraphs (templates/message.html).
+#[derive(askama::Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    paragraphs: Vec<String>,
+}
+
+/// The feedback question (templates/feedback.html).
+#[derive(askama::Template)]
+#[template(path = "feedback.html")]
+struct FeedbackPage<'a> {
+    title: &'a str,
+    token: &'a str,
+}
+
+/// Pages are rendered by the template engine, which escapes every value; no scripts, no
+/// external assets, a strict Content-Security-Policy (see `HttpResponse::html`).
+fn render(status: u16, view: &impl askama::Template) -> HttpResponse {
+    match view.render() {
+        Ok(html) => HttpResponse::html(status, html),
+        Err(e) => {
+            warn!(error = %e, "page template failed");
+            HttpResponse::html(500, "<!doctype html><title>Error · Dossier</title><p>The page could not be rendered.</p>".into())
+        }
+    }
+}
+
+fn page(status: u16, title: &str, text: &str) -> HttpResponse {
+    render(status, &MessagePage { title, paragraphs: text.split("\n\n").map(str::to_string).collect() })
 }
 
 #[async_trait::async_trait]
 impl super::HttpHandler for Approve {
     async fn handle(&self, req: &HttpRequest) -> HttpResponse {
         self.respond(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_everything_and_carry_a_strict_csp() {
+        let hostile = "<script>alert(1)</script>\"' onmouseover=x";
+        let view = ConfirmPage {
+            title: "Approve this action?",
+            incident: hostile,
+            tenant: hostile,
+            summary: hostile,
+            kind: hostile,
+            target: hostile,
+            why: hostile,
+            approver: hostile,
+            expires: hostile,
+            token: hostile,
+        };
+        let resp = render(200, &view);
+        assert!(!resp.body.contains("<script>alert") && resp.body.contains("&lt;script&gt;"), "{}", resp.body);
+        assert!(!resp.body.contains("\"' onmouseover"), "attribute values are escaped");
+        let csp = resp.headers.iter().find(|(k, _)| k == "content-security-policy").map(|(_, v)| v.as_str()).unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"));
+        let msg = page(400, hostile, hostile);
+        assert!(!msg.body.contains("<script>alert"));
+        assert!(msg.body.contains("width=device-width"), "usable on a phone");
     }
 }
