@@ -122,18 +122,19 @@ impl LocalPipeline {
         }
     }
 
-    /// One round over every queue; returns how many messages were handled.
+    /// One round over every queue: receives from all of them, then handles everything received
+    /// concurrently (as separate Lambda functions would); returns how many messages were handled.
     pub async fn pump_once(&self) -> Result<usize, StageError> {
-        let mut handled = 0;
-        for queue in &self.queues {
-            let deliveries = self.backend.consumer.receive(queue, 10).await?;
-            handled += deliveries.len();
-            let results = join_all(deliveries.iter().map(|d| self.deliver(d))).await;
-            for r in results {
-                r?;
-            }
+        let received = join_all(self.queues.iter().map(|q| self.backend.consumer.receive(q, 10))).await;
+        let mut deliveries = Vec::new();
+        for r in received {
+            deliveries.extend(r?);
         }
-        Ok(handled)
+        let results = join_all(deliveries.iter().map(|d| self.deliver(d))).await;
+        for r in results {
+            r?;
+        }
+        Ok(deliveries.len())
     }
 
     async fn deliver(&self, d: &Delivery) -> Result<(), StageError> {
