@@ -137,6 +137,35 @@ impl LocalPipeline {
         Ok(deliveries.len())
     }
 
+    /// Runs `workers` independent pollers per queue until `stop` is set, the way Lambda's event
+    /// source mappings scale: a slow stage (the model) never holds up the other queues. A poller
+    /// whose receive fails backs off and tries again, as the mapping does.
+    pub async fn run_workers(&self, workers: usize, stop: &std::sync::atomic::AtomicBool) {
+        use std::sync::atomic::Ordering;
+        let pollers = self.queues.iter().flat_map(|q| std::iter::repeat_n(q, workers.max(1))).map(|q| async move {
+            while !stop.load(Ordering::Relaxed) {
+                let batch = match self.backend.consumer.receive(q, 10).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(queue = %q, error = %e, "receive failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                for r in join_all(batch.iter().map(|d| self.deliver(d))).await {
+                    if let Err(e) = r {
+                        warn!(queue = %q, error = %e, "delivery bookkeeping failed");
+                    }
+                }
+            }
+        });
+        join_all(pollers).await;
+    }
+
     async fn deliver(&self, d: &Delivery) -> Result<(), StageError> {
         match self.handler(&d.queue).handle(&d.body).await {
             Ok(()) => self.backend.consumer.ack(d).await?,

@@ -3,6 +3,7 @@
 //! mappings, the JSON report, and a small HTTP server that plays API Gateway.
 
 pub mod backend;
+pub mod bench;
 pub mod report;
 pub mod samples;
 pub mod server;

@@ -60,6 +60,30 @@ enum Command {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// Measure: N cases through the pipeline against simulated dependencies with set latencies.
+    Bench {
+        #[arg(long, default_value_t = 100)]
+        cases: usize,
+        #[arg(long, default_value_t = 200)]
+        xdr_ms: u64,
+        /// Latency of each simulated threat-intel source (they run in parallel).
+        #[arg(long, default_value_t = 300)]
+        source_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        sources: usize,
+        /// Model latency; 0 = no model (deterministic dossier).
+        #[arg(long, default_value_t = 800)]
+        model_ms: u64,
+        #[arg(long, default_value_t = 100)]
+        writeback_ms: u64,
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        /// Concurrent pollers per queue, like Lambda concurrency per function.
+        #[arg(long, default_value_t = 10)]
+        workers: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve POST /webhook and GET|POST /approve, with the queue consumers in-process.
     Serve {
         #[arg(long, default_value = "127.0.0.1:3000")]
@@ -85,6 +109,34 @@ async fn main() -> ExitCode {
             run(&extra_data, json, &tenant, aws_endpoint.as_deref(), model(llm_url.as_deref(), &llm_model), html.as_deref()).await
         }
         Command::Serve { addr, aws_endpoint, demo } => serve(addr, aws_endpoint.as_deref(), demo).await,
+        Command::Bench { cases, xdr_ms, source_ms, sources, model_ms, writeback_ms, aws_endpoint, workers, json } => {
+            let o = dossier_local::bench::BenchOptions {
+                cases,
+                xdr_ms,
+                source_ms,
+                sources,
+                model_ms,
+                writeback_ms,
+                aws_endpoint,
+                workers,
+                progress: !json,
+            };
+            match dossier_local::bench::run(&o).await {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    } else {
+                        print_bench(&r);
+                    }
+                    if r.lost > 0 {
+                        Ok(ExitCode::from(1))
+                    } else {
+                        Ok(ExitCode::SUCCESS)
+                    }
+                }
+                Err(e) => Err(BadInput(format!("bench: {e}"))),
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -247,6 +299,24 @@ async fn run(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_bench(r: &dossier_local::bench::BenchReport) {
+    println!("backend              {}", r.backend);
+    println!("cases                {} ({} lost)", r.cases, r.lost);
+    println!("webhook→comment p50  {:.1} ms", r.p50_ms);
+    println!("webhook→comment p95  {:.1} ms", r.p95_ms);
+    println!("critical path        {:.1} ms (XDR + source rounds of 4 lookups + model + write-back)", r.critical_path_ms);
+    println!("overhead             {:.1} %", r.overhead_pct);
+    println!("sequential would be  {:.1} ms ({:.1}x the p50)", r.sequential_ms, r.sequential_ratio);
+    println!("CPU per case         {:.2} ms", r.cpu_ms_per_case);
+    println!("peak RSS             {:.1} MiB", r.peak_rss_mib);
+    let mut calls: Vec<_> = r.calls_per_indicator.iter().collect();
+    calls.sort_by(|a, b| a.0.cmp(b.0));
+    for (s, c) in calls {
+        println!("calls per indicator  {s}: {c:.2} (all cases; the cache answers repeats, concurrent first lookups are not coalesced)");
+    }
+    println!("wall time            {:.0} ms", r.wall_ms);
 }
 
 fn print_text(r: &serde_json::Value) {

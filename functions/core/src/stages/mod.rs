@@ -13,7 +13,7 @@ mod synthesize;
 mod writeback;
 
 pub use approve::{feedback_counts, Approve, FeedbackCounts};
-pub use collect::Collect;
+pub use collect::{apply_extra_data, Collect};
 pub use enrich::Enrich;
 pub use intake::{open_case, Intake};
 pub use poller::{PollReport, Poller};
