@@ -87,3 +87,13 @@ pub async fn dlq_url(client: &aws_sdk_sqs::Client, prefix: &str, queue: &QueueNa
         .map_err(|e| format!("GetQueueUrl: {e:?}"))?;
     out.queue_url().map(str::to_string).ok_or_else(|| "no URL".into())
 }
+
+/// Creates the secret `name` holding `value`, or overwrites its value if it exists.
+pub async fn ensure_secret(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> Result<(), String> {
+    if client.describe_secret().secret_id(name).send().await.is_ok() {
+        client.put_secret_value().secret_id(name).secret_string(value).send().await.map_err(|e| format!("PutSecretValue {name}: {e}"))?;
+        return Ok(());
+    }
+    client.create_secret().name(name).secret_string(value).send().await.map_err(|e| format!("CreateSecret {name}: {e}"))?;
+    Ok(())
+}

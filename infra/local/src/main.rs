@@ -31,6 +31,25 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum BenchKind {
+    /// Init time and peak RSS of each function's release binary against a local Lambda Runtime
+    /// API, with its secrets on moto; zipped binary sizes.
+    ColdStart {
+        /// `cargo build --release --workspace --bins` output, or `target/lambda` from cargo lambda.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// moto server (or AWS) holding the functions' secrets, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        aws_endpoint: String,
+        /// Starts per function; the median init time is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the bundled sample incidents end to end, offline, and print each dossier.
     Demo {
@@ -62,6 +81,8 @@ enum Command {
     },
     /// Measure: N cases through the pipeline against simulated dependencies with set latencies.
     Bench {
+        #[command(subcommand)]
+        kind: Option<BenchKind>,
         #[arg(long, default_value_t = 100)]
         cases: usize,
         #[arg(long, default_value_t = 200)]
@@ -109,7 +130,17 @@ async fn main() -> ExitCode {
             run(&extra_data, json, &tenant, aws_endpoint.as_deref(), model(llm_url.as_deref(), &llm_model), html.as_deref()).await
         }
         Command::Serve { addr, aws_endpoint, demo } => serve(addr, aws_endpoint.as_deref(), demo).await,
-        Command::Bench { cases, xdr_ms, source_ms, sources, model_ms, writeback_ms, aws_endpoint, workers, json } => {
+        Command::Bench { kind: Some(BenchKind::ColdStart { bin_dir, aws_endpoint, runs, json }), .. } => {
+            let o = dossier_local::coldstart::ColdStartOptions { bin_dir, aws_endpoint, runs };
+            match dossier_local::coldstart::run(&o).await {
+                Ok(report) => {
+                    print_cold_start(&report, json);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(BadInput(format!("bench cold-start: {e}"))),
+            }
+        }
+        Command::Bench { kind: None, cases, xdr_ms, source_ms, sources, model_ms, writeback_ms, aws_endpoint, workers, json } => {
             let o = dossier_local::bench::BenchOptions {
                 cases,
                 xdr_ms,
@@ -299,6 +330,17 @@ async fn run(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_cold_start(report: &[dossier_local::coldstart::ColdStart], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+        return;
+    }
+    println!("{:<12} {:>9} {:>14} {:>12}", "function", "init ms", "peak RSS MiB", "zip bytes");
+    for c in report {
+        println!("{:<12} {:>9.1} {:>14.1} {:>12}", c.function, c.init_ms, c.peak_rss_mib, c.zip_bytes);
+    }
 }
 
 fn print_bench(r: &dossier_local::bench::BenchReport) {
