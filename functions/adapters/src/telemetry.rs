@@ -37,3 +37,21 @@ pub fn init_local() {
         tracing::debug!("logging already initialised");
     }
 }
+
+/// Metrics as EMF lines on stdout, next to the JSON logs; CloudWatch Logs extracts them.
+pub struct StdoutEmf;
+
+impl dossier_core::metrics::Metrics for StdoutEmf {
+    fn emit(&self, function: &str, set: dossier_core::metrics::MetricSet) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let line = dossier_core::metrics::emf_line(function, &set, now_ms);
+        use std::io::Write;
+        // One write per line under the stdout lock, so a record never interleaves with a log line.
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").is_err() {
+            tracing::debug!("stdout closed; metric dropped");
+        }
+    }
+}

@@ -81,6 +81,7 @@ impl Aws {
 
     pub fn context(&self, actor: &'static str) -> Context {
         Context::new(self.store.clone(), self.queue.clone(), Arc::new(SystemClock), self.config.clone(), actor)
+            .with_metrics(Arc::new(crate::telemetry::StdoutEmf))
     }
 
     /// Reads the secret whose id (ARN or name) is in `var`.

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod http;
 pub mod indicator;
 pub mod messages;
+pub mod metrics;
 pub mod offline;
 pub mod ports;
 pub mod ratelimit;

@@ -12,6 +12,7 @@ use dossier_adapters::sqs::SqsQueue;
 use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
+use dossier_core::metrics::{Metrics, NoMetrics};
 use dossier_core::ports::{Clock, Delivery, DocStore, IdentityAdmin, Notifier, Queue, QueueConsumer, QueueName, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
@@ -26,12 +27,20 @@ pub struct Backend {
     pub consumer: Arc<dyn QueueConsumer>,
     /// Set for the embedded backend: lets the pump see delayed messages and the DLQ.
     pub memory_queue: Option<Arc<MemoryQueue>>,
+    /// Where the stages' metrics go (Lambda: EMF lines on stdout; local runs: nowhere).
+    pub metrics: Arc<dyn Metrics>,
 }
 
 impl Backend {
     pub fn embedded(clock: Arc<dyn Clock>) -> Backend {
         let queue = Arc::new(MemoryQueue::new(clock, Duration::from_secs(30), dossier_adapters::provision::MAX_RECEIVE_COUNT));
-        Backend { store: Arc::new(MemoryStore::new()), queue: queue.clone(), consumer: queue.clone(), memory_queue: Some(queue) }
+        Backend {
+            store: Arc::new(MemoryStore::new()),
+            queue: queue.clone(),
+            consumer: queue.clone(),
+            memory_queue: Some(queue),
+            metrics: Arc::new(NoMetrics),
+        }
     }
 
     /// The AWS adapters against `endpoint` (moto server or an AWS endpoint), creating the tables
@@ -46,7 +55,13 @@ impl Backend {
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let urls = dossier_adapters::provision::ensure_queues(&sqs, prefix, &queue_names(sources), 30).await?;
         let queue = Arc::new(SqsQueue::new(sqs, urls));
-        Ok(Backend { store: Arc::new(DynamoStore::new(ddb, tables)), queue: queue.clone(), consumer: queue, memory_queue: None })
+        Ok(Backend {
+            store: Arc::new(DynamoStore::new(ddb, tables)),
+            queue: queue.clone(),
+            consumer: queue,
+            memory_queue: None,
+            metrics: Arc::new(NoMetrics),
+        })
     }
 }
 
@@ -92,7 +107,9 @@ impl LocalPipeline {
         config.sources = parts.sources.iter().map(|s| s.name().to_string()).collect();
         let config = Arc::new(config);
         let b = &parts.backend;
-        let ctx = |actor| Context::new(b.store.clone(), b.queue.clone(), parts.clock.clone(), config.clone(), actor);
+        let ctx = |actor| {
+            Context::new(b.store.clone(), b.queue.clone(), parts.clock.clone(), config.clone(), actor).with_metrics(b.metrics.clone())
+        };
         LocalPipeline {
             intake: Intake::new(ctx("intake"), parts.webhook_secret.clone()),
             approve: Approve::new(ctx("approve"), parts.signer.clone()),

@@ -139,6 +139,10 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
         c.add(IndicatorKind::User, u, "webhook.user_ids");
     }
     let (hint_indicators, hint_techniques) = c.finish();
+    // Polled cases and minimal webhooks learn the creation time from XDR (for time-to-dossier).
+    if case.hint.created_at_ms.is_none() {
+        case.hint.created_at_ms = data.incident.creation_ms;
+    }
     let mut indicators = extraction.indicators;
     for i in hint_indicators {
         if !indicators.iter().any(|x| x.kind == i.kind && x.value == i.value) {

@@ -1,6 +1,7 @@
 //! enrich: one source, one case. Records the source's report once (first write wins) and moves
 //! the case to synthesis when every expected source has reported.
 
+use crate::metrics::{Metric, MetricSet};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +56,15 @@ impl Enrich {
                     calls = report.calls,
                     latency_ms = report.latency_ms,
                     "source reported"
+                );
+                let failed = matches!(report.status, crate::sources::SourceStatus::Error | crate::sources::SourceStatus::TimedOut);
+                self.ctx.metric(
+                    MetricSet::new(vec![
+                        Metric::count("SourceErrors", f64::from(u8::from(failed))),
+                        Metric::count("SourceCalls", f64::from(report.calls)),
+                        Metric::ms("SourceLatency", i64::try_from(report.latency_ms).unwrap_or(i64::MAX)),
+                    ])
+                    .with_dimension("Source", source_name),
                 );
                 self.ctx
                     .audit(

@@ -1,5 +1,6 @@
 //! intake: the webhook door. Authenticates, bounds, parses, filters, dedupes, answers 202.
 
+use crate::metrics::{Metric, MetricSet};
 use serde_json::json;
 use std::time::Duration;
 use tracing::{info, warn, Instrument};
@@ -123,6 +124,7 @@ impl Intake {
         let duplicate = match self.ctx.repo.create_case(&case).await? {
             PutOutcome::Written => {
                 self.ctx.audit(key, "case.received", "webhook").await?;
+                self.ctx.metric(MetricSet::new(vec![Metric::count("CasesOpened", 1.0)]));
                 false
             }
             PutOutcome::AlreadyExists => {

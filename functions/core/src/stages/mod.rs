@@ -106,6 +106,7 @@ pub struct Context {
     pub limits: RateLimiter,
     /// For small shared records (replay guard); case data goes through `repo`.
     pub store: Arc<dyn DocStore>,
+    pub metrics: Arc<dyn crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -125,7 +126,17 @@ impl Context {
             clock,
             config,
             actor,
+            metrics: Arc::new(crate::metrics::NoMetrics),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<dyn crate::metrics::Metrics>) -> Context {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metric(&self, set: crate::metrics::MetricSet) {
+        self.metrics.emit(self.actor, set);
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -132,6 +132,7 @@ impl Synthesize {
                 match synthesis::with_model(model.as_ref(), case, &reports, &baseline, phase, &self.ctx.config.internal_names).await {
                     Ok((dossier, actions, run)) => {
                         info!(model = %run.model, input_tokens = run.input_tokens, output_tokens = run.output_tokens, latency_ms = run.latency_ms, attempts = run.attempts, "model dossier accepted");
+                        self.ctx.metric(model_metrics(&run, false));
                         self.ctx
                             .audit(
                                 key,
@@ -154,6 +155,7 @@ impl Synthesize {
                         let reason = run.rejected.clone().unwrap_or_default();
                         warn!(model = %run.model, %reason, "model dossier not used; deterministic dossier instead");
                         self.ctx.audit(key, "model.rejected", format!("{}: {reason}", run.model)).await?;
+                        self.ctx.metric(model_metrics(&run, true));
                         let mut d = baseline;
                         d.model_run = Some(run);
                         let actions = propose_actions(case, &d, phase);
@@ -289,6 +291,18 @@ impl Synthesize {
             })
             .collect()
     }
+}
+
+/// Tokens spent and whether the deterministic dossier had to stand in; per model.
+fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool) -> crate::metrics::MetricSet {
+    use crate::metrics::{Metric, MetricSet};
+    MetricSet::new(vec![
+        Metric::count("ModelInputTokens", run.input_tokens as f64),
+        Metric::count("ModelOutputTokens", run.output_tokens as f64),
+        Metric::ms("ModelLatency", i64::try_from(run.latency_ms).unwrap_or(i64::MAX)),
+        Metric::count("ModelFallback", f64::from(u8::from(fell_back))),
+    ])
+    .with_dimension("Model", run.model.clone())
 }
 
 #[async_trait]

@@ -248,7 +248,23 @@ impl Writeback {
         self.set_comment_state(key, draft_id, CommentState::Posted { at_ms: posted_at }).await?;
         info!(draft = draft_id, chars = draft.comment.chars().count(), "dossier comment posted");
         self.ctx.audit(key, "xdr.comment_added", format!("draft {draft_id}, {} characters", draft.comment.chars().count())).await?;
+        self.dossier_posted_metrics(key, posted_at).await?;
         self.settle_case(key).await
+    }
+
+    /// Time from the incident's creation in XDR to its dossier (MTTA-style), and from the case
+    /// reaching Dossier to its dossier.
+    async fn dossier_posted_metrics(&self, key: &CaseKey, posted_at: i64) -> Result<(), StageError> {
+        use crate::metrics::{Metric, MetricSet};
+        let mut metrics = vec![Metric::count("DossiersPosted", 1.0)];
+        if let Some(case) = self.ctx.repo.case(key).await? {
+            metrics.push(Metric::ms("CaseLatency", posted_at - case.received_at_ms));
+            if let Some(created) = case.hint.created_at_ms {
+                metrics.push(Metric::ms("TimeToDossier", posted_at - created));
+            }
+        }
+        self.ctx.metric(MetricSet::new(metrics));
+        Ok(())
     }
 
     async fn set_comment_state(&self, key: &CaseKey, draft_id: &str, state: CommentState) -> Result<(), StageError> {

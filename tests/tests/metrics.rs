@@ -1,0 +1,92 @@
+//! The stages' metrics for one case, as the EMF lines CloudWatch would turn into the dashboard's
+//! figures: cases opened, per-source calls/errors/latency, model tokens and fallback, dossiers
+//! posted with the time from incident creation to dossier.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dossier_core::case::CaseKey;
+use dossier_core::config::{Phase, PipelineConfig};
+use dossier_core::embedded::RecordingXdr;
+use dossier_core::http::HttpRequest;
+use dossier_core::metrics::{emf_line, RecordingMetrics};
+use dossier_core::ports::{Clock, SystemClock};
+use dossier_core::signing::{LinkSigner, SigningKey};
+use dossier_core::sources::{AttackSource, IntelFeed, PerIndicator, Source};
+use dossier_core::stages::HttpHandler;
+use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
+use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
+
+const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
+const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
+
+/// A model that is down: the case must still complete, and the fallback must be counted.
+struct DownModel;
+
+#[async_trait::async_trait]
+impl LanguageModel for DownModel {
+    fn id(&self) -> &str {
+        "down-model"
+    }
+    async fn complete(&self, _req: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        Err(LlmError::Unavailable("503 from the provider".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_case_emits_the_dashboard_metrics() {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = Arc::new(RecordingMetrics::default());
+    let mut backend = Backend::embedded(clock.clone());
+    backend.metrics = metrics.clone();
+    let sources: Vec<Arc<dyn Source>> = vec![Arc::new(AttackSource), Arc::new(PerIndicator::new(IntelFeed::from_csv(FEED).expect("feed")))];
+    let pipeline = LocalPipeline::new(PipelineParts {
+        backend,
+        config: PipelineConfig { phase: Phase(1), ..PipelineConfig::default() },
+        clock: clock.clone(),
+        xdr: Arc::new(RecordingXdr::serving(DEMO.to_string())),
+        sources,
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![3; 32] }]).expect("signer")),
+        webhook_secret: b"hook".to_vec(),
+        model: Some(Arc::new(DownModel)),
+        identity: None,
+        notifiers: Vec::new(),
+    });
+    let created = clock.now_ms() - 90_000;
+    let req = HttpRequest {
+        method: "POST".into(),
+        path: "/webhook".into(),
+        headers: vec![("authorization".into(), "Bearer hook".into())],
+        body: json!({"case_id": "4711", "severity": "high", "created_at": created}).to_string().into_bytes(),
+        ..Default::default()
+    };
+    assert_eq!(pipeline.intake.handle(&req).await.status, 202);
+    let key = CaseKey::new("default", "4711").expect("key");
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(60)).await.expect("pump"));
+
+    assert_eq!(metrics.values("CasesOpened"), vec![1.0]);
+    assert_eq!(metrics.values("DossiersPosted"), vec![1.0]);
+    let to_dossier = metrics.values("TimeToDossier");
+    assert_eq!(to_dossier.len(), 1);
+    assert!(to_dossier[0] >= 90_000.0, "measured from the incident's creation: {to_dossier:?}");
+    assert_eq!(metrics.values("CaseLatency").len(), 1);
+    assert_eq!(metrics.values("ModelFallback"), vec![1.0], "the model was down; the deterministic dossier stood in");
+    // One record per source, each under its own Source dimension.
+    let per_source: Vec<String> = metrics
+        .sets()
+        .iter()
+        .filter(|(_, s)| s.metrics.iter().any(|m| m.name == "SourceErrors"))
+        .filter_map(|(f, s)| {
+            assert_eq!(f, "enrich");
+            s.dimensions.iter().find(|(n, _)| *n == "Source").map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(per_source.len(), 2, "{per_source:?}");
+    assert!(per_source.contains(&"attack".to_string()) && per_source.contains(&"intel-feed".to_string()));
+    // Every record renders as a valid EMF line.
+    for (function, set) in metrics.sets() {
+        let line: Value = serde_json::from_str(&emf_line(&function, &set, 0)).expect("EMF is JSON");
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Dossier");
+    }
+}
