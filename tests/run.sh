@@ -4,7 +4,8 @@
 #   2. starts moto server on a free loopback port (stopped by PID on exit),
 #   3. installs Debian's chromium + chromium-driver if missing (browser test of the approval pages),
 #   4. checks formatting and clippy, runs every Rust test (unit, contract, adapter, CLI, browser, end-to-end),
-#   5. lints the SAM template (`sam validate --lint`).
+#   5. lints the SAM template (`sam validate --lint`),
+#   6. runs each cargo-fuzz target for FUZZ_SECONDS (default 20) on the nightly toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +80,25 @@ case "$SUMMARY" in 0\ passed*) echo "no test ran"; exit 1 ;; esac
 step "sam validate --lint"
 .venv-sam/bin/sam validate --lint --template template.yaml
 
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+step "fuzz: webhook, extra_data, link (${FUZZ_SECONDS}s each, cargo-fuzz on nightly)"
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal || { echo "fuzz: no nightly toolchain and it cannot be installed here"; exit 1; }
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+FUZZ_RUNS=""
+for target in webhook extra_data link; do
+  # New inputs go to a scratch corpus; the seeds in fuzz/corpus stay as committed.
+  scratch="$(mktemp -d)"
+  if ! cargo +nightly fuzz run "$target" "$scratch" "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" >"$scratch.log" 2>&1; then
+    echo "fuzz target $target failed: reproducer in fuzz/artifacts/$target"; tail -40 "$scratch.log"; exit 1
+  fi
+  grep -E '^Done' "$scratch.log"
+  FUZZ_RUNS="$FUZZ_RUNS $target:$(grep -oE '^Done [0-9]+' "$scratch.log" | awk '{print $2}')"
+  rm -rf "$scratch" "$scratch.log"
+done
+
 echo
-echo "all checks passed (fmt, clippy, tests, sam validate --lint)"
+echo "all checks passed (fmt, clippy, tests, sam validate --lint, fuzz)"
+echo "fuzz runs:$FUZZ_RUNS"
 echo "tests: $SUMMARY"
