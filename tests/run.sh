@@ -4,7 +4,7 @@
 #   2. starts moto server on a free loopback port (stopped by PID on exit),
 #   3. installs Debian's chromium + chromium-driver if missing (browser test of the approval pages),
 #   4. checks formatting and clippy, runs every Rust test (unit, contract, adapter, CLI, browser, end-to-end),
-#   5. lints the SAM template (`sam validate --lint`),
+#   5. lints the SAM template (`sam validate --lint`, checkov),
 #   6. runs each cargo-fuzz target for FUZZ_SECONDS (default 20) on the nightly toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 MOTO_VERSION="5.2.5"
 SAM_VERSION="1.170.0"
 CFN_LINT_VERSION="1.58.0"
+CHECKOV_VERSION="3.3.30"
 export SAM_CLI_TELEMETRY=0
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -28,10 +29,11 @@ venv() {
   fi
 }
 
-step "virtualenvs (moto ${MOTO_VERSION}, aws-sam-cli ${SAM_VERSION}, cfn-lint ${CFN_LINT_VERSION})"
+step "virtualenvs (moto ${MOTO_VERSION}, aws-sam-cli ${SAM_VERSION}, cfn-lint ${CFN_LINT_VERSION}, checkov ${CHECKOV_VERSION})"
 # Separate environments: their boto3 pins differ.
 venv .venv-moto "$MOTO_VERSION" "moto[server]==${MOTO_VERSION}"
 venv .venv-sam "$SAM_VERSION-$CFN_LINT_VERSION" "aws-sam-cli==${SAM_VERSION}" "cfn-lint==${CFN_LINT_VERSION}"
+venv .venv-checkov "$CHECKOV_VERSION" "checkov==${CHECKOV_VERSION}"
 
 step "chromium + chromedriver (browser test of the approval pages)"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
@@ -80,6 +82,9 @@ case "$SUMMARY" in 0\ passed*) echo "no test ran"; exit 1 ;; esac
 step "sam validate --lint"
 .venv-sam/bin/sam validate --lint --template template.yaml
 
+step "checkov (every suppression is justified in the resource's Metadata)"
+.venv-checkov/bin/checkov --file template.yaml --framework cloudformation --compact --quiet
+
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 step "fuzz: webhook, extra_data, link (${FUZZ_SECONDS}s each, cargo-fuzz on nightly)"
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
@@ -99,6 +104,6 @@ for target in webhook extra_data link; do
 done
 
 echo
-echo "all checks passed (fmt, clippy, tests, sam validate --lint, fuzz)"
+echo "all checks passed (fmt, clippy, tests, sam validate --lint, checkov, fuzz)"
 echo "fuzz runs:$FUZZ_RUNS"
 echo "tests: $SUMMARY"
