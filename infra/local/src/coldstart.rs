@@ -63,16 +63,6 @@ fn zip_bytes(bin: &Path) -> Result<u64, String> {
     Ok(size)
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|k| k.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// The Runtime API, enough for init: each `GET /next` is reported and then held open (the
 /// process is measured and killed while it waits, as Lambda would freeze it).
 async fn runtime_api() -> Result<(String, mpsc::UnboundedReceiver<()>), String> {
@@ -177,7 +167,7 @@ pub async fn run(o: &ColdStartOptions) -> Result<Vec<ColdStart>, String> {
             let pid = child.id().unwrap_or(0);
             let ready = tokio::time::timeout(Duration::from_secs(10), next_calls.recv()).await;
             let init = started.elapsed();
-            peak = peak.max(rss_mib(pid));
+            peak = peak.max(crate::bench::peak_rss_mib_of(&pid.to_string()));
             child.start_kill().ok();
             let output = child.wait_with_output().await.map_err(|e| e.to_string())?;
             if !matches!(ready, Ok(Some(()))) {
