@@ -367,6 +367,26 @@ pub struct Action {
     pub notifications: Vec<Notification>,
 }
 
+impl Action {
+    /// A newly proposed action: undecided, never run, no links yet.
+    pub fn proposed(id: String, kind: ActionKind, target: String, target_label: String, rationale: String) -> Action {
+        Action {
+            id,
+            kind,
+            target,
+            target_label,
+            rationale,
+            status: ActionStatus::Proposed,
+            decision: None,
+            execution_lease_until_ms: None,
+            execution_result: None,
+            xdr_action_id: None,
+            links: Vec::new(),
+            notifications: Vec::new(),
+        }
+    }
+}
+
 /// One delivery (or failed delivery) of an approval link.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

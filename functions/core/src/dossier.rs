@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::attack::{attack, GroupMatch, Technique};
-use crate::case::{Action, ActionKind, ActionStatus, Case};
+use crate::case::{Action, ActionKind, Case};
 use crate::config::Phase;
 use crate::indicator::IndicatorKind;
 use crate::sources::{SourceReport, SourceStatus, VerdictLevel};
@@ -434,20 +434,7 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Acti
     }
     let mut actions = Vec::new();
     let mut push = |kind: ActionKind, target: String, label: String, rationale: String| {
-        actions.push(Action {
-            id: action_id(kind, &target),
-            kind,
-            target,
-            target_label: label,
-            rationale,
-            status: ActionStatus::Proposed,
-            decision: None,
-            execution_lease_until_ms: None,
-            execution_result: None,
-            xdr_action_id: None,
-            links: Vec::new(),
-            notifications: Vec::new(),
-        })
+        actions.push(Action::proposed(action_id(kind, &target), kind, target, label, rationale))
     };
     let malicious: Vec<&IndicatorFinding> =
         dossier.indicators.iter().filter(|f| f.worst == VerdictLevel::Malicious && !f.internal).collect();

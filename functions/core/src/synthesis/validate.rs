@@ -10,7 +10,7 @@ use super::evidence::EvidencePack;
 use super::pseudonym::Pseudonyms;
 use super::ModelRun;
 use crate::attack::{attack, Resolved, Technique};
-use crate::case::{Action, ActionKind, ActionStatus, Case};
+use crate::case::{Action, ActionKind, Case};
 use crate::config::Phase;
 use crate::dossier::{clean_text, Dossier, Hypothesis, Impacted, NextStep, TimelineEntry};
 use crate::extract::Collector;
@@ -329,20 +329,7 @@ impl ModelDossier {
                 .find(|e| e.endpoint_id.as_deref() == Some(target.as_str()))
                 .and_then(|e| e.host_name.clone())
                 .unwrap_or_else(|| target.clone());
-            actions.push(Action {
-                id,
-                kind,
-                target,
-                target_label: label,
-                rationale: show(&rationale, 400),
-                status: ActionStatus::Proposed,
-                decision: None,
-                execution_lease_until_ms: None,
-                execution_result: None,
-                xdr_action_id: None,
-                links: Vec::new(),
-                notifications: Vec::new(),
-            });
+            actions.push(Action::proposed(id, kind, target, label, show(&rationale, 400)));
         }
         (d, actions)
     }
