@@ -192,19 +192,8 @@ impl XdrHttp {
     }
 
     async fn get_raw(&self, path: &str) -> Result<String, XdrError> {
-        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut req = self.http.get(format!("{}/public_api/v1/{path}", self.base_url));
-        for (k, v) in self.auth_headers() {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|e| XdrError::Transport(format!("{path}: {}", without_url(&e))))?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| XdrError::Transport(format!("{path}: reading the body: {}", without_url(&e))))?;
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(XdrError::BadReply(format!("{path}: HTTP {status}: {}", error_message(&body))))
-        }
+        let path = format!("/public_api/v1/{path}");
+        self.send(self.http.get(format!("{}{path}", self.base_url)), &path).await
     }
 
     /// `incidents/update_incident` with any of status, manual severity, assignee.
@@ -427,8 +416,13 @@ impl XdrHttp {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<String, XdrError> {
+        self.send(self.http.post(format!("{}{path}", self.base_url)).json(body), path).await
+    }
+
+    /// Signs, sends and classifies one request: every method gets the same retryable/final split
+    /// (a 429 or 5xx on a GET is retried like one on a POST).
+    async fn send(&self, mut req: reqwest::RequestBuilder, path: &str) -> Result<String, XdrError> {
         self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut req = self.http.post(format!("{}{path}", self.base_url)).json(body);
         for (k, v) in self.auth_headers() {
             req = req.header(k, v);
         }
