@@ -7,6 +7,7 @@ use regex::RegexSet;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
+use crate::text::prefix;
 use crate::xdr::Alert;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,14 +207,6 @@ fn compiled() -> &'static Compiled {
     })
 }
 
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// Techniques the rules infer from these alerts, minus those already cited, one entry per technique.
 pub fn infer(alerts: &[Alert], already_cited: &[String]) -> Vec<InferredTechnique> {
     let c = compiled();
@@ -236,7 +229,7 @@ pub fn infer(alerts: &[Alert], already_cited: &[String]) -> Vec<InferredTechniqu
             if !COMMAND_LINE_FIELDS.contains(&field.as_str()) {
                 continue;
             }
-            let text = crate::indicator::refang(cut(value, MAX_CMD));
+            let text = crate::indicator::refang(prefix(value, MAX_CMD));
             for m in c.command_line.0.matches(&text).iter() {
                 let rule = &RULES[c.command_line.1[m]];
                 push(rule, format!("{field}: {}", crate::dossier::clean_text(&text, 120)));
@@ -246,7 +239,7 @@ pub fn infer(alerts: &[Alert], already_cited: &[String]) -> Vec<InferredTechniqu
             [(&c.alert_name, alert.name.as_deref(), "alert name"), (&c.category, alert.category.as_deref(), "category")]
         {
             let Some(v) = value else { continue };
-            for m in set.0.matches(cut(v, 512)).iter() {
+            for m in set.0.matches(prefix(v, 512)).iter() {
                 push(&RULES[set.1[m]], format!("{label}: {}", crate::dossier::clean_text(v, 120)));
             }
         }

@@ -25,6 +25,7 @@ pub mod signing;
 pub mod sources;
 pub mod stages;
 pub mod synthesis;
+pub mod text;
 pub mod timefmt;
 pub mod webhook;
 pub mod xdr;
