@@ -64,6 +64,10 @@ pub struct Attack {
     retired: HashMap<String, (String, Option<String>)>,
     tactics: Vec<Tactic>,
     groups: Vec<Group>,
+    /// Technique id → indices of the groups known to use exactly it.
+    users: HashMap<String, Vec<usize>>,
+    /// Parent technique id → indices of the groups known to use one of its sub-techniques.
+    sub_users: HashMap<String, Vec<usize>>,
 }
 
 /// The embedded tables, parsed on first use.
@@ -109,7 +113,21 @@ impl Attack {
             });
             g.techniques.push(r[3].to_string());
         }
-        Attack { techniques, retired, tactics, groups: by_group.into_values().collect() }
+        let groups: Vec<Group> = by_group.into_values().collect();
+        let mut users: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut sub_users: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            for t in &g.techniques {
+                users.entry(t.clone()).or_default().push(i);
+                if let Some((parent, _)) = t.split_once('.') {
+                    sub_users.entry(parent.to_string()).or_default().push(i);
+                }
+            }
+        }
+        for list in users.values_mut().chain(sub_users.values_mut()) {
+            list.dedup();
+        }
+        Attack { techniques, retired, tactics, groups, users, sub_users }
     }
 
     pub fn technique(&self, id: &str) -> Option<&Technique> {
@@ -147,32 +165,50 @@ impl Attack {
         if case_techniques.len() < MIN_SHARED {
             return Vec::new();
         }
-        // Borrowed, not allocated: this runs for every group x technique pair (~70k per case).
-        fn parent(t: &str) -> &str {
-            t.split_once('.').map_or(t, |(p, _)| p)
+        // Per group, the case techniques it uses, from the index (no group x technique scan).
+        let mut shared: Vec<Vec<String>> = vec![Vec::new(); self.groups.len()];
+        let mut users = Vec::new();
+        for ct in case_techniques {
+            self.users_of(ct, &mut users);
+            for &g in &users {
+                shared[g].push(ct.clone());
+            }
         }
-        let mut out: Vec<GroupMatch> = self
-            .groups
-            .iter()
-            .filter_map(|g| {
-                let shared: Vec<String> = case_techniques
-                    .iter()
-                    .filter(|ct| g.techniques.iter().any(|gt| gt == *ct || parent(gt) == ct.as_str() || parent(ct) == gt.as_str()))
-                    .cloned()
-                    .collect();
-                (shared.len() >= MIN_SHARED).then(|| GroupMatch {
-                    id: g.id.clone(),
-                    name: g.name.clone(),
-                    score: shared.len() as f64 / case_techniques.len() as f64,
-                    shared,
-                })
-            })
-            .collect();
+        let mut ranked: Vec<(usize, Vec<String>)> = shared.into_iter().enumerate().filter(|(_, s)| s.len() >= MIN_SHARED).collect();
         // Higher overlap first; among equals, groups with a narrower repertoire are more specific.
-        let size = |id: &str| self.groups.iter().find(|g| g.id == id).map_or(usize::MAX, |g| g.techniques.len());
-        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| size(&a.id).cmp(&size(&b.id))).then_with(|| a.id.cmp(&b.id)));
-        out.truncate(limit);
-        out
+        let size = |i: usize| self.groups[i].techniques.len();
+        ranked.sort_by(|(a, a_shared), (b, b_shared)| {
+            b_shared.len().cmp(&a_shared.len()).then(size(*a).cmp(&size(*b))).then_with(|| self.groups[*a].id.cmp(&self.groups[*b].id))
+        });
+        ranked
+            .into_iter()
+            .take(limit)
+            .map(|(i, shared)| {
+                let g = &self.groups[i];
+                GroupMatch { id: g.id.clone(), name: g.name.clone(), score: shared.len() as f64 / case_techniques.len() as f64, shared }
+            })
+            .collect()
+    }
+
+    /// How many groups are known to use a technique (or its parent or a sub-technique of it):
+    /// the fewer, the more a technique says about who is behind a case.
+    pub fn groups_using(&self, technique: &str) -> usize {
+        let mut users = Vec::new();
+        self.users_of(technique, &mut users);
+        users.len()
+    }
+
+    /// Indices of the groups that use `technique`, its parent or one of its sub-techniques,
+    /// sorted and distinct, into `out`.
+    fn users_of(&self, technique: &str, out: &mut Vec<usize>) {
+        out.clear();
+        let none = Vec::new();
+        let exact = self.users.get(technique).unwrap_or(&none);
+        let via_sub = self.sub_users.get(technique).unwrap_or(&none);
+        let via_parent = technique.split_once('.').and_then(|(p, _)| self.users.get(p)).unwrap_or(&none);
+        out.extend(exact.iter().chain(via_sub).chain(via_parent).copied());
+        out.sort_unstable();
+        out.dedup();
     }
 }
 
@@ -187,6 +223,44 @@ mod tests {
         assert_eq!(a.tactics().len(), 14);
         assert_eq!(a.groups.len(), 168);
         assert!(TECHNIQUES.lines().chain(GROUP_TECHNIQUES.lines()).all(|l| !l.contains('"')));
+    }
+
+    /// The definition the index must agree with: a group uses `t` if it uses `t`, a
+    /// sub-technique of `t`, or `t`'s parent.
+    fn uses_by_scan(g: &Group, t: &str) -> bool {
+        let parent = |x: &str| x.split_once('.').map_or(x, |(p, _)| p).to_string();
+        g.techniques.iter().any(|gt| gt == t || parent(gt) == t || parent(t) == *gt)
+    }
+
+    #[test]
+    fn the_group_index_agrees_with_a_scan_for_every_technique() {
+        let a = attack();
+        let mut ids: Vec<&String> = a.techniques.keys().collect();
+        ids.sort();
+        for t in &ids {
+            let scanned = a.groups.iter().filter(|g| uses_by_scan(g, t)).count();
+            assert_eq!(a.groups_using(t), scanned, "{t}");
+        }
+        let powershell = a.groups_using("T1059.001");
+        assert!(powershell > 10 && a.groups_using("T1059") > powershell);
+        assert_eq!(a.groups_using("T9999"), 0);
+        // Overlaps: the same groups, shares and order as a scan.
+        for case in [vec!["T1059.001", "T1027", "T1566.001"], vec!["T1486", "T1490", "T1059", "T1021.001"]] {
+            let case: Vec<String> = case.into_iter().map(str::to_string).collect();
+            let got = a.groups_overlapping(&case, usize::MAX);
+            assert!(!got.is_empty());
+            let mut want: Vec<(&str, Vec<String>)> = a
+                .groups
+                .iter()
+                .map(|g| (g.id.as_str(), case.iter().filter(|t| uses_by_scan(g, t)).cloned().collect::<Vec<_>>()))
+                .filter(|(_, s)| s.len() >= 2)
+                .collect();
+            want.sort_by_key(|(id, _)| *id);
+            let mut got_pairs: Vec<(&str, Vec<String>)> = got.iter().map(|m| (m.id.as_str(), m.shared.clone())).collect();
+            got_pairs.sort_by_key(|(id, _)| *id);
+            assert_eq!(got_pairs, want);
+            assert!(got.windows(2).all(|w| w[0].score >= w[1].score), "ranked by overlap");
+        }
     }
 
     #[test]

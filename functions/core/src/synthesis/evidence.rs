@@ -103,7 +103,7 @@ pub fn build_pack(
         .techniques
         .iter()
         .map(|t| {
-            let users = a.groups_overlapping(&[t.id.clone(), t.id.clone()], 200).len();
+            let users = a.groups_using(&t.id);
             let inferred = baseline.inferred.iter().find(|i| i.id == t.id);
             (users, json!({"id": t.id, "name": t.name, "tactics": t.tactics, "basis": inferred.map_or("cited by XDR".to_string(), |i| format!("inferred by rule {}: {}", i.rule, i.evidence))}))
         })
