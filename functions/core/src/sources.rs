@@ -103,11 +103,7 @@ impl IndicatorVerdict {
 
     /// Keeps a bounded excerpt of the raw answer, cut on a character boundary.
     pub fn raw(mut self, raw: &str) -> Self {
-        let mut end = raw.len().min(MAX_RAW_EXCERPT);
-        while !raw.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.raw_excerpt = Some(raw[..end].to_string());
+        self.raw_excerpt = Some(crate::text::prefix(raw, MAX_RAW_EXCERPT).to_string());
         self
     }
 
@@ -341,11 +337,47 @@ pub struct PerIndicator<S> {
     pub limits: LookupLimits,
     pub cache: Option<LookupCache>,
     pub quota: Option<Quota>,
+    in_flight: InFlight,
+}
+
+/// Lookups of the same indicator running at once in this process (several cases of one burst
+/// share their indicators): the first calls the source, the others wait for it and read its
+/// answer from the cache instead of spending quota on the same question.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Holds one indicator's turn; the map entry goes when the last holder or waiter is done.
+struct Turn<'a> {
+    in_flight: &'a InFlight,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl InFlight {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // Every update is a single insert or remove: a poisoned map is still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn turn(&self, key: String) -> Turn<'_> {
+        let lock = self.map().entry(key.clone()).or_default().clone();
+        Turn { in_flight: self, key, lock }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut map = self.in_flight.map();
+        // Ours and the map's: nobody else holds or waits for this indicator.
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl<S: IndicatorSource> PerIndicator<S> {
     pub fn new(inner: S) -> PerIndicator<S> {
-        PerIndicator { inner, limits: LookupLimits::default(), cache: None, quota: None }
+        PerIndicator { inner, limits: LookupLimits::default(), cache: None, quota: None, in_flight: InFlight::default() }
     }
     pub fn with_limits(mut self, limits: LookupLimits) -> Self {
         self.limits = limits;
@@ -362,6 +394,12 @@ impl<S: IndicatorSource> PerIndicator<S> {
 
     async fn one(&self, ind: &Indicator, calls: &CallCounter) -> (Result<Lookup, LookupError>, bool) {
         let name = self.inner.name();
+        // Without a cache a waiter would have no answer to read: no coalescing then.
+        let turn = self.cache.as_ref().map(|_| self.in_flight.turn(LookupCache::key(ind)));
+        let _held = match &turn {
+            Some(t) => Some(t.lock.lock().await),
+            None => None,
+        };
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(name, ind).await {
                 return (Ok(hit), true);
@@ -691,6 +729,46 @@ mod tests {
         clock.advance(Duration::from_secs(6 * 3600 + 1));
         assert_eq!(src.enrich(&c).await.unwrap().calls, 1);
         assert_eq!(src.inner.0.lock().unwrap().len(), 2);
+    }
+
+    /// Answers after a pause, so that lookups from several cases overlap.
+    struct Slow(std::sync::atomic::AtomicU32);
+
+    #[async_trait]
+    impl IndicatorSource for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn accepts(&self, kind: IndicatorKind) -> bool {
+            kind.is_ip()
+        }
+        fn sends_externally(&self) -> bool {
+            true
+        }
+        async fn lookup(&self, _: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
+            calls.add(1);
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(Lookup::NotFound)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lookups_of_one_indicator_make_one_call() {
+        use crate::embedded::MemoryStore;
+        let cache = LookupCache::new(Arc::new(MemoryStore::new()), Arc::new(crate::ports::SystemClock));
+        let src = PerIndicator::new(Slow(Default::default())).with_cache(cache);
+        let c = case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8"), ind(IndicatorKind::Ipv4, "9.9.9.9")], vec![]);
+        let reports = futures_util::future::join_all((0..20).map(|_| src.enrich(&c))).await;
+        assert_eq!(src.inner.0.load(std::sync::atomic::Ordering::SeqCst), 2, "one call per indicator for 20 concurrent cases");
+        let calls: u32 = reports.iter().map(|r| r.as_ref().unwrap().calls).sum();
+        assert_eq!(calls, 2);
+        assert!(reports.iter().all(|r| r.as_ref().unwrap().status == SourceStatus::NotFound));
+        assert!(src.in_flight.map().is_empty(), "no entry outlives its lookups");
+        // Without a cache there is no answer to share: each case calls.
+        let uncached = PerIndicator::new(Slow(Default::default()));
+        futures_util::future::join_all((0..3).map(|_| uncached.enrich(&c))).await;
+        assert_eq!(uncached.inner.0.load(std::sync::atomic::Ordering::SeqCst), 6);
     }
 
     #[tokio::test]
