@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::case::{Action, AuditEvent, Case, CaseKey};
+use crate::case::{Action, AuditEvent, Case, CaseKey, CaseStatus};
 use crate::dossier::Draft;
 use crate::ports::{DocStore, PutOutcome, ReplaceOutcome, StoreError, Table};
 use crate::sources::SourceReport;
@@ -39,13 +39,47 @@ pub enum Change<R> {
     Keep(R),
 }
 
+/// The small fields of a case, read without decoding its indicators, alerts and history: what
+/// the fan-in, the synthesis claim and the write-back metrics need.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct CaseHead {
+    pub status: CaseStatus,
+    pub received_at_ms: i64,
+    /// When XDR created the incident, if known.
+    #[serde(default, rename = "hint", deserialize_with = "created_at_of_hint")]
+    pub incident_created_at_ms: Option<i64>,
+    #[serde(default)]
+    pub expected_sources: Vec<String>,
+    #[serde(default)]
+    pub enrich_deadline_ms: Option<i64>,
+    #[serde(default)]
+    pub draft_id: Option<String>,
+}
+
+impl CaseHead {
+    /// Every expected source is among `reported`.
+    pub fn all_reported(&self, reported: &[String]) -> bool {
+        self.expected_sources.iter().all(|s| reported.contains(s))
+    }
+}
+
+fn created_at_of_hint<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        created_at_ms: Option<i64>,
+    }
+    Ok(<Hint as serde::Deserialize>::deserialize(d)?.created_at_ms)
+}
+
 #[derive(Clone)]
 pub struct CaseRepo {
     store: Arc<dyn DocStore>,
 }
 
+const SOURCE_PREFIX: &str = "source#";
+
 pub fn source_sk(source: &str) -> String {
-    format!("source#{source}")
+    format!("{SOURCE_PREFIX}{source}")
 }
 pub fn draft_sk(id: &str) -> String {
     format!("draft#{id}")
@@ -120,12 +154,28 @@ impl CaseRepo {
         Ok(self.get::<Case>(key, CASE_SK).await?.map(|v| v.value))
     }
 
+    /// The case's small fields only (the fan-in runs this once per source per case).
+    pub async fn case_head(&self, key: &CaseKey) -> Result<Option<CaseHead>, StoreError> {
+        Ok(self.get::<CaseHead>(key, CASE_SK).await?.map(|v| v.value))
+    }
+
+    /// Whether a document exists, without decoding it.
+    pub async fn exists(&self, key: &CaseKey, sk: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get(Table::Cases, &key.storage_id(), sk).await?.is_some())
+    }
+
+    /// Names of the sources that have reported, from the keys (the reports are not decoded).
+    pub async fn reported_sources(&self, key: &CaseKey) -> Result<Vec<String>, StoreError> {
+        let docs = self.store.query(Table::Cases, &key.storage_id(), SOURCE_PREFIX).await?;
+        Ok(docs.into_iter().filter_map(|d| d.sk.strip_prefix(SOURCE_PREFIX).map(str::to_string)).collect())
+    }
+
     pub async fn record_source(&self, key: &CaseKey, report: &SourceReport) -> Result<PutOutcome, StoreError> {
         self.put_new(key, &source_sk(&report.source), report).await
     }
 
     pub async fn source_reports(&self, key: &CaseKey) -> Result<Vec<SourceReport>, StoreError> {
-        self.query(key, "source#").await
+        self.query(key, SOURCE_PREFIX).await
     }
 
     pub async fn draft(&self, key: &CaseKey, id: &str) -> Result<Option<Draft>, StoreError> {

@@ -13,7 +13,7 @@ use crate::case::{CaseKey, CaseStatus};
 use crate::messages::{Message, SynthesisReason};
 use crate::ports::{PutOutcome, QueueName};
 use crate::repo::source_sk;
-use crate::sources::{Source, SourceReport};
+use crate::sources::Source;
 
 pub struct Enrich {
     ctx: Context,
@@ -34,7 +34,7 @@ impl Enrich {
         let Some(case) = self.ctx.repo.case(key).await? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
-        let already = self.ctx.repo.get::<SourceReport>(key, &source_sk(source_name)).await?.is_some();
+        let already = self.ctx.repo.exists(key, &source_sk(source_name)).await?;
         if !already {
             let mut report = match source.enrich(&case).await {
                 Ok(r) => r,
@@ -80,14 +80,13 @@ impl Enrich {
 
     /// Fan-in: anyone who sees all sources present may send; synthesis claims the work once.
     async fn check_complete(&self, key: &CaseKey) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else {
+        let Some(progress) = self.ctx.repo.case_head(key).await? else {
             return Ok(());
         };
-        if case.status != CaseStatus::Enriching {
+        if progress.status != CaseStatus::Enriching {
             return Ok(());
         }
-        let reported: Vec<String> = self.ctx.repo.source_reports(key).await?.into_iter().map(|r| r.source).collect();
-        if case.expected_sources.iter().all(|s| reported.contains(s)) {
+        if progress.all_reported(&self.ctx.repo.reported_sources(key).await?) {
             self.ctx
                 .send(
                     &QueueName::synthesize(),

@@ -36,15 +36,13 @@ impl Synthesize {
     }
 
     async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else {
+        let Some(case) = self.ctx.repo.case_head(key).await? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
         let now = self.ctx.now_ms();
         match case.status {
             CaseStatus::Enriching => {
-                let reported: Vec<String> = self.ctx.repo.source_reports(key).await?.into_iter().map(|r| r.source).collect();
-                let complete = case.expected_sources.iter().all(|s| reported.contains(s));
-                if !complete {
+                if !case.all_reported(&self.ctx.repo.reported_sources(key).await?) {
                     let deadline = case.enrich_deadline_ms.unwrap_or(now);
                     if reason == SynthesisReason::AllReported {
                         return Ok(());

@@ -26,8 +26,9 @@ const NOTIFY_ATTEMPTS: u32 = 5;
 const ACTION_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 const ACTION_POLL_ATTEMPTS: u32 = 30;
 
-enum Claim {
-    Claimed,
+enum Claim<T> {
+    /// This worker does it; what it needs from the claimed document.
+    Claimed(T),
     Done,
     Wait(i64),
 }
@@ -212,23 +213,20 @@ impl Writeback {
                     // Pending, or a lease that ran out (a worker died mid-call): claim it.
                     _ => {
                         d.comment_state = CommentState::Posting { lease_until_ms: lease_until };
-                        Change::Write(Claim::Claimed)
+                        Change::Write(Claim::Claimed(d.comment.clone()))
                     }
                 })
             })
             .await?
             .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?;
-        match claim {
+        let comment = match claim {
             Claim::Done => return self.settle_case(key).await,
             Claim::Wait(until) => {
                 return Err(StageError::RetryLater { reason: "another worker is posting this comment".into(), after: ms_until(now, until) })
             }
-            Claim::Claimed => {}
-        }
-        let Some(draft) = self.ctx.repo.draft(key, draft_id).await? else {
-            return Ok(());
+            Claim::Claimed(comment) => comment,
         };
-        match self.xdr.add_comment(&key.incident_id, &draft.comment).await {
+        match self.xdr.add_comment(&key.incident_id, &comment).await {
             Ok(()) => {}
             Err(e) if e.is_retryable() => {
                 // XDR refused or failed the request: release the claim so the retry need not wait
@@ -246,8 +244,9 @@ impl Writeback {
         }
         let posted_at = self.ctx.now_ms();
         self.set_comment_state(key, draft_id, CommentState::Posted { at_ms: posted_at }).await?;
-        info!(draft = draft_id, chars = draft.comment.chars().count(), "dossier comment posted");
-        self.ctx.audit(key, "xdr.comment_added", format!("draft {draft_id}, {} characters", draft.comment.chars().count())).await?;
+        let chars = comment.chars().count();
+        info!(draft = draft_id, chars, "dossier comment posted");
+        self.ctx.audit(key, "xdr.comment_added", format!("draft {draft_id}, {chars} characters")).await?;
         self.dossier_posted_metrics(key, posted_at).await?;
         self.settle_case(key).await
     }
@@ -257,9 +256,9 @@ impl Writeback {
     async fn dossier_posted_metrics(&self, key: &CaseKey, posted_at: i64) -> Result<(), StageError> {
         use crate::metrics::{Metric, MetricSet};
         let mut metrics = vec![Metric::count("DossiersPosted", 1.0)];
-        if let Some(case) = self.ctx.repo.case(key).await? {
+        if let Some(case) = self.ctx.repo.case_head(key).await? {
             metrics.push(Metric::ms("CaseLatency", posted_at - case.received_at_ms));
-            if let Some(created) = case.hint.created_at_ms {
+            if let Some(created) = case.incident_created_at_ms {
                 metrics.push(Metric::ms("TimeToDossier", posted_at - created));
             }
         }
@@ -311,14 +310,14 @@ impl Writeback {
                     ActionStatus::Approved => {
                         a.status = ActionStatus::Executing;
                         a.execution_lease_until_ms = Some(lease_until);
-                        Change::Write(Claim::Claimed)
+                        Change::Write(Claim::Claimed(a.clone()))
                     }
                     ActionStatus::Executing if a.execution_lease_until_ms.unwrap_or(0) > now => {
                         Change::Keep(Claim::Wait(a.execution_lease_until_ms.unwrap_or(now)))
                     }
                     ActionStatus::Executing => {
                         a.execution_lease_until_ms = Some(lease_until);
-                        Change::Write(Claim::Claimed)
+                        Change::Write(Claim::Claimed(a.clone()))
                     }
                     // Never without an approval; never twice.
                     ActionStatus::Proposed | ActionStatus::Rejected | ActionStatus::Executed | ActionStatus::ExecutionFailed => {
@@ -328,15 +327,12 @@ impl Writeback {
             })
             .await?
             .ok_or_else(|| StageError::BadMessage(format!("no action {action_id} on case {key}")))?;
-        match claim {
+        let action = match claim {
             Claim::Done => return self.settle_case(key).await,
             Claim::Wait(until) => {
                 return Err(StageError::RetryLater { reason: "action execution in flight".into(), after: ms_until(now, until) })
             }
-            Claim::Claimed => {}
-        }
-        let Some(action) = self.ctx.repo.action(key, action_id).await? else {
-            return Ok(());
+            Claim::Claimed(action) => action,
         };
         let approver = action.decision.as_ref().map_or("unknown".to_string(), |d| d.approver.clone());
         let mut xdr_action_id = None;
