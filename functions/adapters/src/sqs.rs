@@ -68,13 +68,15 @@ impl Queue for SqsQueue {
 
 #[async_trait]
 impl QueueConsumer for SqsQueue {
-    async fn receive(&self, queue: &QueueName, max: usize) -> Result<Vec<Delivery>, QueueError> {
+    async fn receive(&self, queue: &QueueName, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        // SQS waits in whole seconds, at most 20; a sub-second wait rounds up to one.
+        let wait_s = i32::try_from(wait.as_millis().div_ceil(1000).min(20)).unwrap_or(20);
         let out = self
             .client
             .receive_message()
             .queue_url(self.url(queue)?)
             .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
-            .wait_time_seconds(0)
+            .wait_time_seconds(wait_s)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await

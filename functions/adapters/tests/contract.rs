@@ -137,7 +137,7 @@ impl DeadLetters for MotoDeadLetters {
 async fn receive_within(consumer: &dyn QueueConsumer, q: &QueueName, wait: Duration) -> Vec<dossier_core::ports::Delivery> {
     let until = std::time::Instant::now() + wait;
     loop {
-        let got = consumer.receive(q, 10).await.unwrap();
+        let got = consumer.receive(q, 10, Duration::ZERO).await.unwrap();
         if !got.is_empty() || std::time::Instant::now() >= until {
             return got;
         }
@@ -152,7 +152,7 @@ async fn queue_contract<Q: Queue + QueueConsumer>(q: &Q, dlq: &dyn DeadLetters) 
     let got = receive_within(q, &collect, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].body.as_str(), got[0].receive_count), ("m1", 1));
-    assert!(q.receive(&collect, 10).await.unwrap().is_empty(), "in flight messages are invisible");
+    assert!(q.receive(&collect, 10, Duration::ZERO).await.unwrap().is_empty(), "in flight messages are invisible");
     q.ack(&got[0]).await.unwrap();
     // retry_later(0) makes it visible again with a higher receive count.
     q.send(&collect, "m2", Duration::ZERO).await.unwrap();
@@ -163,10 +163,26 @@ async fn queue_contract<Q: Queue + QueueConsumer>(q: &Q, dlq: &dyn DeadLetters) 
     q.ack(&second[0]).await.unwrap();
     // A delayed message is not visible before its delay.
     q.send(&collect, "later", Duration::from_secs(2)).await.unwrap();
-    assert!(q.receive(&collect, 10).await.unwrap().is_empty());
+    assert!(q.receive(&collect, 10, Duration::ZERO).await.unwrap().is_empty());
     let later = receive_within(q, &collect, Duration::from_secs(5)).await;
     assert_eq!(later[0].body, "later");
     q.ack(&later[0]).await.unwrap();
+    // Long polling: a receive waiting on an empty queue gets a message sent meanwhile, and one
+    // whose delay ends meanwhile; with nothing coming it returns empty.
+    assert!(q.receive(&collect, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+    let (waited, ()) = tokio::join!(q.receive(&collect, 10, Duration::from_secs(10)), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        q.send(&collect, "while waiting", Duration::ZERO).await.unwrap();
+    });
+    let waited = waited.unwrap();
+    assert_eq!(waited.len(), 1);
+    assert_eq!(waited[0].body, "while waiting");
+    q.ack(&waited[0]).await.unwrap();
+    q.send(&collect, "delayed while waiting", Duration::from_secs(1)).await.unwrap();
+    let waited = q.receive(&collect, 10, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(waited.len(), 1);
+    assert_eq!(waited[0].body, "delayed while waiting");
+    q.ack(&waited[0]).await.unwrap();
     // Redrive: after the receive limit the message moves to the DLQ intact.
     let body = r#"{"v":1,"type":"collect","case":{"tenant":"t","incident_id":"poison"}}"#;
     q.send(&collect, body, Duration::ZERO).await.unwrap();

@@ -45,9 +45,9 @@ async fn sqs_batches_report_failures_and_defer_without_failing() {
     let failed: Vec<&str> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["m-bad", "m-flaky", "m-empty"]);
     // The deferred message was sent again with its delay, not failed.
-    assert!(queue.receive(&q, 10).await.unwrap().is_empty());
+    assert!(queue.receive(&q, 10, Duration::ZERO).await.unwrap().is_empty());
     clock.advance(Duration::from_secs(30));
-    let again = queue.receive(&q, 10).await.unwrap();
+    let again = queue.receive(&q, 10, Duration::ZERO).await.unwrap();
     assert_eq!((again.len(), again[0].body.as_str(), again[0].receive_count), (1, "defer", 1));
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use crate::ports::{
     Clock, Delivery, DocStore, PutOutcome, Queue, QueueConsumer, QueueError, QueueName, ReplaceOutcome, SecretError, SecretStore,
@@ -90,6 +91,8 @@ struct Message {
 /// Queues with delays, visibility timeouts and a dead-letter queue after `max_receives`.
 pub struct MemoryQueue {
     queues: Mutex<HashMap<QueueName, VecDeque<Message>>>,
+    /// Wakes long-polling receivers of a queue when a message is sent or re-scheduled.
+    arrivals: Mutex<HashMap<QueueName, Arc<Notify>>>,
     dead: Mutex<HashMap<QueueName, Vec<String>>>,
     sent: AtomicU64,
     next_id: AtomicU64,
@@ -102,6 +105,7 @@ impl MemoryQueue {
     pub fn new(clock: Arc<dyn Clock>, visibility: Duration, max_receives: u32) -> MemoryQueue {
         MemoryQueue {
             queues: Mutex::default(),
+            arrivals: Mutex::default(),
             dead: Mutex::default(),
             sent: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
@@ -128,6 +132,58 @@ impl MemoryQueue {
     /// Earliest time a waiting message becomes visible, if any is waiting.
     pub fn next_visible_at_ms(&self) -> Option<i64> {
         lock(&self.queues).values().flat_map(|q| q.iter().map(|m| m.visible_at_ms)).min()
+    }
+
+    fn arrivals(&self, queue: &QueueName) -> Arc<Notify> {
+        lock(&self.arrivals).entry(queue.clone()).or_default().clone()
+    }
+
+    /// How long until the next message of `queue` becomes visible (zero if one is), by the clock.
+    fn next_visible_in(&self, queue: &QueueName) -> Option<Duration> {
+        let now = self.clock.now_ms();
+        let at = lock(&self.queues).get(queue)?.iter().map(|m| m.visible_at_ms).min()?;
+        Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+    }
+
+    /// Takes up to `max` visible messages, moving those received too often to the DLQ.
+    fn take_visible(&self, queue: &QueueName, max: usize) -> Vec<Delivery> {
+        let now = self.clock.now_ms();
+        let mut queues = lock(&self.queues);
+        let Some(q) = queues.get_mut(queue) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut to_dead = Vec::new();
+        for m in q.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if m.visible_at_ms > now {
+                continue;
+            }
+            if m.receive_count >= self.max_receives {
+                // Redrive: received too often without success, moved intact to the DLQ.
+                to_dead.push(m.id);
+                continue;
+            }
+            m.receive_count += 1;
+            m.visible_at_ms = now + self.visibility_ms;
+            let receipt = format!("{}:{}", m.id, m.receive_count);
+            m.in_flight_receipt = Some(receipt.clone());
+            out.push(Delivery { queue: queue.clone(), receipt, body: m.body.clone(), receive_count: m.receive_count });
+        }
+        if !to_dead.is_empty() {
+            let mut dead = lock(&self.dead);
+            q.retain(|m| {
+                if to_dead.contains(&m.id) {
+                    dead.entry(queue.clone()).or_default().push(m.body.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        out
     }
 
     pub fn dead_letters(&self, queue: &QueueName) -> Vec<String> {
@@ -166,50 +222,32 @@ impl Queue for MemoryQueue {
         };
         lock(&self.queues).entry(queue.clone()).or_default().push_back(msg);
         self.sent.fetch_add(1, Ordering::Relaxed);
+        self.arrivals(queue).notify_waiters();
         Ok(())
     }
 }
 
 #[async_trait]
 impl QueueConsumer for MemoryQueue {
-    async fn receive(&self, queue: &QueueName, max: usize) -> Result<Vec<Delivery>, QueueError> {
-        let now = self.clock.now_ms();
-        let mut queues = lock(&self.queues);
-        let Some(q) = queues.get_mut(queue) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        let mut to_dead = Vec::new();
-        for m in q.iter_mut() {
-            if out.len() >= max {
-                break;
+    async fn receive(&self, queue: &QueueName, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let arrivals = self.arrivals(queue);
+        loop {
+            // Registered before looking, so a send between the look and the wait still wakes us.
+            let arrived = arrivals.notified();
+            let mut arrived = std::pin::pin!(arrived);
+            arrived.as_mut().enable();
+            let got = self.take_visible(queue, max);
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
             }
-            if m.visible_at_ms > now {
-                continue;
-            }
-            if m.receive_count >= self.max_receives {
-                // Redrive: received too often without success, moved intact to the DLQ.
-                to_dead.push(m.id);
-                continue;
-            }
-            m.receive_count += 1;
-            m.visible_at_ms = now + self.visibility_ms;
-            let receipt = format!("{}:{}", m.id, m.receive_count);
-            m.in_flight_receipt = Some(receipt.clone());
-            out.push(Delivery { queue: queue.clone(), receipt, body: m.body.clone(), receive_count: m.receive_count });
+            // A delayed or timed-out message becomes visible without a send: wake for it too.
+            let left = deadline - now;
+            let nap = self.next_visible_in(queue).map_or(left, |due| due.clamp(Duration::from_millis(1), left));
+            let nap = std::pin::pin!(tokio::time::sleep(nap));
+            futures_util::future::select(arrived, nap).await;
         }
-        if !to_dead.is_empty() {
-            let mut dead = lock(&self.dead);
-            q.retain(|m| {
-                if to_dead.contains(&m.id) {
-                    dead.entry(queue.clone()).or_default().push(m.body.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        Ok(out)
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
@@ -227,6 +265,8 @@ impl QueueConsumer for MemoryQueue {
                 m.visible_at_ms = at;
             }
         }
+        // Waiting receivers re-compute when to wake: this message may now be the next one due.
+        self.arrivals(&delivery.queue).notify_waiters();
         Ok(())
     }
 }

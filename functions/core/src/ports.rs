@@ -141,7 +141,9 @@ pub struct Delivery {
 /// Pull-side of a queue, used where no Lambda event source mapping does the polling (local runs).
 #[async_trait]
 pub trait QueueConsumer: Send + Sync {
-    async fn receive(&self, queue: &QueueName, max: usize) -> Result<Vec<Delivery>, QueueError>;
+    /// Up to `max` visible messages. With a non-zero `wait`, waits up to that long for the first
+    /// one to become visible (SQS long polling, as Lambda's pollers do) instead of returning empty.
+    async fn receive(&self, queue: &QueueName, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
     /// Makes the message visible again after `delay` (a retry; counts toward the DLQ limit).
     async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;

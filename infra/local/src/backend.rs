@@ -3,8 +3,11 @@
 
 use futures_util::future::join_all;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::warn;
 
 use dossier_adapters::dynamo::{DynamoStore, TableNames};
@@ -71,6 +74,11 @@ pub fn queue_names(sources: &[String]) -> Vec<QueueName> {
     q.extend(sources.iter().map(|s| QueueName::enrich(s)));
     q
 }
+
+/// How long an idle poller waits on an empty queue (long polling, like Lambda's pollers): a
+/// message is picked up as soon as it arrives, and an idle pipeline costs no CPU. Also how long
+/// `run_workers` may take to notice `stop`.
+const POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// All stages on one backend.
 pub struct LocalPipeline {
@@ -142,7 +150,7 @@ impl LocalPipeline {
     /// One round over every queue: receives from all of them, then handles everything received
     /// concurrently (as separate Lambda functions would); returns how many messages were handled.
     pub async fn pump_once(&self) -> Result<usize, StageError> {
-        let received = join_all(self.queues.iter().map(|q| self.backend.consumer.receive(q, 10))).await;
+        let received = join_all(self.queues.iter().map(|q| self.backend.consumer.receive(q, 10, Duration::ZERO))).await;
         let mut deliveries = Vec::new();
         for r in received {
             deliveries.extend(r?);
@@ -154,33 +162,56 @@ impl LocalPipeline {
         Ok(deliveries.len())
     }
 
-    /// Runs `workers` independent pollers per queue until `stop` is set, the way Lambda's event
-    /// source mappings scale: a slow stage (the model) never holds up the other queues. A poller
-    /// whose receive fails backs off and tries again, as the mapping does.
-    pub async fn run_workers(&self, workers: usize, stop: &std::sync::atomic::AtomicBool) {
-        use std::sync::atomic::Ordering;
-        let pollers = self.queues.iter().flat_map(|q| std::iter::repeat_n(q, workers.max(1))).map(|q| async move {
-            while !stop.load(Ordering::Relaxed) {
-                let batch = match self.backend.consumer.receive(q, 10).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(queue = %q, error = %e, "receive failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                if batch.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+    /// Runs every queue until `stop` is set, the way Lambda's event source mappings do at batch
+    /// size 1: each message is handled as soon as it arrives, as its own task (an invocation), up
+    /// to `concurrency` at a time per queue (the function's concurrency). A slow stage (the model)
+    /// never holds up the other queues and one slow message never holds up the next.
+    pub async fn run_workers(self: &Arc<Self>, concurrency: usize, stop: &Arc<AtomicBool>) {
+        let mut dispatchers = JoinSet::new();
+        for queue in self.queues.clone() {
+            dispatchers.spawn(self.clone().dispatch(queue, concurrency.max(1), stop.clone()));
+        }
+        while dispatchers.join_next().await.is_some() {}
+    }
+
+    /// One queue's long-polling receiver: takes as many messages as there are free slots and
+    /// starts each at once. A receive that fails backs off and tries again, as the mapping does.
+    async fn dispatch(self: Arc<Self>, queue: QueueName, concurrency: usize, stop: Arc<AtomicBool>) {
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut in_flight = JoinSet::new();
+        while !stop.load(Ordering::Relaxed) {
+            // Only this loop takes slots, so the free ones can only grow until we take them.
+            let free = slots.available_permits();
+            if free == 0 {
+                if slots.acquire().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let batch = match self.backend.consumer.receive(&queue, free.min(10), POLL_WAIT).await {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(queue = %queue, error = %e, "receive failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                for r in join_all(batch.iter().map(|d| self.deliver(d))).await {
-                    if let Err(e) = r {
-                        warn!(queue = %q, error = %e, "delivery bookkeeping failed");
+            };
+            for delivery in batch {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let me = self.clone();
+                in_flight.spawn(async move {
+                    if let Err(e) = me.deliver(&delivery).await {
+                        warn!(queue = %delivery.queue, error = %e, "delivery bookkeeping failed");
                     }
+                    drop(slot);
+                });
+            }
+            while let Some(done) = in_flight.try_join_next() {
+                if let Err(e) = done {
+                    warn!(queue = %queue, error = %e, "a delivery task ended abnormally");
                 }
             }
-        });
-        join_all(pollers).await;
+        }
     }
 
     async fn deliver(&self, d: &Delivery) -> Result<(), StageError> {

@@ -99,9 +99,10 @@ enum Command {
         writeback_ms: u64,
         #[arg(long)]
         aws_endpoint: Option<String>,
-        /// Concurrent pollers per queue, like Lambda concurrency per function.
-        #[arg(long, default_value_t = 10)]
-        workers: usize,
+        /// Messages handled at once per queue, like a function's Lambda concurrency at batch size 1
+        /// (the template reserves less only where a tenant quota needs it; the bench lifts quotas).
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
         #[arg(long)]
         json: bool,
     },
@@ -140,7 +141,7 @@ async fn main() -> ExitCode {
                 Err(e) => Err(BadInput(format!("bench cold-start: {e}"))),
             }
         }
-        Command::Bench { kind: None, cases, xdr_ms, source_ms, sources, model_ms, writeback_ms, aws_endpoint, workers, json } => {
+        Command::Bench { kind: None, cases, xdr_ms, source_ms, sources, model_ms, writeback_ms, aws_endpoint, concurrency, json } => {
             let o = dossier_local::bench::BenchOptions {
                 cases,
                 xdr_ms,
@@ -149,7 +150,7 @@ async fn main() -> ExitCode {
                 model_ms,
                 writeback_ms,
                 aws_endpoint,
-                workers,
+                concurrency,
                 progress: !json,
             };
             match dossier_local::bench::run(&o).await {
@@ -356,7 +357,7 @@ fn print_bench(r: &dossier_local::bench::BenchReport) {
     let mut calls: Vec<_> = r.calls_per_indicator.iter().collect();
     calls.sort_by(|a, b| a.0.cmp(b.0));
     for (s, c) in calls {
-        println!("calls per indicator  {s}: {c:.2} (all cases; the cache answers repeats, concurrent first lookups are not coalesced)");
+        println!("calls per indicator  {s}: {c:.2} (all cases together: concurrent lookups of one indicator wait for the first, repeats come from the cache)");
     }
     println!("wall time            {:.0} ms", r.wall_ms);
 }
