@@ -87,5 +87,11 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     if let Some(h) = number("DOSSIER_LINK_TTL_HOURS")? {
         c.link_ttl = Duration::from_secs(h * 3600);
     }
+    if let Some(p) = var("DOSSIER_LLM_PRICE_USD_PER_MTOK") {
+        c.model_price = Some(
+            dossier_core::config::ModelPrice::parse(&p)
+                .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_LLM_PRICE_USD_PER_MTOK", reason })?,
+        );
+    }
     Ok(c)
 }

@@ -1,10 +1,12 @@
-//! The one reqwest client configuration every HTTP adapter uses: rustls+ring, timeouts, a user agent.
+//! The one reqwest client configuration every HTTP adapter uses: rustls+ring with the process's
+//! shared trust roots, timeouts, a user agent.
 
 use std::time::Duration;
 
 pub fn client(timeout: Duration) -> reqwest::Client {
     crate::aws::install_crypto_provider();
     reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::tls::client_config())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5).min(timeout))
         .user_agent(concat!("dossier/", env!("CARGO_PKG_VERSION")))

@@ -15,5 +15,6 @@ pub mod secrets;
 pub mod sources;
 pub mod sqs;
 pub mod telemetry;
+pub mod tls;
 pub mod wiring;
 pub mod xdr;

@@ -9,8 +9,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let mut synthesize = Synthesize::new(aws.context("synthesize"), aws.link_signer().await?);
-    if let Some(model) = aws.model().await? {
+    // Both secrets at once: against Secrets Manager each read is a network round trip.
+    let (signer, model) = tokio::try_join!(aws.link_signer(), aws.model())?;
+    let mut synthesize = Synthesize::new(aws.context("synthesize"), signer);
+    if let Some(model) = model {
         synthesize = synthesize.with_model(model);
     }
     let handler = Arc::new(synthesize);

@@ -10,10 +10,12 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    let mut writeback = Writeback::new(aws.context("writeback"), aws.xdr().await?);
-    if let Some(identity) = aws.identity().await? {
+    // The secrets at once: against Secrets Manager each read is a network round trip.
+    let (xdr, identity, notifiers) = tokio::try_join!(aws.xdr(), aws.identity(), aws.notifiers())?;
+    let mut writeback = Writeback::new(aws.context("writeback"), xdr);
+    if let Some(identity) = identity {
         writeback = writeback.with_identity(identity);
     }
-    let handler = Arc::new(writeback.with_notifiers(aws.notifiers().await?));
+    let handler = Arc::new(writeback.with_notifiers(notifiers));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::writeback()).await
 }

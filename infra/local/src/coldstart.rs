@@ -121,10 +121,15 @@ fn environment(function: &str, api: &str, endpoint: &str) -> Vec<(String, String
         ("DOSSIER_VIRUSTOTAL_SECRET_ARN", "cold/virustotal".into()),
         ("DOSSIER_SOURCES", "attack,virustotal".into()),
     ];
+    // The template names the image's CA bundle in SSL_CERT_FILE; here, this machine's.
+    let ca_bundle = ["/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/ca-bundle.pem"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .map(|p| ("SSL_CERT_FILE".to_string(), p.to_string()));
     let queues = ["collect", "synthesize", "writeback", "enrich_virustotal", "enrich_attack"]
         .iter()
         .map(|q| (format!("QUEUE_URL_{}", q.to_ascii_uppercase()), format!("{endpoint}/000000000000/cold-{q}")));
-    vars.into_iter().map(|(k, v)| (k.to_string(), v)).chain(queues).collect()
+    vars.into_iter().map(|(k, v)| (k.to_string(), v)).chain(queues).chain(ca_bundle).collect()
 }
 
 async fn provision_secrets(endpoint: &str) -> Result<(), String> {
