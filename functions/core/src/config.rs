@@ -45,6 +45,30 @@ pub struct PipelineConfig {
     pub xdr_extra_data_limit: RateLimit,
     /// Policies that approve an action without a human, recorded as approved by policy.
     pub auto_approve: Vec<AutoApprove>,
+    /// The model's list price, for the cost-per-case estimate (none: no cost metric).
+    pub model_price: Option<ModelPrice>,
+}
+
+/// USD per million tokens, as the provider lists them for the configured model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl ModelPrice {
+    /// `"<input>,<output>"` in USD per million tokens, e.g. `3,15`.
+    pub fn parse(text: &str) -> Result<ModelPrice, String> {
+        let usage = || format!("`{text}`: expected `<input>,<output>` USD per million tokens, e.g. `3,15`");
+        let (input, output) = text.split_once(',').ok_or_else(usage)?;
+        let number = |v: &str| v.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).ok_or_else(usage);
+        Ok(ModelPrice { input_per_mtok: number(input)?, output_per_mtok: number(output)? })
+    }
+
+    /// Estimated cost of one call, in USD.
+    pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok) / 1_000_000.0
+    }
 }
 
 /// "Approve `kind` when at least `min_malicious_engines` engines (VirusTotal) call a case
@@ -111,6 +135,7 @@ impl Default for PipelineConfig {
             max_indicators: 2000,
             xdr_extra_data_limit: RateLimit { name: "xdr-extra-data".into(), limit: 10, window: Duration::from_secs(60) },
             auto_approve: Vec::new(),
+            model_price: None,
         }
     }
 }
@@ -154,6 +179,16 @@ impl PipelineConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_prices_parse_and_price_a_call() {
+        let p = ModelPrice::parse(" 3 , 15 ").unwrap();
+        assert_eq!(p, ModelPrice { input_per_mtok: 3.0, output_per_mtok: 15.0 });
+        assert!((p.cost_usd(1_000_000, 100_000) - 4.5).abs() < 1e-12);
+        for bad in ["3", "3,x", "-1,2", "inf,1", ""] {
+            assert!(ModelPrice::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn auto_approval_rules_parse() {

@@ -11,6 +11,8 @@ pub const NAMESPACE: &str = "Dossier";
 pub enum Unit {
     Count,
     Milliseconds,
+    /// A plain number (money, ratios).
+    None,
 }
 
 impl Unit {
@@ -18,6 +20,7 @@ impl Unit {
         match self {
             Unit::Count => "Count",
             Unit::Milliseconds => "Milliseconds",
+            Unit::None => "None",
         }
     }
 }
@@ -35,6 +38,9 @@ impl Metric {
     }
     pub fn ms(name: &'static str, value: i64) -> Metric {
         Metric { name, value: value.max(0) as f64, unit: Unit::Milliseconds }
+    }
+    pub fn usd(name: &'static str, value: f64) -> Metric {
+        Metric { name, value, unit: Unit::None }
     }
 }
 

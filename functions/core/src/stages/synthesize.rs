@@ -8,6 +8,7 @@ use tracing::{info, warn, Instrument};
 
 use super::{ms_until, Context, MessageHandler, StageError};
 use crate::case::{Action, ApprovalLink, Case, CaseKey, CaseStatus};
+use crate::config::ModelPrice;
 use crate::dossier::{deterministic, propose_actions, render_comment, CommentState, Draft};
 use crate::messages::{Message, SynthesisReason};
 use crate::ports::QueueName;
@@ -130,7 +131,7 @@ impl Synthesize {
                 match synthesis::with_model(model.as_ref(), case, &reports, &baseline, phase, &self.ctx.config.internal_names).await {
                     Ok((dossier, actions, run)) => {
                         info!(model = %run.model, input_tokens = run.input_tokens, output_tokens = run.output_tokens, latency_ms = run.latency_ms, attempts = run.attempts, "model dossier accepted");
-                        self.ctx.metric(model_metrics(&run, false));
+                        self.ctx.metric(model_metrics(&run, false, self.ctx.config.model_price));
                         self.ctx
                             .audit(
                                 key,
@@ -153,7 +154,7 @@ impl Synthesize {
                         let reason = run.rejected.clone().unwrap_or_default();
                         warn!(model = %run.model, %reason, "model dossier not used; deterministic dossier instead");
                         self.ctx.audit(key, "model.rejected", format!("{}: {reason}", run.model)).await?;
-                        self.ctx.metric(model_metrics(&run, true));
+                        self.ctx.metric(model_metrics(&run, true, self.ctx.config.model_price));
                         let mut d = baseline;
                         d.model_run = Some(run);
                         let actions = propose_actions(case, &d, phase);
@@ -292,15 +293,20 @@ impl Synthesize {
 }
 
 /// Tokens spent and whether the deterministic dossier had to stand in; per model.
-fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool) -> crate::metrics::MetricSet {
+/// Tokens, latency, fallback and (with a configured price) the estimated cost: a rejected answer
+/// was paid for too.
+fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool, price: Option<ModelPrice>) -> crate::metrics::MetricSet {
     use crate::metrics::{Metric, MetricSet};
-    MetricSet::new(vec![
+    let mut metrics = vec![
         Metric::count("ModelInputTokens", run.input_tokens as f64),
         Metric::count("ModelOutputTokens", run.output_tokens as f64),
         Metric::ms("ModelLatency", i64::try_from(run.latency_ms).unwrap_or(i64::MAX)),
         Metric::count("ModelFallback", f64::from(u8::from(fell_back))),
-    ])
-    .with_dimension("Model", run.model.clone())
+    ];
+    if let Some(price) = price {
+        metrics.push(Metric::usd("ModelCostUsd", price.cost_usd(run.input_tokens, run.output_tokens)));
+    }
+    MetricSet::new(metrics).with_dimension("Model", run.model.clone())
 }
 
 #[async_trait]
