@@ -237,7 +237,11 @@ async fn chaos(backend: Backend, dlq: Dlq, cases: usize, seed: u64) {
             approvers: vec!["soc-lead".into()],
             public_base_url: "https://dossier.example".into(),
             enrich_deadline: Duration::from_secs(if on_moto { 60 } else { 20 }),
-            write_lease: Duration::from_secs(2),
+            // A comment is re-posted only after its lease: the lease must outlast posting plus
+            // marking it posted. In memory that takes microseconds, so a 2 s lease exercises the
+            // expiry path quickly; on a saturated moto a DynamoDB write can take seconds (a 2 s
+            // lease gave 16 of 500 incidents a second comment), so there the production lease.
+            write_lease: if on_moto { PipelineConfig::default().write_lease } else { Duration::from_secs(2) },
             xdr_extra_data_limit: dossier_core::ratelimit::RateLimit { limit: u32::MAX, ..PipelineConfig::default().xdr_extra_data_limit },
             ..PipelineConfig::default()
         },
@@ -271,7 +275,7 @@ async fn chaos(backend: Backend, dlq: Dlq, cases: usize, seed: u64) {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let workers = tokio::spawn({
             let (pipeline, stop) = (pipeline.clone(), stop.clone());
-            async move { pipeline.run_workers(16, &stop).await }
+            async move { pipeline.run_workers(8, &stop).await }
         });
         let started = std::time::Instant::now();
         let mut open: Vec<CaseKey> = keys.clone();
