@@ -116,9 +116,13 @@ impl Aws {
     /// secret in `DOSSIER_<SOURCE>_SECRET_ARN`, its URL from `DOSSIER_<SOURCE>_URL`, its quota
     /// from `DOSSIER_<SOURCE>_QUOTA`, file-backed sources from `DOSSIER_<SOURCE>_PATH`.
     pub async fn source(&self, name: &str) -> Result<Arc<dyn Source>, WiringError> {
-        prepare_https_clients();
         let prefix = format!("DOSSIER_{}", name.to_ascii_uppercase().replace('-', "_"));
         let var = |suffix: &str| std::env::var(format!("{prefix}_{suffix}")).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        // Only sources with an API (a key or a URL) need HTTPS: ATT&CK, related cases and file
+        // feeds start without reading the trust store.
+        if var("SECRET_ARN").is_some() || var("URL").is_some() {
+            prepare_https_clients();
+        }
         let key = match var("SECRET_ARN") {
             Some(arn) => Some(
                 self.secrets
