@@ -3,8 +3,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(incident) = dossier_core::webhook::parse_webhook(data) {
+    if let Ok(incident) = dossier_core::xdr::parse_webhook(data) {
         // What parsed must name an incident a case key can be built from, or be refused there.
-        let _key = dossier_core::case::CaseKey::new("fuzz", &incident.incident_id);
+        let _key = dossier_core::domain::CaseKey::new("fuzz", &incident.incident_id);
     }
 });

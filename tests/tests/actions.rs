@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dossier_adapters::sources::catalog::{self, Shared, SourceSettings};
-use dossier_core::case::{ActionKind, ActionStatus, Case, CaseKey, IncidentHint, Trigger};
-use dossier_core::config::{AutoApprove, PipelineConfig};
+use dossier_core::config::PipelineConfig;
+use dossier_core::domain::{ActionKind, ActionStatus, Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::dossier::AutoApprove;
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
 use dossier_core::messages::Message;
@@ -28,6 +29,9 @@ impl IdentityAdmin for FakeIdp {
     async fn disable_user(&self, user: &str) -> Result<String, XdrError> {
         self.0.lock().unwrap().push(user.to_string());
         Ok(format!("user {user} suspended"))
+    }
+    async fn is_disabled(&self, user: &str) -> Result<Option<bool>, XdrError> {
+        Ok(Some(self.0.lock().unwrap().iter().any(|u| u == user)))
     }
 }
 
@@ -79,17 +83,19 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
         xdr: xdr.clone(),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![4; 32] }]).unwrap()),
-        webhook_secret: Vec::new(),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
         model: None,
         identity: Some(idp.clone()),
         notifiers: Vec::new(),
     });
     let key = CaseKey::new("default", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
     drain(&pipeline).await;
 
-    let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
+    let actions = pipeline.actions(&key).await.unwrap();
     let by_kind = |k: ActionKind| actions.iter().find(|a| a.kind == k).cloned().unwrap();
     // The policy approved and ran the severity raise; nobody clicked.
     let raise = by_kind(ActionKind::RaiseSeverity);
@@ -144,7 +150,7 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
         .await
         .unwrap();
     drain(&pipeline).await;
-    let isolated = pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap();
+    let isolated = pipeline.action(&key, &isolate.id).await.unwrap().unwrap();
     assert!(isolated.execution_result.as_deref().unwrap().contains("COMPLETED_SUCCESSFULLY"), "{:?}", isolated.execution_result);
 
     // Each result went back to the incident once: dossier + 3 results + isolation outcome.
@@ -153,7 +159,7 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
     assert!(texts.iter().any(|t| t.contains("Block file hash") && t.contains("executed")));
     assert!(texts.iter().any(|t| t.contains("Raise incident severity") && t.contains("policy:raise_severity")));
     assert!(texts.iter().any(|t| t.contains("Isolate endpoint") && t.contains("COMPLETED_SUCCESSFULLY")));
-    let events: Vec<String> = pipeline.ctx.audit.events(&key).await.unwrap().into_iter().map(|e| e.event).collect();
+    let events: Vec<String> = pipeline.ctx.store.events(&key).await.unwrap().into_iter().map(|e| e.event).collect();
     assert!(events.contains(&"action.auto_approved".to_string()) && events.contains(&"action.status".to_string()));
     assert!(idp.0.lock().unwrap().is_empty(), "no user action was approved");
 }
@@ -172,13 +178,15 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
             Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
         ],
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![6; 32] }]).unwrap()),
-        webhook_secret: Vec::new(),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
         model: None,
         identity: None,
         notifiers: Vec::new(),
     });
     let key = CaseKey::new("default", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
     let comment = comments(&xdr).remove(0);
     let link =
@@ -201,7 +209,7 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
     assert_eq!((counts.useful, counts.not_useful), (1, 0));
     // A feedback link cannot decide an action, nor an approval link vote.
     assert_eq!(pipeline.approve.handle(&req("POST", "/approve", format!("t={token}&decision=approve"))).await.status, 403);
-    let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
+    let actions = pipeline.actions(&key).await.unwrap();
     let approval = actions[0].links[0].url.split("t=").nth(1).unwrap().to_string();
     let vote = HttpRequest {
         method: "POST".into(),
@@ -253,16 +261,18 @@ async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the
             Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
         ],
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![8; 32] }]).unwrap()),
-        webhook_secret: Vec::new(),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
         model: None,
         identity: None,
         notifiers,
     });
     let key = CaseKey::new("default", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
     drain(&pipeline).await;
-    let isolate = pipeline.ctx.repo.actions(&key).await.unwrap().into_iter().find(|a| a.kind == ActionKind::IsolateEndpoint).unwrap();
+    let isolate = pipeline.actions(&key).await.unwrap().into_iter().find(|a| a.kind == ActionKind::IsolateEndpoint).unwrap();
     // Routing: a high-severity case goes to the SOC approver only (the CISO asked for critical).
     assert_eq!(isolate.links.iter().map(|l| l.approver.as_str()).collect::<Vec<_>>(), vec!["soc@corp.example"]);
     // Slack failed once: the retry comes back later; deliver it now.
@@ -277,7 +287,7 @@ async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the
         .await
         .unwrap();
     drain(&pipeline).await;
-    let action = pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap();
+    let action = pipeline.action(&key, &isolate.id).await.unwrap().unwrap();
     let status = |ch: &str| action.notifications.iter().find(|n| n.channel == ch).map(|n| (n.delivered, n.detail.clone()));
     assert_eq!(status("slack").map(|s| s.0), Some(true));
     assert_eq!(status("email").map(|s| s.0), Some(true));
@@ -291,6 +301,6 @@ async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the
     assert!(mail["Content"]["Simple"]["Body"]["Html"]["Data"].as_str().unwrap().contains("Review and decide"));
     let for_isolate = slack.requests().iter().filter(|r| r.json()["blocks"][2]["elements"][0]["url"] == isolate.links[0].url).count();
     assert_eq!(for_isolate, 2, "one failure, one delivery, no duplicate");
-    let proposed = pipeline.ctx.repo.actions(&key).await.unwrap().iter().filter(|a| a.status == ActionStatus::Proposed).count();
+    let proposed = pipeline.actions(&key).await.unwrap().iter().filter(|a| a.status == ActionStatus::Proposed).count();
     assert_eq!(ses.requests().len(), proposed, "one e-mail per action waiting for the approver");
 }

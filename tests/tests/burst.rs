@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
-use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::{Phase, PipelineConfig};
+use dossier_core::domain::{CaseKey, CaseStatus};
 use dossier_core::http::HttpRequest;
 use dossier_core::ratelimit::RateLimit;
 use dossier_core::signing::{LinkSigner, SigningKey};
@@ -80,7 +80,7 @@ async fn two_hundred_incidents_under_xdr_rate_limits_all_finish() {
         xdr,
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![3; 32] }]).unwrap()),
-        webhook_secret: b"burst-secret".to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", b"burst-secret-0000001").unwrap(),
         model: None,
         identity: None,
         notifiers: Vec::new(),
@@ -93,7 +93,7 @@ async fn two_hundred_incidents_under_xdr_rate_limits_all_finish() {
         let req = HttpRequest {
             method: "POST".into(),
             path: "/webhook".into(),
-            headers: vec![("authorization".into(), "Bearer burst-secret".into())],
+            headers: vec![("authorization".into(), "Bearer burst-secret-0000001".into())],
             body: json!({"case_id": id, "severity": "high"}).to_string().into_bytes(),
             ..Default::default()
         };

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::{Phase, PipelineConfig};
+use dossier_core::domain::{CaseKey, CaseStatus};
+use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
-use dossier_core::indicator::{Indicator, IndicatorKind};
 use dossier_core::ports::{Clock, IncidentRef, Queue, QueueError, QueueName, SystemClock, XdrApi, XdrError};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{
@@ -108,6 +108,15 @@ impl XdrApi for ChaosXdr {
     }
     async fn action_status(&self, a: &str) -> Result<Vec<(String, String)>, XdrError> {
         self.inner.action_status(a).await
+    }
+    async fn comment_exists(&self, id: &str, marker: &str) -> Result<Option<bool>, XdrError> {
+        self.inner.comment_exists(id, marker).await
+    }
+    async fn endpoint_isolated(&self, e: &str) -> Result<Option<bool>, XdrError> {
+        self.inner.endpoint_isolated(e).await
+    }
+    async fn manual_severity(&self, id: &str) -> Result<Option<String>, XdrError> {
+        self.inner.manual_severity(id).await
     }
 }
 
@@ -249,7 +258,7 @@ async fn chaos(backend: Backend, dlq: Dlq, cases: usize, seed: u64) {
         xdr: xdr.clone(),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).expect("signer")),
-        webhook_secret: b"hook".to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", b"hook-secret-00000001").unwrap(),
         model: Some(Arc::new(ChaosModel(dice.clone()))),
         identity: None,
         notifiers: Vec::new(),
@@ -261,7 +270,7 @@ async fn chaos(backend: Backend, dlq: Dlq, cases: usize, seed: u64) {
         let req = HttpRequest {
             method: "POST".into(),
             path: "/webhook".into(),
-            headers: vec![("authorization".into(), "Bearer hook".into())],
+            headers: vec![("authorization".into(), "Bearer hook-secret-00000001".into())],
             body: json!({"case_id": id, "severity": "high"}).to_string().into_bytes(),
             ..Default::default()
         };
@@ -284,7 +293,7 @@ async fn chaos(backend: Backend, dlq: Dlq, cases: usize, seed: u64) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let mut still = Vec::new();
             for key in open {
-                let settled = pipeline.ctx.repo.case_head(&key).await.ok().flatten().is_some_and(|c| c.status.is_settled());
+                let settled = pipeline.case(&key).await.ok().flatten().is_some_and(|c| c.status.is_settled());
                 if !settled {
                     still.push(key);
                 }
@@ -307,7 +316,7 @@ async fn chaos(backend: Backend, dlq: Dlq, cases: usize, seed: u64) {
     }
     let mut by_status: HashMap<&'static str, usize> = HashMap::new();
     for key in &keys {
-        let case = pipeline.ctx.repo.case(key).await.expect("store").expect("every accepted case is stored");
+        let case = pipeline.case(key).await.expect("store").expect("every accepted case is stored");
         let status = case.status;
         *by_status.entry(status.as_str()).or_default() += 1;
         match status {

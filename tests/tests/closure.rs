@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
 use dossier_core::messages::Message;
@@ -31,13 +31,15 @@ async fn a_resolved_incident_gets_one_closure_draft() {
         xdr: xdr.clone(),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![2; 32] }]).unwrap()),
-        webhook_secret: b"closure-secret".to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", b"closure-secret-000001").unwrap(),
         model: None,
         identity: None,
         notifiers: Vec::new(),
     });
     let key = CaseKey::new("default", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
     assert_eq!(xdr.writes().len(), 1);
 
@@ -45,7 +47,7 @@ async fn a_resolved_incident_gets_one_closure_draft() {
     let resolved = HttpRequest {
         method: "POST".into(),
         path: "/webhook".into(),
-        headers: vec![("authorization".into(), "Bearer closure-secret".into())],
+        headers: vec![("authorization".into(), "Bearer closure-secret-000001".into())],
         body: br#"{"incident_id": "4711", "status": "resolved_true_positive", "severity": "high"}"#.to_vec(),
         ..Default::default()
     };

@@ -12,8 +12,8 @@ use std::time::Duration;
 use dossier_adapters::lambda;
 use dossier_adapters::sources::catalog::{self, Shared, SourceSettings};
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
-use dossier_core::case::{ActionKind, ActionStatus, CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::{ActionKind, ActionStatus, CaseKey, CaseStatus};
 use dossier_core::http::HttpResponse;
 use dossier_core::ports::{Queue, QueueError, QueueName, SystemClock};
 use dossier_core::signing::{LinkSigner, SigningKey};
@@ -131,7 +131,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         xdr,
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k1".into(), secret: vec![42; 32] }]).unwrap()),
-        webhook_secret: SECRET.as_bytes().to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("acme", SECRET.as_bytes()).unwrap(),
         model: None,
         identity: None,
         notifiers: Vec::new(),
@@ -144,7 +144,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     let bad = http(&pipeline, apigw_event("POST", "/webhook", "", &[("authorization", "Bearer wrong")], Some(&payload)), false).await;
     assert_eq!(bad.status, 401, "{}", bad.body);
     let key = CaseKey::new("acme", "4711").unwrap();
-    assert!(pipeline.ctx.repo.case(&key).await.unwrap().is_none());
+    assert!(pipeline.case(&key).await.unwrap().is_none());
     let auth = format!("Bearer {SECRET}");
     let ok = http(
         &pipeline,
@@ -158,7 +158,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     assert!(dup.body.contains("duplicate"), "{}", dup.body);
 
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(60)).await.unwrap());
-    let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
+    let case = pipeline.case(&key).await.unwrap().unwrap();
     assert_eq!(case.status, CaseStatus::AwaitingApproval, "{:?}", case.failure);
 
     let comments = xdr_fake.requests_to(UPDATE);
@@ -189,7 +189,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     assert!(xdr_fake.requests_to(ISOLATE).is_empty(), "nothing runs without an approval");
 
     // The approval link: GET shows a form and changes nothing.
-    let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
+    let actions = pipeline.actions(&key).await.unwrap();
     let isolate = actions.iter().find(|a| a.kind == ActionKind::IsolateEndpoint).expect("isolation proposed");
     assert_eq!(isolate.target, "5f1c2a9e7b3d4c8e9a0b1c2d3e4f5a6b");
     let url = &isolate.links[0].url;
@@ -198,7 +198,7 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<form method=\"post\""), "{}", page.body);
     assert!(page.headers.iter().any(|(k, v)| k == "content-security-policy" && v.contains("default-src 'none'")));
-    assert_eq!(pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap().status, ActionStatus::Proposed);
+    assert_eq!(pipeline.action(&key, &isolate.id).await.unwrap().unwrap().status, ActionStatus::Proposed);
 
     // POST approves once; the second click is refused; the approval message is delivered twice.
     let form = format!("t={token}&decision=approve");
@@ -217,12 +217,12 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
     tee.inner.send(&exec[0].0, &exec[0].1, Duration::ZERO).await.unwrap();
     drain(&pipeline).await;
     assert_eq!(xdr_fake.requests_to(ISOLATE).len(), 1, "isolation must run exactly once");
-    let done = pipeline.ctx.repo.action(&key, &isolate.id).await.unwrap().unwrap();
+    let done = pipeline.action(&key, &isolate.id).await.unwrap().unwrap();
     assert_eq!(done.status, ActionStatus::Executed);
     assert_eq!(done.decision.unwrap().source_ip.as_deref(), Some("203.0.113.7"));
 
     // The audit trail has the story.
-    let events: Vec<String> = pipeline.ctx.audit.events(&key).await.unwrap().into_iter().map(|e| e.event).collect();
+    let events: Vec<String> = pipeline.ctx.store.events(&key).await.unwrap().into_iter().map(|e| e.event).collect();
     for e in [
         "case.received",
         "xdr.get_incident_extra_data",

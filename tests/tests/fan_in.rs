@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_core::case::{Case, CaseKey, CaseStatus, IncidentHint, Trigger};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::{Case, CaseKey, CaseStatus, IncidentHint, Trigger};
 use dossier_core::embedded::{ManualClock, RecordingXdr};
 use dossier_core::ports::Clock;
 use dossier_core::signing::{LinkSigner, SigningKey};
@@ -44,30 +44,33 @@ async fn the_deadline_completes_a_case_whose_source_never_answers() {
         xdr: xdr.clone(),
         sources: vec![Arc::new(AttackSource), Arc::new(Silent)],
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).unwrap()),
-        webhook_secret: Vec::new(),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
         model: None,
         identity: None,
         notifiers: Vec::new(),
     });
     let key = CaseKey::new("acme", "1").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
 
     pump_idle(&pipeline).await;
-    let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
+    let case = pipeline.case(&key).await.unwrap().unwrap();
     assert_eq!(case.status, CaseStatus::Enriching, "waits for the silent source");
     assert!(xdr.writes().is_empty());
 
     clock.advance(Duration::from_secs(60));
     pump_idle(&pipeline).await;
-    assert_eq!(pipeline.ctx.repo.case(&key).await.unwrap().unwrap().status, CaseStatus::Enriching, "not before the deadline");
+    assert_eq!(pipeline.case(&key).await.unwrap().unwrap().status, CaseStatus::Enriching, "not before the deadline");
 
     clock.advance(Duration::from_secs(31));
     pump_idle(&pipeline).await;
-    let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
+    let case = pipeline.case(&key).await.unwrap().unwrap();
     assert!(case.status.is_settled(), "{:?}", case.status);
-    let draft = pipeline.ctx.repo.draft(&key, case.draft_id.as_deref().unwrap()).await.unwrap().unwrap();
-    assert_eq!(draft.dossier.missing_sources, vec!["silent".to_string()]);
+    let draft = pipeline.draft(&key, case.draft_id.as_deref().unwrap()).await.unwrap().unwrap();
+    let dossier = pipeline.dossier(&key).await.unwrap().unwrap();
+    assert_eq!(dossier.missing_sources, vec!["silent".to_string()]);
     assert!(draft.comment.contains("silent: no answer before the deadline"), "{}", draft.comment);
-    assert!(draft.dossier.summary.contains("Incomplete: silent did not answer in time"));
+    assert!(dossier.summary.contains("Incomplete: silent did not answer in time"));
     assert_eq!(xdr.writes().len(), 1, "exactly one comment");
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dossier_adapters::llm::OpenAiCompatible;
-use dossier_core::case::CaseKey;
 use dossier_core::config::{Phase, PipelineConfig};
+use dossier_core::domain::CaseKey;
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
 use dossier_core::ports::{Clock, SystemClock};
@@ -73,7 +73,7 @@ async fn no_secret_prompt_or_model_answer_reaches_a_log_line() {
         xdr: xdr.clone(),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k1".into(), secret: SIGNING_SECRET.to_vec() }]).expect("signer")),
-        webhook_secret: WEBHOOK_SECRET.as_bytes().to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", WEBHOOK_SECRET.as_bytes()).unwrap(),
         model: Some(model),
         identity: None,
         notifiers: Vec::new(),
@@ -92,7 +92,7 @@ async fn no_secret_prompt_or_model_answer_reaches_a_log_line() {
     }
     let key = CaseKey::new("default", "4711").expect("key");
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(60)).await.expect("pump"));
-    let case = pipeline.ctx.repo.case(&key).await.expect("store").expect("case exists");
+    let case = pipeline.case(&key).await.expect("store").expect("case exists");
     assert!(case.draft_id.is_some(), "the case completed with a dossier despite the model");
     assert!(!xdr.writes().is_empty(), "the dossier was written back");
 

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_core::case::CaseKey;
 use dossier_core::config::{ModelPrice, Phase, PipelineConfig};
+use dossier_core::domain::CaseKey;
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
 use dossier_core::metrics::{emf_line, RecordingMetrics};
@@ -48,7 +48,7 @@ async fn one_case_emits_the_dashboard_metrics() {
         xdr: Arc::new(RecordingXdr::serving(DEMO.to_string())),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![3; 32] }]).expect("signer")),
-        webhook_secret: b"hook".to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", b"hook-secret-00000001").unwrap(),
         model: Some(Arc::new(DownModel)),
         identity: None,
         notifiers: Vec::new(),
@@ -57,7 +57,7 @@ async fn one_case_emits_the_dashboard_metrics() {
     let req = HttpRequest {
         method: "POST".into(),
         path: "/webhook".into(),
-        headers: vec![("authorization".into(), "Bearer hook".into())],
+        headers: vec![("authorization".into(), "Bearer hook-secret-00000001".into())],
         body: json!({"case_id": "4711", "severity": "high", "created_at": created}).to_string().into_bytes(),
         ..Default::default()
     };
@@ -119,7 +119,7 @@ async fn a_priced_model_reports_the_cost_of_each_case() {
         xdr: Arc::new(RecordingXdr::serving(DEMO.to_string())),
         sources: vec![Arc::new(AttackSource)],
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![3; 32] }]).expect("signer")),
-        webhook_secret: b"hook".to_vec(),
+        webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", b"hook-secret-00000001").unwrap(),
         model: Some(Arc::new(CountedModel)),
         identity: None,
         notifiers: Vec::new(),
@@ -127,7 +127,7 @@ async fn a_priced_model_reports_the_cost_of_each_case() {
     let req = HttpRequest {
         method: "POST".into(),
         path: "/webhook".into(),
-        headers: vec![("authorization".into(), "Bearer hook".into())],
+        headers: vec![("authorization".into(), "Bearer hook-secret-00000001".into())],
         body: json!({"case_id": "4712", "severity": "high"}).to_string().into_bytes(),
         ..Default::default()
     };

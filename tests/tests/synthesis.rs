@@ -8,16 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dossier_adapters::llm::{Anthropic, Bedrock, OpenAiCompatible};
-use dossier_core::case::{ActionKind, Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::config::{Phase, PipelineConfig};
-use dossier_core::dossier::Draft;
+use dossier_core::domain::Draft;
+use dossier_core::domain::Severity;
+use dossier_core::domain::{ActionKind, Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::dossier::Dossier;
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::ports::{Clock, SystemClock};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, IntelFeed, PerIndicator, Source};
 use dossier_core::stages::open_case;
 use dossier_core::synthesis::LanguageModel;
-use dossier_core::xdr::Severity;
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::{FakeServer, Recorded, Reply};
 
@@ -27,8 +28,10 @@ const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
 const CMDB: &str = include_str!("../../infra/local/samples/cmdb-export.csv");
 
 struct Outcome {
+    #[allow(dead_code)]
     draft: Draft,
-    actions: Vec<dossier_core::case::Action>,
+    dossier: Dossier,
+    actions: Vec<dossier_core::domain::Action>,
     comment: String,
     case: Case,
 }
@@ -39,7 +42,7 @@ async fn run_case(extra_data: String, model: Option<Arc<dyn LanguageModel>>, pha
     let sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(AttackSource),
         Arc::new(PerIndicator::new(IntelFeed::from_csv(FEED).unwrap())),
-        Arc::new(PerIndicator::new(dossier_core::offline::CmdbExport::from_csv(CMDB).unwrap())),
+        Arc::new(PerIndicator::new(dossier_core::sources::CmdbExport::from_csv(CMDB).unwrap())),
     ];
     let xdr = Arc::new(RecordingXdr::serving(extra_data));
     let pipeline = LocalPipeline::new(PipelineParts {
@@ -49,21 +52,24 @@ async fn run_case(extra_data: String, model: Option<Arc<dyn LanguageModel>>, pha
         xdr: xdr.clone(),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![9; 32] }]).unwrap()),
-        webhook_secret: Vec::new(),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
         model,
         identity: None,
         notifiers: Vec::new(),
     });
     let key = CaseKey::new("acme", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms())).await.unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
     assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(60)).await.unwrap());
-    let case = pipeline.ctx.repo.case(&key).await.unwrap().unwrap();
-    let draft = pipeline.ctx.repo.draft(&key, case.draft_id.as_deref().unwrap()).await.unwrap().unwrap();
-    let actions = pipeline.ctx.repo.actions(&key).await.unwrap();
+    let case = pipeline.case(&key).await.unwrap().unwrap();
+    let draft = pipeline.draft(&key, case.draft_id.as_deref().unwrap()).await.unwrap().unwrap();
+    let dossier = pipeline.dossier(&key).await.unwrap().unwrap();
+    let actions = pipeline.actions(&key).await.unwrap();
     let writes = xdr.writes();
     assert_eq!(writes.len(), 1, "exactly one comment");
     let comment = writes[0].body["request_data"]["update_data"]["comment"]["value"].as_str().unwrap().to_string();
-    Outcome { draft, actions, comment, case }
+    Outcome { draft, dossier, actions, comment, case }
 }
 
 /// The first pseudonym token of a kind in the prompt (`HOST-1`, ...).
@@ -106,7 +112,7 @@ async fn a_valid_openai_answer_becomes_the_ai_dossier() {
     let fake = FakeServer::start().await;
     fake.on("POST", "/v1/chat/completions", Reply::dynamic(|r| openai_reply(&good_answer(&user_message(r)).to_string())));
     let out = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(2)).await;
-    let d = &out.draft.dossier;
+    let d = &out.dossier;
     assert!(d.ai_generated);
     assert_eq!((d.model.as_deref(), d.prompt_version.as_str()), (Some("fake-gpt"), "dossier-v1"));
     let run = d.model_run.as_ref().unwrap();
@@ -184,7 +190,7 @@ async fn bad_answers_end_in_a_labelled_deterministic_dossier() {
         let fake = FakeServer::start().await;
         fake.on("POST", "/v1/chat/completions", Reply::dynamic(move |r| reply(r)));
         let out = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(2)).await;
-        let d = &out.draft.dossier;
+        let d = &out.dossier;
         assert!(!d.ai_generated, "{name}");
         let rejected = d.model_run.as_ref().unwrap().rejected.clone().unwrap();
         assert!(rejected.to_lowercase().contains(&why.to_lowercase()), "{name}: {rejected}");
@@ -200,8 +206,8 @@ async fn one_repair_attempt_can_save_the_answer() {
     fake.once("POST", "/v1/chat/completions", openai_reply("not json at all"));
     fake.on("POST", "/v1/chat/completions", Reply::dynamic(|r| openai_reply(&good_answer(&user_message(r)).to_string())));
     let out = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(2)).await;
-    assert!(out.draft.dossier.ai_generated);
-    assert_eq!(out.draft.dossier.model_run.as_ref().unwrap().attempts, 2);
+    assert!(out.dossier.ai_generated);
+    assert_eq!(out.dossier.model_run.as_ref().unwrap().attempts, 2);
     let second = user_message(&fake.requests()[1]);
     assert!(second.contains("Your previous answer was rejected"), "the repair says what was wrong");
 }
@@ -220,7 +226,7 @@ async fn anthropic_and_bedrock_shapes() {
     );
     let model: Arc<dyn LanguageModel> = Arc::new(Anthropic::new(&fake.url(), "ak".into(), "claude-test", Duration::from_secs(5)));
     let out = run_case(DEMO.to_string(), Some(model), Phase(2)).await;
-    assert!(out.draft.dossier.ai_generated);
+    assert!(out.dossier.ai_generated);
     let req = &fake.requests()[0];
     assert_eq!((req.header("x-api-key"), req.header("anthropic-version")), (Some("ak"), Some("2023-06-01")));
     assert_eq!(req.json()["tool_choice"], json!({"type": "tool", "name": "write_dossier"}));
@@ -239,8 +245,8 @@ async fn anthropic_and_bedrock_shapes() {
     let model: Arc<dyn LanguageModel> =
         Arc::new(Bedrock::new(aws_sdk_bedrockruntime::Client::new(&sdk), "anthropic.claude-test", Duration::from_secs(10)));
     let out = run_case(DEMO.to_string(), Some(model), Phase(2)).await;
-    assert!(out.draft.dossier.ai_generated, "{:?}", out.draft.dossier.model_run);
-    assert_eq!(out.draft.dossier.model_run.as_ref().unwrap().input_tokens, 1000);
+    assert!(out.dossier.ai_generated, "{:?}", out.dossier.model_run);
+    assert_eq!(out.dossier.model_run.as_ref().unwrap().input_tokens, 1000);
     let req = &fake.requests()[0];
     assert!(req.header("authorization").unwrap().starts_with("AWS4-HMAC-SHA256"), "IAM (SigV4) auth");
     assert_eq!(req.json()["toolConfig"]["toolChoice"]["tool"]["name"], "write_dossier");
@@ -260,7 +266,7 @@ async fn no_internal_identifier_leaves_for_the_model() {
         }),
     );
     let out = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(2)).await;
-    assert!(out.draft.dossier.ai_generated);
+    assert!(out.dossier.ai_generated);
     let everything = prompts.lock().unwrap().join("\n").to_lowercase();
     // Host (any case), user with and without domain, internal IPs: in fields and inside command lines.
     for secret in ["fin-ws-0231", "corp\\\\j.doe", "j.doe", "j.doe@corp.example", "10.20.31.45", "fe80::1c2d:3e4f:5a6b:7c8d"] {
@@ -321,14 +327,14 @@ async fn the_injection_corpus_changes_nothing_that_matters() {
     assert_eq!(prompt.matches("</evidence>").count(), 1, "the data cannot close the delimiter");
     assert!(prompt[body_start..body_end].contains("Ignore previous instructions"));
     // The gullible answers were rejected; no extra actions, severity not lowered.
-    assert!(!out.draft.dossier.ai_generated);
+    assert!(!out.dossier.ai_generated);
     let kinds = |o: &Outcome| o.actions.iter().map(|a| (a.kind, a.target.clone())).collect::<Vec<_>>();
     assert_eq!(kinds(&out), kinds(&baseline));
     assert!(!out.actions.iter().any(|a| a.kind == ActionKind::DisableUser || a.target == "ALL"));
-    assert!(out.draft.dossier.severity >= out.case.severity);
-    assert!(out.draft.dossier.severity >= Severity::High);
+    assert!(out.dossier.severity >= out.case.severity);
+    assert!(out.dossier.severity >= Severity::High);
     // Escaped rendering: the HTML page never carries live markup from alerts; the comment is bounded plain text.
-    let html = dossier_core::report_html::render_html(&out.case, &out.draft.dossier, &out.actions);
+    let html = dossier_core::dossier::render_html(&out.case, &out.dossier, &out.actions);
     assert!(!html.contains("<script>") && !html.contains("<img src=x"), "unescaped markup in the page");
     assert!(html.contains("&lt;script&gt;") || !html.contains("script"));
     assert!(out.comment.chars().count() <= dossier_core::dossier::MAX_COMMENT_CHARS);
@@ -336,6 +342,6 @@ async fn the_injection_corpus_changes_nothing_that_matters() {
     let fake = FakeServer::start().await;
     fake.on("POST", "/v1/chat/completions", Reply::dynamic(|r| openai_reply(&good_answer(&user_message(r)).to_string())));
     let phase1 = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(1)).await;
-    assert!(phase1.draft.dossier.ai_generated);
+    assert!(phase1.dossier.ai_generated);
     assert!(phase1.actions.is_empty());
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use dossier_core::config::{Phase, PipelineConfig};
-use dossier_core::indicator::InternalNames;
-use dossier_core::xdr::Severity;
+use dossier_core::domain::InternalNames;
+use dossier_core::domain::Severity;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -80,7 +80,7 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     if let Some(rules) = list("DOSSIER_AUTO_APPROVE") {
         c.auto_approve = rules
             .iter()
-            .map(|r| dossier_core::config::AutoApprove::parse(r))
+            .map(|r| dossier_core::dossier::AutoApprove::parse(r))
             .collect::<Result<_, _>>()
             .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_AUTO_APPROVE", reason })?;
     }

@@ -16,13 +16,19 @@ fn err_of(status: u16, body: &str) -> XdrError {
         404 => XdrError::NotFound(short),
         429 => XdrError::RateLimited(short),
         500..=599 => XdrError::Server(short),
+        400..=499 => XdrError::Rejected(format!("HTTP {status}: {short}")),
         _ => XdrError::BadReply(format!("HTTP {status}: {short}")),
     }
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<(u16, String), XdrError> {
-    let resp =
-        req.send().await.map_err(|e| XdrError::Transport(if e.is_timeout() { "timed out".into() } else { "request failed".into() }))?;
+    let resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            XdrError::Unreachable("connection failed".into())
+        } else {
+            XdrError::Transport(if e.is_timeout() { "timed out".into() } else { "request failed".into() })
+        }
+    })?;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     Ok((status, body))
@@ -58,6 +64,23 @@ impl IdentityAdmin for OktaAdmin {
             (status, body) => Err(err_of(status, &body)),
         }
     }
+
+    async fn is_disabled(&self, user: &str) -> Result<Option<bool>, XdrError> {
+        let login = crate::sources::okta::login_of(user);
+        let req = self
+            .http
+            .get(format!("{}/api/v1/users/{}", self.base_url, enc(login)))
+            .header("Authorization", format!("SSWS {}", self.api_token))
+            .header("Accept", "application/json");
+        match send(req).await? {
+            (200..=299, body) => {
+                let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| XdrError::BadReply(format!("Okta user: {e}")))?;
+                Ok(v.get("status").and_then(|s| s.as_str()).map(|s| matches!(s, "SUSPENDED" | "DEPROVISIONED")))
+            }
+            (404, _) => Ok(None),
+            (status, body) => Err(err_of(status, &body)),
+        }
+    }
 }
 
 pub struct EntraAdmin {
@@ -90,6 +113,20 @@ impl IdentityAdmin for EntraAdmin {
             self.http.patch(format!("{}/users/{}", self.base_url, enc(&upn))).bearer_auth(token).json(&json!({"accountEnabled": false}));
         match send(req).await? {
             (200..=299, _) => Ok(format!("account {upn} disabled (accountEnabled=false)")),
+            (status, body) => Err(err_of(status, &body)),
+        }
+    }
+
+    async fn is_disabled(&self, user: &str) -> Result<Option<bool>, XdrError> {
+        let Some(upn) = self.graph.user_ref(user) else { return Ok(None) };
+        let token = self.graph.token(&Default::default()).await.map_err(|e| XdrError::Forbidden(e.to_string()))?;
+        let req = self.http.get(format!("{}/users/{}?$select=accountEnabled", self.base_url, enc(&upn))).bearer_auth(token);
+        match send(req).await? {
+            (200..=299, body) => {
+                let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| XdrError::BadReply(format!("Graph user: {e}")))?;
+                Ok(v.get("accountEnabled").and_then(serde_json::Value::as_bool).map(|enabled| !enabled))
+            }
+            (404, _) => Ok(None),
             (status, body) => Err(err_of(status, &body)),
         }
     }

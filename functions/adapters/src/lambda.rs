@@ -7,11 +7,11 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use tracing::{error, info, warn};
+use tracing::error;
 
 use dossier_core::http::{HttpRequest, HttpResponse};
 use dossier_core::ports::{Queue, QueueName};
-use dossier_core::stages::{HttpHandler, MessageHandler};
+use dossier_core::stages::{dispose, Deadline, Disposition, HttpHandler, MessageHandler};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -49,15 +49,16 @@ pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
     out
 }
 
-/// Handles an SQS batch; failed messages are reported so only they come back (and reach the DLQ
-/// intact after the redrive limit). A handler that asks to be retried later (a quota, a lease, a
-/// deadline not yet reached) is not failing: its message is sent again with that delay and the
-/// original is acknowledged, so waiting never counts toward the DLQ.
+/// Handles an SQS batch with the core's disposition rule: failed messages are reported so only
+/// they come back (and reach the DLQ intact after the redrive limit); a message that waits is
+/// sent again with its delay and acknowledged, so waiting never counts toward the DLQ. The
+/// deadline is the invocation's (the Lambda context): stages cut their budgets from it.
 pub async fn process_sqs_batch(
     handler: &dyn MessageHandler,
     queue: &dyn Queue,
     queue_name: &QueueName,
     event: SqsEvent,
+    deadline: Deadline,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
@@ -67,22 +68,9 @@ pub async fn process_sqs_batch(
             response.add_failure(id);
             continue;
         };
-        let Err(e) = handler.handle(body).await else { continue };
-        if let Some(after) = e.retry_after() {
-            match queue.send(queue_name, body, after).await {
-                Ok(()) => {
-                    info!(message_id = %id, after_s = after.as_secs(), reason = %e, "message deferred");
-                    continue;
-                }
-                Err(se) => warn!(message_id = %id, error = %se, "could not defer the message; it comes back after the visibility timeout"),
-            }
+        if let Disposition::Fail { .. } = dispose(handler, queue, queue_name, body, deadline).await {
+            response.add_failure(id);
         }
-        if e.is_retryable() {
-            warn!(message_id = %id, error = %e, "message failed; will be retried");
-        } else {
-            error!(message_id = %id, error = %e, "message cannot be processed");
-        }
-        response.add_failure(id);
     }
     response
 }
@@ -111,7 +99,8 @@ pub async fn serve_queue(
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (handler, queue, queue_name) = (handler.clone(), queue.clone(), queue_name.clone());
-        async move { Ok::<_, lambda_runtime::Error>(process_sqs_batch(&*handler, &*queue, &queue_name, event.payload).await) }
+        let deadline = Deadline { at_ms: i64::try_from(event.context.deadline).unwrap_or(i64::MAX) };
+        async move { Ok::<_, lambda_runtime::Error>(process_sqs_batch(&*handler, &*queue, &queue_name, event.payload, deadline).await) }
     }))
     .await
 }

@@ -1,35 +1,59 @@
 //! Creates the tables and queues the template defines, for moto server and local runs (the
 //! deployed stack gets them from `template.yaml`).
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashMap;
 
-use dossier_core::ports::QueueName;
+use dossier_core::ports::{QueueName, Table};
+
+use crate::dynamo::{TableNames, DUE_INDEX};
 
 /// Max receives before SQS moves a message to its DLQ (as in the template).
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 
-pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
+/// Creates every table of `names` that is missing, as the template defines them.
+pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, names: &TableNames) -> Result<(), String> {
+    for table in Table::ALL {
+        ensure_table(client, names.name(table), table.has_due_index()).await?;
+    }
+    Ok(())
+}
+
+async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str, due_index: bool) -> Result<(), String> {
     let exists = client.describe_table().table_name(name).send().await.is_ok();
     if exists {
         return Ok(());
     }
     let key = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(|e| e.to_string());
-    let attr = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().map_err(|e| e.to_string())
+    let attr = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder().attribute_name(n).attribute_type(t).build().map_err(|e| e.to_string())
     };
-    client
+    let mut create = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
-        .attribute_definitions(attr("pk")?)
-        .attribute_definitions(attr("sk")?)
-        .send()
-        .await
-        .map_err(|e| format!("CreateTable {name}: {e:?}").chars().take(400).collect::<String>())?;
+        .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("sk", ScalarAttributeType::S)?);
+    if due_index {
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(DUE_INDEX)
+            .key_schema(key("due_shard", KeyType::Hash)?)
+            .key_schema(key("due_at", KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+            .build()
+            .map_err(|e| e.to_string())?;
+        create = create
+            .attribute_definitions(attr("due_shard", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("due_at", ScalarAttributeType::N)?)
+            .global_secondary_indexes(index);
+    }
+    create.send().await.map_err(|e| format!("CreateTable {name}: {e:?}").chars().take(400).collect::<String>())?;
     client
         .update_time_to_live()
         .table_name(name)

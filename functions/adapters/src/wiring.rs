@@ -71,6 +71,8 @@ impl Aws {
         let sdk = crate::aws::sdk_config().await;
         let tables = TableNames {
             cases: env::required("DOSSIER_CASES_TABLE")?,
+            effects: env::required("DOSSIER_EFFECTS_TABLE")?,
+            reports: env::required("DOSSIER_REPORTS_TABLE")?,
             audit: env::required("DOSSIER_AUDIT_TABLE")?,
             cache: env::var("DOSSIER_CACHE_TABLE").unwrap_or_default(),
         };

@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
+use dossier_core::domain::Severity;
 use dossier_core::ports::{IncidentRef, XdrApi, XdrError};
 use dossier_core::timefmt::normalise_epoch;
-use dossier_core::xdr::{check_error_envelope, scalar, PayloadError, Severity};
+use dossier_core::xdr::{check_error_envelope, scalar, PayloadError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -426,7 +427,14 @@ impl XdrHttp {
         for (k, v) in self.auth_headers() {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| XdrError::Transport(format!("{path}: {}", without_url(&e))))?;
+        let resp = req.send().await.map_err(|e| {
+            // A connection that never opened sent nothing; after that, XDR may have acted.
+            if e.is_connect() {
+                XdrError::Unreachable(format!("{path}: {}", without_url(&e)))
+            } else {
+                XdrError::Transport(format!("{path}: {}", without_url(&e)))
+            }
+        })?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| XdrError::Transport(format!("{path}: reading the body: {}", without_url(&e))))?;
         if (200..300).contains(&status) {
@@ -441,6 +449,7 @@ impl XdrHttp {
             429 => XdrError::RateLimited(message),
             _ if message.to_ascii_lowercase().contains("rate limit") => XdrError::RateLimited(message),
             500..=599 => XdrError::Server(format!("HTTP {status}: {message}")),
+            400..=499 => XdrError::Rejected(format!("{path}: HTTP {status}: {message}")),
             _ => XdrError::BadReply(format!("{path}: HTTP {status}: {message}")),
         })
     }
@@ -653,6 +662,40 @@ impl XdrApi for XdrHttp {
 
     async fn action_status(&self, action_id: &str) -> Result<Vec<(String, String)>, XdrError> {
         self.get_action_status(action_id).await
+    }
+
+    async fn comment_exists(&self, _incident_id: &str, _marker: &str) -> Result<Option<bool>, XdrError> {
+        // Neither 3.x nor (as far as its documentation shows) the 5.x War Room offers a search
+        // for a comment's text: a retried post cannot be checked, only counted.
+        Ok(None)
+    }
+
+    async fn endpoint_isolated(&self, endpoint_id: &str) -> Result<Option<bool>, XdrError> {
+        let endpoints = self.get_endpoints(&[endpoint_id.to_string()]).await?;
+        Ok(endpoints
+            .iter()
+            .find(|e| e.endpoint_id == endpoint_id)
+            .map(|e| matches!(e.is_isolated.as_deref(), Some("AGENT_ISOLATED" | "AGENT_PENDING_ISOLATION"))))
+    }
+
+    async fn manual_severity(&self, incident_id: &str) -> Result<Option<String>, XdrError> {
+        let (path, data, list, field) = match self.generation().await {
+            Generation::V5 => (
+                "case/search",
+                json!({"filters": [{"field": "case_id", "operator": "in", "value": [incident_id.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(incident_id))]}], "search_from": 0, "search_to": 1}),
+                "DATA",
+                "user_severity",
+            ),
+            _ => (
+                "incidents/get_incidents",
+                json!({"filters": [{"field": "incident_id_list", "operator": "in", "value": [incident_id]}], "search_from": 0, "search_to": 1}),
+                "incidents",
+                "manual_severity",
+            ),
+        };
+        let body = self.read(path, data).await?;
+        let reply = reply_of(&body, path)?;
+        Ok(reply.get(list).and_then(Value::as_array).and_then(|l| l.first()).and_then(|i| scalar(i.get(field))).filter(|s| !s.is_empty()))
     }
 
     async fn isolate_endpoint(&self, endpoint_id: &str, incident_id: &str) -> Result<String, XdrError> {

@@ -8,16 +8,16 @@ use dossier_adapters::dynamo::{DynamoStore, TableNames};
 use dossier_adapters::provision;
 use dossier_adapters::sqs::SqsQueue;
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
-use dossier_core::ports::{DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table};
+use dossier_core::ports::{
+    Condition, DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table, Write, WriteOutcome,
+};
 use dossier_tests::{moto_endpoint, unique_prefix};
 
 async fn moto_store(test: &str) -> DynamoStore {
     let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let tables = TableNames::prefixed(&unique_prefix(test));
-    for t in [&tables.cases, &tables.audit, &tables.cache] {
-        provision::ensure_table(&client, t).await.expect("create table");
-    }
+    provision::ensure_tables(&client, &tables).await.expect("create tables");
     DynamoStore::new(client, tables)
 }
 
@@ -48,6 +48,65 @@ async fn doc_store_contract(store: &dyn DocStore) {
     // Tables are separate.
     assert!(store.get(Table::Audit, "t#1", "case").await.unwrap().is_none());
     assert_eq!(store.put_new(Table::Audit, "t#1", "case", "{}", Some(1_900_000_000)).await.unwrap(), PutOutcome::Written);
+
+    // A commit writes all or nothing, and names the write whose condition failed.
+    let w = |table, pk: &str, sk: &str, body: &str, c| Write::new(table, pk, sk, body, c);
+    let conflicting = vec![
+        w(Table::Effects, "t#1", "draft#1", r#"{"d":1}"#, Condition::Absent),
+        w(Table::Cases, "t#1", "case", r#"{"a":9}"#, Condition::Version(1)),
+        w(Table::Audit, "t#1", "000#x", "{}", Condition::Absent),
+    ];
+    assert_eq!(store.write(conflicting).await.unwrap(), WriteOutcome::Conflict { index: 1 });
+    assert!(store.get(Table::Effects, "t#1", "draft#1").await.unwrap().is_none(), "nothing of a conflicting commit is written");
+    assert!(store.get(Table::Audit, "t#1", "000#x").await.unwrap().is_none());
+    let fine = vec![
+        w(Table::Effects, "t#1", "draft#1", r#"{"d":1}"#, Condition::Absent),
+        w(Table::Cases, "t#1", "case", r#"{"a":9}"#, Condition::Version(2)),
+        w(Table::Audit, "t#1", "000#x", "{}", Condition::Absent),
+    ];
+    assert_eq!(store.write(fine).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(store.get(Table::Cases, "t#1", "case").await.unwrap().unwrap().version, 3);
+    // Overwrite ignores what is there (cache answers).
+    assert_eq!(store.write(vec![w(Table::Cache, "src", "k", "1", Condition::Overwrite)]).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(store.write(vec![w(Table::Cache, "src", "k", "2", Condition::Overwrite)]).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(store.get(Table::Cache, "src", "k").await.unwrap().unwrap().body, "2");
+    // The same key twice in one commit is refused outright.
+    let twice = vec![w(Table::Cache, "src", "k", "3", Condition::Overwrite), w(Table::Cache, "src", "k", "4", Condition::Overwrite)];
+    assert!(store.write(twice).await.is_err());
+
+    // Several items at once, in the order asked, missing ones as None.
+    let keys = vec![("src".to_string(), "k".to_string()), ("src".to_string(), "none".to_string()), ("t#1".to_string(), "case".to_string())];
+    let got = store.get_many(Table::Cache, &keys).await.unwrap();
+    assert_eq!(got.iter().map(|d| d.as_ref().map(|d| d.body.clone())).collect::<Vec<_>>(), vec![Some("2".to_string()), None, None]);
+
+    // A set: adding twice is adding once; the members come back whole.
+    assert_eq!(store.add_to_set(Table::Reports, "t#1", "fan-in", "attack").await.unwrap(), vec!["attack"]);
+    assert_eq!(store.add_to_set(Table::Reports, "t#1", "fan-in", "vt").await.unwrap(), vec!["attack", "vt"]);
+    assert_eq!(store.add_to_set(Table::Reports, "t#1", "fan-in", "attack").await.unwrap(), vec!["attack", "vt"]);
+    assert_eq!(store.set_members(Table::Reports, "t#1", "fan-in").await.unwrap(), vec!["attack", "vt"]);
+    assert!(store.set_members(Table::Reports, "t#1", "none").await.unwrap().is_empty());
+    // A set does not show up among the documents of its partition.
+    store.put_new(Table::Reports, "t#1", "source#attack", "{}", None).await.unwrap();
+    assert_eq!(store.query(Table::Reports, "t#1", "").await.unwrap().len(), 1);
+
+    // A counter takes units up to its limit, then refuses.
+    for n in 1..=3 {
+        assert_eq!(store.count_up(Table::Cache, "ratelimit", "x#0", 3, 1_900_000_000).await.unwrap(), Some(n));
+    }
+    assert_eq!(store.count_up(Table::Cache, "ratelimit", "x#0", 3, 1_900_000_000).await.unwrap(), None);
+
+    // The due index lists items with a due time, earliest first, up to `until`; a write without
+    // one takes the item out.
+    let due = |pk: &str, at: Option<i64>, c| Write::new(Table::Effects, pk, "action#a", "{}", c).due(at);
+    store.write(vec![due("d#1", Some(5_000), Condition::Absent)]).await.unwrap();
+    store.write(vec![due("d#2", Some(3_000), Condition::Absent)]).await.unwrap();
+    store.write(vec![due("d#3", Some(9_000), Condition::Absent)]).await.unwrap();
+    let listed = |items: Vec<dossier_core::ports::DueItem>| items.into_iter().map(|d| (d.pk, d.due_at_ms)).collect::<Vec<_>>();
+    assert_eq!(listed(store.due(Table::Effects, 6_000, 10).await.unwrap()), vec![("d#2".into(), 3_000), ("d#1".into(), 5_000)]);
+    assert_eq!(listed(store.due(Table::Effects, 6_000, 1).await.unwrap()), vec![("d#2".into(), 3_000)]);
+    store.write(vec![due("d#2", None, Condition::Version(1))]).await.unwrap();
+    assert_eq!(listed(store.due(Table::Effects, 10_000, 10).await.unwrap()), vec![("d#1".into(), 5_000), ("d#3".into(), 9_000)]);
+    assert!(store.due(Table::Cache, 10_000, 10).await.unwrap().is_empty(), "only tables with a due index list anything");
 }
 
 async fn doc_store_races(store: Arc<dyn DocStore>) {

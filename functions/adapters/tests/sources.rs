@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use dossier_adapters::sources::catalog::{self, Shared, SourceSettings, ALL};
 use dossier_adapters::sources::{abuseipdb, msgraph, okta, otx, servicenow, shodan, tenable, virustotal, xql_history};
-use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::domain::{normalise, Indicator, IndicatorKind, InternalNames};
+use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::{ManualClock, MemoryStore};
-use dossier_core::indicator::{normalise, Indicator, IndicatorKind, InternalNames};
 use dossier_core::sources::{CallCounter, IndicatorSource, Lookup, LookupError, PerIndicator, Source, SourceStatus, VerdictLevel};
 use dossier_tests::{fixture, FakeServer, Reply};
 
@@ -22,7 +22,7 @@ fn ind(kind: IndicatorKind, v: &str) -> Indicator {
 }
 
 fn case_with(values: &[(IndicatorKind, &str)]) -> Case {
-    let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0);
+    let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0, &Default::default());
     c.indicators = values.iter().map(|(k, v)| ind(*k, v)).collect();
     c
 }

@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::indicator::InternalNames;
+use crate::domain::Severity;
+use crate::domain::{Budgets, InternalNames};
+use crate::dossier::AutoApprove;
 use crate::ratelimit::RateLimit;
-use crate::xdr::Severity;
 
 /// Rollout phases (DESIGN.md): 1 read-only dossier, 2 also proposes gated actions, 3 co-pilot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,13 @@ pub struct PipelineConfig {
     pub auto_approve: Vec<AutoApprove>,
     /// The model's list price, for the cost-per-case estimate (none: no cost metric).
     pub model_price: Option<ModelPrice>,
+    /// How long cases and actions may stay in each status before the reconciler acts.
+    pub budgets: Budgets,
+    /// Kept free at the end of a synthesis invocation for the deterministic fallback and the
+    /// writes: the model gets what remains of the deadline minus this.
+    pub synthesis_reserve: Duration,
+    /// Longest single model call.
+    pub model_timeout: Duration,
 }
 
 /// USD per million tokens, as the provider lists them for the configured model.
@@ -71,53 +79,6 @@ impl ModelPrice {
     }
 }
 
-/// "Approve `kind` when at least `min_malicious_engines` engines (VirusTotal) call a case
-/// indicator malicious" (the action's own hash for `block_hash`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AutoApprove {
-    pub kind: crate::case::ActionKind,
-    pub min_malicious_engines: u64,
-}
-
-impl AutoApprove {
-    /// `raise_severity:malicious_engines>=5`
-    pub fn parse(text: &str) -> Result<AutoApprove, String> {
-        let (kind, cond) = text
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| format!("auto-approval rule `{text}` must look like raise_severity:malicious_engines>=5"))?;
-        let kind: crate::case::ActionKind = serde_json::from_value(serde_json::Value::String(kind.trim().to_string()))
-            .map_err(|_| format!("`{kind}` is not an action kind"))?;
-        let n = cond
-            .trim()
-            .strip_prefix("malicious_engines>=")
-            .ok_or_else(|| format!("`{cond}`: the only condition is malicious_engines>=N"))?;
-        let min_malicious_engines = n.trim().parse().map_err(|_| format!("`{n}` is not a number"))?;
-        if min_malicious_engines == 0 {
-            return Err("malicious_engines>=0 would approve everything".into());
-        }
-        Ok(AutoApprove { kind, min_malicious_engines })
-    }
-
-    pub fn describe(&self) -> String {
-        format!("policy:{}:malicious_engines>={}", self.kind.as_str(), self.min_malicious_engines)
-    }
-
-    /// Whether the evidence meets the rule for this action.
-    pub fn allows(&self, action: &crate::case::Action, dossier: &crate::dossier::Dossier) -> bool {
-        if action.kind != self.kind {
-            return false;
-        }
-        dossier
-            .indicators
-            .iter()
-            .filter(|f| action.kind != crate::case::ActionKind::BlockHash || f.value == action.target)
-            .flat_map(|f| f.verdicts.iter())
-            .filter_map(|v| v.facts.iter().find(|(k, _)| k == "engines_malicious").and_then(|(_, n)| n.parse::<u64>().ok()))
-            .any(|n| n >= self.min_malicious_engines)
-    }
-}
-
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
@@ -136,6 +97,9 @@ impl Default for PipelineConfig {
             xdr_extra_data_limit: RateLimit { name: "xdr-extra-data".into(), limit: 10, window: Duration::from_secs(60) },
             auto_approve: Vec::new(),
             model_price: None,
+            budgets: Budgets::default(),
+            synthesis_reserve: Duration::from_secs(15),
+            model_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -188,15 +152,6 @@ mod tests {
         for bad in ["3", "3,x", "-1,2", "inf,1", ""] {
             assert!(ModelPrice::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn auto_approval_rules_parse() {
-        let r = AutoApprove::parse("raise_severity:malicious_engines>=5").unwrap();
-        assert_eq!((r.kind, r.min_malicious_engines), (crate::case::ActionKind::RaiseSeverity, 5));
-        assert!(AutoApprove::parse("isolate_endpoint:always").is_err());
-        assert!(AutoApprove::parse("nuke:malicious_engines>=1").is_err());
-        assert!(AutoApprove::parse("block_hash:malicious_engines>=0").is_err());
     }
 
     #[test]

@@ -4,28 +4,23 @@
 //! in-memory implementations of the ports with the same semantics as the AWS ones, for the local
 //! CLI and for tests.
 
-pub mod attack;
-pub mod attack_rules;
-pub mod case;
-pub mod closure;
 pub mod config;
+pub mod domain;
 pub mod dossier;
 pub mod embedded;
 pub mod extract;
 pub mod http;
-pub mod indicator;
 pub mod messages;
 pub mod metrics;
-pub mod offline;
 pub mod ports;
+pub mod random;
 pub mod ratelimit;
-pub mod repo;
-pub mod report_html;
 pub mod signing;
 pub mod sources;
 pub mod stages;
+pub mod store;
 pub mod synthesis;
 pub mod text;
 pub mod timefmt;
-pub mod webhook;
 pub mod xdr;
+pub mod xql;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::case::CaseKey;
+use crate::domain::CaseKey;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,8 +60,15 @@ pub const MESSAGE_VERSION: u32 = 1;
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     v: u32,
+    /// Times this message was sent again to wait (a quota, a lease, a deadline).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    deferred: u32,
     #[serde(flatten)]
     message: Message,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +77,8 @@ pub enum MessageError {
     Malformed(String),
     #[error("message version {0} is not supported (expected {MESSAGE_VERSION})")]
     Version(u32),
+    #[error("message was deferred {0} times; it waits no longer")]
+    DeferredTooOften(u32),
 }
 
 impl Message {
@@ -87,7 +96,17 @@ impl Message {
     }
 
     pub fn to_body(&self) -> String {
-        serde_json::to_string(&Envelope { v: MESSAGE_VERSION, message: self.clone() }).expect("messages serialise")
+        serde_json::to_string(&Envelope { v: MESSAGE_VERSION, deferred: 0, message: self.clone() }).expect("messages serialise")
+    }
+
+    /// The body to send again when a message waits: the same message, its deferral counted.
+    pub fn deferred(body: &str, max_deferrals: u32) -> Result<String, MessageError> {
+        let mut env: Envelope = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        if env.deferred >= max_deferrals {
+            return Err(MessageError::DeferredTooOften(env.deferred));
+        }
+        env.deferred += 1;
+        serde_json::to_string(&env).map_err(|e| MessageError::Malformed(e.to_string()))
     }
 
     pub fn parse(body: &str) -> Result<Message, MessageError> {
@@ -115,5 +134,9 @@ mod tests {
         assert!(matches!(Message::parse("{}"), Err(MessageError::Malformed(_))));
         assert!(matches!(Message::parse(&body.replace("\"v\":1", "\"v\":9")), Err(MessageError::Version(9))));
         assert!(Message::parse(&body.replace("\"7\"", "\"7#x\"")).is_err());
+        let again = Message::deferred(&body, 2).unwrap();
+        assert_eq!(Message::parse(&again).unwrap(), m, "a deferred message is the same message");
+        let twice = Message::deferred(&again, 2).unwrap();
+        assert_eq!(Message::deferred(&twice, 2), Err(MessageError::DeferredTooOften(2)));
     }
 }

@@ -2,11 +2,10 @@
 //! and moved forward with conditional writes. An exhausted window defers the message to the
 //! window's end (it is not failed, so nothing is lost under a burst).
 
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ports::{Clock, DocStore, PutOutcome, ReplaceOutcome, StoreError, Table};
+use crate::ports::{Clock, DocStore, StoreError, Table};
 
 /// At most `limit` calls per `window`, for everyone sharing `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,12 +13,6 @@ pub struct RateLimit {
     pub name: String,
     pub limit: u32,
     pub window: Duration,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Window {
-    start_ms: i64,
-    used: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +23,7 @@ pub enum LimitError {
     Store(#[from] StoreError),
 }
 
+/// Windows kept in the cache table (`ratelimit` / `<name>#<window start ms>`), expiring by TTL.
 #[derive(Clone)]
 pub struct RateLimiter {
     store: Arc<dyn DocStore>,
@@ -37,48 +31,28 @@ pub struct RateLimiter {
 }
 
 const PK: &str = "ratelimit";
-const CONFLICT_RETRIES: usize = 16;
 
 impl RateLimiter {
     pub fn new(store: Arc<dyn DocStore>, clock: Arc<dyn Clock>) -> RateLimiter {
         RateLimiter { store, clock }
     }
 
-    /// Takes one call from the current window, or says how long to wait.
+    /// Takes one call from the current window (one conditional update), or says how long to wait.
     pub async fn acquire(&self, limit: &RateLimit) -> Result<(), LimitError> {
-        let window_ms = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX).max(1);
-        for _ in 0..CONFLICT_RETRIES {
-            let now = self.clock.now_ms();
-            let fresh = Window { start_ms: now, used: 1 };
-            let Some(doc) = self.store.get(Table::Cases, PK, &limit.name).await? else {
-                match self.store.put_new(Table::Cases, PK, &limit.name, &encode(&fresh), None).await? {
-                    PutOutcome::Written => return Ok(()),
-                    PutOutcome::AlreadyExists => continue,
-                }
-            };
-            let current: Window = serde_json::from_str(&doc.body)
-                .map_err(|e| StoreError::Corrupt { key: format!("{PK}/{}", limit.name), reason: e.to_string() })?;
-            let next = if now >= current.start_ms + window_ms {
-                fresh
-            } else if current.used < limit.limit {
-                Window { start_ms: current.start_ms, used: current.used + 1 }
-            } else {
-                let wait = u64::try_from(current.start_ms + window_ms - now).unwrap_or(0);
-                // A little spread so the waiting messages do not all come back in the same millisecond.
-                let spread = u64::from(crate::signing::new_nonce().as_bytes()[0] % 16) * 25;
-                return Err(LimitError::Exhausted { name: limit.name.clone(), after: Duration::from_millis(wait + spread) });
-            };
-            match self.store.replace(Table::Cases, PK, &limit.name, &encode(&next), doc.version).await? {
-                ReplaceOutcome::Written => return Ok(()),
-                ReplaceOutcome::Conflict => continue,
-            }
+        let window_ms = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX / 4).max(1);
+        let now = self.clock.now_ms();
+        let start = now - now.rem_euclid(window_ms);
+        let end = start + window_ms;
+        let sk = format!("{}#{start}", limit.name);
+        let expires_at_s = (end + window_ms) / 1000 + 1;
+        if self.store.count_up(Table::Cache, PK, &sk, u64::from(limit.limit), expires_at_s).await?.is_some() {
+            return Ok(());
         }
-        Err(StoreError::Unavailable(format!("rate limit {} under heavy contention", limit.name)).into())
+        let wait = u64::try_from(end - now).unwrap_or(0);
+        // A little spread so the waiting messages do not all come back in the same millisecond.
+        let spread = u64::from(crate::random::new_nonce().as_bytes()[0] % 16) * 25;
+        Err(LimitError::Exhausted { name: limit.name.clone(), after: Duration::from_millis(wait + spread) })
     }
-}
-
-fn encode(w: &Window) -> String {
-    serde_json::to_string(w).expect("window serialises")
 }
 
 #[cfg(test)]

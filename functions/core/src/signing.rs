@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::case::CaseKey;
+use crate::domain::CaseKey;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -151,20 +151,10 @@ impl LinkSigner {
     }
 }
 
-/// 96 random bits, hex.
-pub fn new_nonce() -> String {
-    let mut b = [0u8; 12];
-    // getrandom only fails where the OS has no entropy source at all; an all-zero nonce is still
-    // covered by the single-use check in the store.
-    if getrandom::getrandom(&mut b).is_err() {
-        tracing::error!("no OS randomness for a link nonce");
-    }
-    hex::encode(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::random::new_nonce;
 
     fn key(id: &str, fill: u8) -> SigningKey {
         SigningKey { id: id.into(), secret: vec![fill; 32] }

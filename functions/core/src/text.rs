@@ -9,6 +9,15 @@ pub fn prefix(s: &str, max_bytes: usize) -> &str {
     &s[..end]
 }
 
+/// Removes control characters and bounds the length of untrusted text before rendering.
+pub fn clean_text(s: &str, max_chars: usize) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max_chars).collect();
+    if s.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::prefix;

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
+use dossier_core::domain::{IndicatorKind, InternalNames};
 use dossier_core::extract::extract;
-use dossier_core::indicator::{IndicatorKind, InternalNames};
 use dossier_core::xdr::{parse_extra_data, PayloadError};
 
 fn fixture(rel: &str) -> String {

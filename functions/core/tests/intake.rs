@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::Severity;
+use dossier_core::domain::{CaseKey, CaseStatus};
 use dossier_core::embedded::{ManualClock, MemoryQueue, MemoryStore};
 use dossier_core::http::HttpRequest;
 use dossier_core::ports::{Clock, DocStore, QueueName, Table};
 use dossier_core::stages::{Context, HttpHandler, Intake};
-use dossier_core::webhook::sign_body;
-use dossier_core::xdr::Severity;
+use dossier_core::xdr::{sign_body, WebhookSecrets};
 
 const SECRET: &[u8] = b"door-secret-0123456789";
 const NOW_MS: i64 = 1_750_000_000_000;
@@ -26,7 +26,12 @@ fn door(config: PipelineConfig) -> Door {
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new(clock.clone(), std::time::Duration::from_secs(30), 5));
     let ctx = Context::new(store.clone(), queue.clone(), clock, Arc::new(config), "intake");
-    Door { intake: Intake::new(ctx.clone(), SECRET.to_vec()), store, queue, ctx }
+    let secrets = WebhookSecrets::parse(
+        &serde_json::json!({"default": String::from_utf8_lossy(SECRET), "emea": "emea-secret-0123456789"}).to_string(),
+        "default",
+    )
+    .unwrap();
+    Door { intake: Intake::new(ctx.clone(), secrets), store, queue, ctx }
 }
 
 fn post(headers: Vec<(&str, String)>, body: &str) -> HttpRequest {
@@ -92,7 +97,7 @@ async fn signed_requests_are_accepted_once_and_replays_refused() {
     let again = d.intake.handle(&post(vec![signed(body, NOW_MS / 1000)], body)).await;
     assert_eq!(again.status, 202);
     assert!(again.body.contains("duplicate"));
-    let case = d.ctx.repo.case(&CaseKey::new("default", "7").unwrap()).await.unwrap().unwrap();
+    let case = d.ctx.store.case(&CaseKey::new("default", "7").unwrap()).await.unwrap().unwrap().value;
     assert_eq!(case.status, CaseStatus::Received);
     assert_eq!(case.hint.severity, Severity::High);
 }
@@ -105,17 +110,26 @@ async fn every_payload_shape_makes_a_case_under_the_right_tenant() {
         (r#"{"incident_id": "12", "severity": "high", "status": "new", "hosts": ["pc:1"]}"#, "default", "12"),
         (r#"{"incident": {"incident_id": "13", "status": "under_investigation"}}"#, "default", "13"),
         (r#"{"case_id": 14, "case_name": "x", "status_progress": "New"}"#, "default", "14"),
-        (r#"{"tenant": "emea", "case": {"case_id": 15, "status_progress": "In Progress"}}"#, "emea", "15"),
     ];
     for (body, tenant, id) in shapes {
         let resp = d.intake.handle(&post(vec![bearer()], body)).await;
         assert_eq!(resp.status, 202, "{body}: {}", resp.body);
-        assert!(d.ctx.repo.case(&CaseKey::new(tenant, id).unwrap()).await.unwrap().is_some(), "{body}");
+        assert!(d.ctx.store.case(&CaseKey::new(tenant, id).unwrap()).await.unwrap().is_some(), "{body}");
     }
-    let hdr = d.intake.handle(&post(vec![bearer(), ("x-dossier-tenant", "apac".into())], r#"{"case_id": 16}"#)).await;
-    assert_eq!(hdr.status, 202);
-    assert!(d.ctx.repo.case(&CaseKey::new("apac", "16").unwrap()).await.unwrap().is_some());
-    assert_eq!(d.queue.depth(&QueueName::collect()), 6);
+    // The tenant is the one whose secret verified the delivery.
+    let emea = [("authorization", "Bearer emea-secret-0123456789".to_string())];
+    let resp =
+        d.intake.handle(&post(emea.to_vec(), r#"{"tenant": "emea", "case": {"case_id": 15, "status_progress": "In Progress"}}"#)).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert!(d.ctx.store.case(&CaseKey::new("emea", "15").unwrap()).await.unwrap().is_some());
+    // A header or a body naming another tenant does not move the delivery there.
+    let hdr = d.intake.handle(&post(vec![bearer(), ("x-dossier-tenant", "emea".into())], r#"{"case_id": 16}"#)).await;
+    assert_eq!(hdr.status, 401, "{}", hdr.body);
+    let body = d.intake.handle(&post(vec![bearer()], r#"{"tenant": "emea", "case_id": 16}"#)).await;
+    assert_eq!(body.status, 400, "{}", body.body);
+    assert!(d.ctx.store.case(&CaseKey::new("emea", "16").unwrap()).await.unwrap().is_none());
+    assert!(d.ctx.store.case(&CaseKey::new("default", "16").unwrap()).await.unwrap().is_none());
+    assert_eq!(d.queue.depth(&QueueName::collect()), 5);
 }
 
 #[tokio::test]

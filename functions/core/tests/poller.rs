@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dossier_core::case::{CaseKey, Trigger};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::Severity;
+use dossier_core::domain::{CaseKey, Trigger};
 use dossier_core::embedded::{ManualClock, MemoryQueue, MemoryStore};
 use dossier_core::ports::{Clock, IncidentRef, QueueName, XdrApi, XdrError};
 use dossier_core::stages::{Context, Poller};
-use dossier_core::xdr::Severity;
 
 struct Listing {
     incidents: Mutex<Vec<IncidentRef>>,
@@ -39,6 +39,15 @@ impl XdrApi for Listing {
         Err(XdrError::NotConfigured("not in this test".into()))
     }
     async fn action_status(&self, _: &str) -> Result<Vec<(String, String)>, XdrError> {
+        Err(XdrError::NotConfigured("not in this test".into()))
+    }
+    async fn comment_exists(&self, _: &str, _: &str) -> Result<Option<bool>, XdrError> {
+        Err(XdrError::NotConfigured("not in this test".into()))
+    }
+    async fn endpoint_isolated(&self, _: &str) -> Result<Option<bool>, XdrError> {
+        Err(XdrError::NotConfigured("not in this test".into()))
+    }
+    async fn manual_severity(&self, _: &str) -> Result<Option<String>, XdrError> {
         Err(XdrError::NotConfigured("not in this test".into()))
     }
 }
@@ -74,10 +83,10 @@ async fn each_incident_becomes_one_case_and_the_watermark_moves_with_a_lag() {
 
     let first = poller.poll().await.unwrap();
     assert_eq!((first.seen, first.opened, first.skipped, first.resolved, first.already_known), (4, 2, 1, 1, 0));
-    let case = ctx.repo.case(&CaseKey::new("default", "1").unwrap()).await.unwrap().unwrap();
+    let case = ctx.store.case(&CaseKey::new("default", "1").unwrap()).await.unwrap().unwrap().value;
     assert_eq!(case.trigger, Trigger::Poller);
     assert_eq!(case.hint.severity, Severity::High);
-    assert!(ctx.repo.case(&CaseKey::new("default", "3").unwrap()).await.unwrap().is_none(), "below the rollout minimum");
+    assert!(ctx.store.case(&CaseKey::new("default", "3").unwrap()).await.unwrap().is_none(), "below the rollout minimum");
     assert_eq!(queue.depth(&QueueName::collect()), 2);
 
     // The same incidents seen again (overlapping windows): no new case, no new message.

@@ -7,10 +7,10 @@
 //! so extraction has a thousand alerts' worth of distinct indicators to find, normalise and rank.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
+use dossier_core::domain::InternalNames;
+use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::dossier::{deterministic, render_comment};
 use dossier_core::extract::extract;
-use dossier_core::indicator::InternalNames;
 use dossier_core::stages::apply_extra_data;
 use dossier_core::synthesis::Pseudonyms;
 use dossier_core::xdr::parse_extra_data;
@@ -22,7 +22,7 @@ fn collected_case(raw: &str) -> Case {
     let first = data.swap_remove(0);
     let extraction = extract(&first, &names);
     let key = CaseKey::new("bench", &first.incident.incident_id).expect("sample id is a valid key");
-    let mut case = Case::new(key, Trigger::Local, IncidentHint::default(), 0);
+    let mut case = Case::new(key, Trigger::Local, IncidentHint::default(), 0, &Default::default());
     apply_extra_data(&mut case, &first, extraction, 500);
     case
 }

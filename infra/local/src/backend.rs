@@ -1,5 +1,8 @@
-//! The pipeline wired for local runs, and the pump that delivers queue messages to the stages the
-//! way Lambda's SQS event source mappings do (at least once, retries with delay, DLQ on redrive).
+//! The pipeline wired for local runs, and the runner that delivers queue messages to the stages
+//! the way Lambda's SQS event source mappings do: at batch size 1, at least once, each message
+//! under its function's timeout (a handler past it is killed and its message comes back after
+//! the visibility timeout), with the core's disposition rule deciding what happens to a message.
+//! The reconciler runs on its schedule too.
 
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -12,15 +15,19 @@ use tracing::warn;
 
 use dossier_adapters::dynamo::{DynamoStore, TableNames};
 use dossier_adapters::sqs::SqsQueue;
-use dossier_core::case::{CaseKey, CaseStatus};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::{CaseKey, CaseStatus};
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
 use dossier_core::metrics::{Metrics, NoMetrics};
 use dossier_core::ports::{Clock, Delivery, DocStore, IdentityAdmin, Notifier, Queue, QueueConsumer, QueueName, XdrApi};
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
-use dossier_core::stages::{Approve, Collect, Context, Enrich, Intake, MessageHandler, StageError, Synthesize, Writeback};
+use dossier_core::stages::{
+    dispose, Approve, Collect, Context, Deadline, Disposition, Enrich, Intake, MessageHandler, Reconciler, StageError, Synthesize,
+    Writeback,
+};
 use dossier_core::synthesis::LanguageModel;
+use dossier_core::xdr::WebhookSecrets;
 
 /// Where state and queues live.
 #[derive(Clone)]
@@ -28,41 +35,54 @@ pub struct Backend {
     pub store: Arc<dyn DocStore>,
     pub queue: Arc<dyn Queue>,
     pub consumer: Arc<dyn QueueConsumer>,
-    /// Set for the embedded backend: lets the pump see delayed messages and the DLQ.
+    /// Set for the embedded backend: lets the runner see delayed messages and the DLQ.
     pub memory_queue: Option<Arc<MemoryQueue>>,
+    /// Set for the embedded backend: counts the store calls.
+    pub memory_store: Option<Arc<MemoryStore>>,
     /// Where the stages' metrics go (Lambda: EMF lines on stdout; local runs: nowhere).
     pub metrics: Arc<dyn Metrics>,
 }
 
 impl Backend {
-    pub fn embedded(clock: Arc<dyn Clock>) -> Backend {
-        let queue = Arc::new(MemoryQueue::new(clock, Duration::from_secs(30), dossier_adapters::provision::MAX_RECEIVE_COUNT));
+    /// The embedded store and queue; messages become visible again `visibility` after a
+    /// receive that was not acknowledged.
+    pub fn embedded_with(clock: Arc<dyn Clock>, visibility: Duration) -> Backend {
+        let queue = Arc::new(MemoryQueue::new(clock, visibility, dossier_adapters::provision::MAX_RECEIVE_COUNT));
+        let store = Arc::new(MemoryStore::new());
         Backend {
-            store: Arc::new(MemoryStore::new()),
+            store: store.clone(),
             queue: queue.clone(),
             consumer: queue.clone(),
             memory_queue: Some(queue),
+            memory_store: Some(store),
             metrics: Arc::new(NoMetrics),
         }
+    }
+
+    pub fn embedded(clock: Arc<dyn Clock>) -> Backend {
+        Self::embedded_with(clock, Duration::from_secs(30))
     }
 
     /// The AWS adapters against `endpoint` (moto server or an AWS endpoint), creating the tables
     /// and queues under `prefix` if they are missing.
     pub async fn aws(endpoint: &str, prefix: &str, sources: &[String]) -> Result<Backend, String> {
+        Self::aws_with(endpoint, prefix, sources, 30).await
+    }
+
+    pub async fn aws_with(endpoint: &str, prefix: &str, sources: &[String], visibility_s: u32) -> Result<Backend, String> {
         let sdk = dossier_adapters::aws::sdk_config_for(endpoint).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let tables = TableNames::prefixed(prefix);
-        for t in [&tables.cases, &tables.audit, &tables.cache] {
-            dossier_adapters::provision::ensure_table(&ddb, t).await?;
-        }
+        dossier_adapters::provision::ensure_tables(&ddb, &tables).await?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let urls = dossier_adapters::provision::ensure_queues(&sqs, prefix, &queue_names(sources), 30).await?;
+        let urls = dossier_adapters::provision::ensure_queues(&sqs, prefix, &queue_names(sources), visibility_s).await?;
         let queue = Arc::new(SqsQueue::new(sqs, urls));
         Ok(Backend {
             store: Arc::new(DynamoStore::new(ddb, tables)),
             queue: queue.clone(),
             consumer: queue,
             memory_queue: None,
+            memory_store: None,
             metrics: Arc::new(NoMetrics),
         })
     }
@@ -75,10 +95,62 @@ pub fn queue_names(sources: &[String]) -> Vec<QueueName> {
     q
 }
 
-/// How long an idle poller waits on an empty queue (long polling, like Lambda's pollers): a
+/// How long an idle receiver waits on an empty queue (long polling, like Lambda's pollers): a
 /// message is picked up as soon as it arrives, and an idle pipeline costs no CPU. Also how long
 /// `run_workers` may take to notice `stop`.
 const POLL_WAIT: Duration = Duration::from_secs(1);
+
+/// Lambda's timings for one function, in the pipeline's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionTimes {
+    /// The function's timeout: a handler still running then is killed.
+    pub timeout: Duration,
+    /// When a failed message is delivered again (Lambda: the queue's visibility timeout).
+    pub failure_retry: Duration,
+}
+
+/// The timings of every function, and how fast the pipeline's clock runs against the wall
+/// clock (`scale` pipeline milliseconds per real millisecond; 1 outside of compressed tests).
+#[derive(Clone, Debug)]
+pub struct Timings {
+    pub collect: FunctionTimes,
+    pub enrich: FunctionTimes,
+    pub synthesize: FunctionTimes,
+    pub writeback: FunctionTimes,
+    /// How often the reconciler runs.
+    pub reconcile_every: Duration,
+    pub scale: f64,
+}
+
+impl Timings {
+    /// The template's timeouts; failed messages come back after a second instead of the
+    /// visibility timeout, so local runs do not sit idle.
+    pub fn local() -> Timings {
+        let f = |timeout_s: u64| FunctionTimes { timeout: Duration::from_secs(timeout_s), failure_retry: Duration::from_secs(1) };
+        Timings {
+            collect: f(30),
+            enrich: f(60),
+            synthesize: f(180),
+            writeback: f(60),
+            reconcile_every: Duration::from_secs(300),
+            scale: 1.0,
+        }
+    }
+
+    fn of(&self, queue: &QueueName) -> FunctionTimes {
+        match queue.as_str() {
+            "collect" => self.collect,
+            "synthesize" => self.synthesize,
+            "writeback" => self.writeback,
+            _ => self.enrich,
+        }
+    }
+
+    /// A pipeline-clock duration in wall-clock time.
+    pub fn real(&self, d: Duration) -> Duration {
+        Duration::from_secs_f64(d.as_secs_f64() / self.scale.max(1e-6))
+    }
+}
 
 /// All stages on one backend.
 pub struct LocalPipeline {
@@ -86,11 +158,14 @@ pub struct LocalPipeline {
     pub backend: Backend,
     pub intake: Intake,
     pub approve: Approve,
+    pub reconciler: Reconciler,
     collect: Collect,
     enrich: Enrich,
     synthesize: Synthesize,
     writeback: Writeback,
     queues: Vec<QueueName>,
+    clock: Arc<dyn Clock>,
+    pub timings: Timings,
 }
 
 pub struct PipelineParts {
@@ -100,13 +175,19 @@ pub struct PipelineParts {
     pub xdr: Arc<dyn XdrApi>,
     pub sources: Vec<Arc<dyn Source>>,
     pub signer: Arc<LinkSigner>,
-    pub webhook_secret: Vec<u8>,
+    pub webhook_secrets: WebhookSecrets,
     /// Writes the dossiers when set (else the deterministic dossier).
     pub model: Option<Arc<dyn LanguageModel>>,
     /// Runs approved `disable_user` actions when set.
     pub identity: Option<Arc<dyn IdentityAdmin>>,
     /// Tell approvers (Slack, Teams, e-mail).
     pub notifiers: Vec<Arc<dyn Notifier>>,
+}
+
+/// The webhook secret of local runs that have none (the demo and `run` take no webhooks).
+pub fn no_webhooks() -> WebhookSecrets {
+    let secret = format!("{}{}", dossier_core::random::new_nonce(), dossier_core::random::new_nonce());
+    WebhookSecrets::single("default", secret.as_bytes()).expect("a 48-character secret is valid")
 }
 
 impl LocalPipeline {
@@ -119,8 +200,9 @@ impl LocalPipeline {
             Context::new(b.store.clone(), b.queue.clone(), parts.clock.clone(), config.clone(), actor).with_metrics(b.metrics.clone())
         };
         LocalPipeline {
-            intake: Intake::new(ctx("intake"), parts.webhook_secret.clone()),
+            intake: Intake::new(ctx("intake"), parts.webhook_secrets.clone()),
             approve: Approve::new(ctx("approve"), parts.signer.clone()),
+            reconciler: Reconciler::new(ctx("reconcile")),
             collect: Collect::new(ctx("collect"), parts.xdr.clone()),
             enrich: Enrich::new(ctx("enrich"), parts.sources.clone()),
             synthesize: match parts.model.clone() {
@@ -135,7 +217,14 @@ impl LocalPipeline {
             queues: queue_names(&config.sources),
             ctx: ctx("dossier-local"),
             backend: parts.backend,
+            clock: parts.clock,
+            timings: Timings::local(),
         }
+    }
+
+    pub fn with_timings(mut self, timings: Timings) -> LocalPipeline {
+        self.timings = timings;
+        self
     }
 
     fn handler(&self, queue: &QueueName) -> &dyn MessageHandler {
@@ -162,16 +251,35 @@ impl LocalPipeline {
         Ok(deliveries.len())
     }
 
-    /// Runs every queue until `stop` is set, the way Lambda's event source mappings do at batch
-    /// size 1: each message is handled as soon as it arrives, as its own task (an invocation), up
-    /// to `concurrency` at a time per queue (the function's concurrency). A slow stage (the model)
-    /// never holds up the other queues and one slow message never holds up the next.
+    /// Runs every queue and the reconciler until `stop` is set, the way Lambda's event source
+    /// mappings do at batch size 1: each message is handled as soon as it arrives, as its own
+    /// task (an invocation), up to `concurrency` at a time per queue.
     pub async fn run_workers(self: &Arc<Self>, concurrency: usize, stop: &Arc<AtomicBool>) {
-        let mut dispatchers = JoinSet::new();
+        let mut tasks = JoinSet::new();
         for queue in self.queues.clone() {
-            dispatchers.spawn(self.clone().dispatch(queue, concurrency.max(1), stop.clone()));
+            tasks.spawn(self.clone().dispatch(queue, concurrency.max(1), stop.clone()));
         }
-        while dispatchers.join_next().await.is_some() {}
+        tasks.spawn(self.clone().reconcile_on_schedule(stop.clone()));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn reconcile_on_schedule(self: Arc<Self>, stop: Arc<AtomicBool>) {
+        let every = self.timings.real(self.timings.reconcile_every);
+        loop {
+            // Sleep in slices so `stop` is noticed.
+            let mut waited = Duration::ZERO;
+            while waited < every {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let slice = POLL_WAIT.min(every - waited);
+                tokio::time::sleep(slice).await;
+                waited += slice;
+            }
+            if let Err(e) = self.reconciler.run().await {
+                warn!(error = %e, "reconciler run failed");
+            }
+        }
     }
 
     /// One queue's long-polling receiver: takes as many messages as there are free slots and
@@ -214,33 +322,31 @@ impl LocalPipeline {
         }
     }
 
+    /// One invocation: the handler runs under the function's timeout; the disposition decides
+    /// what happens to the message. A killed invocation leaves its message in flight: it comes
+    /// back when its visibility timeout lapses, as on Lambda.
     async fn deliver(&self, d: &Delivery) -> Result<(), StageError> {
-        match self.handler(&d.queue).handle(&d.body).await {
-            Ok(()) => self.backend.consumer.ack(d).await?,
-            Err(e) => {
-                // Like Lambda: the message stays; it comes back after the delay and goes to the
-                // DLQ intact after the redrive limit.
-                let delay = e.retry_after().unwrap_or_else(|| {
-                    if e.is_retryable() {
-                        Duration::from_millis(200 * u64::from(d.receive_count))
-                    } else {
-                        Duration::ZERO
-                    }
-                });
-                warn!(queue = %d.queue, error = %e, attempt = d.receive_count, "message failed");
-                self.backend.consumer.retry_later(d, delay).await?;
-            }
+        let times = self.timings.of(&d.queue);
+        let deadline = Deadline::after(self.clock.now_ms(), times.timeout);
+        let run = dispose(self.handler(&d.queue), self.backend.queue.as_ref(), &d.queue, &d.body, deadline);
+        match tokio::time::timeout(self.timings.real(times.timeout), run).await {
+            Err(_) => warn!(queue = %d.queue, "invocation killed at its timeout; the message returns after its visibility timeout"),
+            Ok(Disposition::Ack | Disposition::Defer(_)) => self.backend.consumer.ack(d).await?,
+            Ok(Disposition::Fail { .. }) => self.backend.consumer.retry_later(d, times.failure_retry).await?,
         }
         Ok(())
     }
 
-    /// Pumps until every case is settled (dossier written, or failed) and nothing is due, or the
-    /// wall-clock budget runs out. Waits out delayed messages (deadlines, retries) in between.
+    /// Pumps until every case is settled (dossier written, or ended) and nothing is due, or the
+    /// wall-clock budget runs out. Waits out delayed messages (deadlines, retries) in between,
+    /// and runs the reconciler when nothing else moves.
     pub async fn run_until_settled(&self, cases: &[CaseKey], budget: Duration) -> Result<bool, StageError> {
         let started = std::time::Instant::now();
+        let mut idle = Duration::ZERO;
         loop {
             let handled = self.pump_once().await?;
             if handled > 0 {
+                idle = Duration::ZERO;
                 continue;
             }
             if self.all_settled(cases).await? {
@@ -249,26 +355,56 @@ impl LocalPipeline {
             if started.elapsed() >= budget {
                 return Ok(false);
             }
+            idle += Duration::from_millis(20);
+            if idle >= self.timings.real(self.timings.reconcile_every) {
+                idle = Duration::ZERO;
+                self.reconciler.run().await?;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn all_settled(&self, cases: &[CaseKey]) -> Result<bool, StageError> {
         for key in cases {
-            match self.ctx.repo.case(key).await? {
-                Some(c) if c.status.is_settled() => {}
+            match self.ctx.store.case(key).await? {
+                Some(c) if c.value.status.is_settled() => {}
                 _ => return Ok(false),
             }
         }
         Ok(true)
     }
 
+    /// The case as stored (tests and reports read through these).
+    pub async fn case(&self, key: &CaseKey) -> Result<Option<dossier_core::domain::Case>, StageError> {
+        Ok(self.ctx.store.case(key).await?.map(|c| c.value))
+    }
+
+    pub async fn actions(&self, key: &CaseKey) -> Result<Vec<dossier_core::domain::Action>, StageError> {
+        Ok(self.ctx.store.actions(key).await?.into_iter().map(|a| a.value).collect())
+    }
+
+    pub async fn action(&self, key: &CaseKey, id: &str) -> Result<Option<dossier_core::domain::Action>, StageError> {
+        Ok(self.ctx.store.action(key, id).await?.map(|a| a.value))
+    }
+
+    pub async fn draft(&self, key: &CaseKey, id: &str) -> Result<Option<dossier_core::domain::Draft>, StageError> {
+        Ok(self.ctx.store.draft(key, id).await?.map(|d| d.value))
+    }
+
+    pub async fn dossier(&self, key: &CaseKey) -> Result<Option<dossier_core::dossier::Dossier>, StageError> {
+        Ok(self.ctx.store.dossier(key).await?)
+    }
+
+    pub async fn reports(&self, key: &CaseKey) -> Result<Vec<dossier_core::sources::SourceReport>, StageError> {
+        Ok(self.ctx.store.reports(key).await?)
+    }
+
     /// Status of each case, for reports.
     pub async fn statuses(&self, cases: &[CaseKey]) -> Result<HashMap<CaseKey, CaseStatus>, StageError> {
         let mut out = HashMap::new();
         for key in cases {
-            if let Some(c) = self.ctx.repo.case(key).await? {
-                out.insert(key.clone(), c.status);
+            if let Some(c) = self.ctx.store.case(key).await? {
+                out.insert(key.clone(), c.value.status);
             }
         }
         Ok(out)

@@ -10,11 +10,11 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dossier_core::case::{Case, CaseKey};
 use dossier_core::config::{Phase, PipelineConfig};
+use dossier_core::domain::{Case, CaseKey};
+use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
-use dossier_core::indicator::{Indicator, IndicatorKind};
 use dossier_core::ports::{Clock, IncidentRef, SystemClock, XdrApi, XdrError};
 use dossier_core::ratelimit::RateLimit;
 use dossier_core::signing::{LinkSigner, SigningKey};
@@ -23,6 +23,7 @@ use dossier_core::sources::{
 };
 use dossier_core::stages::HttpHandler;
 use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
+use dossier_core::xdr::WebhookSecrets;
 
 use crate::backend::{Backend, LocalPipeline, PipelineParts};
 use crate::samples::SAMPLES;
@@ -59,6 +60,9 @@ pub struct BenchReport {
     /// HTTP-equivalent calls per distinct indicator, per simulated source.
     pub calls_per_indicator: HashMap<String, f64>,
 }
+
+/// The bench's webhook secret.
+const BENCH_SECRET: &str = "bench-webhook-secret-0001";
 
 /// Stands for the incident id in the served sample, replaced per request.
 const ID_PLACEHOLDER: &str = "bench-incident-id-placeholder";
@@ -103,6 +107,15 @@ impl XdrApi for SimulatedXdr {
     }
     async fn action_status(&self, a: &str) -> Result<Vec<(String, String)>, XdrError> {
         self.inner.action_status(a).await
+    }
+    async fn comment_exists(&self, id: &str, marker: &str) -> Result<Option<bool>, XdrError> {
+        self.inner.comment_exists(id, marker).await
+    }
+    async fn endpoint_isolated(&self, e: &str) -> Result<Option<bool>, XdrError> {
+        self.inner.endpoint_isolated(e).await
+    }
+    async fn manual_severity(&self, id: &str) -> Result<Option<String>, XdrError> {
+        self.inner.manual_severity(id).await
     }
 }
 
@@ -228,7 +241,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         xdr: xdr.clone(),
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "bench".into(), secret: vec![7; 32] }]).map_err(|e| e.to_string())?),
-        webhook_secret: b"bench".to_vec(),
+        webhook_secrets: WebhookSecrets::single("default", BENCH_SECRET.as_bytes()).map_err(|e| e.to_string())?,
         model,
         identity: None,
         notifiers: Vec::new(),
@@ -243,7 +256,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         let req = HttpRequest {
             method: "POST".into(),
             path: "/webhook".into(),
-            headers: vec![("authorization".into(), "Bearer bench".into())],
+            headers: vec![("authorization".into(), format!("Bearer {BENCH_SECRET}"))],
             body: json!({"case_id": id, "severity": "high"}).to_string().into_bytes(),
             ..Default::default()
         };
@@ -295,11 +308,11 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     let mut calls: HashMap<String, f64> = HashMap::new();
     let mut distinct = 0usize;
     if let Some(k) = keys.first() {
-        let case: Option<Case> = pipeline.ctx.repo.case(k).await.map_err(|e| e.to_string())?;
+        let case: Option<Case> = pipeline.ctx.store.case(k).await.map_err(|e| e.to_string())?.map(|c| c.value);
         distinct = case.map_or(0, |c| c.indicators.iter().filter(|i| !i.internal && !i.kind.is_entity()).count());
     }
     for key in &keys {
-        for r in pipeline.ctx.repo.source_reports(key).await.map_err(|e| e.to_string())? {
+        for r in pipeline.ctx.store.reports(key).await.map_err(|e| e.to_string())? {
             if r.source.starts_with("sim-") {
                 *calls.entry(r.source).or_default() += f64::from(r.calls);
             }

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use dossier_adapters::llm::OpenAiCompatible;
 use dossier_adapters::xdr::{XdrCredentials, XdrHttp};
-use dossier_core::case::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::config::PipelineConfig;
+use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::ports::{Clock, SystemClock, XdrApi};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::stages::open_case;
 use dossier_core::synthesis::LanguageModel;
+use dossier_core::xdr::WebhookSecrets;
 use dossier_core::xdr::{parse_extra_data, ExtraData};
-use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
+use dossier_local::backend::{no_webhooks, Backend, LocalPipeline, PipelineParts};
 use dossier_local::report::case_report;
 use dossier_local::samples::SAMPLES;
 
@@ -230,7 +231,7 @@ async fn pipeline(
     config: PipelineConfig,
     xdr: Arc<dyn XdrApi>,
     aws_endpoint: Option<&str>,
-    webhook_secret: Vec<u8>,
+    webhook_secrets: WebhookSecrets,
     model: Option<Arc<dyn LanguageModel>>,
 ) -> Result<LocalPipeline, BadInput> {
     let names = dossier_local::sources::names();
@@ -245,7 +246,7 @@ async fn pipeline(
         xdr,
         sources,
         signer: local_signer()?,
-        webhook_secret,
+        webhook_secrets,
         model,
         identity: None,
         notifiers: local_notifiers(),
@@ -260,7 +261,7 @@ fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInpu
         created_at_ms: data.incident.creation_ms,
         ..Default::default()
     };
-    Ok(Case::new(key, Trigger::Local, hint, now_ms))
+    Ok(Case::new(key, Trigger::Local, hint, now_ms, &Default::default()))
 }
 
 const RUN_BUDGET: Duration = Duration::from_secs(600);
@@ -279,7 +280,7 @@ async fn run(
     let mut config = config()?;
     config.enrich_deadline = config.enrich_deadline.min(Duration::from_secs(90));
     let xdr = Arc::new(RecordingXdr::serving(text.clone()));
-    let pipeline = pipeline(config, xdr.clone(), aws_endpoint, Vec::new(), model).await?;
+    let pipeline = pipeline(config, xdr.clone(), aws_endpoint, no_webhooks(), model).await?;
     let now = SystemClock.now_ms();
     let mut keys = Vec::new();
     for data in &incidents {
@@ -405,7 +406,7 @@ async fn demo(json: bool) -> Result<ExitCode, BadInput> {
         }
     }
     let xdr = Arc::new(RecordingXdr::with_incidents(replies));
-    let pipeline = pipeline(config()?, xdr.clone(), None, Vec::new(), None).await?;
+    let pipeline = pipeline(config()?, xdr.clone(), None, no_webhooks(), None).await?;
     let mut keys = Vec::new();
     for (_, case) in &cases {
         keys.push(case.key.clone());
@@ -447,6 +448,8 @@ async fn demo(json: bool) -> Result<ExitCode, BadInput> {
 async fn serve(addr: SocketAddr, aws_endpoint: Option<&str>, seed_demo: bool) -> Result<ExitCode, BadInput> {
     let secret = env("DOSSIER_WEBHOOK_SECRET")
         .ok_or_else(|| BadInput("set DOSSIER_WEBHOOK_SECRET (the shared secret webhook callers send)".into()))?;
+    let default_tenant = env("DOSSIER_DEFAULT_TENANT").unwrap_or_else(|| "default".into());
+    let secrets = WebhookSecrets::parse(&secret, &default_tenant).map_err(|e| BadInput(format!("DOSSIER_WEBHOOK_SECRET: {e}")))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| BadInput(format!("cannot listen on {addr}: {e}")))?;
     let bound = listener.local_addr().map_err(|e| BadInput(e.to_string()))?;
     let mut config = config()?;
@@ -473,7 +476,7 @@ async fn serve(addr: SocketAddr, aws_endpoint: Option<&str>, seed_demo: bool) ->
             config,
             xdr,
             aws_endpoint,
-            secret.into_bytes(),
+            secrets,
             model(env("DOSSIER_LLM_URL").as_deref(), &env("DOSSIER_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into())),
         )
         .await?,
@@ -490,8 +493,8 @@ async fn serve(addr: SocketAddr, aws_endpoint: Option<&str>, seed_demo: bool) ->
         }
         pipeline.run_until_settled(&keys, RUN_BUDGET).await.map_err(|e| BadInput(format!("seeding the demo: {e}")))?;
         for key in &keys {
-            for a in pipeline.ctx.repo.actions(key).await.map_err(|e| BadInput(e.to_string()))? {
-                for l in a.links {
+            for a in pipeline.ctx.store.actions(key).await.map_err(|e| BadInput(e.to_string()))? {
+                for l in a.value.links {
                     println!("approval: {}", l.url);
                 }
             }

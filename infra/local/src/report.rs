@@ -2,24 +2,23 @@
 
 use serde_json::{json, Value};
 
-use dossier_core::case::CaseKey;
-use dossier_core::dossier::Draft;
+use dossier_core::domain::{Action, CaseKey, Draft, IndicatorKind};
 use dossier_core::embedded::XdrWrite;
-use dossier_core::indicator::IndicatorKind;
 use dossier_core::stages::StageError;
 
 use crate::backend::LocalPipeline;
 
 /// Everything about one case after a run.
 pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[XdrWrite]) -> Result<Value, StageError> {
-    let repo = &pipeline.ctx.repo;
-    let case = repo.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
-    let reports = repo.source_reports(key).await?;
+    let store = &pipeline.ctx.store;
+    let case = store.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?.value;
+    let reports = store.reports(key).await?;
     let draft: Option<Draft> = match &case.draft_id {
-        Some(id) => repo.draft(key, id).await?,
+        Some(id) => store.draft(key, id).await?.map(|d| d.value),
         None => None,
     };
-    let actions = repo.actions(key).await?;
+    let dossier = store.dossier(key).await?;
+    let actions: Vec<Action> = store.actions(key).await?.into_iter().map(|a| a.value).collect();
     let indicators: Vec<Value> = case
         .indicators
         .iter()
@@ -37,13 +36,12 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
             json!({"type": i.kind.as_str(), "value": i.value, "internal": i.internal, "seen_in": i.seen_in, "verdicts": verdicts})
         })
         .collect();
-    let techniques: Vec<Value> = match &draft {
+    let techniques: Vec<Value> = match &dossier {
         Some(d) => d
-            .dossier
             .techniques
             .iter()
             .map(|t| {
-                let inferred = d.dossier.inferred.iter().find(|i| i.id == t.id);
+                let inferred = d.inferred.iter().find(|i| i.id == t.id);
                 json!({"id": t.id, "name": t.name, "tactics": t.tactics, "inferred": inferred.is_some(), "rule": inferred.map(|i| &i.rule), "evidence": inferred.map(|i| &i.evidence)})
             })
             .collect(),
@@ -58,29 +56,31 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         })
         .collect();
     sources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let dossier = draft.as_ref().map(|d| {
-        json!({
-            "ai_generated": d.dossier.ai_generated,
-            "model": d.dossier.model,
-            "prompt_version": d.dossier.prompt_version,
-            "model_run": d.dossier.model_run,
-            "timeline": d.dossier.timeline,
-            "impacted": d.dossier.impacted,
-            "summary": d.dossier.summary,
-            "severity": d.dossier.severity.as_str(),
-            "hypotheses": d.dossier.hypotheses.iter().map(|h| json!({"text": h.text, "confidence": h.confidence, "evidence": h.evidence})).collect::<Vec<_>>(),
-            "actors": d.dossier.actors.iter().map(|g| json!({"id": g.id, "name": g.name, "score": g.score, "shared": g.shared})).collect::<Vec<_>>(),
-            "next_steps": d.dossier.next_steps.iter().map(|n| json!({"text": n.text, "xql": n.xql})).collect::<Vec<_>>(),
-            "missing_sources": d.dossier.missing_sources,
-            "comment": d.comment,
-        })
-    });
+    let dossier = match (&dossier, &draft) {
+        (Some(d), Some(draft)) => Some(json!({
+            "ai_generated": d.ai_generated,
+            "model": d.model,
+            "prompt_version": d.prompt_version,
+            "model_run": d.model_run,
+            "timeline": d.timeline,
+            "impacted": d.impacted,
+            "summary": d.summary,
+            "severity": d.severity.as_str(),
+            "hypotheses": d.hypotheses.iter().map(|h| json!({"text": h.text, "confidence": h.confidence, "evidence": h.evidence})).collect::<Vec<_>>(),
+            "actors": d.actors.iter().map(|g| json!({"id": g.id, "name": g.name, "score": g.score, "shared": g.shared})).collect::<Vec<_>>(),
+            "next_steps": d.next_steps.iter().map(|n| json!({"text": n.text, "xql": n.xql})).collect::<Vec<_>>(),
+            "missing_sources": d.missing_sources,
+            "comment": draft.comment,
+            "comment_status": draft.status.as_str(),
+        })),
+        _ => None,
+    };
     let actions: Vec<Value> = actions
         .iter()
         .map(|a| {
             json!({
                 "id": a.id, "kind": a.kind.as_str(), "target": a.target, "target_label": a.target_label,
-                "rationale": a.rationale, "status": a.status.as_str(),
+                "rationale": a.rationale, "status": a.status.as_str(), "end_reason": a.end_reason,
                 "approval_url": a.links.first().map(|l| l.url.clone()),
                 "approvals": a.links.iter().map(|l| json!({"approver": l.approver, "url": l.url, "expires_at_ms": l.expires_at_ms})).collect::<Vec<_>>(),
             })
@@ -93,7 +93,7 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         .map(|w| json!({"endpoint": w.endpoint, "body": w.body}))
         .collect();
     Ok(json!({
-        "case": {"tenant": key.tenant, "incident_id": key.incident_id, "status": case.status.as_str(), "failure": case.failure, "severity": case.severity.as_str(), "alert_count": case.alert_count},
+        "case": {"tenant": key.tenant, "incident_id": key.incident_id, "status": case.status.as_str(), "failure": case.failure, "severity": case.severity.as_str(), "alert_count": case.alert_count, "resolution": case.resolution},
         "indicators": indicators,
         "techniques": techniques,
         "sources": sources,
@@ -106,10 +106,9 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
 
 /// The full dossier of a case as an HTML page.
 pub async fn html_page(pipeline: &LocalPipeline, key: &CaseKey) -> Result<String, StageError> {
-    let repo = &pipeline.ctx.repo;
-    let case = repo.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?;
-    let draft_id = case.draft_id.clone().ok_or_else(|| StageError::BadMessage("no dossier yet".into()))?;
-    let draft = repo.draft(key, &draft_id).await?.ok_or_else(|| StageError::BadMessage("no dossier yet".into()))?;
-    let actions = repo.actions(key).await?;
-    Ok(dossier_core::report_html::render_html(&case, &draft.dossier, &actions))
+    let store = &pipeline.ctx.store;
+    let case = store.case(key).await?.ok_or_else(|| StageError::BadMessage(format!("no case {key}")))?.value;
+    let dossier = store.dossier(key).await?.ok_or_else(|| StageError::BadMessage("no dossier yet".into()))?;
+    let actions: Vec<Action> = store.actions(key).await?.into_iter().map(|a| a.value).collect();
+    Ok(dossier_core::dossier::render_html(&case, &dossier, &actions))
 }

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dossier_core::offline::{CmdbExport, RelatedCases, CMDB_EXPORT_SOURCE, RELATED_CASES_SOURCE};
 use dossier_core::ports::{Clock, DocStore};
 use dossier_core::ratelimit::{RateLimit, RateLimiter};
 use dossier_core::sources::{
     AttackSource, IndicatorSource, IntelFeed, LookupCache, LookupLimits, NotConfigured, PerIndicator, Quota, Source, ATTACK_SOURCE,
     INTEL_FEED_SOURCE,
 };
+use dossier_core::sources::{CmdbExport, RelatedCases, CMDB_EXPORT_SOURCE, RELATED_CASES_SOURCE};
 
 use super::{abuseipdb, msgraph, okta, otx, servicenow, shodan, tenable, virustotal, xql_history};
 use crate::xdr::{XdrCredentials, XdrHttp};

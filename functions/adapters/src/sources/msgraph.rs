@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::{enc, send, text};
-use dossier_core::indicator::{Indicator, IndicatorKind};
+use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 
 pub const NAME: &str = "msgraph";

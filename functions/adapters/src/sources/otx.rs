@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use super::{enc, send};
-use dossier_core::indicator::{Indicator, IndicatorKind};
+use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 
 pub const NAME: &str = "otx";

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::xdr::XdrHttp;
-use dossier_core::dossier::xql_quote;
-use dossier_core::indicator::{Indicator, IndicatorKind};
+use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::ports::XdrError;
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+use dossier_core::xql::xql_quote;
 
 /// Named `xdr` as its configuration (`DOSSIER_XDR_URL` / `DOSSIER_XDR_KEY`).
 pub const NAME: &str = "xdr";

@@ -5,25 +5,19 @@ use std::time::Duration;
 use tracing::{info, warn, Instrument};
 
 use super::{Context, StageError};
-use crate::case::{Action, ActionStatus, Decision};
-use crate::dossier::clean_text;
+use crate::domain::{Action, ActionStatus, Decision, DecisionRefused};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::messages::Message;
 use crate::ports::QueueName;
-use crate::ports::Table;
-use crate::repo::{action_sk, Change};
 use crate::signing::{LinkClaims, LinkError, LinkSigner, Scope};
+use crate::store::{action_sk, Change, Feedback, FeedbackCounts, Voted};
+use crate::text::clean_text;
 use crate::timefmt::format_utc;
 use std::sync::Arc;
 
 pub struct Approve {
     ctx: Context,
     signer: Arc<LinkSigner>,
-}
-
-enum Decided {
-    Now(Action),
-    Already(Action),
 }
 
 impl Approve {
@@ -76,14 +70,17 @@ impl Approve {
     }
 
     async fn confirmation(&self, claims: &LinkClaims, token: &str) -> Result<HttpResponse, StageError> {
-        let Some(action) = self.ctx.repo.action(&claims.case, &claims.action).await? else {
+        let Some(action) = self.ctx.store.action(&claims.case, &claims.action).await?.map(|a| a.value) else {
             return Ok(page(404, "Unknown action", "This link names an action that does not exist."));
         };
-        let case = self.ctx.repo.case(&claims.case).await?;
+        let case = self.ctx.store.case(&claims.case).await?.map(|c| c.value);
         if action.status != ActionStatus::Proposed {
             return Ok(already_page(&action));
         }
-        let summary = case.as_ref().map(|c| clean_text(&c.hint.description, 500)).unwrap_or_default();
+        if let Some(resolution) = case.as_ref().and_then(|c| c.resolution.clone()) {
+            return Ok(resolved_page(&resolution));
+        }
+        let summary = case.as_ref().map(|c| clean_text(&c.description, 500)).unwrap_or_default();
         let view = ConfirmPage {
             title: "Approve this action?",
             incident: &claims.case.incident_id,
@@ -99,49 +96,72 @@ impl Approve {
         Ok(render(200, &view))
     }
 
+    /// Decides once. The decision is the commit point: once it is stored the page says so, even
+    /// if handing the action to writeback fails (the reconciler hands it over then).
     async fn decide(&self, claims: &LinkClaims, approved: bool, req: &HttpRequest) -> Result<HttpResponse, StageError> {
         let now = self.ctx.now_ms();
+        let resolution = self.ctx.store.case(&claims.case).await?.and_then(|c| c.value.resolution);
         let decision = Decision {
             approved,
             approver: claims.approver.clone(),
             at_ms: now,
             source_ip: req.source_ip.clone(),
             user_agent: req.header("user-agent").map(|u| clean_text(u, 300)),
+            proof: Some("link".into()),
         };
+        let verb = if approved { "approved" } else { "rejected" };
+        let event = self.ctx.event(&claims.case, "action.decided", format!("{} {verb} by {}", claims.action, claims.approver));
+        let budgets = self.ctx.config.budgets;
         let outcome = self
             .ctx
-            .repo
-            .update(&claims.case, &action_sk(&claims.action), |a: &mut Action| {
-                if a.status != ActionStatus::Proposed {
-                    return Ok::<_, StageError>(Change::Keep(Decided::Already(a.clone())));
+            .store
+            .update(&claims.case.storage_id(), &action_sk(&claims.action), |a: &mut Action, commit| {
+                match a.decide(decision.clone(), resolution.is_some(), &budgets) {
+                    Ok(()) => {
+                        commit.audit(&event)?;
+                        Ok::<_, StageError>(Change::Write(Ok(a.clone())))
+                    }
+                    Err(refused) => Ok(Change::Keep(Err((refused, a.clone())))),
                 }
-                a.status = if approved { ActionStatus::Approved } else { ActionStatus::Rejected };
-                a.decision = Some(decision.clone());
-                Ok(Change::Write(Decided::Now(a.clone())))
             })
             .await?;
         let action = match outcome {
             None => return Ok(page(404, "Unknown action", "This link names an action that does not exist.")),
-            Some(Decided::Already(a)) => {
+            Some(Err((DecisionRefused::AlreadyDecided(_), a))) => {
                 let mut resp = already_page(&a);
                 resp.status = 409;
                 return Ok(resp);
             }
-            Some(Decided::Now(a)) => a,
+            Some(Err((DecisionRefused::IncidentResolved, _))) => {
+                let mut resp = resolved_page(resolution.as_deref().unwrap_or("resolved"));
+                resp.status = 409;
+                return Ok(resp);
+            }
+            Some(Err((DecisionRefused::Expired, _))) => {
+                return Ok(page(410, "Approval closed", "The time to decide on this action has passed. Nothing was changed."))
+            }
+            Some(Ok(a)) => a,
         };
-        let verb = if approved { "approved" } else { "rejected" };
         info!(action = %action.id, approver = %claims.approver, verb, "action decided");
-        self.ctx.audit(&claims.case, "action.decided", format!("{} {} by {}", action.id, verb, claims.approver)).await?;
         // Approved or not, writeback settles the case; only an approved action executes.
-        self.ctx
+        let handed = self
+            .ctx
             .send(
                 &QueueName::writeback(),
                 &Message::ExecuteAction { case: claims.case.clone(), action_id: action.id.clone() },
                 Duration::ZERO,
             )
-            .await?;
+            .await;
+        let next = match (approved, handed) {
+            (true, Ok(())) => "It runs now; the result is posted to the incident.".to_string(),
+            (true, Err(e)) => {
+                warn!(error = %e, "execution not queued; the reconciler will hand it over");
+                "It will run within a few minutes; the result is posted to the incident.".to_string()
+            }
+            (false, _) => "Nothing will run.".to_string(),
+        };
         let body = format!(
-            "You {verb} {} on {}.\n\nRecorded {} as {}.",
+            "You {verb} {} on {}.\n\nRecorded {} as {}.\n\n{next}",
             action.kind.describe(),
             action.target_label,
             format_utc(now),
@@ -149,6 +169,14 @@ impl Approve {
         );
         Ok(page(200, if approved { "Approved" } else { "Rejected" }, &body))
     }
+}
+
+fn resolved_page(resolution: &str) -> HttpResponse {
+    page(
+        200,
+        "Incident resolved",
+        &format!("XDR resolved this incident ({resolution}), so its open actions were closed. Nothing was changed."),
+    )
 }
 
 /// The feedback question: GET only shows it.
@@ -159,57 +187,26 @@ fn feedback_form(token: &str) -> HttpResponse {
 impl Approve {
     /// One vote per link (its nonce), added to the counters of the dossier's prompt version.
     async fn feedback(&self, claims: &LinkClaims, vote: &str) -> Result<HttpResponse, StageError> {
-        if self.ctx.store.put_new(Table::Cases, "feedback-vote", &claims.nonce, vote, None).await?
-            == crate::ports::PutOutcome::AlreadyExists
-        {
-            return Ok(page(409, "Already answered", "This feedback link was already used. Thank you."));
-        }
-        let case = self.ctx.repo.case(&claims.case).await?;
-        let prompt_version = match case.and_then(|c| c.draft_id) {
-            Some(id) => self.ctx.repo.draft(&claims.case, &id).await?.map_or_else(|| "unknown".to_string(), |d| d.dossier.prompt_version),
+        let prompt_version = match self.ctx.store.draft(&claims.case, super::DRAFT_ID).await? {
+            Some(d) => d.value.prompt_version,
             None => "unknown".to_string(),
         };
         let useful = vote == "useful";
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let current = self.ctx.store.get(Table::Cases, "feedback", &prompt_version).await?;
-            let mut counts: FeedbackCounts = current.as_ref().and_then(|d| serde_json::from_str(&d.body).ok()).unwrap_or_default();
-            if useful {
-                counts.useful += 1;
-            } else {
-                counts.not_useful += 1;
-            }
-            let body = serde_json::to_string(&counts).map_err(|e| StageError::BadMessage(e.to_string()))?;
-            let written = match &current {
-                None => {
-                    self.ctx.store.put_new(Table::Cases, "feedback", &prompt_version, &body, None).await?
-                        == crate::ports::PutOutcome::Written
-                }
-                Some(doc) => {
-                    self.ctx.store.replace(Table::Cases, "feedback", &prompt_version, &body, doc.version).await?
-                        == crate::ports::ReplaceOutcome::Written
-                }
-            };
-            if written || attempts >= 8 {
-                break;
-            }
+        let event = self.ctx.event(&claims.case, "feedback", format!("{vote} for prompt {prompt_version}"));
+        match Feedback(&self.ctx.store).vote(&claims.nonce, &prompt_version, useful, &event).await? {
+            Voted::AlreadyVoted => Ok(page(409, "Already answered", "This feedback link was already used. Thank you.")),
+            Voted::Counted => Ok(page(
+                200,
+                "Thank you",
+                &format!("Recorded: {} (prompt {prompt_version}).", if useful { "useful" } else { "not useful" }),
+            )),
         }
-        self.ctx.audit(&claims.case, "feedback", format!("{vote} for prompt {prompt_version}")).await?;
-        Ok(page(200, "Thank you", &format!("Recorded: {} (prompt {prompt_version}).", if useful { "useful" } else { "not useful" })))
     }
-}
-
-/// Feedback counted per prompt version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FeedbackCounts {
-    pub useful: u64,
-    pub not_useful: u64,
 }
 
 /// The counts for one prompt version.
 pub async fn feedback_counts(ctx: &Context, prompt_version: &str) -> Result<FeedbackCounts, StageError> {
-    Ok(ctx.store.get(Table::Cases, "feedback", prompt_version).await?.and_then(|d| serde_json::from_str(&d.body).ok()).unwrap_or_default())
+    Ok(Feedback(&ctx.store).counts(prompt_version).await?)
 }
 
 fn already_page(action: &Action) -> HttpResponse {

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn, Instrument};
 
-use super::{Context, MessageHandler, StageError};
-use crate::case::{Case, CaseKey, CaseStatus};
-use crate::extract::{extract, Collector, Endpoint};
-use crate::indicator::IndicatorKind;
+use super::{Context, Deadline, MessageHandler, StageError};
+use crate::domain::{Case, CaseKey, CaseStatus};
+use crate::extract::extract;
 use crate::messages::{Message, SynthesisReason};
 use crate::ports::{QueueName, XdrApi, XdrError};
-use crate::repo::{Change, CASE_SK};
+use crate::store::{Commit, Committed, Versioned};
 use crate::xdr::{parse_extra_data, ExtraData};
 
 pub struct Collect {
@@ -26,92 +25,102 @@ impl Collect {
     }
 
     async fn collect(&self, key: &CaseKey) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else {
+        let Some(stored) = self.ctx.store.case(key).await? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
-        match case.status {
+        match stored.value.status {
             CaseStatus::Received | CaseStatus::Collecting => {}
             // A redelivery after the fan-out was (maybe partly) sent: send it again, consumers dedupe.
-            CaseStatus::Enriching => return self.fan_out(&case).await,
+            CaseStatus::Enriching => return self.fan_out(&stored.value).await,
             _ => return Ok(()),
         }
-        if case.status == CaseStatus::Received {
-            self.transition(key, CaseStatus::Collecting, |_| {}).await?;
-        }
-        let now = self.ctx.now_ms();
         // 10 requests/minute per tenant, shared by every invocation: wait in the queue, not in XDR.
         let limit = self.ctx.config.xdr_extra_data_limit.clone();
-        self.ctx.limits.acquire(&limit).await?;
+        if let Err(e) = self.ctx.limits.acquire(&limit).await {
+            self.waiting(&stored).await?;
+            return Err(e.into());
+        }
         let raw = match self.xdr.get_incident_extra_data(&key.incident_id).await {
             Ok(raw) => raw,
             Err(XdrError::RateLimited(reason)) => {
-                return Err(StageError::RetryLater { reason: format!("XDR rate limit: {reason}"), after: limit.window })
+                self.waiting(&stored).await?;
+                return Err(StageError::RetryLater { reason: format!("XDR rate limit: {reason}"), after: limit.window });
             }
             Err(e) if e.is_retryable() => {
                 warn!(error = %e, "extra data not available yet; will retry");
+                self.waiting(&stored).await?;
                 return Err(e.into());
             }
             Err(e) => return self.ctx.fail_case(key, format!("XDR get_incident_extra_data failed: {e}")).await,
         };
-        self.ctx.audit(key, "xdr.get_incident_extra_data", format!("{} bytes", raw.len())).await?;
         let data = match parse_extra_data(&raw) {
             Ok(list) => pick(list, &key.incident_id),
             Err(e) => return self.ctx.fail_case(key, format!("XDR extra data unusable: {e}")).await,
         };
         let config = self.ctx.config.clone();
-        let extraction = extract(&data, &config.internal_names);
-        let deadline = now + i64::try_from(config.enrich_deadline.as_millis()).unwrap_or(i64::MAX);
-        let updated = self
-            .transition(key, CaseStatus::Enriching, |c| {
-                apply_extra_data(c, &data, extraction.clone(), config.max_indicators);
-                c.expected_sources = config.sources.clone();
-                c.enrich_deadline_ms = Some(deadline);
-            })
-            .await?;
-        if let Some(case) = updated {
-            crate::offline::index_case(self.ctx.store.as_ref(), &case, now).await?;
-            info!(indicators = case.indicators.len(), techniques = case.techniques.len(), alerts = case.alert_count, "collected");
-            self.fan_out(&case).await?;
+        let now = self.ctx.now_ms();
+        let deadline = now + i64::try_from(config.enrich_deadline.as_millis()).unwrap_or(i64::MAX / 4);
+        let mut case = stored.value;
+        apply_extra_data(&mut case, &data, extract(&data, &config.internal_names), config.max_indicators);
+        if !case.collected(config.sources.clone(), deadline, now) {
+            return Ok(());
+        }
+        let mut commit = Commit::new();
+        commit.save(&case, stored.version)?;
+        commit.audit(&self.ctx.event(key, "xdr.get_incident_extra_data", format!("{} bytes", raw.len())))?;
+        commit.audit(&self.ctx.event(
+            key,
+            "case.collected",
+            format!(
+                "{} alert(s), {} indicator(s), {} source(s) asked",
+                case.alert_count,
+                case.indicators.len(),
+                case.expected_sources.len()
+            ),
+        ))?;
+        if let Committed::Conflict { .. } = self.ctx.store.commit(commit).await? {
+            // Another delivery collected it first and fans out itself.
+            info!("collected by another worker");
+            return Ok(());
+        }
+        info!(indicators = case.indicators.len(), techniques = case.techniques.len(), alerts = case.alert_count, "collected");
+        // The fan-out first: the related-case index is not on the way to the dossier.
+        self.fan_out(&case).await?;
+        crate::sources::index_case(self.ctx.store.docs().as_ref(), &case, now).await?;
+        Ok(())
+    }
+
+    /// Collect must wait for XDR: the case says so (once), so its budget is the collect budget.
+    async fn waiting(&self, stored: &Versioned<Case>) -> Result<(), StageError> {
+        if stored.value.status != CaseStatus::Received {
+            return Ok(());
+        }
+        let mut case = stored.value.clone();
+        if case.collecting(self.ctx.now_ms(), &self.ctx.config.budgets) {
+            let mut commit = Commit::new();
+            commit.save(&case, stored.version)?;
+            self.ctx.store.commit(commit).await?;
         }
         Ok(())
     }
 
-    /// Moves the case forward if it is still where we expect it; returns the new case, or `None`
-    /// if another worker moved it first.
-    async fn transition(&self, key: &CaseKey, to: CaseStatus, mut apply: impl FnMut(&mut Case)) -> Result<Option<Case>, StageError> {
-        let now = self.ctx.now_ms();
-        let result = self
-            .ctx
-            .repo
-            .update(key, CASE_SK, |c: &mut Case| {
-                if c.move_to(to, now).is_err() {
-                    return Ok::<_, StageError>(Change::Keep(None));
-                }
-                apply(c);
-                Ok(Change::Write(Some(c.clone())))
-            })
-            .await?;
-        Ok(result.flatten())
-    }
-
     async fn fan_out(&self, case: &Case) -> Result<(), StageError> {
-        for source in &case.expected_sources {
-            self.ctx
-                .send(&QueueName::enrich(source), &Message::Enrich { case: case.key.clone(), source: source.clone() }, Duration::ZERO)
-                .await?;
-        }
         let now = self.ctx.now_ms();
         let delay = Duration::from_millis(u64::try_from(case.enrich_deadline_ms.unwrap_or(now) - now).unwrap_or(0))
             .min(crate::ports::MAX_QUEUE_DELAY);
-        self.ctx
-            .send(&QueueName::synthesize(), &Message::Synthesize { case: case.key.clone(), reason: SynthesisReason::Deadline }, delay)
-            .await
+        let mut messages: Vec<(QueueName, Message, Duration)> = case
+            .expected_sources
+            .iter()
+            .map(|s| (QueueName::enrich(s), Message::Enrich { case: case.key.clone(), source: s.clone() }, Duration::ZERO))
+            .collect();
+        messages.push((QueueName::synthesize(), Message::Synthesize { case: case.key.clone(), reason: SynthesisReason::Deadline }, delay));
+        self.ctx.send_all(messages).await
     }
 }
 
 #[async_trait]
 impl MessageHandler for Collect {
-    async fn handle(&self, body: &str) -> Result<(), StageError> {
+    async fn handle(&self, body: &str, _deadline: Deadline) -> Result<(), StageError> {
         let Message::Collect { case } = Message::parse(body)? else {
             return Err(StageError::BadMessage("collect accepts only `collect` messages".into()));
         };
@@ -130,50 +139,24 @@ fn pick(mut list: Vec<ExtraData>, incident_id: &str) -> ExtraData {
 
 /// Writes what collect learned onto the case, merging the webhook's hints.
 pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::extract::Extraction, max_indicators: usize) {
-    let names = crate::indicator::InternalNames::default();
-    let mut c = Collector::new(&names);
-    for t in case.hint.mitre_techniques.iter() {
-        c.scan_techniques(t);
-    }
-    for u in &case.hint.user_ids {
-        c.add(IndicatorKind::User, u, "webhook.user_ids");
-    }
-    let (hint_indicators, hint_techniques) = c.finish();
+    // Every fact comes from XDR's answer. What the webhook said (endpoint ids, users, text) was a
+    // hint for the door only: a caller must not choose the targets or the words of a dossier.
     // Polled cases and minimal webhooks learn the creation time from XDR (for time-to-dossier).
     if case.hint.created_at_ms.is_none() {
         case.hint.created_at_ms = data.incident.creation_ms;
     }
     let mut indicators = extraction.indicators;
-    for i in hint_indicators {
-        if !indicators.iter().any(|x| x.kind == i.kind && x.value == i.value) {
-            indicators.push(i);
-        }
-    }
     // Keep external indicators first when the cap bites: they are what sources can enrich.
     indicators.sort_by_key(|i| (i.internal, i.kind, i.value.clone()));
     case.indicators_dropped = indicators.len().saturating_sub(max_indicators);
     indicators.truncate(max_indicators);
     case.indicators = indicators;
-    let mut techniques = extraction.techniques;
-    for t in hint_techniques {
-        if !techniques.contains(&t) {
-            techniques.push(t);
-        }
-    }
-    case.inferred_techniques = crate::attack_rules::infer(&data.alerts, &techniques);
-    case.techniques = techniques;
-    let mut endpoints = extraction.endpoints;
-    for id in &case.hint.endpoint_ids {
-        if !endpoints.iter().any(|e| e.endpoint_id.as_deref() == Some(id)) {
-            endpoints.push(Endpoint { endpoint_id: Some(id.clone()), host_name: None });
-        }
-    }
-    case.endpoints = endpoints;
+    case.inferred_techniques = crate::extract::infer(&data.alerts, &extraction.techniques);
+    case.techniques = extraction.techniques;
+    case.endpoints = extraction.endpoints;
     case.incident_name = data.incident.name.clone();
-    if case.hint.description.is_empty() {
-        case.hint.description = data.incident.description.clone();
-    }
-    if data.incident.severity != crate::xdr::Severity::Unknown {
+    case.description = data.incident.description.clone();
+    if data.incident.severity != crate::domain::Severity::Unknown {
         case.severity = data.incident.severity;
     }
     case.xdr_url = data.incident.xdr_url.clone();
@@ -184,15 +167,15 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
     case.alert_names = names;
     case.first_alert_ms = data.alerts.iter().filter_map(|a| a.detection_ms).min();
     let text = |a: &crate::xdr::Alert, field: &str| {
-        a.fields.iter().find(|(k, _)| k == field).map(|(_, v)| crate::dossier::clean_text(v, crate::case::MAX_ALERT_TEXT))
+        a.fields.iter().find(|(k, _)| k == field).map(|(_, v)| crate::text::clean_text(v, crate::domain::MAX_ALERT_TEXT))
     };
-    let mut digests: Vec<crate::case::AlertDigest> = data
+    let mut digests: Vec<crate::domain::AlertDigest> = data
         .alerts
         .iter()
-        .take(crate::case::MAX_ALERT_DIGESTS)
-        .map(|a| crate::case::AlertDigest {
-            name: crate::dossier::clean_text(a.name.as_deref().unwrap_or(""), 200),
-            category: crate::dossier::clean_text(a.category.as_deref().unwrap_or(""), 100),
+        .take(crate::domain::MAX_ALERT_DIGESTS)
+        .map(|a| crate::domain::AlertDigest {
+            name: crate::text::clean_text(a.name.as_deref().unwrap_or(""), 200),
+            category: crate::text::clean_text(a.category.as_deref().unwrap_or(""), 100),
             severity: a.severity,
             time_ms: a.detection_ms,
             host: a.host_name.as_deref().map(str::to_ascii_lowercase),

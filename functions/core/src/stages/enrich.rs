@@ -1,5 +1,6 @@
-//! enrich: one source, one case. Records the source's report once (first write wins) and moves
-//! the case to synthesis when every expected source has reported.
+//! enrich: one source, one case. Records the source's report (the first one stands), adds the
+//! source to the case's fan-in set in one atomic step, and the worker that completes the set
+//! hands the case to synthesis. Enrich writes only reports and the fan-in set: never the case.
 
 use crate::metrics::{Metric, MetricSet};
 use async_trait::async_trait;
@@ -8,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, Instrument};
 
-use super::{Context, MessageHandler, StageError};
-use crate::case::{CaseKey, CaseStatus};
+use super::{Context, Deadline, MessageHandler, StageError};
+use crate::domain::{CaseKey, CaseStatus};
 use crate::messages::{Message, SynthesisReason};
-use crate::ports::{PutOutcome, QueueName};
-use crate::repo::source_sk;
-use crate::sources::Source;
+use crate::ports::QueueName;
+use crate::sources::{Source, SourceReport, SourceStatus};
+use crate::store::Commit;
 
 pub struct Enrich {
     ctx: Context,
@@ -26,67 +27,41 @@ impl Enrich {
         Enrich { ctx, sources: sources.into_iter().map(|s| (s.name().to_string(), s)).collect() }
     }
 
-    async fn enrich(&self, key: &CaseKey, source_name: &str) -> Result<(), StageError> {
+    async fn enrich(&self, key: &CaseKey, source_name: &str, deadline: Deadline) -> Result<(), StageError> {
         let source = self
             .sources
             .get(source_name)
             .ok_or_else(|| StageError::BadMessage(format!("this function does not serve source `{source_name}`")))?;
-        let Some(case) = self.ctx.repo.case(key).await? else {
+        let Some(case) = self.ctx.store.case(key).await? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
-        let already = self.ctx.repo.exists(key, &source_sk(source_name)).await?;
-        if !already {
-            let mut report = match source.enrich(&case).await {
-                Ok(r) => r,
-                Err(deferred) => {
-                    info!(source = source_name, after = ?deferred.after, "source deferred");
-                    return Err(StageError::RetryLater { reason: deferred.to_string(), after: deferred.after });
-                }
-            };
-            if case.status != CaseStatus::Enriching {
-                // Synthesis already started (deadline): keep the result, say it came late.
-                let note = report.note.take().unwrap_or_default();
-                report.note = Some(format!("{note} (arrived after synthesis started)").trim().to_string());
-            }
-            let outcome = self.ctx.repo.record_source(key, &report).await?;
-            if outcome == PutOutcome::Written {
-                info!(
-                    source = source_name,
-                    status = report.status.as_str(),
-                    calls = report.calls,
-                    latency_ms = report.latency_ms,
-                    "source reported"
-                );
-                let failed = matches!(report.status, crate::sources::SourceStatus::Error | crate::sources::SourceStatus::TimedOut);
-                self.ctx.metric(
-                    MetricSet::new(vec![
-                        Metric::count("SourceErrors", f64::from(u8::from(failed))),
-                        Metric::count("SourceCalls", f64::from(report.calls)),
-                        Metric::ms("SourceLatency", i64::try_from(report.latency_ms).unwrap_or(i64::MAX)),
-                    ])
-                    .with_dimension("Source", source_name),
-                );
-                self.ctx
-                    .audit(
-                        key,
-                        "source.reported",
-                        format!("{}: {} ({} calls, {} ms)", source_name, report.status.as_str(), report.calls, report.latency_ms),
-                    )
-                    .await?;
-            }
-        }
-        self.check_complete(key).await
-    }
-
-    /// Fan-in: anyone who sees all sources present may send; synthesis claims the work once.
-    async fn check_complete(&self, key: &CaseKey) -> Result<(), StageError> {
-        let Some(progress) = self.ctx.repo.case_head(key).await? else {
+        let case = case.value;
+        if !matches!(case.status, CaseStatus::Enriching) {
+            // Synthesis already has what it will use: spending quota now would change nothing.
+            info!(source = source_name, status = %case.status, "case past enrichment; source not asked");
             return Ok(());
+        }
+        // The source gets what is left of the invocation, minus a little for the writes.
+        let budget = deadline.remaining(self.ctx.now_ms()).saturating_sub(Duration::from_secs(2));
+        let report = match tokio::time::timeout(budget, source.enrich(&case)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(deferred)) => {
+                info!(source = source_name, after = ?deferred.after, "source deferred");
+                return Err(StageError::RetryLater { reason: deferred.to_string(), after: deferred.after });
+            }
+            Err(_) => {
+                let mut r = SourceReport::skipped(source_name, format!("no answer within this invocation's {} s", budget.as_secs()));
+                r.status = SourceStatus::TimedOut;
+                r
+            }
         };
-        if progress.status != CaseStatus::Enriching {
-            return Ok(());
+        let (first, reported) = self.ctx.store.report(key, &report).await?;
+        if first {
+            self.reported(key, &report).await?;
         }
-        if progress.all_reported(&self.ctx.repo.reported_sources(key).await?) {
+        // Fan-in: the set is the same however often a report arrives; whoever sees it complete
+        // sends, and synthesis claims the work once.
+        if case.expected_sources.iter().all(|s| reported.contains(s)) {
             self.ctx
                 .send(
                     &QueueName::synthesize(),
@@ -97,15 +72,39 @@ impl Enrich {
         }
         Ok(())
     }
+
+    async fn reported(&self, key: &CaseKey, report: &SourceReport) -> Result<(), StageError> {
+        let name = report.source.as_str();
+        info!(source = name, status = report.status.as_str(), calls = report.calls, latency_ms = report.latency_ms, "source reported");
+        let failed = matches!(report.status, SourceStatus::Error | SourceStatus::TimedOut);
+        self.ctx.metric(
+            MetricSet::new(vec![
+                Metric::count("SourceErrors", f64::from(u8::from(failed))),
+                Metric::count("SourceCalls", f64::from(report.calls)),
+                Metric::ms("SourceLatency", i64::try_from(report.latency_ms).unwrap_or(i64::MAX)),
+            ])
+            .with_dimension("Source", name),
+        );
+        let mut event = self.ctx.event(
+            key,
+            "source.reported",
+            format!("{name}: {} ({} calls, {} ms)", report.status.as_str(), report.calls, report.latency_ms),
+        );
+        event.once_key = Some(format!("source.reported#{name}"));
+        let mut commit = Commit::new();
+        commit.audit(&event)?;
+        self.ctx.store.commit(commit).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl MessageHandler for Enrich {
-    async fn handle(&self, body: &str) -> Result<(), StageError> {
+    async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError> {
         let Message::Enrich { case, source } = Message::parse(body)? else {
             return Err(StageError::BadMessage("enrich accepts only `enrich` messages".into()));
         };
         let span = tracing::info_span!("case", case = %case, stage = "enrich", source = %source);
-        self.enrich(&case, &source).instrument(span).await
+        self.enrich(&case, &source, deadline).instrument(span).await
     }
 }

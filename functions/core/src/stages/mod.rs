@@ -1,35 +1,43 @@
 //! The pipeline stages. Each stage is a struct holding the ports it needs, built once per cold
-//! start by a function's `main.rs` (or by the local CLI), and handling one event at a time.
+//! start by a function's `main.rs` (or by the local CLI), handling one event at a time. A stage
+//! loads an entity, calls one of its transitions, stores it (with its audit records, in one
+//! commit), and sends what comes next; the rules themselves live on the entities.
 //!
 //! Every queue consumer is idempotent: a redelivered message re-checks stored state and either
-//! does nothing or finishes what a crashed attempt started.
+//! does nothing or finishes what a crashed attempt started. What to do with a message after a
+//! stage ran is decided in one place, [`disposition`], for Lambda and the local runner alike.
 
 mod approve;
 mod collect;
+mod disposition;
 mod enrich;
 mod intake;
 mod poller;
+mod reconcile;
 mod synthesize;
 mod writeback;
 
-pub use approve::{feedback_counts, Approve, FeedbackCounts};
+pub use crate::store::FeedbackCounts;
+pub use approve::{feedback_counts, Approve};
 pub use collect::{apply_extra_data, Collect};
+pub use disposition::{dispose, Deadline, Disposition, MAX_DEFERRALS};
 pub use enrich::Enrich;
 pub use intake::{open_case, Intake};
 pub use poller::{PollReport, Poller};
-pub use synthesize::Synthesize;
+pub use reconcile::{ReconcileReport, Reconciler};
+pub use synthesize::{Synthesize, DRAFT_ID};
 pub use writeback::Writeback;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::case::{AuditEvent, CaseKey};
 use crate::config::PipelineConfig;
+use crate::domain::{AuditEvent, Case, CaseKey, OpenActions};
 use crate::messages::{Message, MessageError};
 use crate::ports::{Clock, DocStore, Queue, QueueError, QueueName, StoreError, XdrError};
 use crate::ratelimit::{LimitError, RateLimiter};
-use crate::repo::{AuditLog, CaseRepo};
+use crate::store::{Change, Commit, Store, CASE_SK};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StageError {
@@ -41,6 +49,7 @@ pub enum StageError {
     Xdr(#[from] XdrError),
     #[error("unusable message: {0}")]
     BadMessage(String),
+    /// Not a failure: the work waits (a quota, a lease, a deadline not yet reached).
     #[error("retry in {after:?}: {reason}")]
     RetryLater { reason: String, after: Duration },
 }
@@ -71,20 +80,13 @@ impl StageError {
             StageError::RetryLater { .. } => true,
         }
     }
-
-    /// How long to wait before the next attempt, when the error says.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            StageError::RetryLater { after, .. } => Some(*after),
-            _ => None,
-        }
-    }
 }
 
-/// A queue consumer: one message body in, success or a classified error out.
+/// A queue consumer: one message body in, success or a classified error out. `deadline` is when
+/// the invocation is killed (the Lambda context's deadline): budgets are cut from it.
 #[async_trait]
 pub trait MessageHandler: Send + Sync {
-    async fn handle(&self, body: &str) -> Result<(), StageError>;
+    async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError>;
 }
 
 /// An HTTP door (intake, approve): a request in, a response out; never an error.
@@ -96,32 +98,27 @@ pub trait HttpHandler: Send + Sync {
 /// What every stage shares.
 #[derive(Clone)]
 pub struct Context {
-    pub repo: CaseRepo,
-    pub audit: AuditLog,
+    pub store: Store,
     pub queue: Arc<dyn Queue>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<PipelineConfig>,
-    /// The function name recorded as the actor of audit events.
+    /// The function name recorded as the actor of audit events and in lease owners.
     pub actor: &'static str,
     pub limits: RateLimiter,
-    /// For small shared records (replay guard); case data goes through `repo`.
-    pub store: Arc<dyn DocStore>,
     pub metrics: Arc<dyn crate::metrics::Metrics>,
 }
 
 impl Context {
     pub fn new(
-        store: Arc<dyn DocStore>,
+        docs: Arc<dyn DocStore>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
         config: Arc<PipelineConfig>,
         actor: &'static str,
     ) -> Context {
         Context {
-            repo: CaseRepo::new(store.clone()),
-            audit: AuditLog::new(store.clone()),
-            limits: RateLimiter::new(store.clone(), clock.clone()),
-            store,
+            store: Store::new(docs.clone()),
+            limits: RateLimiter::new(docs, clock.clone()),
             queue,
             clock,
             config,
@@ -148,33 +145,84 @@ impl Context {
         Ok(())
     }
 
+    /// Sends several messages at once; the first failure is returned after all were tried.
+    pub async fn send_all(&self, messages: Vec<(QueueName, Message, Duration)>) -> Result<(), StageError> {
+        let results = futures_util::future::join_all(messages.iter().map(|(q, m, d)| self.send(q, m, *d))).await;
+        results.into_iter().collect()
+    }
+
+    /// An audit record by this function, now.
+    pub fn event(&self, case: &CaseKey, event: &str, detail: impl Into<String>) -> AuditEvent {
+        AuditEvent {
+            case: case.clone(),
+            at_ms: self.now_ms(),
+            actor: self.actor.to_string(),
+            event: event.to_string(),
+            detail: detail.into(),
+            once_key: None,
+        }
+    }
+
+    /// Records one audit event on its own (a step that changes no record).
     pub async fn audit(&self, case: &CaseKey, event: &str, detail: impl Into<String>) -> Result<(), StageError> {
-        self.audit
-            .record(&AuditEvent {
-                case: case.clone(),
-                at_ms: self.now_ms(),
-                actor: self.actor.to_string(),
-                event: event.to_string(),
-                detail: detail.into(),
-            })
-            .await?;
+        let mut commit = Commit::new();
+        commit.audit(&self.event(case, event, detail))?;
+        self.store.commit(commit).await?;
         Ok(())
     }
-}
 
-impl Context {
     /// Marks the case failed with a reason the analyst can act on (unless it already ended).
     pub async fn fail_case(&self, key: &CaseKey, reason: String) -> Result<(), StageError> {
         tracing::warn!(%reason, "case failed");
         let now = self.now_ms();
-        self.repo
-            .update(key, crate::repo::CASE_SK, |c: &mut crate::case::Case| match c.fail(reason.clone(), now) {
-                Ok(()) => Ok::<_, StageError>(crate::repo::Change::Write(())),
-                Err(_) => Ok(crate::repo::Change::Keep(())),
+        let event = self.event(key, "case.failed", reason.clone());
+        self.store
+            .update(&key.storage_id(), CASE_SK, |c: &mut Case, commit| {
+                if !c.fail(reason.clone(), now) {
+                    return Ok::<_, StageError>(Change::Keep(()));
+                }
+                commit.audit(&event)?;
+                Ok(Change::Write(()))
             })
             .await?;
-        self.audit(key, "case.failed", reason).await
+        Ok(())
     }
+
+    /// Moves the case on from waiting for actions once none is open (`dossier_posted`: the
+    /// dossier comment is in XDR, so a case still writing back may settle too).
+    pub async fn settle_case(&self, key: &CaseKey, dossier_posted: bool) -> Result<(), StageError> {
+        let actions = self.store.actions(key).await?;
+        let open_due = actions.iter().filter(|a| a.value.status.is_open()).map(|a| a.value.due_at_ms.unwrap_or(i64::MAX)).min();
+        let open = OpenActions { any: open_due.is_some(), due_at_ms: open_due };
+        let now = self.now_ms();
+        self.store
+            .update(&key.storage_id(), CASE_SK, |c: &mut Case, commit| {
+                let before = c.status;
+                if !c.settle(&open, dossier_posted, now) {
+                    return Ok::<_, StageError>(Change::Keep(()));
+                }
+                if c.status != before {
+                    commit.audit(&self.event(key, "case.settled", c.status.as_str()))?;
+                }
+                Ok(Change::Write(()))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// When a lease taken now must end: past this invocation's deadline (so it outlives the
+    /// worker) and never shorter than the configured lease.
+    pub fn lease_until(&self, deadline: Deadline) -> i64 {
+        let configured = self.now_ms().saturating_add(ms(self.config.write_lease));
+        configured.max(deadline.at_ms.saturating_add(LEASE_MARGIN_MS))
+    }
+}
+
+/// A lease outlives its worker's deadline by this much (clock skew between invocations).
+const LEASE_MARGIN_MS: i64 = 5_000;
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 fn ms_until(now_ms: i64, then_ms: i64) -> Duration {

@@ -1,20 +1,26 @@
-//! synthesize: claim the case once, build the dossier, propose gated actions with signed links,
-//! store the draft and hand the comment to writeback.
+//! synthesize: claim the case under a lease, build the dossier (the model within what is left of
+//! the invocation, else the evidence alone), and commit the case's hand-over, the draft, the
+//! dossier, the proposed actions and their audit records together. A worker that lost its claim
+//! commits nothing and so sends nothing, notifies nobody and runs nothing. Also drafts the
+//! closure note when XDR resolves an incident.
 
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn, Instrument};
 
-use super::{ms_until, Context, MessageHandler, StageError};
-use crate::case::{Action, ApprovalLink, Case, CaseKey, CaseStatus};
+use super::{ms_until, Context, Deadline, MessageHandler, StageError};
 use crate::config::ModelPrice;
-use crate::dossier::{deterministic, propose_actions, render_comment, CommentState, Draft};
+use crate::domain::{
+    Action, ActionStatus, ApprovalLink, Case, CaseKey, CaseStatus, Claim, Decision, Draft, DraftKind, Owner, Proposal, Severity,
+};
+use crate::dossier::{deterministic, propose_actions, render_closure, render_comment, Dossier, CLOSURE_DRAFT_ID};
 use crate::messages::{Message, SynthesisReason};
 use crate::ports::QueueName;
-use crate::repo::{action_sk, draft_sk, Change, CASE_SK};
-use crate::signing::{new_nonce, LinkClaims, LinkSigner, Scope};
-use crate::synthesis::{self, LanguageModel};
+use crate::random::new_nonce;
+use crate::signing::{LinkClaims, LinkSigner, Scope};
+use crate::store::{Change, Commit, Committed, Versioned, CASE_SK};
+use crate::synthesis::{self, LanguageModel, ModelBudget};
 
 pub struct Synthesize {
     ctx: Context,
@@ -22,8 +28,13 @@ pub struct Synthesize {
     model: Option<Arc<dyn LanguageModel>>,
 }
 
-/// The one dossier draft of a case (closure drafts will get their own ids).
+/// The one dossier draft of a case.
 pub const DRAFT_ID: &str = "dossier-1";
+
+/// What the worker that committed the dossier must send next.
+struct HandOver {
+    messages: Vec<(QueueName, Message, Duration)>,
+}
 
 impl Synthesize {
     pub fn new(ctx: Context, signer: Arc<LinkSigner>) -> Synthesize {
@@ -36,220 +47,284 @@ impl Synthesize {
         self
     }
 
-    async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case_head(key).await? else {
+    async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason, deadline: Deadline) -> Result<(), StageError> {
+        let Some(stored) = self.ctx.store.case(key).await? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
         let now = self.ctx.now_ms();
-        match case.status {
+        match stored.value.status {
             CaseStatus::Enriching => {
-                if !case.all_reported(&self.ctx.repo.reported_sources(key).await?) {
-                    let deadline = case.enrich_deadline_ms.unwrap_or(now);
-                    if reason == SynthesisReason::AllReported {
-                        return Ok(());
-                    }
-                    if now < deadline {
-                        // Deadlines beyond the queue's longest delay come back in hops.
-                        return Err(StageError::RetryLater {
-                            reason: "fan-in deadline not reached".into(),
-                            after: ms_until(now, deadline),
-                        });
-                    }
+                let due = stored.value.enrich_deadline_ms.unwrap_or(now);
+                if reason == SynthesisReason::Deadline && now < due && !self.all_reported(&stored.value).await? {
+                    // Deadlines beyond the queue's longest delay come back in hops.
+                    return Err(StageError::RetryLater { reason: "fan-in deadline not reached".into(), after: ms_until(now, due) });
                 }
-                // Claim: only one worker moves Enriching → Synthesizing.
-                let claimed = self
-                    .ctx
-                    .repo
-                    .update(key, CASE_SK, |c: &mut Case| match c.move_to(CaseStatus::Synthesizing, now) {
-                        Ok(()) => Ok::<_, StageError>(Change::Write(true)),
-                        Err(_) => Ok(Change::Keep(false)),
-                    })
-                    .await?
-                    .unwrap_or(false);
-                if !claimed {
-                    return Ok(());
-                }
-                self.build(key).await
             }
-            // A crash after the claim: finish the job (every write below is idempotent).
-            CaseStatus::Synthesizing => self.build(key).await,
-            CaseStatus::WritingBack => match case.draft_id {
-                Some(draft_id) => {
-                    self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
+            CaseStatus::Synthesizing => {}
+            // A redelivery after the hand-over: send the comment again (writeback posts it once).
+            CaseStatus::WritingBack => {
+                return match stored.value.draft_id {
+                    Some(draft_id) => {
+                        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
+                    }
+                    None => Ok(()),
                 }
-                None => Ok(()),
-            },
-            _ => Ok(()),
-        }
-    }
-
-    async fn build(&self, key: &CaseKey) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else {
-            return Ok(());
-        };
-        let draft_id = DRAFT_ID.to_string();
-        // A redelivery after the draft was stored: no second model call, just move on.
-        if self.ctx.repo.draft(key, &draft_id).await?.is_none() {
-            self.draft(&case, &draft_id).await?;
-        } else {
-            // A crash may have come between a policy approval and its hand-over: hand it over
-            // again (writeback claims each execution once).
-            for a in self.ctx.repo.actions(key).await?.into_iter().filter(|a| a.status == crate::case::ActionStatus::Approved) {
-                self.ctx
-                    .send(&QueueName::writeback(), &Message::ExecuteAction { case: key.clone(), action_id: a.id }, Duration::ZERO)
-                    .await?;
             }
+            _ => return Ok(()),
         }
-        let now = self.ctx.now_ms();
-        let id = draft_id.clone();
-        self.ctx
-            .repo
-            .update(key, CASE_SK, |c: &mut Case| {
-                c.draft_id = Some(id.clone());
-                match c.move_to(CaseStatus::WritingBack, now) {
-                    Ok(()) => Ok::<_, StageError>(Change::Write(())),
-                    Err(_) => Ok(Change::Keep(())),
+        let owner = Owner::new(self.ctx.actor);
+        let lease_until = self.ctx.lease_until(deadline);
+        let claim = self
+            .ctx
+            .store
+            .update_versioned(&key.storage_id(), CASE_SK, |c: &mut Case, commit| {
+                let claim = c.claim_synthesis(&owner, lease_until, now);
+                if let Claim::Granted { reclaimed } = claim {
+                    let detail = if reclaimed { "lease taken over from a worker that did not finish" } else { "claimed" };
+                    commit.audit(&self.ctx.event(key, "synthesis.claimed", detail))?;
+                    return Ok::<_, StageError>(Change::Write((claim, c.clone())));
                 }
+                Ok(Change::Keep((claim, c.clone())))
             })
             .await?;
-        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
+        let Some(((claim, case), version)) = claim else { return Ok(()) };
+        match claim {
+            Claim::Granted { .. } => {}
+            Claim::Busy { until_ms } => {
+                return Err(StageError::RetryLater { reason: "another worker holds the synthesis".into(), after: ms_until(now, until_ms) })
+            }
+            Claim::Done | Claim::Refused(_) => return Ok(()),
+        }
+        match self.build(Versioned { value: case, version }, &owner, deadline).await? {
+            Some(hand_over) => self.ctx.send_all(hand_over.messages).await,
+            None => {
+                info!("synthesis claim lost to another worker; nothing sent");
+                Ok(())
+            }
+        }
     }
 
-    /// Builds and stores the draft and its actions (each write first-one-wins).
-    async fn draft(&self, case: &Case, draft_id: &str) -> Result<(), StageError> {
-        let key = &case.key;
-        let reports = self.ctx.repo.source_reports(key).await?;
+    /// Whether every expected source is in the case's fan-in set.
+    async fn all_reported(&self, case: &Case) -> Result<bool, StageError> {
+        let reported = self.ctx.store.reported(&case.key).await?;
+        Ok(case.expected_sources.iter().all(|s| reported.contains(s)))
+    }
+
+    /// Builds the dossier and commits it with the case's hand-over; `None` when the claim was
+    /// lost meanwhile (nothing was written).
+    async fn build(&self, stored: Versioned<Case>, owner: &Owner, deadline: Deadline) -> Result<Option<HandOver>, StageError> {
+        let case = stored.value;
+        let key = case.key.clone();
+        let config = self.ctx.config.clone();
+        let reports = self.ctx.store.reports(&key).await?;
         let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
-        let baseline = deterministic(case, &reports, &missing);
-        let phase = self.ctx.config.phase;
-        let (dossier, mut actions) = match &self.model {
-            None => {
-                let actions = propose_actions(case, &baseline, phase);
-                (baseline, actions)
-            }
+        let baseline = deterministic(&case, &reports, &missing);
+        let rules_proposed = propose_actions(&case, &baseline, config.phase);
+        let mut events = Vec::new();
+        let (dossier, proposals) = match &self.model {
+            None => (baseline.clone(), rules_proposed.clone()),
             Some(model) => {
-                match synthesis::with_model(model.as_ref(), case, &reports, &baseline, phase, &self.ctx.config.internal_names).await {
-                    Ok((dossier, actions, run)) => {
+                let until = tokio::time::Instant::now() + deadline.remaining(self.ctx.now_ms()).saturating_sub(config.synthesis_reserve);
+                let budget = ModelBudget { until, per_call: config.model_timeout };
+                match synthesis::with_model(model.as_ref(), &case, &reports, &baseline, config.phase, &config.internal_names, budget).await
+                {
+                    Ok((dossier, proposals, run)) => {
                         info!(model = %run.model, input_tokens = run.input_tokens, output_tokens = run.output_tokens, latency_ms = run.latency_ms, attempts = run.attempts, "model dossier accepted");
-                        self.ctx.metric(model_metrics(&run, false, self.ctx.config.model_price));
-                        self.ctx
-                            .audit(
-                                key,
-                                "model.called",
-                                format!(
-                                    "{} accepted: prompt {} ({}), {} in / {} out tokens, {} ms, {} attempt(s)",
-                                    run.model,
-                                    run.prompt_version,
-                                    run.prompt_hash,
-                                    run.input_tokens,
-                                    run.output_tokens,
-                                    run.latency_ms,
-                                    run.attempts
-                                ),
-                            )
-                            .await?;
-                        (dossier, actions)
+                        self.ctx.metric(model_metrics(&run, false, config.model_price));
+                        events.push(self.ctx.event(
+                            &key,
+                            "model.called",
+                            format!(
+                                "{} accepted: prompt {} ({}), {} in / {} out tokens, {} ms, {} attempt(s)",
+                                run.model,
+                                run.prompt_version,
+                                run.prompt_hash,
+                                run.input_tokens,
+                                run.output_tokens,
+                                run.latency_ms,
+                                run.attempts
+                            ),
+                        ));
+                        (dossier, proposals)
                     }
                     Err(run) => {
                         let reason = run.rejected.clone().unwrap_or_default();
                         warn!(model = %run.model, %reason, "model dossier not used; deterministic dossier instead");
-                        self.ctx.audit(key, "model.rejected", format!("{}: {reason}", run.model)).await?;
-                        self.ctx.metric(model_metrics(&run, true, self.ctx.config.model_price));
-                        let mut d = baseline;
+                        events.push(self.ctx.event(&key, "model.rejected", format!("{}: {reason}", run.model)));
+                        self.ctx.metric(model_metrics(&run, true, config.model_price));
+                        let mut d = baseline.clone();
                         d.model_run = Some(run);
-                        let actions = propose_actions(case, &d, phase);
-                        (d, actions)
+                        (d, rules_proposed.clone())
                     }
                 }
             }
         };
         let now = self.ctx.now_ms();
-        for action in &mut actions {
-            action.links = self.links(key, action, now, dossier.severity);
-            if self.ctx.repo.put_new(key, &action_sk(&action.id), action).await? == crate::ports::PutOutcome::AlreadyExists {
-                // Redelivery: the stored action (and its links) stand.
-                if let Some(stored) = self.ctx.repo.action(key, &action.id).await? {
-                    *action = stored;
-                }
+        let actions = self.actions(&case, proposals, &rules_proposed, &baseline, &dossier, now);
+        let feedback = self.feedback_link(&key, now);
+        let comment = format!("{}\nWas this dossier useful? {feedback}", render_comment(&case, DRAFT_ID, &dossier, &actions));
+        let draft = Draft::new(&key, DRAFT_ID, DraftKind::Dossier, comment, now, &config.budgets)
+            .written_by(dossier.ai_generated, &dossier.prompt_version);
+
+        let mut handed_over = case.clone();
+        if handed_over.drafted(owner, DRAFT_ID, now, &config.budgets).is_err() {
+            return Ok(None);
+        }
+        let mut commit = Commit::new();
+        commit.save(&handed_over, stored.version)?;
+        commit.create(&draft)?;
+        commit.dossier(&key, &dossier)?;
+        for a in &actions {
+            commit.create(a)?;
+            if a.status == ActionStatus::Approved {
+                let by = a.decision.as_ref().map_or("policy", |d| d.approver.as_str());
+                events.push(self.ctx.event(&key, "action.auto_approved", format!("{} by {by}", a.id)));
             }
         }
-        // Policies approve some actions without a human; they run like any approved action.
-        let mut auto_approved = Vec::new();
-        for action in actions.iter_mut().filter(|a| a.status == crate::case::ActionStatus::Proposed) {
-            let Some(rule) = self.ctx.config.auto_approve.iter().find(|r| r.allows(action, &dossier)) else { continue };
-            let decision =
-                crate::case::Decision { approved: true, approver: rule.describe(), at_ms: now, source_ip: None, user_agent: None };
-            let approved = self
-                .ctx
-                .repo
-                .update(key, &action_sk(&action.id), |a: &mut Action| {
-                    if a.status != crate::case::ActionStatus::Proposed {
-                        return Ok::<_, StageError>(Change::Keep(false));
-                    }
-                    a.status = crate::case::ActionStatus::Approved;
-                    a.decision = Some(decision.clone());
-                    Ok(Change::Write(true))
-                })
-                .await?
-                .unwrap_or(false);
-            if approved {
-                action.status = crate::case::ActionStatus::Approved;
-                action.decision = Some(decision);
-                self.ctx.audit(key, "action.auto_approved", format!("{} by {}", action.id, rule.describe())).await?;
-                auto_approved.push(action.id.clone());
-            }
-        }
-        let feedback = self.feedback_link(key, now);
-        let comment = format!("{}\nWas this dossier useful? {feedback}", render_comment(case, draft_id, &dossier, &actions));
         let ai = dossier.ai_generated;
-        let draft = Draft { id: draft_id.to_string(), created_at_ms: now, dossier, comment, comment_state: CommentState::Pending };
-        self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
-        for id in auto_approved {
-            self.ctx.send(&QueueName::writeback(), &Message::ExecuteAction { case: key.clone(), action_id: id }, Duration::ZERO).await?;
+        events.push(self.ctx.event(
+            &key,
+            "dossier.drafted",
+            format!("draft {DRAFT_ID}, {} proposed action(s), {}", actions.len(), if ai { "AI-generated" } else { "deterministic" }),
+        ));
+        for e in &events {
+            commit.audit(e)?;
         }
-        // Approvers are told through writeback, which holds the notifiers and retries delivery.
-        for a in actions.iter().filter(|a| a.status == crate::case::ActionStatus::Proposed && !a.links.is_empty()) {
-            self.ctx
-                .send(&QueueName::writeback(), &Message::Notify { case: key.clone(), action_id: a.id.clone(), attempt: 1 }, Duration::ZERO)
-                .await?;
+        match self.ctx.store.commit(commit).await? {
+            Committed::Written => {}
+            // The case changed under us: the lease lapsed and another worker took over.
+            Committed::Conflict { index: 0 } => return Ok(None),
+            Committed::Conflict { index } => {
+                return Err(StageError::Store(crate::ports::StoreError::Rejected(format!(
+                    "the dossier of {key} conflicted on write {index} while its case did not"
+                ))))
+            }
         }
-        info!(draft = %draft_id, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
-        self.ctx
-            .audit(
-                key,
-                "dossier.drafted",
-                format!("draft {draft_id}, {} proposed action(s), {}", actions.len(), if ai { "AI-generated" } else { "deterministic" }),
-            )
-            .await
+        info!(draft = DRAFT_ID, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
+        let mut messages =
+            vec![(QueueName::writeback(), Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into() }, Duration::ZERO)];
+        for a in &actions {
+            match a.status {
+                ActionStatus::Approved => messages.push((
+                    QueueName::writeback(),
+                    Message::ExecuteAction { case: key.clone(), action_id: a.id.clone() },
+                    Duration::ZERO,
+                )),
+                // Approvers are told through writeback, which holds the notifiers and retries.
+                ActionStatus::Proposed if !a.links.is_empty() => messages.push((
+                    QueueName::writeback(),
+                    Message::Notify { case: key.clone(), action_id: a.id.clone(), attempt: 1 },
+                    Duration::ZERO,
+                )),
+                _ => {}
+            }
+        }
+        Ok(Some(HandOver { messages }))
     }
 
-    /// The closure draft, once per case, handed to writeback like any comment.
+    /// The proposals as actions with their signed links; those a policy approves are approved
+    /// already (only kinds and targets the rules proposed themselves: see `AutoApprove`).
+    fn actions(
+        &self,
+        case: &Case,
+        proposals: Vec<Proposal>,
+        rules: &[Proposal],
+        evidence: &Dossier,
+        dossier: &Dossier,
+        now: i64,
+    ) -> Vec<Action> {
+        let config = &self.ctx.config;
+        let expires = now.saturating_add(i64::try_from(config.link_ttl.as_millis()).unwrap_or(i64::MAX / 4));
+        proposals
+            .into_iter()
+            .map(|p| {
+                let mut action = Action::proposed(&case.key, p, now, expires, &config.budgets);
+                if let Some(rule) = config.auto_approve.iter().find(|r| r.allows(&action, rules, evidence)) {
+                    let decision = Decision {
+                        approved: true,
+                        approver: rule.describe(),
+                        at_ms: now,
+                        source_ip: None,
+                        user_agent: None,
+                        proof: Some("policy".into()),
+                    };
+                    if action.decide(decision, case.is_resolved(), &config.budgets).is_ok() {
+                        return action;
+                    }
+                }
+                action.links = self.links(&case.key, &action, expires, dossier.severity);
+                if action.links.is_empty() {
+                    // Nobody to tell: the action waits for its expiry only.
+                    action.record_notifications(Vec::new(), true);
+                }
+                action
+            })
+            .collect()
+    }
+
+    /// The closure: the case records the resolution (an early case closes without a dossier),
+    /// open actions expire ("incident resolved"), and a closure note is drafted once when a
+    /// dossier was written.
     async fn close(&self, key: &CaseKey, resolution: &str) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else {
+        let now = self.ctx.now_ms();
+        let budgets = self.ctx.config.budgets;
+        let event = self.ctx.event(key, "incident.resolved", format!("XDR status {resolution}"));
+        let Some(case) = self
+            .ctx
+            .store
+            .update(&key.storage_id(), CASE_SK, |c: &mut Case, commit| {
+                if !c.resolve(resolution, now) {
+                    return Ok::<_, StageError>(Change::Keep(c.clone()));
+                }
+                commit.audit(&event)?;
+                Ok(Change::Write(c.clone()))
+            })
+            .await?
+        else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
-        let draft_id = crate::closure::CLOSURE_DRAFT_ID;
-        if self.ctx.repo.draft(key, draft_id).await?.is_none() {
-            let dossier = match &case.draft_id {
-                Some(id) => self.ctx.repo.draft(key, id).await?.map(|d| d.dossier),
-                None => None,
-            };
-            let actions = self.ctx.repo.actions(key).await?;
-            let comment = crate::closure::render_closure(&case, dossier.as_ref(), &actions, resolution);
-            let base = dossier.unwrap_or_else(|| deterministic(&case, &[], &[]));
-            let draft = Draft {
-                id: draft_id.to_string(),
-                created_at_ms: self.ctx.now_ms(),
-                dossier: base,
-                comment,
-                comment_state: CommentState::Pending,
-            };
-            if self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await? == crate::ports::PutOutcome::Written {
-                self.ctx.audit(key, "closure.drafted", format!("resolution {resolution}")).await?;
-            }
+        for action in self
+            .ctx
+            .store
+            .actions(key)
+            .await?
+            .into_iter()
+            .filter(|a| matches!(a.value.status, ActionStatus::Proposed | ActionStatus::Approved))
+        {
+            let id = action.value.id.clone();
+            let expired = self.ctx.event(key, "action.expired", format!("{id}: incident resolved"));
+            self.ctx
+                .store
+                .update(&key.storage_id(), &crate::store::action_sk(&id), |a: &mut Action, commit| {
+                    if !a.expire("incident resolved") {
+                        return Ok::<_, StageError>(Change::Keep(()));
+                    }
+                    commit.audit(&expired)?;
+                    Ok(Change::Write(()))
+                })
+                .await?;
         }
+        if case.status == CaseStatus::Closed || case.draft_id.is_none() {
+            info!("incident resolved before its dossier; no closure note");
+            return Ok(());
+        }
+        if self.ctx.store.draft(key, CLOSURE_DRAFT_ID).await?.is_none() {
+            let dossier = self.ctx.store.dossier(key).await?;
+            let actions: Vec<Action> = self.ctx.store.actions(key).await?.into_iter().map(|a| a.value).collect();
+            let comment = render_closure(&case, dossier.as_ref(), &actions, resolution);
+            let draft = Draft::new(key, CLOSURE_DRAFT_ID, DraftKind::Closure, comment, now, &budgets);
+            let mut commit = Commit::new();
+            commit.create(&draft)?;
+            commit.audit(&self.ctx.event(key, "closure.drafted", format!("resolution {resolution}")))?;
+            self.ctx.store.commit(commit).await?;
+        }
+        self.ctx.settle_case(key, false).await?;
         self.ctx
-            .send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id: draft_id.to_string() }, Duration::ZERO)
+            .send(
+                &QueueName::writeback(),
+                &Message::WriteComment { case: key.clone(), draft_id: CLOSURE_DRAFT_ID.to_string() },
+                Duration::ZERO,
+            )
             .await
     }
 
@@ -266,9 +341,7 @@ impl Synthesize {
         format!("{}/feedback?t={token}", self.ctx.config.public_base_url.trim_end_matches('/'))
     }
 
-    fn links(&self, key: &CaseKey, action: &Action, now_ms: i64, severity: crate::xdr::Severity) -> Vec<ApprovalLink> {
-        let ttl_ms = i64::try_from(self.ctx.config.link_ttl.as_millis()).unwrap_or(i64::MAX);
-        let exp_ms = now_ms.saturating_add(ttl_ms);
+    fn links(&self, key: &CaseKey, action: &Action, expires_at_ms: i64, severity: Severity) -> Vec<ApprovalLink> {
         self.ctx
             .config
             .approvers_for(severity)
@@ -279,22 +352,21 @@ impl Synthesize {
                     action: action.id.clone(),
                     scope: Scope::DecideAction,
                     approver: approver.clone(),
-                    exp: exp_ms / 1000,
+                    exp: expires_at_ms / 1000,
                     nonce: new_nonce(),
                 });
                 ApprovalLink {
                     approver: approver.clone(),
                     url: format!("{}/approve?t={token}", self.ctx.config.public_base_url.trim_end_matches('/')),
-                    expires_at_ms: exp_ms,
+                    expires_at_ms,
                 }
             })
             .collect()
     }
 }
 
-/// Tokens spent and whether the deterministic dossier had to stand in; per model.
-/// Tokens, latency, fallback and (with a configured price) the estimated cost: a rejected answer
-/// was paid for too.
+/// Tokens, latency, fallback and (with a configured price) the estimated cost, per model: a
+/// rejected answer was paid for too.
 fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool, price: Option<ModelPrice>) -> crate::metrics::MetricSet {
     use crate::metrics::{Metric, MetricSet};
     let mut metrics = vec![
@@ -311,11 +383,11 @@ fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool, price: Optio
 
 #[async_trait]
 impl MessageHandler for Synthesize {
-    async fn handle(&self, body: &str) -> Result<(), StageError> {
+    async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError> {
         match Message::parse(body)? {
             Message::Synthesize { case, reason } => {
                 let span = tracing::info_span!("case", case = %case, stage = "synthesize");
-                self.synthesize(&case, reason).instrument(span).await
+                self.synthesize(&case, reason, deadline).instrument(span).await
             }
             Message::Close { case, resolution } => {
                 let span = tracing::info_span!("case", case = %case, stage = "closure");

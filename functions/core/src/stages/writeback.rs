@@ -1,16 +1,18 @@
-//! writeback: the only stage that changes XDR. Posts the dossier comment once per draft and runs
-//! approved actions once per approval, each claimed with a leased conditional write first.
+//! writeback: the only stage that changes XDR. Posts each draft once and runs each approved
+//! action once, each under a leased claim owned by this invocation; a claim taken over from a
+//! worker that died reads back first where the API can. Also tells approvers.
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use tracing::{info, Instrument};
+use std::time::Duration;
+use tracing::{info, warn, Instrument};
 
-use super::{ms_until, Context, MessageHandler, StageError};
-use crate::case::{Action, ActionKind, ActionStatus, Case, CaseKey, CaseStatus, Notification};
-use crate::dossier::{CommentState, Draft};
+use super::{ms_until, Context, Deadline, MessageHandler, StageError};
+use crate::domain::{Action, ActionKind, ActionStatus, CaseKey, Claim, Draft, DraftKind, Execution, Notification, Owner};
 use crate::messages::Message;
 use crate::ports::{ApprovalNotice, IdentityAdmin, Notifier, NotifyError, QueueName, XdrApi, XdrError};
-use crate::repo::{action_sk, draft_sk, Change, CASE_SK};
+use crate::store::{action_sk, draft_sk, Change, Commit, Committed, Versioned};
+use crate::text::clean_text;
 
 pub struct Writeback {
     ctx: Context,
@@ -23,15 +25,8 @@ pub struct Writeback {
 const NOTIFY_ATTEMPTS: u32 = 5;
 
 /// How often an XDR response action's status is polled, and for how long.
-const ACTION_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const ACTION_POLL_EVERY: Duration = Duration::from_secs(60);
 const ACTION_POLL_ATTEMPTS: u32 = 30;
-
-enum Claim<T> {
-    /// This worker does it; what it needs from the claimed document.
-    Claimed(T),
-    Done,
-    Wait(i64),
-}
 
 impl Writeback {
     pub fn new(ctx: Context, xdr: Arc<dyn XdrApi>) -> Writeback {
@@ -44,122 +39,288 @@ impl Writeback {
         self
     }
 
-    /// Sends each approver's link on every channel not yet delivered; failures come back with a
-    /// growing delay and, after the last attempt, stay on the action as failed deliveries.
-    async fn notify(&self, key: &CaseKey, action_id: &str, attempt: u32) -> Result<(), StageError> {
-        if self.notifiers.is_empty() {
-            return Ok(());
-        }
-        let Some(action) = self.ctx.repo.action(key, action_id).await? else { return Ok(()) };
-        if action.status != ActionStatus::Proposed {
-            return Ok(());
-        }
-        let case = self.ctx.repo.case(key).await?;
-        let title = case.as_ref().and_then(|c| c.incident_name.clone().or_else(|| c.alert_names.first().cloned())).unwrap_or_default();
-        let severity = case.as_ref().map(|c| c.severity).unwrap_or_default();
-        let mut results = Vec::new();
-        for link in &action.links {
-            for n in &self.notifiers {
-                if action.notifications.iter().any(|d| d.delivered && d.approver == link.approver && d.channel == n.channel()) {
-                    continue;
-                }
-                let notice = ApprovalNotice {
-                    case: key.clone(),
-                    title: crate::dossier::clean_text(&title, 200),
-                    severity,
-                    action: action.kind.describe().to_string(),
-                    target: action.target_label.clone(),
-                    rationale: crate::dossier::clean_text(&action.rationale, 400),
-                    approver: link.approver.clone(),
-                    url: link.url.clone(),
-                    expires_at_ms: link.expires_at_ms,
-                };
-                let outcome = n.notify(&notice).await;
-                results.push((link.approver.clone(), n.channel().to_string(), outcome));
-            }
-        }
-        let now = self.ctx.now_ms();
-        let mut retry = false;
-        let recorded: Vec<Notification> = results
-            .iter()
-            .filter_map(|(approver, channel, outcome)| match outcome {
-                Ok(()) => Some(Notification {
-                    approver: approver.clone(),
-                    channel: channel.clone(),
-                    delivered: true,
-                    detail: "delivered".into(),
-                    at_ms: now,
-                }),
-                Err(NotifyError::Retryable(m)) if attempt < NOTIFY_ATTEMPTS => {
-                    retry = true;
-                    tracing::warn!(%channel, error = %m, attempt, "approval notice not delivered; will retry");
-                    None
-                }
-                Err(e) => Some(Notification {
-                    approver: approver.clone(),
-                    channel: channel.clone(),
-                    delivered: false,
-                    detail: e.to_string(),
-                    at_ms: now,
-                }),
-            })
-            .collect();
-        if !recorded.is_empty() {
-            let rec = recorded.clone();
-            self.ctx
-                .repo
-                .update(key, &action_sk(action_id), |a: &mut Action| {
-                    a.notifications.extend(rec.iter().cloned());
-                    Ok::<_, StageError>(Change::Write(()))
-                })
-                .await?;
-            for r in &recorded {
-                self.ctx.audit(key, "approval.notified", format!("{action_id} to {} by {}: {}", r.approver, r.channel, r.detail)).await?;
-            }
-        }
-        if retry {
-            let delay = std::time::Duration::from_secs(30 * u64::from(attempt));
-            self.ctx
-                .send(
-                    &QueueName::writeback(),
-                    &Message::Notify { case: key.clone(), action_id: action_id.to_string(), attempt: attempt + 1 },
-                    delay,
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Where `disable_user` actions run.
     pub fn with_identity(mut self, identity: Arc<dyn IdentityAdmin>) -> Writeback {
         self.identity = Some(identity);
         self
     }
 
-    /// A short comment (action results) through the same exactly-once path as the dossier: a
-    /// draft written once, then claimed, posted and marked.
-    async fn post_note(&self, key: &CaseKey, draft_id: &str, text: String) -> Result<(), StageError> {
-        let Some(case) = self.ctx.repo.case(key).await? else { return Ok(()) };
-        let draft = Draft {
-            id: draft_id.to_string(),
-            created_at_ms: self.ctx.now_ms(),
-            dossier: crate::dossier::deterministic(&case, &[], &[]),
-            comment: format!("{text}\n{}", crate::dossier::comment_marker(&case, draft_id)),
-            comment_state: CommentState::Pending,
+    // -----------------------------------------------------------------------------------------
+    // Comments
+
+    async fn write_comment(&self, key: &CaseKey, draft_id: &str, deadline: Deadline) -> Result<(), StageError> {
+        let owner = Owner::new(self.ctx.actor);
+        let now = self.ctx.now_ms();
+        let lease_until = self.ctx.lease_until(deadline);
+        let claimed = self
+            .ctx
+            .store
+            .update_versioned(&key.storage_id(), &draft_sk(draft_id), |d: &mut Draft, _| {
+                let claim = d.claim_post(&owner, lease_until, now);
+                Ok::<_, StageError>(match claim {
+                    Claim::Granted { .. } => Change::Write((claim, d.clone())),
+                    _ => Change::Keep((claim, d.clone())),
+                })
+            })
+            .await?
+            .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?;
+        let ((claim, draft), version) = claimed;
+        let reclaimed = match claim {
+            Claim::Granted { reclaimed } => reclaimed,
+            Claim::Done => return self.after_post(key, &draft).await,
+            Claim::Busy { until_ms } => {
+                return Err(StageError::RetryLater {
+                    reason: "another worker is posting this comment".into(),
+                    after: ms_until(now, until_ms),
+                })
+            }
+            Claim::Refused(reason) => {
+                info!(draft = draft_id, %reason, "draft will not be posted");
+                return Ok(());
+            }
         };
-        self.ctx.repo.put_new(key, &draft_sk(draft_id), &draft).await?;
-        self.ctx
-            .send(
-                &QueueName::writeback(),
-                &Message::WriteComment { case: key.clone(), draft_id: draft_id.to_string() },
-                std::time::Duration::ZERO,
-            )
-            .await
+        let marker = crate::dossier::draft_marker(key, draft_id);
+        // The previous owner died mid-call: if XDR can tell whether it posted, ask.
+        let already = if reclaimed { self.xdr.comment_exists(&key.incident_id, &marker).await? } else { None };
+        let note = match already {
+            Some(true) => "found on the incident on read-back; not posted again",
+            Some(false) | None => {
+                if let Err(e) = self.xdr.add_comment(&key.incident_id, &draft.comment).await {
+                    return self.comment_failed(draft, version, &owner, e).await;
+                }
+                if reclaimed && already.is_none() {
+                    "posted again after a worker died mid-post (this XDR version cannot read comments back)"
+                } else {
+                    "posted"
+                }
+            }
+        };
+        let posted_at = self.ctx.now_ms();
+        let mut posted = draft.clone();
+        if posted.mark_posted(&owner, posted_at).is_err() {
+            return Ok(());
+        }
+        let chars = posted.comment.chars().count();
+        let mut commit = Commit::new();
+        commit.save(&posted, version)?;
+        commit.audit(&self.ctx.event(key, "xdr.comment_added", format!("draft {draft_id}, {chars} characters: {note}")))?;
+        if let Committed::Conflict { .. } = self.ctx.store.commit(commit).await? {
+            warn!(draft = draft_id, "claim lost after posting");
+            return Ok(());
+        }
+        info!(draft = draft_id, chars, "comment posted");
+        if posted.kind == DraftKind::Dossier {
+            self.dossier_posted_metrics(key, posted_at).await?;
+        }
+        self.after_post(key, &posted).await
+    }
+
+    /// XDR failed the post. If it provably stored nothing, the claim is released so a retry
+    /// need not wait; otherwise the lease stands and the retry reads back after it lapses.
+    async fn comment_failed(&self, draft: Draft, version: u64, owner: &Owner, e: XdrError) -> Result<(), StageError> {
+        if e.proves_nothing_written() {
+            let mut released = draft;
+            if released.release(owner, self.ctx.now_ms()).is_ok() {
+                let mut commit = Commit::new();
+                commit.save(&released, version)?;
+                self.ctx.store.commit(commit).await?;
+            }
+        }
+        warn!(error = %e, "comment not posted; will retry");
+        Err(e.into())
+    }
+
+    /// A posted dossier settles the case; other drafts change nothing more.
+    async fn after_post(&self, key: &CaseKey, draft: &Draft) -> Result<(), StageError> {
+        if draft.kind == DraftKind::Dossier {
+            self.ctx.settle_case(key, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Time from the incident's creation in XDR to its dossier (MTTA-style), and from the case
+    /// reaching Dossier to its dossier.
+    async fn dossier_posted_metrics(&self, key: &CaseKey, posted_at: i64) -> Result<(), StageError> {
+        use crate::metrics::{Metric, MetricSet};
+        let mut metrics = vec![Metric::count("DossiersPosted", 1.0)];
+        if let Some(case) = self.ctx.store.case(key).await? {
+            metrics.push(Metric::ms("CaseLatency", posted_at - case.value.received_at_ms));
+            if let Some(created) = case.value.hint.created_at_ms {
+                metrics.push(Metric::ms("TimeToDossier", posted_at - created));
+            }
+        }
+        self.ctx.metric(MetricSet::new(metrics));
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Actions
+
+    async fn execute_action(&self, key: &CaseKey, action_id: &str, deadline: Deadline) -> Result<(), StageError> {
+        let now = self.ctx.now_ms();
+        // Nothing runs on an incident XDR resolved: its open actions end instead.
+        if self.ctx.store.case(key).await?.is_some_and(|c| c.value.is_resolved()) {
+            let expired = self.ctx.event(key, "action.expired", format!("{action_id}: incident resolved"));
+            self.ctx
+                .store
+                .update(&key.storage_id(), &action_sk(action_id), |a: &mut Action, commit| {
+                    if a.status != ActionStatus::Approved || !a.expire("incident resolved") {
+                        return Ok::<_, StageError>(Change::Keep(()));
+                    }
+                    commit.audit(&expired)?;
+                    Ok(Change::Write(()))
+                })
+                .await?;
+            return self.ctx.settle_case(key, false).await;
+        }
+        let owner = Owner::new(self.ctx.actor);
+        let lease_until = self.ctx.lease_until(deadline);
+        let claimed = self
+            .ctx
+            .store
+            .update_versioned(&key.storage_id(), &action_sk(action_id), |a: &mut Action, commit| {
+                let claim = a.claim_execution(&owner, lease_until, now);
+                if let Claim::Granted { reclaimed } = claim {
+                    let detail = format!(
+                        "{action_id}: attempt {}{}",
+                        a.attempts,
+                        if reclaimed { " (taken over from a worker that did not finish)" } else { "" }
+                    );
+                    commit.audit(&self.ctx.event(key, "action.executing", detail))?;
+                    return Ok::<_, StageError>(Change::Write((claim, a.clone())));
+                }
+                Ok(Change::Keep((claim, a.clone())))
+            })
+            .await?
+            .ok_or_else(|| StageError::BadMessage(format!("no action {action_id} on case {key}")))?;
+        let ((claim, action), version) = claimed;
+        let reclaimed = match claim {
+            Claim::Granted { reclaimed } => reclaimed,
+            Claim::Busy { until_ms } => {
+                return Err(StageError::RetryLater { reason: "action execution in flight".into(), after: ms_until(now, until_ms) })
+            }
+            // Never without an approval; never twice. Approved or not, the case may settle now.
+            Claim::Done | Claim::Refused(_) => return self.ctx.settle_case(key, false).await,
+        };
+        let outcome = match self.read_back(&action, reclaimed).await? {
+            Some(found) => Ok(Execution::Succeeded { detail: found, xdr_action_id: action.xdr_action_id.clone() }),
+            None => self.run(key, &action).await,
+        };
+        let execution = match outcome {
+            Ok(done) => done,
+            Err(e) if e.proves_nothing_written() && e.is_retryable() => {
+                let mut released = action;
+                if released.release(&owner, self.ctx.now_ms()).is_ok() {
+                    let mut commit = Commit::new();
+                    commit.save(&released, version)?;
+                    self.ctx.store.commit(commit).await?;
+                }
+                return Err(e.into());
+            }
+            // It may have happened: the lease stands, and the retry reads back after it lapses.
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => Execution::Failed(e.to_string()),
+        };
+        self.finish(key, action, version, &owner, execution).await
+    }
+
+    /// After a worker died mid-call, what the system shows; `Some(how)` if it is already done.
+    async fn read_back(&self, action: &Action, reclaimed: bool) -> Result<Option<String>, StageError> {
+        if !reclaimed {
+            return Ok(None);
+        }
+        let done = match action.kind {
+            ActionKind::IsolateEndpoint => self.xdr.endpoint_isolated(&action.target).await?.unwrap_or(false),
+            ActionKind::RaiseSeverity => {
+                self.xdr.manual_severity(&action.case.incident_id).await?.is_some_and(|s| s.eq_ignore_ascii_case(&action.target))
+            }
+            // Adding a hash already on the block list changes nothing: no read-back needed.
+            ActionKind::BlockHash => false,
+            ActionKind::DisableUser => match &self.identity {
+                Some(idp) => idp.is_disabled(&action.target).await?.unwrap_or(false),
+                None => false,
+            },
+        };
+        Ok(done.then(|| "found already applied on read-back after a worker died mid-call".to_string()))
+    }
+
+    async fn run(&self, key: &CaseKey, action: &Action) -> Result<Execution, XdrError> {
+        let approver = action.decision.as_ref().map_or("unknown".to_string(), |d| d.approver.clone());
+        Ok(match action.kind {
+            ActionKind::IsolateEndpoint => {
+                let id = self.xdr.isolate_endpoint(&action.target, &key.incident_id).await?;
+                Execution::Succeeded { detail: format!("XDR isolation action {id} started"), xdr_action_id: Some(id) }
+            }
+            ActionKind::RaiseSeverity => {
+                self.xdr.set_severity(&key.incident_id, &action.target).await?;
+                Execution::Succeeded { detail: format!("incident severity set to {}", action.target), xdr_action_id: None }
+            }
+            ActionKind::BlockHash => {
+                let comment = format!("Dossier: approved by {approver} for incident {}", key.incident_id);
+                self.xdr.block_hash(&action.target, &comment, &key.incident_id).await?;
+                Execution::Succeeded { detail: format!("SHA-256 {} on the XDR block list", action.target), xdr_action_id: None }
+            }
+            ActionKind::DisableUser => match &self.identity {
+                Some(idp) => {
+                    let r = idp.disable_user(&action.target).await?;
+                    Execution::Succeeded { detail: format!("{}: {r}", idp.name()), xdr_action_id: None }
+                }
+                None => Execution::Failed("no identity provider (Okta or Entra ID) is configured to disable users".into()),
+            },
+        })
+    }
+
+    /// Records the outcome with its audit record and the result note for the incident, in one
+    /// commit; a worker that lost its claim meanwhile records nothing.
+    async fn finish(&self, key: &CaseKey, action: Action, version: u64, owner: &Owner, execution: Execution) -> Result<(), StageError> {
+        let now = self.ctx.now_ms();
+        let mut done = action.clone();
+        if done.finish(owner, execution).is_err() {
+            return Ok(());
+        }
+        let detail = done.execution_result.clone().unwrap_or_default();
+        let approver = done.decision.as_ref().map_or("unknown".to_string(), |d| d.approver.clone());
+        let text = format!(
+            "[Dossier] {} on {} — {} (approved by {approver}): {}\n{}",
+            done.kind.describe(),
+            clean_text(&done.target_label, 120),
+            done.status.as_str(),
+            clean_text(&detail, 400),
+            crate::dossier::draft_marker(key, &note_id(&done.id)),
+        );
+        let note = Draft::new(key, &note_id(&done.id), DraftKind::Note, text, now, &self.ctx.config.budgets);
+        let mut commit = Commit::new();
+        commit.save(&done, version)?;
+        commit.create(&note)?;
+        commit.audit(&self.ctx.event(
+            key,
+            "action.executed",
+            format!("{} {} on {}: {detail}", done.kind.as_str(), done.status.as_str(), done.target),
+        ))?;
+        match self.ctx.store.commit(commit).await? {
+            Committed::Written => {}
+            Committed::Conflict { .. } => {
+                warn!(action = %done.id, "claim lost after running; the new owner records the outcome");
+                return Ok(());
+            }
+        }
+        info!(action = %done.id, status = done.status.as_str(), "action executed");
+        let mut next =
+            vec![(QueueName::writeback(), Message::WriteComment { case: key.clone(), draft_id: note_id(&done.id) }, Duration::ZERO)];
+        if done.status == ActionStatus::Executed && done.xdr_action_id.is_some() && done.kind == ActionKind::IsolateEndpoint {
+            next.push((
+                QueueName::writeback(),
+                Message::CheckAction { case: key.clone(), action_id: done.id.clone(), attempt: 1 },
+                ACTION_POLL_EVERY,
+            ));
+        }
+        self.ctx.send_all(next).await?;
+        self.ctx.settle_case(key, false).await
     }
 
     /// Polls an isolation until XDR reports a final status, then records it and comments once.
     async fn check_action(&self, key: &CaseKey, action_id: &str, attempt: u32) -> Result<(), StageError> {
-        let Some(action) = self.ctx.repo.action(key, action_id).await? else { return Ok(()) };
+        let Some(Versioned { value: action, .. }) = self.ctx.store.action(key, action_id).await? else { return Ok(()) };
         let Some(xdr_id) = action.xdr_action_id.clone() else { return Ok(()) };
         let statuses = self.xdr.action_status(&xdr_id).await?;
         let pending =
@@ -179,248 +340,136 @@ impl Writeback {
         } else {
             statuses.iter().map(|(e, s)| format!("{e}: {s}")).collect::<Vec<_>>().join(", ")
         };
-        let done = summary.clone();
-        self.ctx
-            .repo
-            .update(key, &action_sk(action_id), |a: &mut Action| {
-                a.execution_result = Some(format!("{} — XDR action {xdr_id}: {done}", a.execution_result.clone().unwrap_or_default()));
-                Ok::<_, StageError>(Change::Write(()))
-            })
-            .await?;
-        self.ctx.audit(key, "action.status", format!("{action_id}: XDR action {xdr_id}: {summary}")).await?;
+        let note_id = format!("action-{action_id}-status");
         let text = format!(
-            "[Dossier] {} on {}: XDR action {xdr_id} — {summary}",
+            "[Dossier] {} on {}: XDR action {xdr_id} — {summary}\n{}",
             action.kind.describe(),
-            crate::dossier::clean_text(&action.target_label, 120)
+            clean_text(&action.target_label, 120),
+            crate::dossier::draft_marker(key, &note_id)
         );
-        self.post_note(key, &format!("action-{action_id}-status"), text).await
-    }
-
-    fn lease_ms(&self) -> i64 {
-        i64::try_from(self.ctx.config.write_lease.as_millis()).unwrap_or(i64::MAX)
-    }
-
-    async fn write_comment(&self, key: &CaseKey, draft_id: &str) -> Result<(), StageError> {
-        let now = self.ctx.now_ms();
-        let lease_until = now + self.lease_ms();
-        let claim = self
-            .ctx
-            .repo
-            .update(key, &draft_sk(draft_id), |d: &mut Draft| {
-                Ok::<_, StageError>(match d.comment_state {
-                    CommentState::Posted { .. } => Change::Keep(Claim::Done),
-                    CommentState::Posting { lease_until_ms } if lease_until_ms > now => Change::Keep(Claim::Wait(lease_until_ms)),
-                    // Pending, or a lease that ran out (a worker died mid-call): claim it.
-                    _ => {
-                        d.comment_state = CommentState::Posting { lease_until_ms: lease_until };
-                        Change::Write(Claim::Claimed(d.comment.clone()))
-                    }
-                })
-            })
-            .await?
-            .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?;
-        let comment = match claim {
-            Claim::Done => return self.settle_case(key).await,
-            Claim::Wait(until) => {
-                return Err(StageError::RetryLater { reason: "another worker is posting this comment".into(), after: ms_until(now, until) })
-            }
-            Claim::Claimed(comment) => comment,
-        };
-        match self.xdr.add_comment(&key.incident_id, &comment).await {
-            Ok(()) => {}
-            Err(e) if e.is_retryable() => {
-                // XDR refused or failed the request: release the claim so the retry need not wait
-                // for the lease. After a transport error the comment may have been written, so the
-                // lease stays and the retry waits it out.
-                if !matches!(e, XdrError::Transport(_)) {
-                    self.set_comment_state(key, draft_id, CommentState::Pending).await?;
-                }
-                return Err(e.into());
-            }
-            Err(e) => {
-                self.set_comment_state(key, draft_id, CommentState::Pending).await?;
-                return self.ctx.fail_case(key, format!("writing the dossier to XDR failed: {e}")).await;
-            }
-        }
-        let posted_at = self.ctx.now_ms();
-        self.set_comment_state(key, draft_id, CommentState::Posted { at_ms: posted_at }).await?;
-        let chars = comment.chars().count();
-        info!(draft = draft_id, chars, "dossier comment posted");
-        self.ctx.audit(key, "xdr.comment_added", format!("draft {draft_id}, {chars} characters")).await?;
-        self.dossier_posted_metrics(key, posted_at).await?;
-        self.settle_case(key).await
-    }
-
-    /// Time from the incident's creation in XDR to its dossier (MTTA-style), and from the case
-    /// reaching Dossier to its dossier.
-    async fn dossier_posted_metrics(&self, key: &CaseKey, posted_at: i64) -> Result<(), StageError> {
-        use crate::metrics::{Metric, MetricSet};
-        let mut metrics = vec![Metric::count("DossiersPosted", 1.0)];
-        if let Some(case) = self.ctx.repo.case_head(key).await? {
-            metrics.push(Metric::ms("CaseLatency", posted_at - case.received_at_ms));
-            if let Some(created) = case.incident_created_at_ms {
-                metrics.push(Metric::ms("TimeToDossier", posted_at - created));
-            }
-        }
-        self.ctx.metric(MetricSet::new(metrics));
-        Ok(())
-    }
-
-    async fn set_comment_state(&self, key: &CaseKey, draft_id: &str, state: CommentState) -> Result<(), StageError> {
+        let note = Draft::new(key, &note_id, DraftKind::Note, text, self.ctx.now_ms(), &self.ctx.config.budgets);
+        let outcome = format!("XDR action {xdr_id}: {summary}");
+        let event = self.ctx.event(key, "action.status", format!("{action_id}: {outcome}"));
+        // The outcome, its note and its audit record together; a repeated check finds the note
+        // there and only posts it (writeback posts each note once).
         self.ctx
-            .repo
-            .update(key, &draft_sk(draft_id), |d: &mut Draft| {
-                d.comment_state = state;
-                Ok::<_, StageError>(Change::Write(()))
+            .store
+            .update(&key.storage_id(), &action_sk(action_id), |a: &mut Action, commit| {
+                if a.execution_result.as_deref().is_some_and(|r| r.contains(&outcome)) || !a.record_outcome(&outcome) {
+                    return Ok::<_, StageError>(Change::Keep(()));
+                }
+                commit.create(&note)?;
+                commit.audit(&event)?;
+                Ok(Change::Write(()))
             })
             .await?;
-        Ok(())
+        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id: note_id }, Duration::ZERO).await
     }
 
-    /// After the comment: wait for approvals if any action is still open, else done.
-    async fn settle_case(&self, key: &CaseKey) -> Result<(), StageError> {
-        let actions = self.ctx.repo.actions(key).await?;
-        let open = actions.iter().any(|a| matches!(a.status, ActionStatus::Proposed | ActionStatus::Approved | ActionStatus::Executing));
-        let now = self.ctx.now_ms();
-        self.ctx
-            .repo
-            .update(key, CASE_SK, |c: &mut Case| {
-                let next = match (c.status, open) {
-                    (CaseStatus::WritingBack, true) => CaseStatus::AwaitingApproval,
-                    (CaseStatus::WritingBack | CaseStatus::AwaitingApproval, false) => CaseStatus::Done,
-                    _ => return Ok::<_, StageError>(Change::Keep(())),
+    // -----------------------------------------------------------------------------------------
+    // Approvers
+
+    /// Sends each approver's link on every channel not yet delivered; failures come back with a
+    /// growing delay and, after the last attempt, stay on the action as failed deliveries.
+    async fn notify(&self, key: &CaseKey, action_id: &str, attempt: u32) -> Result<(), StageError> {
+        let Some(Versioned { value: action, .. }) = self.ctx.store.action(key, action_id).await? else { return Ok(()) };
+        if action.status != ActionStatus::Proposed || action.notified {
+            return Ok(());
+        }
+        let case = self.ctx.store.case(key).await?.map(|c| c.value);
+        let title = case.as_ref().and_then(|c| c.incident_name.clone().or_else(|| c.alert_names.first().cloned())).unwrap_or_default();
+        let severity = case.as_ref().map(|c| c.severity).unwrap_or_default();
+        let mut results = Vec::new();
+        for link in &action.links {
+            for n in &self.notifiers {
+                if action.notifications.iter().any(|d| d.delivered && d.approver == link.approver && d.channel == n.channel()) {
+                    continue;
+                }
+                let notice = ApprovalNotice {
+                    case: key.clone(),
+                    title: clean_text(&title, 200),
+                    severity,
+                    action: action.kind.describe().to_string(),
+                    target: action.target_label.clone(),
+                    rationale: clean_text(&action.rationale, 400),
+                    approver: link.approver.clone(),
+                    url: link.url.clone(),
+                    expires_at_ms: link.expires_at_ms,
                 };
-                match c.move_to(next, now) {
-                    Ok(()) => Ok(Change::Write(())),
-                    Err(_) => Ok(Change::Keep(())),
+                let outcome = n.notify(&notice).await;
+                results.push((link.approver.clone(), n.channel().to_string(), outcome));
+            }
+        }
+        let now = self.ctx.now_ms();
+        let mut retry = false;
+        let mut recorded: Vec<Notification> = Vec::new();
+        for (approver, channel, outcome) in results {
+            let (delivered, detail) = match outcome {
+                Ok(()) => (true, "delivered".to_string()),
+                Err(NotifyError::Retryable(m)) if attempt < NOTIFY_ATTEMPTS => {
+                    retry = true;
+                    warn!(%channel, error = %m, attempt, "approval notice not delivered; will retry");
+                    continue;
                 }
+                Err(e) => (false, e.to_string()),
+            };
+            recorded.push(Notification { approver, channel, delivered, detail, at_ms: now });
+        }
+        if self.notifiers.is_empty() {
+            recorded.extend(action.links.iter().map(|l| Notification {
+                approver: l.approver.clone(),
+                channel: "none".into(),
+                delivered: false,
+                detail: "no notification channel is configured (DOSSIER_NOTIFY): the link was not sent".into(),
+                at_ms: now,
+            }));
+        }
+        let events: Vec<_> = recorded
+            .iter()
+            .map(|r| self.ctx.event(key, "approval.notified", format!("{action_id} to {} by {}: {}", r.approver, r.channel, r.detail)))
+            .collect();
+        self.ctx
+            .store
+            .update(&key.storage_id(), &action_sk(action_id), |a: &mut Action, commit| {
+                if a.status != ActionStatus::Proposed {
+                    return Ok::<_, StageError>(Change::Keep(()));
+                }
+                a.record_notifications(recorded.clone(), !retry);
+                for e in &events {
+                    commit.audit(e)?;
+                }
+                Ok(Change::Write(()))
             })
             .await?;
+        if retry {
+            let delay = Duration::from_secs(30 * u64::from(attempt));
+            let again = Message::Notify { case: key.clone(), action_id: action_id.to_string(), attempt: attempt + 1 };
+            self.ctx.send(&QueueName::writeback(), &again, delay).await?;
+        }
         Ok(())
     }
+}
 
-    async fn execute_action(&self, key: &CaseKey, action_id: &str) -> Result<(), StageError> {
-        let now = self.ctx.now_ms();
-        let lease_until = now + self.lease_ms();
-        let claim = self
-            .ctx
-            .repo
-            .update(key, &action_sk(action_id), |a: &mut Action| {
-                Ok::<_, StageError>(match a.status {
-                    ActionStatus::Approved => {
-                        a.status = ActionStatus::Executing;
-                        a.execution_lease_until_ms = Some(lease_until);
-                        Change::Write(Claim::Claimed(a.clone()))
-                    }
-                    ActionStatus::Executing if a.execution_lease_until_ms.unwrap_or(0) > now => {
-                        Change::Keep(Claim::Wait(a.execution_lease_until_ms.unwrap_or(now)))
-                    }
-                    ActionStatus::Executing => {
-                        a.execution_lease_until_ms = Some(lease_until);
-                        Change::Write(Claim::Claimed(a.clone()))
-                    }
-                    // Never without an approval; never twice.
-                    ActionStatus::Proposed | ActionStatus::Rejected | ActionStatus::Executed | ActionStatus::ExecutionFailed => {
-                        Change::Keep(Claim::Done)
-                    }
-                })
-            })
-            .await?
-            .ok_or_else(|| StageError::BadMessage(format!("no action {action_id} on case {key}")))?;
-        let action = match claim {
-            Claim::Done => return self.settle_case(key).await,
-            Claim::Wait(until) => {
-                return Err(StageError::RetryLater { reason: "action execution in flight".into(), after: ms_until(now, until) })
-            }
-            Claim::Claimed(action) => action,
-        };
-        let approver = action.decision.as_ref().map_or("unknown".to_string(), |d| d.approver.clone());
-        let mut xdr_action_id = None;
-        let result = match action.kind {
-            ActionKind::IsolateEndpoint => match self.xdr.isolate_endpoint(&action.target, &key.incident_id).await {
-                Ok(id) => {
-                    xdr_action_id = Some(id.clone());
-                    Ok(format!("XDR isolation action {id} started"))
-                }
-                Err(e) => Err(e),
-            },
-            ActionKind::RaiseSeverity => self
-                .xdr
-                .set_severity(&key.incident_id, &action.target)
-                .await
-                .map(|()| format!("incident severity set to {}", action.target)),
-            ActionKind::BlockHash => self
-                .xdr
-                .block_hash(&action.target, &format!("Dossier: approved by {approver} for incident {}", key.incident_id), &key.incident_id)
-                .await
-                .map(|()| format!("SHA-256 {} on the XDR block list", action.target)),
-            ActionKind::DisableUser => match &self.identity {
-                Some(idp) => idp.disable_user(&action.target).await.map(|r| format!("{}: {r}", idp.name())),
-                None => Err(XdrError::NotConfigured("no identity provider (Okta or Entra ID) is configured to disable users".into())),
-            },
-        };
-        let (status, detail) = match result {
-            Ok(detail) => (ActionStatus::Executed, detail),
-            Err(e) if e.is_retryable() => return Err(e.into()),
-            Err(e) => (ActionStatus::ExecutionFailed, e.to_string()),
-        };
-        let xdr_id = xdr_action_id.clone();
-        self.ctx
-            .repo
-            .update(key, &action_sk(action_id), |a: &mut Action| {
-                a.status = status;
-                a.execution_result = Some(detail.clone());
-                a.xdr_action_id = xdr_id.clone();
-                Ok::<_, StageError>(Change::Write(()))
-            })
-            .await?;
-        info!(action = action_id, status = status.as_str(), "action executed");
-        self.ctx
-            .audit(key, "action.executed", format!("{} {} on {}: {detail}", action.kind.as_str(), status.as_str(), action.target))
-            .await?;
-        // The result goes back to the incident as a comment, through the exactly-once comment path.
-        let text = format!(
-            "[Dossier] {} on {} — {} (approved by {approver}): {}",
-            action.kind.describe(),
-            crate::dossier::clean_text(&action.target_label, 120),
-            status.as_str(),
-            crate::dossier::clean_text(&detail, 400)
-        );
-        self.post_note(key, &format!("action-{action_id}"), text).await?;
-        if xdr_action_id.is_some() {
-            self.ctx
-                .send(
-                    &QueueName::writeback(),
-                    &Message::CheckAction { case: key.clone(), action_id: action_id.to_string(), attempt: 1 },
-                    ACTION_POLL_EVERY,
-                )
-                .await?;
-        }
-        self.settle_case(key).await
-    }
+/// The result note of an action.
+fn note_id(action_id: &str) -> String {
+    format!("action-{action_id}")
 }
 
 #[async_trait]
 impl MessageHandler for Writeback {
-    async fn handle(&self, body: &str) -> Result<(), StageError> {
-        match Message::parse(body)? {
-            Message::WriteComment { case, draft_id } => {
-                let span = tracing::info_span!("case", case = %case, stage = "writeback");
-                self.write_comment(&case, &draft_id).instrument(span).await
+    async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError> {
+        let message = Message::parse(body)?;
+        let span = tracing::info_span!("case", case = %message.case(), stage = "writeback");
+        async {
+            match message {
+                Message::WriteComment { case, draft_id } => self.write_comment(&case, &draft_id, deadline).await,
+                Message::ExecuteAction { case, action_id } => self.execute_action(&case, &action_id, deadline).await,
+                Message::Notify { case, action_id, attempt } => self.notify(&case, &action_id, attempt).await,
+                Message::CheckAction { case, action_id, attempt } => self.check_action(&case, &action_id, attempt).await,
+                _ => Err(StageError::BadMessage("writeback accepts only write_comment, execute_action, notify and check_action".into())),
             }
-            Message::ExecuteAction { case, action_id } => {
-                let span = tracing::info_span!("case", case = %case, stage = "writeback");
-                self.execute_action(&case, &action_id).instrument(span).await
-            }
-            Message::Notify { case, action_id, attempt } => {
-                let span = tracing::info_span!("case", case = %case, stage = "notify");
-                self.notify(&case, &action_id, attempt).instrument(span).await
-            }
-            Message::CheckAction { case, action_id, attempt } => {
-                let span = tracing::info_span!("case", case = %case, stage = "writeback");
-                self.check_action(&case, &action_id, attempt).instrument(span).await
-            }
-            _ => Err(StageError::BadMessage("writeback accepts only `write_comment` and `execute_action` messages".into())),
         }
+        .instrument(span)
+        .await
     }
 }

@@ -6,11 +6,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 use super::pseudonym::Pseudonyms;
-use crate::attack::attack;
-use crate::case::Case;
 use crate::config::Phase;
+use crate::domain::attack;
+use crate::domain::Case;
+use crate::domain::IndicatorKind;
 use crate::dossier::Dossier;
-use crate::indicator::IndicatorKind;
 use crate::sources::{SourceReport, VerdictLevel};
 use crate::timefmt::format_utc;
 
@@ -35,7 +35,7 @@ pub fn build_pack(
     reports: &[SourceReport],
     baseline: &Dossier,
     p: &mut Pseudonyms,
-    names: &crate::indicator::InternalNames,
+    names: &crate::domain::InternalNames,
     phase: Phase,
     budget: usize,
 ) -> EvidencePack {
@@ -43,7 +43,7 @@ pub fn build_pack(
     let header = json!({
         "incident_id": case.key.incident_id,
         "title": case.incident_name.clone().or_else(|| case.alert_names.first().cloned()).unwrap_or_default(),
-        "description": case.hint.description,
+        "description": case.description,
         "xdr_severity": case.severity.as_str(),
         "alert_count": case.alert_count,
         "first_alert": case.first_alert_ms.map(format_utc),

@@ -15,12 +15,12 @@ pub use prompt::{prompt_hash, schema, PROMPT_TEXT, PROMPT_VERSION};
 pub use pseudonym::Pseudonyms;
 pub use validate::{validate, ModelDossier, ValidationError};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::case::{Action, Case};
 use crate::config::Phase;
+use crate::domain::InternalNames;
+use crate::domain::{Case, Proposal};
 use crate::dossier::Dossier;
-use crate::indicator::InternalNames;
 use crate::sources::SourceReport;
 
 /// What a model call produced, for the draft and the audit trail.
@@ -37,8 +37,22 @@ pub struct ModelRun {
     pub rejected: Option<String>,
 }
 
-/// Tries the model; `Ok` with the AI dossier and its actions, or `Err` with the run explaining
-/// why the deterministic dossier stands.
+/// How long the model may take, cut from the invocation's deadline by the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelBudget {
+    /// When the model must be done (what remains is kept for the fallback and the writes).
+    pub until: tokio::time::Instant,
+    /// Longest single call.
+    pub per_call: Duration,
+}
+
+/// A call shorter than this is not worth starting.
+const MIN_CALL: Duration = Duration::from_secs(3);
+
+/// Tries the model: one retry when the call failed in a way retrying helps (429, 5xx, timeout),
+/// one repair when the answer was invalid, each only while the budget lasts. `Ok` with the AI
+/// dossier and its proposals, or `Err` with the run explaining why the deterministic dossier
+/// stands.
 pub async fn with_model(
     model: &dyn LanguageModel,
     case: &Case,
@@ -46,7 +60,8 @@ pub async fn with_model(
     baseline: &Dossier,
     phase: Phase,
     names: &InternalNames,
-) -> Result<(Dossier, Vec<Action>, ModelRun), ModelRun> {
+    budget: ModelBudget,
+) -> Result<(Dossier, Vec<Proposal>, ModelRun), ModelRun> {
     let mut pseudonyms = Pseudonyms::for_case(case);
     let pack = build_pack(case, reports, baseline, &mut pseudonyms, names, phase, DEFAULT_TOKEN_BUDGET);
     let mut run = ModelRun {
@@ -57,13 +72,29 @@ pub async fn with_model(
     };
     let started = Instant::now();
     let mut user = pack.prompt.clone();
-    for attempt in 1..=2 {
-        run.attempts = attempt;
-        let answer =
-            model.complete(&LlmRequest { system: PROMPT_TEXT.to_string(), user: user.clone(), schema: schema(), max_tokens: 4096 }).await;
+    let (mut retried, mut repaired) = (false, false);
+    loop {
+        let left = budget.until.saturating_duration_since(tokio::time::Instant::now());
+        if left < MIN_CALL {
+            let why = run.rejected.take().map_or(String::new(), |r| format!(" after: {r}"));
+            run.rejected = Some(format!("no time left in this invocation for the model{why}"));
+            return Err(run);
+        }
+        run.attempts += 1;
+        let request = LlmRequest { system: PROMPT_TEXT.to_string(), user: user.clone(), schema: schema(), max_tokens: 4096 };
+        let answer = match tokio::time::timeout(left.min(budget.per_call), model.complete(&request)).await {
+            Ok(a) => a,
+            Err(_) => Err(LlmError::Timeout),
+        };
         run.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let answer = match answer {
             Ok(a) => a,
+            Err(e @ (LlmError::RateLimited(_) | LlmError::Unavailable(_) | LlmError::Timeout)) if !retried => {
+                tracing::warn!(error = %e, "model call failed; retrying once");
+                retried = true;
+                run.rejected = Some(format!("model call failed: {e}"));
+                continue;
+            }
             Err(e) => {
                 run.rejected = Some(format!("model call failed: {e}"));
                 return Err(run);
@@ -73,11 +104,13 @@ pub async fn with_model(
         run.output_tokens += answer.output_tokens;
         match validate(&answer.text, case, &pack, &pseudonyms, phase) {
             Ok(parsed) => {
-                let (dossier, actions) = parsed.into_dossier(case, baseline, &pseudonyms, &run, phase);
-                return Ok((dossier, actions, run));
+                run.rejected = None;
+                let (dossier, proposals) = parsed.into_dossier(case, baseline, &pseudonyms, &run, phase);
+                return Ok((dossier, proposals, run));
             }
-            Err(e) if attempt == 1 => {
+            Err(e) if !repaired => {
                 // One repair attempt: the same evidence, plus what was wrong.
+                repaired = true;
                 user = format!(
                     "{}\n\nYour previous answer was rejected: {e}. Answer again with one JSON object that follows every rule.",
                     pack.prompt
@@ -90,5 +123,4 @@ pub async fn with_model(
             }
         }
     }
-    Err(run)
 }

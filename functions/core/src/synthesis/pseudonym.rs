@@ -3,8 +3,8 @@
 //! USER-1, EMAIL-1, IP-1, DOMAIN-1), everywhere they appear, command lines included. The answer is
 //! re-identified with the same table.
 
-use crate::case::Case;
-use crate::indicator::IndicatorKind;
+use crate::domain::Case;
+use crate::domain::IndicatorKind;
 
 #[derive(Clone, Debug, Default)]
 pub struct Pseudonyms {
@@ -72,7 +72,7 @@ impl Pseudonyms {
     /// Learns internal values that appear only in free text (an owner's e-mail in CMDB facts, an
     /// internal address in a command line): internal IPs, internal domains and e-mails whose
     /// domain is internal or whose local part is a known user get tokens too.
-    pub fn learn(&mut self, text: &str, names: &crate::indicator::InternalNames) {
+    pub fn learn(&mut self, text: &str, names: &crate::domain::InternalNames) {
         let mut c = crate::extract::Collector::new(names);
         c.scan_text(text, "pack");
         let (found, _) = c.finish();
@@ -168,12 +168,12 @@ fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{CaseKey, IncidentHint, Trigger};
-    use crate::indicator::{normalise, InternalNames};
+    use crate::domain::{normalise, InternalNames};
+    use crate::domain::{CaseKey, IncidentHint, Trigger};
 
     #[test]
     fn hides_everywhere_and_reveals_exactly() {
-        let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0);
+        let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0, &Default::default());
         let names = InternalNames { domain_suffixes: vec!["corp.example".into()] };
         for (k, v) in [
             (IndicatorKind::Hostname, "fin-ws-0231"),

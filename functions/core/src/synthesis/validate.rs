@@ -9,13 +9,14 @@ use std::collections::BTreeSet;
 use super::evidence::EvidencePack;
 use super::pseudonym::Pseudonyms;
 use super::ModelRun;
-use crate::attack::{attack, Resolved, Technique};
-use crate::case::{Action, ActionKind, Case};
 use crate::config::Phase;
-use crate::dossier::{clean_text, Dossier, Hypothesis, Impacted, NextStep, TimelineEntry};
+use crate::domain::Severity;
+use crate::domain::{attack, Resolved, Technique};
+use crate::domain::{ActionKind, Case, Proposal};
+use crate::domain::{IndicatorKind, InternalNames};
+use crate::dossier::{Dossier, Hypothesis, Impacted, NextStep, TimelineEntry};
 use crate::extract::Collector;
-use crate::indicator::{IndicatorKind, InternalNames};
-use crate::xdr::Severity;
+use crate::text::clean_text;
 
 /// Answers longer than this are not read.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -263,7 +264,7 @@ pub fn validate(text: &str, case: &Case, pack: &EvidencePack, p: &Pseudonyms, ph
 impl ModelDossier {
     /// The AI dossier, re-identified, on top of the deterministic facts (verdict tables,
     /// sources, related cases stay as computed). Severity never goes below the baseline.
-    pub fn into_dossier(self, case: &Case, baseline: &Dossier, p: &Pseudonyms, run: &ModelRun, phase: Phase) -> (Dossier, Vec<Action>) {
+    pub fn into_dossier(self, case: &Case, baseline: &Dossier, p: &Pseudonyms, run: &ModelRun, phase: Phase) -> (Dossier, Vec<Proposal>) {
         let show = |s: &str, max: usize| clean_text(&p.reveal(s), max);
         let mut d = baseline.clone();
         d.ai_generated = true;
@@ -319,8 +320,7 @@ impl ModelDossier {
                     .unwrap_or(target),
                 _ => target,
             };
-            let id = crate::dossier::action_id(kind, &target);
-            if actions.iter().any(|a| a.id == id) {
+            if actions.iter().any(|a| a.kind == kind && a.target == target) {
                 continue;
             }
             let label = case
@@ -329,7 +329,7 @@ impl ModelDossier {
                 .find(|e| e.endpoint_id.as_deref() == Some(target.as_str()))
                 .and_then(|e| e.host_name.clone())
                 .unwrap_or_else(|| target.clone());
-            actions.push(Action::proposed(id, kind, target, label, show(&rationale, 400)));
+            actions.push(Proposal { kind, target, target_label: label, rationale: show(&rationale, 400) });
         }
         (d, actions)
     }

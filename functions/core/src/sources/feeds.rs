@@ -1,19 +1,87 @@
-//! Offline and internal sources: an intel feed in STIX 2.1, a CMDB export for shops without
-//! ServiceNow, and related cases from Dossier's own index.
+//! File-backed sources: an intel feed (CSV or STIX 2.1) and a CMDB export, read once.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use crate::case::{Case, CaseKey};
-use crate::indicator::{normalise, Indicator, IndicatorKind, InternalNames};
-use crate::ports::{DocStore, PutOutcome, StoreError, Table};
-use crate::sources::{
-    CallCounter, Deferred, FeedError, IndicatorSource, IndicatorVerdict, IntelFeed, Lookup, LookupError, Source, SourceReport,
-    SourceStatus, VerdictLevel,
-};
+use crate::domain::{normalise, Indicator, IndicatorKind, InternalNames};
+use crate::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+
+/// An internal intel feed (CSV: `type,value,verdict,score,description,reference`), read once.
+pub struct IntelFeed {
+    entries: Vec<IndicatorVerdict>,
+}
+
+pub const INTEL_FEED_SOURCE: &str = "intel-feed";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("intel feed line {line}: {reason}")]
+pub struct FeedError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl IntelFeed {
+    pub fn from_csv(text: &str) -> Result<IntelFeed, FeedError> {
+        let mut entries = Vec::new();
+        let names = InternalNames::default();
+        for (i, line) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || (i == 0 && line.starts_with("type,")) {
+                continue;
+            }
+            let cols: Vec<&str> = line.splitn(6, ',').collect();
+            if cols.len() < 5 {
+                return Err(FeedError { line: line_no, reason: "expected type,value,verdict,score,description[,reference]".into() });
+            }
+            let kind: IndicatorKind = serde_json::from_value(serde_json::Value::String(cols[0].trim().to_string()))
+                .map_err(|_| FeedError { line: line_no, reason: format!("unknown type `{}`", cols[0]) })?;
+            let ind = normalise(kind, cols[1], &names)
+                .ok_or_else(|| FeedError { line: line_no, reason: format!("`{}` is not a valid {kind}", cols[1]) })?;
+            let verdict = VerdictLevel::parse(cols[2])
+                .ok_or_else(|| FeedError { line: line_no, reason: format!("unknown verdict `{}`", cols[2]) })?;
+            let score = cols[3].trim().parse::<f64>().ok().filter(|s| (0.0..=100.0).contains(s));
+            let mut v = IndicatorVerdict::new(&ind, verdict, cols[4].trim());
+            v.score = score;
+            v.link = cols.get(5).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+            entries.push(v);
+        }
+        Ok(IntelFeed { entries })
+    }
+
+    pub fn from_entries(entries: Vec<IndicatorVerdict>) -> IntelFeed {
+        IntelFeed { entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[async_trait]
+impl IndicatorSource for IntelFeed {
+    fn name(&self) -> &'static str {
+        INTEL_FEED_SOURCE
+    }
+    fn accepts(&self, kind: IndicatorKind) -> bool {
+        !kind.is_entity()
+    }
+    fn sends_externally(&self) -> bool {
+        false
+    }
+    async fn lookup(&self, indicator: &Indicator, _calls: &CallCounter) -> Result<Lookup, LookupError> {
+        Ok(self
+            .entries
+            .iter()
+            .find(|e| e.kind == indicator.kind && e.value == indicator.value)
+            .map_or(Lookup::NotFound, |e| Lookup::Found(e.clone())))
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // STIX 2.1 intel feed
@@ -173,125 +241,5 @@ impl IndicatorSource for CmdbExport {
             v = v.fact(k, val.clone());
         }
         Ok(Lookup::Found(v))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Related cases
-
-pub const RELATED_CASES_SOURCE: &str = "related-cases";
-/// How long an indicator keeps pointing at a case.
-const INDEX_TTL_MS: i64 = 30 * 86_400_000;
-/// Most indicators indexed / looked up per case.
-const INDEX_CAP: usize = 200;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct IndexEntry {
-    case: CaseKey,
-    at_ms: i64,
-    techniques: Vec<String>,
-}
-
-/// A case that shares something with this one, and why it is listed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RelatedCase {
-    pub case: CaseKey,
-    pub shared_indicators: Vec<String>,
-    pub shared_techniques: Vec<String>,
-    pub hours_apart: f64,
-    pub score: f64,
-    pub reason: String,
-}
-
-fn index_pk(kind: IndicatorKind, value: &str) -> String {
-    format!("idx#{kind}:{value}")
-}
-
-/// Indexes a case under its indicators, hosts and users (written by collect).
-pub async fn index_case(store: &dyn DocStore, case: &Case, now_ms: i64) -> Result<(), StoreError> {
-    let entry =
-        IndexEntry { case: case.key.clone(), at_ms: case.hint.created_at_ms.unwrap_or(now_ms), techniques: case.all_technique_ids() };
-    let body = serde_json::to_string(&entry).map_err(|e| StoreError::Rejected(e.to_string()))?;
-    for ind in case.indicators.iter().filter(|i| i.kind != IndicatorKind::Process && i.value.len() <= 512).take(INDEX_CAP) {
-        match store
-            .put_new(Table::Cases, &index_pk(ind.kind, &ind.value), &case.key.storage_id(), &body, Some((now_ms + INDEX_TTL_MS) / 1000))
-            .await?
-        {
-            PutOutcome::Written | PutOutcome::AlreadyExists => {}
-        }
-    }
-    Ok(())
-}
-
-/// Recent cases sharing indicators, hosts or users with this one; shared techniques and time
-/// proximity raise the score, and each carries its reason.
-pub struct RelatedCases {
-    pub store: Arc<dyn DocStore>,
-}
-
-#[async_trait]
-impl Source for RelatedCases {
-    fn name(&self) -> &str {
-        RELATED_CASES_SOURCE
-    }
-
-    async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred> {
-        let started = std::time::Instant::now();
-        let mut by_case: BTreeMap<String, (IndexEntry, Vec<String>)> = BTreeMap::new();
-        let mut errors = Vec::new();
-        for ind in case.indicators.iter().filter(|i| i.kind != IndicatorKind::Process && i.value.len() <= 512).take(INDEX_CAP) {
-            match self.store.query(Table::Cases, &index_pk(ind.kind, &ind.value), "").await {
-                Ok(docs) => {
-                    for d in docs.into_iter().filter(|d| d.sk != case.key.storage_id()).take(50) {
-                        let Ok(entry) = serde_json::from_str::<IndexEntry>(&d.body) else { continue };
-                        by_case.entry(d.sk).or_insert_with(|| (entry, Vec::new())).1.push(format!("{} {}", ind.kind, ind.value));
-                    }
-                }
-                Err(e) if errors.len() < 5 => errors.push(e.to_string()),
-                Err(_) => {}
-            }
-        }
-        let mine = case.all_technique_ids();
-        let at = case.hint.created_at_ms.unwrap_or(case.received_at_ms);
-        let mut related: Vec<RelatedCase> = by_case
-            .into_values()
-            .map(|(entry, shared)| {
-                let techniques: Vec<String> = entry.techniques.iter().filter(|t| mine.contains(t)).cloned().collect();
-                let hours = (at - entry.at_ms).abs() as f64 / 3_600_000.0;
-                let proximity = if hours <= 24.0 {
-                    1.0
-                } else if hours <= 168.0 {
-                    0.5
-                } else {
-                    0.1
-                };
-                let score = (shared.len() as f64).min(5.0) / 5.0 * 0.6 + (techniques.len() as f64).min(3.0) / 3.0 * 0.25 + proximity * 0.15;
-                let mut reason = format!("shares {}", shared.iter().take(3).cloned().collect::<Vec<_>>().join(", "));
-                if shared.len() > 3 {
-                    reason.push_str(&format!(" and {} more", shared.len() - 3));
-                }
-                if !techniques.is_empty() {
-                    reason.push_str(&format!("; same techniques {}", techniques.join(", ")));
-                }
-                reason.push_str(&format!("; {hours:.0} h apart"));
-                RelatedCase {
-                    case: entry.case,
-                    shared_indicators: shared,
-                    shared_techniques: techniques,
-                    hours_apart: hours,
-                    score,
-                    reason,
-                }
-            })
-            .collect();
-        related.sort_by(|a, b| b.score.total_cmp(&a.score));
-        related.truncate(10);
-        let mut report = SourceReport::skipped(RELATED_CASES_SOURCE, "");
-        report.status = if related.is_empty() { SourceStatus::NotFound } else { SourceStatus::Ok };
-        report.note = Some(format!("{} related case(s) in the last 30 days", related.len()));
-        report.errors = errors;
-        report.related_cases = related;
-        report.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(report)
     }
 }

@@ -4,9 +4,9 @@
 //! carries the rule that fired and the evidence, so an analyst can judge it.
 
 use regex::RegexSet;
-use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
+use crate::domain::InferredTechnique;
 use crate::text::prefix;
 use crate::xdr::Alert;
 
@@ -180,15 +180,6 @@ const COMMAND_LINE_FIELDS: &[&str] = &[
 /// Command lines longer than this are cut before matching (as in extraction).
 const MAX_CMD: usize = 16 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InferredTechnique {
-    pub id: String,
-    pub rule: String,
-    pub about: String,
-    /// Where it matched, bounded: `actor_process_command_line: powershell.exe -enc …`.
-    pub evidence: String,
-}
-
 struct Compiled {
     command_line: (RegexSet, Vec<usize>),
     alert_name: (RegexSet, Vec<usize>),
@@ -229,10 +220,10 @@ pub fn infer(alerts: &[Alert], already_cited: &[String]) -> Vec<InferredTechniqu
             if !COMMAND_LINE_FIELDS.contains(&field.as_str()) {
                 continue;
             }
-            let text = crate::indicator::refang(prefix(value, MAX_CMD));
+            let text = crate::domain::refang(prefix(value, MAX_CMD));
             for m in c.command_line.0.matches(&text).iter() {
                 let rule = &RULES[c.command_line.1[m]];
-                push(rule, format!("{field}: {}", crate::dossier::clean_text(&text, 120)));
+                push(rule, format!("{field}: {}", crate::text::clean_text(&text, 120)));
             }
         }
         for (set, value, label) in
@@ -240,7 +231,7 @@ pub fn infer(alerts: &[Alert], already_cited: &[String]) -> Vec<InferredTechniqu
         {
             let Some(v) = value else { continue };
             for m in set.0.matches(prefix(v, 512)).iter() {
-                push(&RULES[set.1[m]], format!("{label}: {}", crate::dossier::clean_text(v, 120)));
+                push(&RULES[set.1[m]], format!("{label}: {}", crate::text::clean_text(v, 120)));
             }
         }
     }
@@ -262,7 +253,7 @@ mod tests {
 
     #[test]
     fn every_rule_names_real_active_techniques() {
-        let a = crate::attack::attack();
+        let a = crate::domain::attack();
         for r in RULES {
             for t in r.techniques {
                 assert!(a.technique(t).is_some(), "{} cites {t}, not an active ATT&CK v18.1 technique", r.id);

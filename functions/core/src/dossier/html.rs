@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::case::{Action, Case};
+use crate::domain::{Action, Case};
 use crate::dossier::{Dossier, LABEL_AI, LABEL_NO_AI};
 use crate::http::escape_html as e;
 

@@ -79,6 +79,13 @@ impl Indicator {
     }
 }
 
+/// An XDR endpoint (agent) of the case: its id and host name, as XDR reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub endpoint_id: Option<String>,
+    pub host_name: Option<String>,
+}
+
 /// Settings that decide what counts as internal.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct InternalNames {

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
-const TECHNIQUES: &str = include_str!("../data/attack/enterprise-techniques.csv");
-const TACTICS: &str = include_str!("../data/attack/enterprise-tactics.csv");
-const RETIRED: &str = include_str!("../data/attack/enterprise-techniques-retired.csv");
-const GROUP_TECHNIQUES: &str = include_str!("../data/attack/groups-techniques.csv");
+const TECHNIQUES: &str = include_str!("../../data/attack/enterprise-techniques.csv");
+const TACTICS: &str = include_str!("../../data/attack/enterprise-tactics.csv");
+const RETIRED: &str = include_str!("../../data/attack/enterprise-techniques-retired.csv");
+const GROUP_TECHNIQUES: &str = include_str!("../../data/attack/groups-techniques.csv");
 
 pub const ATTACK_VERSION: &str = "18.1";
 
@@ -45,6 +45,16 @@ pub struct GroupMatch {
     pub shared: Vec<String>,
     /// Share of the case's techniques this group is known to use, 0..1.
     pub score: f64,
+}
+
+/// A technique inferred from alert content by a rule (when XDR cited none), with the evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferredTechnique {
+    pub id: String,
+    pub rule: String,
+    pub about: String,
+    /// Where it matched, bounded: `actor_process_command_line: powershell.exe -enc …`.
+    pub evidence: String,
 }
 
 /// How a cited technique ID resolved.

@@ -8,9 +8,10 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::case::IncidentHint;
+use crate::domain::IncidentHint;
+use crate::domain::Severity;
 use crate::http::HttpRequest;
-use crate::xdr::{list, scalar, Severity};
+use crate::xdr::{list, scalar};
 
 pub const SIGNATURE_TOLERANCE_S: i64 = 300;
 /// Bodies above this are refused before parsing.
@@ -22,7 +23,7 @@ pub enum AuthError {
     Missing,
     #[error("the shared secret does not match")]
     BadSecret,
-    #[error("X-Dossier-Signature must look like `t=<unix seconds>,v1=<hex>`")]
+    #[error("X-Dossier-Signature must look like `t=<unix seconds>,v1=<hex>` (a second `v1=` only while a secret rotates)")]
     BadSignatureFormat,
     #[error("the signature timestamp is outside the {SIGNATURE_TOLERANCE_S}-second window")]
     StaleTimestamp,
@@ -46,37 +47,132 @@ pub fn sign_body(secret: &[u8], timestamp_s: i64, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-pub fn authenticate(req: &HttpRequest, secret: &[u8], now_s: i64) -> Result<(), AuthError> {
-    if let Some(sig) = req.header("x-dossier-signature") {
-        let mut t = None;
-        let mut v1 = None;
-        for part in sig.split(',') {
-            match part.trim().split_once('=') {
-                Some(("t", v)) => t = v.trim().parse::<i64>().ok(),
-                Some(("v1", v)) => v1 = Some(v.trim()),
-                _ => {}
+/// The webhook secrets of every tenant: each tenant has its current secret and, while callers
+/// move to a new one, its previous one. A delivery belongs to the tenant whose secret verifies it.
+#[derive(Clone)]
+pub struct WebhookSecrets {
+    tenants: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secret material.
+        f.debug_list().entries(self.tenants.iter().map(|(t, s)| format!("{t}: {} secret(s)", s.len()))).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretsError {
+    #[error("no webhook secret configured")]
+    Empty,
+    #[error("webhook secret of tenant `{0}` is shorter than 16 bytes")]
+    TooShort(String),
+    #[error("webhook secrets: {0}")]
+    Invalid(String),
+}
+
+impl WebhookSecrets {
+    /// One tenant with one secret.
+    pub fn single(tenant: &str, secret: &[u8]) -> Result<WebhookSecrets, SecretsError> {
+        Self::new(vec![(tenant.to_string(), vec![secret.to_vec()])])
+    }
+
+    pub fn new(tenants: Vec<(String, Vec<Vec<u8>>)>) -> Result<WebhookSecrets, SecretsError> {
+        if tenants.is_empty() || tenants.iter().any(|(_, s)| s.is_empty()) {
+            return Err(SecretsError::Empty);
+        }
+        for (tenant, secrets) in &tenants {
+            crate::domain::CaseKey::new(tenant, "1").map_err(|e| SecretsError::Invalid(format!("tenant `{tenant}`: {e}")))?;
+            if secrets.len() > 2 {
+                return Err(SecretsError::Invalid(format!("tenant `{tenant}`: at most a current and a previous secret")));
+            }
+            if secrets.iter().any(|s| s.len() < 16) {
+                return Err(SecretsError::TooShort(tenant.clone()));
             }
         }
-        let (Some(t), Some(v1)) = (t, v1) else {
-            return Err(AuthError::BadSignatureFormat);
+        Ok(WebhookSecrets { tenants })
+    }
+
+    /// The secret as stored: a bare string (the default tenant's one secret), or JSON
+    /// `{"<tenant>": "<secret>" | {"current": "…", "previous": "…"}, …}`.
+    pub fn parse(text: &str, default_tenant: &str) -> Result<WebhookSecrets, SecretsError> {
+        let trimmed = text.trim();
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(trimmed) else {
+            return Self::single(default_tenant, trimmed.as_bytes());
         };
+        let mut tenants = Vec::new();
+        for (tenant, v) in map {
+            let secrets = match v {
+                serde_json::Value::String(s) => vec![s.into_bytes()],
+                serde_json::Value::Object(o) => ["current", "previous"]
+                    .iter()
+                    .filter_map(|k| o.get(*k).and_then(serde_json::Value::as_str))
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+                _ => return Err(SecretsError::Invalid(format!("tenant `{tenant}`: expected a string or {{\"current\", \"previous\"}}"))),
+            };
+            tenants.push((tenant, secrets));
+        }
+        Self::new(tenants)
+    }
+
+    /// The tenants to try: the one a header names (it only chooses which secrets to try), or all.
+    fn candidates<'a>(&'a self, named: Option<&'a str>) -> impl Iterator<Item = &'a (String, Vec<Vec<u8>>)> + 'a {
+        self.tenants.iter().filter(move |(t, _)| named.is_none_or(|n| n == t))
+    }
+}
+
+/// Who sent a delivery, as proven by the secret that verified it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub tenant: String,
+    /// For a signed delivery, what identifies it: the tenant and the MAC this server computed
+    /// (never a value copied from the header), so the same delivery is the same key however its
+    /// header is written.
+    pub replay_key: Option<String>,
+}
+
+/// Most `v1=` values in one signature header: the current and the previous secret's.
+pub const MAX_SIGNATURES: usize = 2;
+
+pub fn authenticate(req: &HttpRequest, secrets: &WebhookSecrets, now_s: i64) -> Result<Verified, AuthError> {
+    let named = req.header("x-dossier-tenant").map(str::trim);
+    if let Some(sig) = req.header("x-dossier-signature") {
+        let mut t = None;
+        let mut v1 = Vec::new();
+        for part in sig.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", v)) if t.is_none() => t = Some(v.trim().parse::<i64>().map_err(|_| AuthError::BadSignatureFormat)?),
+                Some(("t", _)) => return Err(AuthError::BadSignatureFormat),
+                Some(("v1", v)) => v1.push(v.trim().to_ascii_lowercase()),
+                _ => return Err(AuthError::BadSignatureFormat),
+            }
+        }
+        let Some(t) = t else { return Err(AuthError::BadSignatureFormat) };
+        if v1.is_empty() || v1.len() > MAX_SIGNATURES {
+            return Err(AuthError::BadSignatureFormat);
+        }
         if (now_s - t).abs() > SIGNATURE_TOLERANCE_S {
             return Err(AuthError::StaleTimestamp);
         }
-        let expected = sign_body(secret, t, &req.body);
-        return if constant_time_eq(expected.as_bytes(), v1.to_ascii_lowercase().as_bytes()) {
-            Ok(())
-        } else {
-            Err(AuthError::BadSignature)
-        };
+        for (tenant, keys) in secrets.candidates(named) {
+            for key in keys {
+                let expected = sign_body(key, t, &req.body);
+                if v1.iter().any(|given| constant_time_eq(expected.as_bytes(), given.as_bytes())) {
+                    return Ok(Verified { tenant: tenant.clone(), replay_key: Some(format!("{tenant}:{expected}")) });
+                }
+            }
+        }
+        return Err(AuthError::BadSignature);
     }
     let auth = req.header("authorization").ok_or(AuthError::Missing)?;
     let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).ok_or(AuthError::Missing)?;
-    if constant_time_eq(token.trim().as_bytes(), secret) {
-        Ok(())
-    } else {
-        Err(AuthError::BadSecret)
+    for (tenant, keys) in secrets.candidates(named) {
+        if keys.iter().any(|k| constant_time_eq(token.trim().as_bytes(), k)) {
+            return Ok(Verified { tenant: tenant.clone(), replay_key: None });
+        }
     }
+    Err(AuthError::BadSecret)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,17 +298,57 @@ mod tests {
 
     #[test]
     fn bearer_and_signature() {
-        let s = b"s3cret-s3cret";
-        assert_eq!(authenticate(&req(vec![("authorization", "Bearer s3cret-s3cret".into())], "{}"), s, 0), Ok(()));
-        assert_eq!(authenticate(&req(vec![("authorization", "Bearer nope".into())], "{}"), s, 0), Err(AuthError::BadSecret));
-        assert_eq!(authenticate(&req(vec![], "{}"), s, 0), Err(AuthError::Missing));
-        let sig = sign_body(s, 1_000, b"{}");
+        let raw = b"s3cret-s3cret-s3cret";
+        let s = WebhookSecrets::single("default", raw).unwrap();
+        let bearer = authenticate(&req(vec![("authorization", "Bearer s3cret-s3cret-s3cret".into())], "{}"), &s, 0).unwrap();
+        assert_eq!((bearer.tenant.as_str(), bearer.replay_key), ("default", None));
+        assert_eq!(authenticate(&req(vec![("authorization", "Bearer nope".into())], "{}"), &s, 0), Err(AuthError::BadSecret));
+        assert_eq!(authenticate(&req(vec![], "{}"), &s, 0), Err(AuthError::Missing));
+        let sig = sign_body(raw, 1_000, b"{}");
         let good = req(vec![("x-dossier-signature", format!("t=1000,v1={sig}"))], "{}");
-        assert_eq!(authenticate(&good, s, 1_100), Ok(()));
-        assert_eq!(authenticate(&good, s, 1_301), Err(AuthError::StaleTimestamp));
+        assert_eq!(authenticate(&good, &s, 1_100).unwrap().replay_key, Some(format!("default:{sig}")));
+        assert_eq!(authenticate(&good, &s, 1_301), Err(AuthError::StaleTimestamp));
         let other_body = req(vec![("x-dossier-signature", format!("t=1000,v1={sig}"))], "{\"a\":1}");
-        assert_eq!(authenticate(&other_body, s, 1_000), Err(AuthError::BadSignature));
-        assert_eq!(authenticate(&req(vec![("x-dossier-signature", "v1=abc".into())], "{}"), s, 0), Err(AuthError::BadSignatureFormat));
+        assert_eq!(authenticate(&other_body, &s, 1_000), Err(AuthError::BadSignature));
+        assert_eq!(authenticate(&req(vec![("x-dossier-signature", "v1=abc".into())], "{}"), &s, 0), Err(AuthError::BadSignatureFormat));
+    }
+
+    #[test]
+    fn the_replay_key_is_what_the_server_verified_not_what_the_header_says() {
+        let raw = b"s3cret-s3cret-s3cret";
+        let s = WebhookSecrets::single("default", raw).unwrap();
+        let sig = sign_body(raw, 1_000, b"{}");
+        let plain = authenticate(&req(vec![("x-dossier-signature", format!("t=1000,v1={sig}"))], "{}"), &s, 1_000).unwrap();
+        let padded =
+            authenticate(&req(vec![("x-dossier-signature", format!("t=1000,v1=deadbeef,v1={}", sig.to_uppercase()))], "{}"), &s, 1_000)
+                .unwrap();
+        assert_eq!(plain.replay_key, padded.replay_key, "a decoy v1 or another case does not make a new delivery");
+        let three = format!("t=1000,v1=aa,v1=bb,v1={sig}");
+        assert_eq!(authenticate(&req(vec![("x-dossier-signature", three)], "{}"), &s, 1_000), Err(AuthError::BadSignatureFormat));
+        let two_t = format!("t=1000,t=2000,v1={sig}");
+        assert_eq!(authenticate(&req(vec![("x-dossier-signature", two_t)], "{}"), &s, 1_000), Err(AuthError::BadSignatureFormat));
+    }
+
+    #[test]
+    fn the_tenant_is_the_one_whose_secret_verifies() {
+        let s = WebhookSecrets::parse(
+            r#"{"acme": {"current": "acme-secret-0000000001", "previous": "acme-secret-0000000000"}, "globex": "globex-secret-000000001"}"#,
+            "default",
+        )
+        .unwrap();
+        let sig = sign_body(b"acme-secret-0000000000", 1_000, b"{}");
+        let signed = |tenant: Option<&str>| {
+            let mut h = vec![("x-dossier-signature", format!("t=1000,v1={sig}"))];
+            if let Some(t) = tenant {
+                h.push(("x-dossier-tenant", t.to_string()));
+            }
+            req(h, "{}")
+        };
+        assert_eq!(authenticate(&signed(None), &s, 1_000).unwrap().tenant, "acme", "the previous secret still verifies");
+        assert_eq!(authenticate(&signed(Some("acme")), &s, 1_000).unwrap().tenant, "acme");
+        assert_eq!(authenticate(&signed(Some("globex")), &s, 1_000), Err(AuthError::BadSignature), "a header cannot re-tenant");
+        assert_eq!(authenticate(&signed(Some("nobody")), &s, 1_000), Err(AuthError::BadSignature));
+        assert!(WebhookSecrets::parse("short", "default").is_err());
     }
 
     #[test]

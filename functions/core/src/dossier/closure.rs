@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::case::{Action, ActionStatus, Case};
-use crate::dossier::{clean_text, Dossier};
+use crate::domain::{Action, ActionStatus, Case};
+use crate::dossier::Dossier;
+use crate::text::clean_text;
 use crate::timefmt::format_utc;
 
 pub const CLOSURE_DRAFT_ID: &str = "closure-1";
@@ -129,6 +130,6 @@ pub fn render_closure(case: &Case, dossier: Option<&Dossier>, actions: &[Action]
         writeln!(s, "- PROTECT (PR.AA, PR.PS, PR.AT): {}", controls.iter().map(|(n, _)| format!("CIS {n}")).collect::<Vec<_>>().join(", "));
     let _ =
         writeln!(s, "- IDENTIFY (ID.RA) / GOVERN (GV.OV): feed the root cause into the risk register; track the lessons above to closure.");
-    let _ = writeln!(s, "\n[dossier:{}:{CLOSURE_DRAFT_ID}]", case.key.storage_id());
+    let _ = writeln!(s, "\n{}", super::draft_marker(&case.key, CLOSURE_DRAFT_ID));
     s
 }

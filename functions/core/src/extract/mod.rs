@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use crate::indicator::{normalise, refang, Indicator, IndicatorKind, InternalNames};
+use crate::domain::{normalise, refang, Endpoint, Indicator, IndicatorKind, InternalNames};
 use crate::text::prefix;
 use crate::xdr::ExtraData;
+
+mod techniques;
+pub use techniques::{infer, Looks, Rule, RULES};
 
 /// Longest free-text field scanned; command lines beyond this are cut (attackers pad them).
 const MAX_SCAN_BYTES: usize = 128 * 1024;
@@ -82,12 +85,6 @@ pub struct Extraction {
     pub endpoints: Vec<Endpoint>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub endpoint_id: Option<String>,
-    pub host_name: Option<String>,
-}
-
 struct Patterns {
     ipv4: Regex,
     ipv6: Regex,
@@ -155,7 +152,7 @@ impl<'a> Collector<'a> {
         for m in p.url.find_iter(&text) {
             let url = prefix(m.as_str(), MAX_URL_BYTES).trim_end_matches(['.', ',', ';', ')', ']', '\'', '"']);
             self.add(IndicatorKind::Url, url, seen_in);
-            if let Some(host) = crate::indicator::url_host(url) {
+            if let Some(host) = crate::domain::url_host(url) {
                 url_hosts.push(host);
             }
         }

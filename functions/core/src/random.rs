@@ -1,0 +1,12 @@
+//! Randomness from the operating system.
+
+/// 96 random bits, hex.
+pub fn new_nonce() -> String {
+    let mut b = [0u8; 12];
+    // getrandom only fails where the OS has no entropy source at all; an all-zero nonce is still
+    // covered by the single-use check in the store.
+    if getrandom::getrandom(&mut b).is_err() {
+        tracing::error!("no OS randomness for a link nonce");
+    }
+    hex::encode(b)
+}

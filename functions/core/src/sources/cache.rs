@@ -1,0 +1,80 @@
+//! The per-indicator answer cache (a DynamoDB table with a TTL).
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::Indicator;
+use crate::ports::{Clock, DocStore, Table};
+use crate::sources::{IndicatorVerdict, Lookup};
+
+/// Answers per (source, indicator), kept for a TTL: the same indicator in 100 cases is looked
+/// up once. "Not found" is kept shorter (it may appear at the source any time).
+#[derive(Clone)]
+pub struct LookupCache {
+    store: Arc<dyn DocStore>,
+    clock: Arc<dyn Clock>,
+    pub positive_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    expires_at_ms: i64,
+    found: Option<IndicatorVerdict>,
+}
+
+impl LookupCache {
+    pub fn new(store: Arc<dyn DocStore>, clock: Arc<dyn Clock>) -> LookupCache {
+        LookupCache { store, clock, positive_ttl: Duration::from_secs(24 * 3600), negative_ttl: Duration::from_secs(6 * 3600) }
+    }
+
+    pub(super) fn key(indicator: &Indicator) -> String {
+        // Sort keys are capped at 1 KB: long values (URLs) are keyed by their hash.
+        if indicator.value.len() > 200 {
+            format!("{}:sha256:{}", indicator.kind, hex::encode(sha2::Sha256::digest(indicator.value.as_bytes())))
+        } else {
+            format!("{}:{}", indicator.kind, indicator.value)
+        }
+    }
+
+    /// A fresh cached answer. A cache that cannot be read is a miss, never an error.
+    pub async fn get(&self, source: &str, indicator: &Indicator) -> Option<Lookup> {
+        let doc = match self.store.get(Table::Cache, source, &Self::key(indicator)).await {
+            Ok(d) => d?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache unavailable; looking up");
+                return None;
+            }
+        };
+        let cached: Cached = serde_json::from_str(&doc.body).ok()?;
+        if cached.expires_at_ms <= self.clock.now_ms() {
+            return None;
+        }
+        Some(cached.found.map_or(Lookup::NotFound, Lookup::Found))
+    }
+
+    pub async fn put(&self, source: &str, indicator: &Indicator, lookup: &Lookup) {
+        let ttl = match lookup {
+            Lookup::Found(_) => self.positive_ttl,
+            Lookup::NotFound => self.negative_ttl,
+        };
+        let expires_at_ms = self.clock.now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let found = match lookup {
+            Lookup::Found(v) => Some(v.clone()),
+            Lookup::NotFound => None,
+        };
+        let Ok(body) = serde_json::to_string(&Cached { expires_at_ms, found }) else { return };
+        let key = Self::key(indicator);
+        let result = match self.store.get(Table::Cache, source, &key).await {
+            Ok(Some(old)) => self.store.replace(Table::Cache, source, &key, &body, old.version).await.map(drop),
+            Ok(None) => self.store.put_new(Table::Cache, source, &key, &body, Some(expires_at_ms / 1000)).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            // Losing a cache write costs one more lookup later, nothing else.
+            tracing::warn!(error = %e, "cache write failed");
+        }
+    }
+}
