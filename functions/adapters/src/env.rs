@@ -87,6 +87,15 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     if let Some(h) = number("DOSSIER_LINK_TTL_HOURS")? {
         c.link_ttl = Duration::from_secs(h * 3600);
     }
+    if let Some(s) = number("DOSSIER_WRITE_LEASE_SECONDS")? {
+        c.write_lease = Duration::from_secs(s);
+    }
+    if let Some(s) = number("DOSSIER_LLM_TIMEOUT_SECONDS")? {
+        c.model_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = number("DOSSIER_SYNTHESIS_RESERVE_SECONDS")? {
+        c.synthesis_reserve = Duration::from_secs(s);
+    }
     if let Some(p) = var("DOSSIER_LLM_PRICE_USD_PER_MTOK") {
         c.model_price = Some(
             dossier_core::config::ModelPrice::parse(&p)

@@ -30,8 +30,8 @@ where
 }
 
 /// Human-readable logs on stderr for the local CLI (default `warn`, so stdout stays clean).
-pub fn init_local() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+pub fn init_local(default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let result = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
     if result.is_err() {
         tracing::debug!("logging already initialised");

@@ -74,7 +74,7 @@ impl Aws {
             effects: env::required("DOSSIER_EFFECTS_TABLE")?,
             reports: env::required("DOSSIER_REPORTS_TABLE")?,
             audit: env::required("DOSSIER_AUDIT_TABLE")?,
-            cache: env::var("DOSSIER_CACHE_TABLE").unwrap_or_default(),
+            cache: env::required("DOSSIER_CACHE_TABLE")?,
         };
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_urls_from_env());

@@ -109,8 +109,7 @@ pub struct FunctionTimes {
     pub failure_retry: Duration,
 }
 
-/// The timings of every function, and how fast the pipeline's clock runs against the wall
-/// clock (`scale` pipeline milliseconds per real millisecond; 1 outside of compressed tests).
+/// The timings of every function, in the pipeline's clock.
 #[derive(Clone, Debug)]
 pub struct Timings {
     pub collect: FunctionTimes,
@@ -119,7 +118,6 @@ pub struct Timings {
     pub writeback: FunctionTimes,
     /// How often the reconciler runs.
     pub reconcile_every: Duration,
-    pub scale: f64,
 }
 
 impl Timings {
@@ -127,14 +125,7 @@ impl Timings {
     /// visibility timeout, so local runs do not sit idle.
     pub fn local() -> Timings {
         let f = |timeout_s: u64| FunctionTimes { timeout: Duration::from_secs(timeout_s), failure_retry: Duration::from_secs(1) };
-        Timings {
-            collect: f(30),
-            enrich: f(60),
-            synthesize: f(180),
-            writeback: f(60),
-            reconcile_every: Duration::from_secs(300),
-            scale: 1.0,
-        }
+        Timings { collect: f(30), enrich: f(60), synthesize: f(180), writeback: f(60), reconcile_every: Duration::from_secs(300) }
     }
 
     fn of(&self, queue: &QueueName) -> FunctionTimes {
@@ -144,11 +135,6 @@ impl Timings {
             "writeback" => self.writeback,
             _ => self.enrich,
         }
-    }
-
-    /// A pipeline-clock duration in wall-clock time.
-    pub fn real(&self, d: Duration) -> Duration {
-        Duration::from_secs_f64(d.as_secs_f64() / self.scale.max(1e-6))
     }
 }
 
@@ -166,6 +152,43 @@ pub struct LocalPipeline {
     queues: Vec<QueueName>,
     clock: Arc<dyn Clock>,
     pub timings: Timings,
+    /// The invocations run so far, and which were killed.
+    pub invocations: Invocations,
+}
+
+tokio::task_local! {
+    /// The invocation a task runs in (fault injectors in tests attribute what they see to it).
+    pub static INVOCATION: u64;
+}
+
+/// Numbers the invocations and remembers which were killed at their timeout.
+#[derive(Default)]
+pub struct Invocations {
+    next: std::sync::atomic::AtomicU64,
+    killed: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+impl Invocations {
+    fn start(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn killed(&self, id: u64) {
+        self.killed.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    }
+
+    pub fn was_killed(&self, id: u64) -> bool {
+        self.killed.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    }
+
+    pub fn killed_count(&self) -> usize {
+        self.killed.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The invocation the calling task runs in, if any.
+pub fn current_invocation() -> Option<u64> {
+    INVOCATION.try_with(|i| *i).ok()
 }
 
 pub struct PipelineParts {
@@ -219,6 +242,7 @@ impl LocalPipeline {
             backend: parts.backend,
             clock: parts.clock,
             timings: Timings::local(),
+            invocations: Invocations::default(),
         }
     }
 
@@ -227,7 +251,8 @@ impl LocalPipeline {
         self
     }
 
-    fn handler(&self, queue: &QueueName) -> &dyn MessageHandler {
+    /// The stage that handles `queue`'s messages.
+    pub fn handler_of(&self, queue: &QueueName) -> &dyn MessageHandler {
         match queue.as_str() {
             "collect" => &self.collect,
             "synthesize" => &self.synthesize,
@@ -264,7 +289,7 @@ impl LocalPipeline {
     }
 
     async fn reconcile_on_schedule(self: Arc<Self>, stop: Arc<AtomicBool>) {
-        let every = self.timings.real(self.timings.reconcile_every);
+        let every = self.clock.wall(self.timings.reconcile_every);
         loop {
             // Sleep in slices so `stop` is noticed.
             let mut waited = Duration::ZERO;
@@ -328,13 +353,35 @@ impl LocalPipeline {
     async fn deliver(&self, d: &Delivery) -> Result<(), StageError> {
         let times = self.timings.of(&d.queue);
         let deadline = Deadline::after(self.clock.now_ms(), times.timeout);
-        let run = dispose(self.handler(&d.queue), self.backend.queue.as_ref(), &d.queue, &d.body, deadline);
-        match tokio::time::timeout(self.timings.real(times.timeout), run).await {
-            Err(_) => warn!(queue = %d.queue, "invocation killed at its timeout; the message returns after its visibility timeout"),
+        let id = self.invocations.start();
+        let run = dispose(self.handler_of(&d.queue), self.backend.queue.as_ref(), &d.queue, &d.body, deadline);
+        match INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(times.timeout), run)).await {
+            Err(_) => {
+                self.invocations.killed(id);
+                warn!(queue = %d.queue, "invocation killed at its timeout; the message returns after its visibility timeout")
+            }
             Ok(Disposition::Ack | Disposition::Defer(_)) => self.backend.consumer.ack(d).await?,
             Ok(Disposition::Fail { .. }) => self.backend.consumer.retry_later(d, times.failure_retry).await?,
         }
         Ok(())
+    }
+
+    /// Calls an HTTP door (intake, approve) as API Gateway would invoke its function: in its
+    /// own invocation, killed at `timeout` (`None` then: the caller saw no answer).
+    pub async fn invoke_http(
+        &self,
+        door: &dyn dossier_core::stages::HttpHandler,
+        req: &dossier_core::http::HttpRequest,
+        timeout: Duration,
+    ) -> Option<dossier_core::http::HttpResponse> {
+        let id = self.invocations.start();
+        match INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(timeout), door.handle(req))).await {
+            Ok(resp) => Some(resp),
+            Err(_) => {
+                self.invocations.killed(id);
+                None
+            }
+        }
     }
 
     /// Pumps until every case is settled (dossier written, or ended) and nothing is due, or the
@@ -356,7 +403,7 @@ impl LocalPipeline {
                 return Ok(false);
             }
             idle += Duration::from_millis(20);
-            if idle >= self.timings.real(self.timings.reconcile_every) {
+            if idle >= self.clock.wall(self.timings.reconcile_every) {
                 idle = Duration::ZERO;
                 self.reconciler.run().await?;
             }

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod chaos;
 pub mod coldstart;
 pub mod report;
 pub mod samples;

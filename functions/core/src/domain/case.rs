@@ -180,6 +180,9 @@ pub struct AlertDigest {
     pub description: Option<String>,
 }
 
+/// Unusable answers from XDR before a case fails.
+pub const MAX_COLLECT_FAILURES: u32 = 3;
+
 /// Alerts kept per case, and characters kept per text field.
 pub const MAX_ALERT_DIGESTS: usize = 50;
 pub const MAX_ALERT_TEXT: usize = 600;
@@ -215,6 +218,9 @@ pub struct Case {
     /// Times the reconciler re-sent this status's message.
     #[serde(default)]
     pub nudges: u32,
+    /// Answers from XDR that could not be used (a cut or malformed reply), so far.
+    #[serde(default)]
+    pub collect_failures: u32,
     /// The synthesis claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
@@ -278,6 +284,7 @@ impl Case {
             received_at_ms: now_ms,
             due_at_ms: Some(now_ms + ms(budgets.collect)),
             nudges: 0,
+            collect_failures: 0,
             lease: None,
             resolution: None,
             incident_name: None,
@@ -324,6 +331,20 @@ impl Case {
             CaseStatus::Received => self.move_to(CaseStatus::Collecting, Some(now_ms + ms(budgets.collect)), now_ms).is_ok(),
             _ => false,
         }
+    }
+
+    /// XDR's answer could not be used. A cut reply is usually transient, so collect tries again
+    /// a few times; then the case fails with the reason. `true` if the case ended.
+    pub fn collect_failed(&mut self, reason: &str, now_ms: i64, budgets: &Budgets) -> bool {
+        if !matches!(self.status, CaseStatus::Received | CaseStatus::Collecting) {
+            return false;
+        }
+        self.collect_failures += 1;
+        if self.collect_failures >= MAX_COLLECT_FAILURES {
+            return self.fail(format!("{reason} ({} attempts)", self.collect_failures), now_ms);
+        }
+        self.collecting(now_ms, budgets);
+        false
     }
 
     /// Collect stored the evidence and fans out: Received | Collecting → Enriching, due at the
@@ -557,6 +578,13 @@ mod tests {
             let mut c = start();
             c.fail("x", 2_000);
             attempts.push(("fail", c));
+            let mut c = start();
+            c.collect_failures = MAX_COLLECT_FAILURES - 1;
+            c.collect_failed("unusable", 2_000, &b);
+            attempts.push(("collect failed for good", c));
+            let mut c = start();
+            c.collect_failed("unusable", 2_000, &b);
+            attempts.push(("collect failed once", c));
             let mut c = start();
             c.resolve("resolved_other", 2_000);
             attempts.push(("resolve", c));

@@ -212,7 +212,7 @@ impl MemoryQueue {
     fn next_visible_in(&self, queue: &QueueName) -> Option<Duration> {
         let now = self.clock.now_ms();
         let at = lock(&self.queues).get(queue)?.iter().map(|m| m.visible_at_ms).min()?;
-        Some(Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+        Some(self.clock.wall(Duration::from_millis(u64::try_from(at - now).unwrap_or(0))))
     }
 
     /// Takes up to `max` visible messages, moving those received too often to the DLQ.
@@ -314,7 +314,7 @@ impl QueueConsumer for MemoryQueue {
             }
             // A delayed or timed-out message becomes visible without a send: wake for it too.
             let left = deadline - now;
-            let nap = self.next_visible_in(queue).map_or(left, |due| due.clamp(Duration::from_millis(1), left));
+            let nap = self.next_visible_in(queue).map_or(left, |due| due.max(Duration::from_millis(1)).min(left));
             let nap = std::pin::pin!(tokio::time::sleep(nap));
             futures_util::future::select(arrived, nap).await;
         }

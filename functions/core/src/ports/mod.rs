@@ -29,6 +29,12 @@ pub trait SecretStore: Send + Sync {
 
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
+
+    /// How long `d` of this clock's time lasts on the wall clock (a compressed test clock runs
+    /// faster): what to sleep to wait for it.
+    fn wall(&self, d: std::time::Duration) -> std::time::Duration {
+        d
+    }
 }
 
 /// The real wall clock.

@@ -55,8 +55,21 @@ impl Collect {
         };
         let data = match parse_extra_data(&raw) {
             Ok(list) => pick(list, &key.incident_id),
-            Err(e) => return self.ctx.fail_case(key, format!("XDR extra data unusable: {e}")).await,
+            Err(e) => return self.unusable(stored, format!("XDR extra data unusable: {e}")).await,
         };
+        // XDR already resolved it (a duplicate, a false positive): the closure path only, never
+        // a dossier.
+        if let Some(status) = data.incident.status.as_deref().filter(|s| super::intake::is_resolved(s)) {
+            let mut case = stored.value;
+            if case.resolve(status, self.ctx.now_ms()) {
+                let mut commit = Commit::new();
+                commit.save(&case, stored.version)?;
+                commit.audit(&self.ctx.event(key, "incident.resolved", format!("XDR status {status} when collected: no dossier")))?;
+                self.ctx.store.commit(commit).await?;
+            }
+            info!(%status, "incident already resolved in XDR; closed without a dossier");
+            return Ok(());
+        }
         let config = self.ctx.config.clone();
         let now = self.ctx.now_ms();
         let deadline = now + i64::try_from(config.enrich_deadline.as_millis()).unwrap_or(i64::MAX / 4);
@@ -88,6 +101,22 @@ impl Collect {
         self.fan_out(&case).await?;
         crate::sources::index_case(self.ctx.store.docs().as_ref(), &case, now).await?;
         Ok(())
+    }
+
+    /// XDR answered something unusable: counted on the case; tried again later, or the case
+    /// ends with the reason.
+    async fn unusable(&self, stored: Versioned<Case>, reason: String) -> Result<(), StageError> {
+        let mut case = stored.value;
+        let ended = case.collect_failed(&reason, self.ctx.now_ms(), &self.ctx.config.budgets);
+        let mut commit = Commit::new();
+        commit.save(&case, stored.version)?;
+        commit.audit(&self.ctx.event(&case.key, if ended { "case.failed" } else { "xdr.unusable" }, reason.clone()))?;
+        self.ctx.store.commit(commit).await?;
+        if ended {
+            warn!(%reason, "case failed");
+            return Ok(());
+        }
+        Err(StageError::RetryLater { reason, after: Duration::from_secs(30) })
     }
 
     /// Collect must wait for XDR: the case says so (once), so its budget is the collect budget.

@@ -1,0 +1,86 @@
+//! How the commands print what they found.
+
+use dossier_local::chaos::ChaosReport;
+
+pub fn print_cold_start(report: &[dossier_local::coldstart::ColdStart], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+        return;
+    }
+    println!("{:<12} {:>9} {:>14} {:>12}", "function", "init ms", "peak RSS MiB", "zip bytes");
+    for c in report {
+        println!("{:<12} {:>9.1} {:>14.1} {:>12}", c.function, c.init_ms, c.peak_rss_mib, c.zip_bytes);
+    }
+}
+
+pub fn print_bench(r: &dossier_local::bench::BenchReport) {
+    println!("backend              {}", r.backend);
+    println!("cases                {} ({} lost)", r.cases, r.lost);
+    println!("webhook→comment p50  {:.1} ms", r.p50_ms);
+    println!("webhook→comment p95  {:.1} ms", r.p95_ms);
+    println!("critical path        {:.1} ms (XDR + source rounds of 4 lookups + model + write-back)", r.critical_path_ms);
+    println!("overhead             {:.1} %", r.overhead_pct);
+    println!("sequential would be  {:.1} ms ({:.1}x the p50)", r.sequential_ms, r.sequential_ratio);
+    println!("CPU per case         {:.2} ms", r.cpu_ms_per_case);
+    println!("peak RSS             {:.1} MiB", r.peak_rss_mib);
+    let mut calls: Vec<_> = r.calls_per_indicator.iter().collect();
+    calls.sort_by(|a, b| a.0.cmp(b.0));
+    for (s, c) in calls {
+        println!("calls per indicator  {s}: {c:.2} (all cases together: concurrent lookups of one indicator wait for the first, repeats come from the cache)");
+    }
+    println!("wall time            {:.0} ms", r.wall_ms);
+}
+
+pub fn print_text(r: &serde_json::Value) {
+    let case = &r["case"];
+    println!(
+        "━━━ Incident {} (tenant {}) — {} ━━━",
+        case["incident_id"].as_str().unwrap_or(""),
+        case["tenant"].as_str().unwrap_or(""),
+        case["status"].as_str().unwrap_or("")
+    );
+    if let Some(f) = case["failure"].as_str() {
+        println!("FAILED: {f}");
+    }
+    println!("{}", r["dossier"]["comment"].as_str().unwrap_or("(no dossier)"));
+    let actions = r["actions"].as_array().cloned().unwrap_or_default();
+    if !actions.is_empty() {
+        println!("\nApproval links (one per approver; GET shows a confirmation page, POST decides):");
+        for a in actions {
+            for link in a["approvals"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {} {} → {}",
+                    a["kind"].as_str().unwrap_or(""),
+                    a["target_label"].as_str().unwrap_or(""),
+                    link["approver"].as_str().unwrap_or("")
+                );
+                println!("  approval: {}", link["url"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    let writes = r["xdr_writes"].as_array().map_or(0, Vec::len);
+    println!("\nXDR writes recorded (not sent): {writes}\n");
+}
+
+pub fn print_chaos(r: &ChaosReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    println!("cases                {} ({} terminal, {} stuck): {:?}", r.cases, r.terminal, r.stuck, r.by_status);
+    println!("unexplained          {}", r.unexplained);
+    println!("duplicate comments   {} (ambiguous posts: {})", r.duplicate_comments, r.ambiguous_posts);
+    println!("duplicate executions {}", r.duplicate_executions);
+    println!("unapproved changes   {}", r.unapproved_changes);
+    println!("DLQ messages         {}", r.dlq);
+    println!(
+        "injected             {} worker deaths ({} invocations killed), {} duplicated messages",
+        r.crashes, r.killed_invocations, r.duplicated_messages
+    );
+    println!(
+        "approvers            {} approved, {} rejected; {} incidents resolved midway; {} changes made",
+        r.approved, r.rejected, r.resolved, r.executed
+    );
+    println!("wall time            {:.1} s (seed {})", r.wall_ms as f64 / 1000.0, r.seed);
+    println!("{}", if r.holds() { "every promise held" } else { "A PROMISE BROKE" });
+}
