@@ -18,9 +18,58 @@ pub fn clean_text(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// The records of a CSV text (RFC 4180: quoted fields may hold commas, quotes and line breaks),
+/// each with the line it starts on and its fields trimmed; blank lines and `#` comments skipped.
+/// A CSV record: the line it starts on and its fields.
+pub type CsvRow = (usize, Vec<String>);
+
+/// Where and why a CSV text could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvError {
+    pub line: usize,
+    pub reason: String,
+}
+
+pub fn csv_records(text: &str) -> Result<Vec<CsvRow>, CsvError> {
+    // Comment lines become blank lines before parsing, so byte offsets still fall on the
+    // file's own lines (the reader's comment handling would leave them out of the count).
+    let uncommented: String = text.lines().map(|l| if l.trim_start().starts_with('#') { "" } else { l }).collect::<Vec<_>>().join("\n");
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(uncommented.as_bytes());
+    // A record's position is where the previous one ended, before the blank lines the reader
+    // skips: step over them, then count newlines to get the line a person finds in an editor.
+    let bytes = uncommented.as_bytes();
+    let line_of = |p: &csv::Position| {
+        let mut at = usize::try_from(p.byte()).unwrap_or(usize::MAX).min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\n' | b'\r') {
+            at += 1;
+        }
+        bytes[..at].iter().filter(|b| **b == b'\n').count() + 1
+    };
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| CsvError { line: e.position().map_or(0, line_of), reason: e.to_string() })?;
+        let line = record.position().map_or(0, line_of);
+        let fields: Vec<String> = record.iter().map(str::to_string).collect();
+        if fields.iter().all(String::is_empty) {
+            continue;
+        }
+        out.push((line, fields));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::prefix;
+    use super::{csv_records, prefix};
+
+    #[test]
+    fn csv_fields_may_hold_quoted_commas() {
+        let rows = csv_records("hostname,used_for\n# a comment\n\nfin-ws-1,\"Accounts Payable, EMEA\"\n").unwrap();
+        assert_eq!(rows[1], (4, vec!["fin-ws-1".to_string(), "Accounts Payable, EMEA".to_string()]));
+        assert_eq!(rows.len(), 2);
+        let quoted_break = csv_records("a,\"two\nlines\"\nb,c\n").unwrap();
+        assert_eq!(quoted_break, vec![(1, vec!["a".to_string(), "two\nlines".to_string()]), (3, vec!["b".to_string(), "c".to_string()])]);
+    }
 
     #[test]
     fn cuts_on_a_character_boundary() {

@@ -173,7 +173,7 @@ fn approval_pages_in_headless_chromium() {
     let mut serve = Killed(
         Command::new(BIN)
             .args(["serve", "--addr", "127.0.0.1:0", "--demo"])
-            .env("DOSSIER_WEBHOOK_SECRET", "browser-test")
+            .env("DOSSIER_WEBHOOK_SECRET", "browser-test-webhook-secret")
             .env("DOSSIER_LINK_KEY", LINK_KEY)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())

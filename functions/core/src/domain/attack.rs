@@ -86,9 +86,10 @@ pub fn attack() -> &'static Attack {
     A.get_or_init(Attack::parse_embedded)
 }
 
-fn rows(csv: &str) -> impl Iterator<Item = Vec<&str>> {
-    // The export has no quoted fields (names never contain commas); checked by a test.
-    csv.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|l| l.split(',').collect())
+/// The data rows of an embedded table (its header skipped).
+fn rows(csv: &str) -> impl Iterator<Item = Vec<String>> {
+    // The tables are compiled in and checked by a test: a malformed one fails the build's tests.
+    crate::text::csv_records(csv).unwrap_or_default().into_iter().skip(1).map(|(_, r)| r)
 }
 
 impl Attack {

@@ -25,26 +25,25 @@ impl IntelFeed {
     pub fn from_csv(text: &str) -> Result<IntelFeed, FeedError> {
         let mut entries = Vec::new();
         let names = InternalNames::default();
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || (i == 0 && line.starts_with("type,")) {
+        let records = crate::text::csv_records(text).map_err(|e| FeedError { line: e.line, reason: e.reason })?;
+        for (i, (line_no, cols)) in records.iter().enumerate() {
+            let line_no = *line_no;
+            if i == 0 && cols.first().is_some_and(|c| c.eq_ignore_ascii_case("type")) {
                 continue;
             }
-            let cols: Vec<&str> = line.splitn(6, ',').collect();
             if cols.len() < 5 {
                 return Err(FeedError { line: line_no, reason: "expected type,value,verdict,score,description[,reference]".into() });
             }
             let kind: IndicatorKind = serde_json::from_value(serde_json::Value::String(cols[0].trim().to_string()))
                 .map_err(|_| FeedError { line: line_no, reason: format!("unknown type `{}`", cols[0]) })?;
-            let ind = normalise(kind, cols[1], &names)
+            let ind = normalise(kind, &cols[1], &names)
                 .ok_or_else(|| FeedError { line: line_no, reason: format!("`{}` is not a valid {kind}", cols[1]) })?;
-            let verdict = VerdictLevel::parse(cols[2])
+            let verdict = VerdictLevel::parse(&cols[2])
                 .ok_or_else(|| FeedError { line: line_no, reason: format!("unknown verdict `{}`", cols[2]) })?;
             let score = cols[3].trim().parse::<f64>().ok().filter(|s| (0.0..=100.0).contains(s));
-            let mut v = IndicatorVerdict::new(&ind, verdict, cols[4].trim());
+            let mut v = IndicatorVerdict::new(&ind, verdict, cols[4].as_str());
             v.score = score;
-            v.link = cols.get(5).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+            v.link = cols.get(5).cloned().filter(|s| !s.is_empty());
             entries.push(v);
         }
         Ok(IntelFeed { entries })
@@ -178,26 +177,26 @@ pub struct CmdbExport {
 
 impl CmdbExport {
     pub fn from_csv(text: &str) -> Result<CmdbExport, FeedError> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        let records = crate::text::csv_records(text).map_err(|e| FeedError { line: e.line, reason: e.reason })?;
+        let mut lines = records.into_iter();
         let (_, header) = lines.next().ok_or(FeedError { line: 1, reason: "empty CMDB export".into() })?;
-        let columns: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+        let columns: Vec<String> = header.iter().map(|c| c.to_ascii_lowercase()).collect();
         let host_col = columns
             .iter()
             .position(|c| c == "hostname" || c == "name")
             .ok_or(FeedError { line: 1, reason: "the header needs a `hostname` column".into() })?;
         let mut rows = BTreeMap::new();
-        for (i, line) in lines {
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        for (line, cells) in lines {
             let host = cells
                 .get(host_col)
                 .map(|h| h.to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
-                .ok_or(FeedError { line: i + 1, reason: "no hostname".into() })?;
+                .ok_or(FeedError { line, reason: "no hostname".into() })?;
             let facts = columns
                 .iter()
                 .zip(cells.iter())
                 .filter(|(c, v)| !v.is_empty() && c.as_str() != "hostname")
-                .map(|(c, v)| (c.clone(), (*v).to_string()))
+                .map(|(c, v)| (c.clone(), v.clone()))
                 .collect();
             rows.insert(host, facts);
         }
