@@ -9,29 +9,25 @@ use crate::sources::enc;
 use crate::sources::msgraph::GraphCredentials;
 use dossier_core::ports::{IdentityAdmin, XdrError};
 
-fn err_of(status: u16, body: &str) -> XdrError {
-    let short: String = body.chars().filter(|c| !c.is_control()).take(200).collect();
-    match status {
-        401 | 403 => XdrError::Forbidden(short),
-        404 => XdrError::NotFound(short),
-        429 => XdrError::RateLimited(short),
-        500..=599 => XdrError::Server(short),
-        400..=499 => XdrError::Rejected(format!("HTTP {status}: {short}")),
-        _ => XdrError::BadReply(format!("HTTP {status}: {short}")),
+use crate::http_client::{exchange, NoAnswer, Reply, Status};
+
+fn err_of(reply: &Reply) -> XdrError {
+    let short = reply.short_body();
+    match reply.status {
+        Status::Unauthorized | Status::Forbidden | Status::PaymentRequired => XdrError::Forbidden(short),
+        Status::NotFound => XdrError::NotFound(short),
+        Status::RateLimited => XdrError::RateLimited(short),
+        Status::Server => XdrError::Server(short),
+        Status::Rejected => XdrError::Rejected(format!("HTTP {}: {short}", reply.code)),
+        Status::Success | Status::Unexpected => XdrError::BadReply(format!("HTTP {}: {short}", reply.code)),
     }
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Result<(u16, String), XdrError> {
-    let resp = req.send().await.map_err(|e| {
-        if e.is_connect() {
-            XdrError::Unreachable("connection failed".into())
-        } else {
-            XdrError::Transport(if e.is_timeout() { "timed out".into() } else { "request failed".into() })
-        }
-    })?;
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    Ok((status, body))
+async fn send(req: reqwest::RequestBuilder) -> Result<Reply, XdrError> {
+    exchange(req).await.map_err(|e| match e {
+        NoAnswer::NotSent(why) => XdrError::Unreachable(why),
+        other => XdrError::Transport(other.to_string()),
+    })
 }
 
 pub struct OktaAdmin {
@@ -60,8 +56,8 @@ impl IdentityAdmin for OktaAdmin {
             .header("Authorization", format!("SSWS {}", self.api_token))
             .header("Accept", "application/json");
         match send(req).await? {
-            (200..=299, _) => Ok(format!("user {login} suspended")),
-            (status, body) => Err(err_of(status, &body)),
+            r if r.status == Status::Success => Ok(format!("user {login} suspended")),
+            r => Err(err_of(&r)),
         }
     }
 
@@ -72,13 +68,14 @@ impl IdentityAdmin for OktaAdmin {
             .get(format!("{}/api/v1/users/{}", self.base_url, enc(login)))
             .header("Authorization", format!("SSWS {}", self.api_token))
             .header("Accept", "application/json");
-        match send(req).await? {
-            (200..=299, body) => {
-                let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| XdrError::BadReply(format!("Okta user: {e}")))?;
+        let r = send(req).await?;
+        match r.status {
+            Status::Success => {
+                let v: serde_json::Value = serde_json::from_str(&r.body).map_err(|e| XdrError::BadReply(format!("Okta user: {e}")))?;
                 Ok(v.get("status").and_then(|s| s.as_str()).map(|s| matches!(s, "SUSPENDED" | "DEPROVISIONED")))
             }
-            (404, _) => Ok(None),
-            (status, body) => Err(err_of(status, &body)),
+            Status::NotFound => Ok(None),
+            _ => Err(err_of(&r)),
         }
     }
 }
@@ -112,8 +109,8 @@ impl IdentityAdmin for EntraAdmin {
         let req =
             self.http.patch(format!("{}/users/{}", self.base_url, enc(&upn))).bearer_auth(token).json(&json!({"accountEnabled": false}));
         match send(req).await? {
-            (200..=299, _) => Ok(format!("account {upn} disabled (accountEnabled=false)")),
-            (status, body) => Err(err_of(status, &body)),
+            r if r.status == Status::Success => Ok(format!("account {upn} disabled (accountEnabled=false)")),
+            r => Err(err_of(&r)),
         }
     }
 
@@ -121,13 +118,14 @@ impl IdentityAdmin for EntraAdmin {
         let Some(upn) = self.graph.user_ref(user) else { return Ok(None) };
         let token = self.graph.token(&Default::default()).await.map_err(|e| XdrError::Forbidden(e.to_string()))?;
         let req = self.http.get(format!("{}/users/{}?$select=accountEnabled", self.base_url, enc(&upn))).bearer_auth(token);
-        match send(req).await? {
-            (200..=299, body) => {
-                let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| XdrError::BadReply(format!("Graph user: {e}")))?;
+        let r = send(req).await?;
+        match r.status {
+            Status::Success => {
+                let v: serde_json::Value = serde_json::from_str(&r.body).map_err(|e| XdrError::BadReply(format!("Graph user: {e}")))?;
                 Ok(v.get("accountEnabled").and_then(serde_json::Value::as_bool).map(|enabled| !enabled))
             }
-            (404, _) => Ok(None),
-            (status, body) => Err(err_of(status, &body)),
+            Status::NotFound => Ok(None),
+            _ => Err(err_of(&r)),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Language models: any OpenAI-compatible chat completions endpoint (OpenAI, Azure OpenAI, vLLM,
 //! Ollama, llama.cpp server), Anthropic Messages, and Amazon Bedrock's Converse API through the
-//! AWS SDK. Each asks for schema-shaped JSON, has a timeout and retries once where retrying helps.
+//! AWS SDK. Each asks for schema-shaped JSON and has a timeout; the synthesis stage retries.
 
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::types::{
@@ -14,45 +14,20 @@ use std::time::Duration;
 use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
 
 const TOOL_NAME: &str = "write_dossier";
-/// Attempts for a model call that failed in a way retrying can help (429, 5xx, timeout).
-const ATTEMPTS: u32 = 2;
-
-async fn with_retry<F, Fut>(mut call: F) -> Result<LlmResponse, LlmError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<LlmResponse, LlmError>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match call().await {
-            Err(e @ (LlmError::RateLimited(_) | LlmError::Unavailable(_) | LlmError::Timeout)) if attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, "model call failed; retrying once");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-            }
-            other => return other,
-        }
-    }
-}
-
+/// One model call; retries belong to the synthesis stage, which knows the time left.
 async fn post_json(req: reqwest::RequestBuilder) -> Result<Value, LlmError> {
-    let resp =
-        req.send().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Unavailable("connection failed".into()) })?;
-    let status = resp.status().as_u16();
-    let body = resp.text().await.map_err(|e| {
-        if e.is_timeout() {
-            LlmError::Timeout
-        } else {
-            LlmError::Unavailable("reading the answer failed".into())
-        }
+    use crate::http_client::{exchange, NoAnswer, Status};
+    let reply = exchange(req).await.map_err(|e| match e {
+        NoAnswer::TimedOut => LlmError::Timeout,
+        other => LlmError::Unavailable(other.to_string()),
     })?;
-    let short: String = body.chars().filter(|c| !c.is_control()).take(200).collect();
-    match status {
-        200..=299 => serde_json::from_str(&body).map_err(|e| LlmError::BadReply(format!("not JSON: {e}"))),
-        401 | 403 => Err(LlmError::Unauthorized(short)),
-        429 => Err(LlmError::RateLimited(short)),
-        500..=599 => Err(LlmError::Unavailable(format!("HTTP {status}: {short}"))),
-        _ => Err(LlmError::BadReply(format!("HTTP {status}: {short}"))),
+    let short = reply.short_body();
+    match reply.status {
+        Status::Success => serde_json::from_str(&reply.body).map_err(|e| LlmError::BadReply(format!("not JSON: {e}"))),
+        Status::Unauthorized | Status::Forbidden | Status::PaymentRequired => Err(LlmError::Unauthorized(short)),
+        Status::RateLimited => Err(LlmError::RateLimited(short)),
+        Status::Server => Err(LlmError::Unavailable(format!("HTTP {}: {short}", reply.code))),
+        Status::NotFound | Status::Rejected | Status::Unexpected => Err(LlmError::BadReply(format!("HTTP {}: {short}", reply.code))),
     }
 }
 
@@ -92,7 +67,7 @@ impl LanguageModel for OpenAiCompatible {
             "messages": [{"role": "system", "content": r.system}, {"role": "user", "content": r.user}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "dossier", "strict": true, "schema": r.schema}},
         });
-        with_retry(|| async {
+        {
             let mut req = self.http.post(format!("{}/chat/completions", self.base_url)).json(&body);
             if let Some(k) = &self.api_key {
                 req = req.bearer_auth(k);
@@ -115,8 +90,7 @@ impl LanguageModel for OpenAiCompatible {
                 input_tokens: v.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
                 output_tokens: v.pointer("/usage/completion_tokens").and_then(Value::as_u64).unwrap_or(0),
             })
-        })
-        .await
+        }
     }
 }
 
@@ -159,18 +133,14 @@ impl LanguageModel for Anthropic {
             "tools": [{"name": TOOL_NAME, "description": "Record the dossier.", "input_schema": r.schema}],
             "tool_choice": {"type": "tool", "name": TOOL_NAME},
         });
-        with_retry(|| async {
+        {
             let req = self
                 .http
                 .post(format!("{}/v1/messages", self.base_url))
                 .header("x-api-key", &self.api_key)
                 .header("anthropic-version", "2023-06-01")
                 .json(&body);
-            let v = post_json(req).await.map_err(|e| match e {
-                // 529: Anthropic is overloaded.
-                LlmError::BadReply(m) if m.starts_with("HTTP 529") => LlmError::Unavailable(m),
-                other => other,
-            })?;
+            let v = post_json(req).await?;
             match v.get("stop_reason").and_then(Value::as_str) {
                 Some("refusal") => return Err(LlmError::Refused("the model refused".into())),
                 Some("max_tokens") => return Err(LlmError::BadReply("the answer was cut at the token limit".into())),
@@ -189,8 +159,7 @@ impl LanguageModel for Anthropic {
                 input_tokens: v.pointer("/usage/input_tokens").and_then(Value::as_u64).unwrap_or(0),
                 output_tokens: v.pointer("/usage/output_tokens").and_then(Value::as_u64).unwrap_or(0),
             })
-        })
-        .await
+        }
     }
 }
 

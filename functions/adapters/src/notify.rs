@@ -12,18 +12,14 @@ use dossier_core::ports::{ApprovalNotice, Notifier, NotifyError};
 use dossier_core::timefmt::format_utc;
 
 async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<(), NotifyError> {
-    let resp = http
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| NotifyError::Retryable(if e.is_timeout() { "timed out".into() } else { "connection failed".into() }))?;
-    let status = resp.status().as_u16();
-    let text: String = resp.text().await.unwrap_or_default().chars().filter(|c| !c.is_control()).take(200).collect();
-    match status {
-        200..=299 => Ok(()),
-        429 | 500..=599 => Err(NotifyError::Retryable(format!("HTTP {status} {text}"))),
-        _ => Err(NotifyError::Refused(format!("HTTP {status} {text}"))),
+    use crate::http_client::{exchange, Status};
+    // Without an answer the message may or may not have arrived: telling an approver twice is
+    // the lesser harm than never telling them.
+    let reply = exchange(http.post(url).json(body)).await.map_err(|e| NotifyError::Retryable(e.to_string()))?;
+    match reply.status {
+        Status::Success => Ok(()),
+        Status::RateLimited | Status::Server => Err(NotifyError::Retryable(format!("HTTP {} {}", reply.code, reply.short_body()))),
+        _ => Err(NotifyError::Refused(format!("HTTP {} {}", reply.code, reply.short_body()))),
     }
 }
 

@@ -12,6 +12,8 @@ use dossier_core::ports::{IncidentRef, XdrApi, XdrError};
 use dossier_core::timefmt::normalise_epoch;
 use dossier_core::xdr::{check_error_envelope, scalar, PayloadError};
 
+use crate::http_client::{NoAnswer, Status};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthKind {
@@ -85,6 +87,8 @@ const PAGE: usize = 100;
 const MAX_LISTED: usize = 10_000;
 /// Attempts for reads that fail in a way retrying can help (server error, transport).
 const READ_ATTEMPTS: u32 = 3;
+/// First wait between read attempts (then doubled, with jitter).
+const READ_BACKOFF: Duration = Duration::from_millis(200);
 
 impl XdrHttp {
     /// `base_url`: `https://api-<fqdn>` (without `/public_api/v1`).
@@ -123,20 +127,8 @@ impl XdrHttp {
     /// A read retried with jittered exponential backoff where retrying can help. Rate limits are
     /// not retried here: the caller's queue waits instead.
     async fn read(&self, path: &str, request_data: Value) -> Result<String, XdrError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.call(path, request_data.clone()).await {
-                Err(e @ (XdrError::Server(_) | XdrError::Transport(_))) if attempt < READ_ATTEMPTS => {
-                    let mut jitter = [0u8; 1];
-                    getrandom::getrandom(&mut jitter).ok();
-                    let wait = Duration::from_millis(200 * 2u64.pow(attempt - 1) + u64::from(jitter[0]));
-                    tracing::warn!(%path, attempt, error = %e, "XDR read failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
-            }
-        }
+        let retryable = |e: &XdrError| matches!(e, XdrError::Server(_) | XdrError::Transport(_));
+        crate::http_client::retry(READ_ATTEMPTS, READ_BACKOFF, retryable, || self.call(path, request_data.clone())).await
     }
 
     /// 5.x has no `get_incident_extra_data`: the case (`case/search`), its issues (`issue/search`)
@@ -427,30 +419,27 @@ impl XdrHttp {
         for (k, v) in self.auth_headers() {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| {
+        let reply = crate::http_client::exchange(req).await.map_err(|e| match e {
             // A connection that never opened sent nothing; after that, XDR may have acted.
-            if e.is_connect() {
-                XdrError::Unreachable(format!("{path}: {}", without_url(&e)))
-            } else {
-                XdrError::Transport(format!("{path}: {}", without_url(&e)))
-            }
+            NoAnswer::NotSent(why) => XdrError::Unreachable(format!("{path}: {why}")),
+            other => XdrError::Transport(format!("{path}: {other}")),
         })?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| XdrError::Transport(format!("{path}: reading the body: {}", without_url(&e))))?;
-        if (200..300).contains(&status) {
-            return Ok(body);
+        if reply.status == Status::Success {
+            return Ok(reply.body);
         }
-        let message = error_message(&body);
-        Err(match status {
-            401 => XdrError::Unauthorized(message),
-            402 => XdrError::NoLicence(message),
-            403 => XdrError::Forbidden(message),
-            404 => XdrError::NotFound(message),
-            429 => XdrError::RateLimited(message),
+        let message = error_message(&reply.body);
+        let code = reply.code;
+        Err(match reply.status {
+            Status::Unauthorized => XdrError::Unauthorized(message),
+            Status::PaymentRequired => XdrError::NoLicence(message),
+            Status::Forbidden => XdrError::Forbidden(message),
+            Status::NotFound => XdrError::NotFound(message),
+            Status::RateLimited => XdrError::RateLimited(message),
+            // XDR reports some quota errors as a 4xx/5xx with a "rate limit" message.
             _ if message.to_ascii_lowercase().contains("rate limit") => XdrError::RateLimited(message),
-            500..=599 => XdrError::Server(format!("HTTP {status}: {message}")),
-            400..=499 => XdrError::Rejected(format!("{path}: HTTP {status}: {message}")),
-            _ => XdrError::BadReply(format!("{path}: HTTP {status}: {message}")),
+            Status::Server => XdrError::Server(format!("HTTP {code}: {message}")),
+            Status::Rejected => XdrError::Rejected(format!("{path}: HTTP {code}: {message}")),
+            Status::Success | Status::Unexpected => XdrError::BadReply(format!("{path}: HTTP {code}: {message}")),
         })
     }
 
@@ -569,18 +558,6 @@ fn incident_ref(v: &Value, id_field: &str, status: &[&str], severity: &[&str], d
         creation_ms: epoch("creation_time"),
         modification_ms: epoch("modification_time").or_else(|| epoch("last_update_time")),
     })
-}
-
-/// reqwest errors print the URL; the URL holds only the tenant host, but keep messages short.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    kind.to_string()
 }
 
 fn error_message(body: &str) -> String {

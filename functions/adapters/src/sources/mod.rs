@@ -26,41 +26,28 @@ pub struct Answer {
 /// Sends a request, counting it, and maps the answer: 2xx → JSON, 404 → `None`, 429 → a
 /// deferral with `Retry-After`, 401/403 → credentials, 5xx → server, anything else unusable.
 pub async fn send(req: reqwest::RequestBuilder, calls: &CallCounter) -> Result<Option<Answer>, LookupError> {
+    use crate::http_client::{exchange, NoAnswer, Status};
     calls.add(1);
-    let resp = req.send().await.map_err(transport)?;
-    let status = resp.status().as_u16();
-    let retry_after = crate::http_client::retry_after(resp.headers());
-    let raw = resp.text().await.map_err(transport)?;
-    match status {
-        200..=299 => {
-            let json = if raw.trim().is_empty() {
+    let reply = exchange(req).await.map_err(|e| match e {
+        NoAnswer::TimedOut => LookupError::Timeout,
+        other => LookupError::Transport(other.to_string()),
+    })?;
+    let what = || format!("HTTP {} {}", reply.code, reply.short_body());
+    match reply.status {
+        Status::Success => {
+            let json = if reply.body.trim().is_empty() {
                 Value::Null
             } else {
-                serde_json::from_str(&raw).map_err(|e| LookupError::BadReply(format!("not JSON: {e}")))?
+                serde_json::from_str(&reply.body).map_err(|e| LookupError::BadReply(format!("not JSON: {e}")))?
             };
-            Ok(Some(Answer { json, raw }))
+            Ok(Some(Answer { json, raw: reply.body }))
         }
-        404 => Ok(None),
-        429 => Err(LookupError::RateLimited { retry_after }),
-        401 | 403 => Err(LookupError::Unauthorized(format!("HTTP {status} {}", short(&raw)))),
-        500..=599 => Err(LookupError::Server(format!("HTTP {status} {}", short(&raw)))),
-        _ => Err(LookupError::BadReply(format!("HTTP {status} {}", short(&raw)))),
+        Status::NotFound => Ok(None),
+        Status::RateLimited => Err(LookupError::RateLimited { retry_after: reply.retry_after }),
+        Status::Unauthorized | Status::Forbidden | Status::PaymentRequired => Err(LookupError::Unauthorized(what())),
+        Status::Server => Err(LookupError::Server(what())),
+        Status::Rejected | Status::Unexpected => Err(LookupError::BadReply(what())),
     }
-}
-
-fn transport(e: reqwest::Error) -> LookupError {
-    if e.is_timeout() {
-        LookupError::Timeout
-    } else if e.is_connect() {
-        LookupError::Transport("connection failed".into())
-    } else {
-        LookupError::Transport("request failed".into())
-    }
-}
-
-/// The first 160 characters of an error body, without control characters.
-fn short(body: &str) -> String {
-    body.chars().filter(|c| !c.is_control()).take(160).collect()
 }
 
 /// A string field, or a number as a string.
