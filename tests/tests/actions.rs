@@ -202,10 +202,14 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
     let form = pipeline.approve.handle(&req("GET", "/feedback", String::new())).await;
     assert_eq!(form.status, 200);
     assert!(form.body.contains("Was this dossier useful?"));
-    assert_eq!(dossier_core::stages::feedback_counts(&pipeline.ctx, "deterministic-v1").await.unwrap().useful, 0, "GET counts nothing");
+    assert_eq!(
+        dossier_core::stages::feedback_counts(&pipeline.ctx, dossier_core::dossier::DETERMINISTIC_VERSION).await.unwrap().useful,
+        0,
+        "GET counts nothing"
+    );
     assert_eq!(pipeline.approve.handle(&req("POST", "/feedback", format!("t={token}&decision=useful"))).await.status, 200);
     assert_eq!(pipeline.approve.handle(&req("POST", "/feedback", format!("t={token}&decision=not_useful"))).await.status, 409);
-    let counts = dossier_core::stages::feedback_counts(&pipeline.ctx, "deterministic-v1").await.unwrap();
+    let counts = dossier_core::stages::feedback_counts(&pipeline.ctx, dossier_core::dossier::DETERMINISTIC_VERSION).await.unwrap();
     assert_eq!((counts.useful, counts.not_useful), (1, 0));
     // A feedback link cannot decide an action, nor an approval link vote.
     assert_eq!(pipeline.approve.handle(&req("POST", "/approve", format!("t={token}&decision=approve"))).await.status, 403);

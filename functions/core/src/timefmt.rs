@@ -19,6 +19,13 @@ pub fn format_utc(epoch_ms: i64) -> String {
     at(epoch_ms).format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")).unwrap_or_else(|_| "time unknown".into())
 }
 
+/// Formats epoch milliseconds as an XQL exact time: `2019-12-08 12:08:29 +0000`.
+pub fn format_xql(epoch_ms: i64) -> String {
+    at(epoch_ms)
+        .format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second] +0000"))
+        .unwrap_or_else(|_| "1970-01-01 00:00:00 +0000".into())
+}
+
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds: `2019-12-08T12:08:29.185Z`.
 pub fn format_rfc3339(epoch_ms: i64) -> String {
     at(epoch_ms)

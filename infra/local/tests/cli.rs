@@ -65,7 +65,9 @@ fn runs_the_recorded_extra_data_reply() {
     let v = run_json(&fixture_path("xdr/get_incident_extra_data.json"));
     assert_report_shape(&v);
     assert_eq!(v["case"]["incident_id"], "1");
-    assert_eq!(v["case"]["status"], "awaiting_approval");
+    // The bundled CMDB export calls the host a Malware Lab asset and the feed calls the file the
+    // WildFire test sample: a test, so nothing is proposed and the case is done.
+    assert_eq!(v["case"]["status"], "done");
     assert_eq!(values(&v, "sha256"), vec!["8d5aec85593c85ecdc8d5ac601e163a1cc26d877f88c03e9e0e94c9dd4a38fca"]);
     assert_eq!(values(&v, "hostname"), vec!["aaaaaa"]);
     assert_eq!(values(&v, "user"), vec!["Administrator"]);

@@ -257,6 +257,9 @@ pub struct Case {
     pub inferred_techniques: Vec<InferredTechnique>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// What XDR itself says: kind, verdicts, outcomes, alert groups, key events.
+    #[serde(default)]
+    pub facts: super::CaseFacts,
     #[serde(default)]
     pub first_alert_ms: Option<i64>,
     #[serde(default)]
@@ -298,6 +301,7 @@ impl Case {
             techniques: Vec::new(),
             inferred_techniques: Vec::new(),
             endpoints: Vec::new(),
+            facts: super::CaseFacts::default(),
             first_alert_ms: None,
             parse_warnings: Vec::new(),
             expected_sources: Vec::new(),

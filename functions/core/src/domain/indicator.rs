@@ -138,6 +138,43 @@ pub fn refang(text: &str) -> String {
     out
 }
 
+/// Where an indicator lives, as the dossier labels it: the company's own, a reserved range
+/// (documentation, CGNAT, benchmarking: never a real peer), or the internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    External,
+    Internal,
+    Reserved,
+}
+
+impl Scope {
+    pub fn of(kind: IndicatorKind, value: &str, internal: bool) -> Scope {
+        if !internal {
+            return Scope::External;
+        }
+        if !matches!(kind, IndicatorKind::Ipv4 | IndicatorKind::Ipv6) {
+            return Scope::Internal;
+        }
+        match value.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) if v4.is_private() || v4.is_loopback() || v4.is_link_local() => Scope::Internal,
+            Ok(IpAddr::V6(v6)) if v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 => {
+                Scope::Internal
+            }
+            Ok(_) => Scope::Reserved,
+            Err(_) => Scope::Internal,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::External => "external",
+            Scope::Internal => "internal",
+            Scope::Reserved => "reserved",
+        }
+    }
+}
+
 /// Classification of an IP address: reserved ranges are "internal" for our purposes.
 pub fn ip_is_internal(ip: &IpAddr) -> bool {
     match ip {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{GroupMatch, IndicatorKind, Severity, Technique};
+use crate::domain::{GroupMatch, IndicatorKind, Scope, Severity, Technique};
 use crate::sources::{SourceStatus, VerdictLevel};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,15 +20,39 @@ pub struct IndicatorFinding {
     pub kind: IndicatorKind,
     pub value: String,
     pub internal: bool,
+    /// External, internal, or a reserved range.
+    #[serde(default = "external")]
+    pub scope: Scope,
+    /// The XDR fields it was seen in.
+    #[serde(default)]
+    pub seen_in: Vec<String>,
+    /// Seen only in text anyone can write (command lines, descriptions), never in telemetry.
+    #[serde(default)]
+    pub free_text_only: bool,
     pub worst: VerdictLevel,
     pub verdicts: Vec<SourceVerdict>,
+}
+
+impl IndicatorFinding {
+    /// An address XDR gave as the host's own (`host_ip`), not a peer it talked to.
+    pub fn is_host_address(&self) -> bool {
+        !self.seen_in.is_empty() && self.seen_in.iter().all(|s| s == "host_ip")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hypothesis {
     pub text: String,
     pub confidence: f64,
+    /// Evidence for.
     pub evidence: Vec<String>,
+    /// Evidence against.
+    #[serde(default)]
+    pub against: Vec<String>,
+}
+
+fn external() -> Scope {
+    Scope::External
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,27 +120,4 @@ pub struct Dossier {
     /// The model call behind an AI dossier, or the one whose answer was rejected.
     #[serde(default)]
     pub model_run: Option<crate::synthesis::ModelRun>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum CommentState {
-    Pending,
-    /// Claimed by a writeback worker until the lease ends.
-    Posting {
-        lease_until_ms: i64,
-    },
-    Posted {
-        at_ms: i64,
-    },
-}
-
-/// A synthesized dossier and the comment made from it; written once per case.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Draft {
-    pub id: String,
-    pub created_at_ms: i64,
-    pub dossier: Dossier,
-    pub comment: String,
-    pub comment_state: CommentState,
 }

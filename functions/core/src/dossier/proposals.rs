@@ -1,40 +1,72 @@
 //! Gated actions the evidence supports, and the policies that may approve some without a human.
 
 use crate::config::Phase;
-use crate::domain::{Action, ActionKind, Case, IndicatorKind, Proposal, Severity};
+use crate::domain::{Action, ActionKind, Case, IndicatorKind, Proposal, Scope, Severity};
 use crate::dossier::{Dossier, IndicatorFinding};
 use crate::sources::VerdictLevel;
 
 /// Gated actions the evidence supports; nothing in phase 1. Only allow-listed kinds, only
-/// targets that are entities of this case.
+/// targets that are entities of this case, and only a target that carries the evidence named in
+/// the reason: a host is isolated for a flagged file or destination seen on that host; nothing
+/// seen only in free text (which anyone can write) is ever a reason.
 pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Proposal> {
     if !phase.proposes_actions() {
         return Vec::new();
     }
+    let facts = &case.facts;
     let mut actions = Vec::new();
     let mut push = |kind: ActionKind, target: String, target_label: String, rationale: String| {
         actions.push(Proposal { kind, target, target_label, rationale })
     };
-    let malicious: Vec<&IndicatorFinding> =
-        dossier.indicators.iter().filter(|f| f.worst == VerdictLevel::Malicious && !f.internal).collect();
-    if !malicious.is_empty() {
-        for ep in case.endpoints.iter().filter(|e| e.endpoint_id.is_some()).take(3) {
+    let evidence: Vec<&IndicatorFinding> = dossier
+        .indicators
+        .iter()
+        .filter(|f| f.worst == VerdictLevel::Malicious && f.scope == Scope::External && !f.free_text_only)
+        .collect();
+    let lab = dossier.hypotheses.iter().any(|h| h.text.starts_with("Authorised testing") && h.confidence >= 0.5);
+    if facts.has_agent && !lab {
+        // Hosts whose own alerts carry a flagged file or destination, most alerts first.
+        let mut per_host: Vec<(String, usize, String)> = Vec::new();
+        for g in &facts.groups {
+            let e = &g.key_event;
+            let Some(host) = &e.host else { continue };
+            let carried = evidence.iter().find(|f| {
+                e.sha256.as_deref() == Some(f.value.as_str())
+                    || e.destination.as_deref().is_some_and(|d| d == f.value || d.starts_with(&format!("{}:", f.value)))
+            });
+            if let Some(f) = carried {
+                match per_host.iter_mut().find(|(h, _, _)| h == host) {
+                    Some(entry) => entry.1 += g.count,
+                    None => per_host.push((host.clone(), g.count, format!("{} {}", f.kind, f.value))),
+                }
+            }
+        }
+        per_host.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+        let more = per_host.len().saturating_sub(3);
+        for (host, alerts, what) in per_host.into_iter().take(3) {
+            let Some(ep) = case.endpoints.iter().find(|e| e.host_name.as_deref() == Some(host.as_str()) && e.endpoint_id.is_some()) else {
+                continue;
+            };
             let id = ep.endpoint_id.clone().unwrap_or_default();
-            let label = ep.host_name.clone().unwrap_or_else(|| id.clone());
+            let others = if more > 0 { format!("; {more} more host(s) carry flagged evidence") } else { String::new() };
             push(
                 ActionKind::IsolateEndpoint,
                 id,
-                label.clone(),
-                format!(
-                    "{label} is involved in an incident with {} malicious indicator(s), e.g. {} {}",
-                    malicious.len(),
-                    malicious[0].kind,
-                    malicious[0].value
-                ),
+                host.clone(),
+                format!("{host} has {alerts} alert(s) with {what}, flagged malicious{others}"),
             );
         }
     }
-    for f in malicious.iter().filter(|f| f.kind == IndicatorKind::Sha256).take(3) {
+    // Files: flagged by intel or by XDR's own analysis, seen in telemetry.
+    for f in dossier
+        .indicators
+        .iter()
+        .filter(|f| f.kind == IndicatorKind::Sha256 && f.worst == VerdictLevel::Malicious && !f.free_text_only)
+        .take(3)
+    {
+        if lab {
+            break;
+        }
         let why = f
             .verdicts
             .iter()
@@ -53,7 +85,11 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Prop
             .join("; ");
         push(ActionKind::DisableUser, f.value.clone(), f.value.clone(), format!("identity at risk ({why})"));
     }
-    if dossier.severity > case.severity && case.severity != Severity::Unknown {
+    // Raising a severity an analyst set takes evidence they did not have: third-party intel.
+    let new_evidence =
+        evidence.iter().any(|f| f.verdicts.iter().any(|v| v.verdict == VerdictLevel::Malicious && !v.source.starts_with("XDR ")));
+    let analyst_set = facts.analyst_severity.is_some();
+    if dossier.severity > case.severity && case.severity != Severity::Unknown && !lab && (!analyst_set || new_evidence) {
         push(
             ActionKind::RaiseSeverity,
             dossier.severity.as_str().to_string(),

@@ -12,7 +12,9 @@ use crate::domain::{normalise, refang, Endpoint, Indicator, IndicatorKind, Inter
 use crate::text::prefix;
 use crate::xdr::ExtraData;
 
+mod facts;
 mod techniques;
+pub use facts::facts;
 pub use techniques::{infer, Looks, Rule, RULES};
 
 /// Longest free-text field scanned; command lines beyond this are cut (attackers pad them).
@@ -43,6 +45,13 @@ const ALERT_FIELDS: &[(&str, IndicatorKind)] = &[
     ("action_process_image_md5", IndicatorKind::Md5),
     ("actor_process_image_md5", IndicatorKind::Md5),
     ("causality_actor_process_image_md5", IndicatorKind::Md5),
+    // Attack-surface alerts: the exposed address and names.
+    ("ipv4_addresses", IndicatorKind::Ipv4),
+    ("asset_identifiers.ipv4Address", IndicatorKind::Ipv4),
+    ("domain_names", IndicatorKind::Domain),
+    // Messages: who sent it, to whom.
+    ("fw_email_sender", IndicatorKind::Email),
+    ("fw_email_recipient", IndicatorKind::Email),
     ("host_name", IndicatorKind::Hostname),
     ("user_name", IndicatorKind::User),
     ("actor_effective_username", IndicatorKind::User),
@@ -50,6 +59,13 @@ const ALERT_FIELDS: &[(&str, IndicatorKind)] = &[
     ("causality_actor_process_image_name", IndicatorKind::Process),
     ("action_process_image_name", IndicatorKind::Process),
 ];
+
+/// Where an indicator seen only in free text came from: alert text anyone can write (a command
+/// line, a description), not a field XDR's telemetry filled in. Such indicators are marked in the
+/// dossier and never become an action's target.
+pub fn is_free_text(seen_in: &str) -> bool {
+    TEXT_FIELDS.contains(&seen_in) || seen_in == "incident.description"
+}
 
 /// Free-text fields scanned for embedded indicators.
 const TEXT_FIELDS: &[&str] = &[

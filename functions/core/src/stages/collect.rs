@@ -189,7 +189,8 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
         case.severity = data.incident.severity;
     }
     case.xdr_url = data.incident.xdr_url.clone();
-    case.alert_count = data.alerts_total;
+    case.facts = crate::extract::facts(data);
+    case.alert_count = case.facts.xdr_alert_count;
     let mut names: Vec<String> = data.alerts.iter().filter_map(|a| a.name.clone()).collect();
     names.dedup();
     names.truncate(20);

@@ -134,8 +134,27 @@ pub fn build_pack(
     let sources: Vec<Value> = reports.iter().map(|r| json!({"source": r.source, "status": r.status.as_str(), "note": r.note})).collect();
     let endpoints: Vec<Value> = case.endpoints.iter().map(|e| json!({"endpoint_id": e.endpoint_id, "host": e.host_name})).collect();
 
+    // What XDR itself says, first, as the deterministic dossier states it: kind, verdicts,
+    // outcomes, the alert groups with their key events, the exposure or the message.
+    let f = &case.facts;
+    let xdr_says = json!({
+        "kind": f.kind.as_str(),
+        "alert_count_in_xdr": f.xdr_alert_count,
+        "alerts_read": f.alerts_read,
+        "verdicts": f.verdicts,
+        "prevented_or_blocked": f.prevented,
+        "detected_only": f.detected,
+        "allow_listed": f.allow_listed,
+        "analyst_severity": f.analyst_severity.map(|s| s.as_str()),
+        "alert_groups": take(f.groups.iter().map(|g| json!(g)).collect(), "alert groups", &mut cut),
+        "exposure": f.exposure,
+        "message": f.message,
+        "text_addressing_automation": f.automation_text,
+        "agent_data_available": f.has_agent,
+    });
     let evidence = json!({
         "incident": header,
+        "what_xdr_says": xdr_says,
         "flagged_indicators": flagged,
         "assets_and_identities": context,
         "techniques": techniques,

@@ -280,6 +280,7 @@ impl ModelDossier {
                 text: show(&h.text, 600),
                 confidence: h.confidence,
                 evidence: h.evidence.iter().map(|e| show(e, 200)).collect(),
+                against: Vec::new(),
             })
             .collect();
         if !self.techniques.is_empty() {

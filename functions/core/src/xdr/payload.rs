@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::Severity;
+use crate::domain::{Cve, Severity};
 
 use crate::timefmt::normalise_epoch;
 
@@ -35,6 +35,21 @@ pub struct Incident {
     pub hosts: Vec<String>,
     pub users: Vec<String>,
     pub mitre_techniques: Vec<String>,
+    /// The severity an analyst set by hand (`manual_severity`), when one did.
+    #[serde(default)]
+    pub analyst_severity: Option<Severity>,
+    /// XDR's own count of the incident's alerts (`alert_count`), which may exceed those returned.
+    #[serde(default)]
+    pub alert_count: Option<usize>,
+    /// `incident_sources[]`: "XDR Agent", "ASM", "XDR BIOC", ...
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// `wildfire_hits`: files WildFire called malicious in this incident.
+    #[serde(default)]
+    pub wildfire_hits: usize,
+    /// Attack-surface incidents: the CVEs of the exposed service (`xpanse_risk_explainer.cves[]`).
+    #[serde(default)]
+    pub cves: Vec<Cve>,
 }
 
 /// One alert; `fields` keeps every non-empty scalar the extractor may look at, by XDR field name.
@@ -137,6 +152,11 @@ fn parse_one(reply: &Value, path: &str) -> Result<ExtraData, PayloadError> {
         hosts: list(inc.get("hosts")),
         users: list(inc.get("users")),
         mitre_techniques: list(inc.get("mitre_techniques_ids_and_names")),
+        analyst_severity: scalar(inc.get("manual_severity")).map(|s| Severity::parse(&s)).filter(|s| *s != Severity::Unknown),
+        alert_count: scalar(inc.get("alert_count")).and_then(|n| n.parse().ok()),
+        sources: list(inc.get("incident_sources")),
+        wildfire_hits: scalar(inc.get("wildfire_hits")).and_then(|n| n.parse().ok()).unwrap_or(0),
+        cves: cves(inc.get("xpanse_risk_explainer").and_then(|x| x.get("cves"))),
     };
     let (alerts_total, alert_values) = section(reply, "alerts", path, &mut warnings)?;
     let alerts = alert_values
@@ -165,6 +185,19 @@ fn parse_one(reply: &Value, path: &str) -> Result<ExtraData, PayloadError> {
         })
         .collect();
     Ok(ExtraData { incident, alerts_total: alerts_total.max(alerts.len()), alerts, network_artifacts, file_artifacts, warnings })
+}
+
+fn cves(v: Option<&Value>) -> Vec<Cve> {
+    let number = |c: &Value, k: &str| c.get(k).and_then(|n| n.as_f64().or_else(|| n.as_str().and_then(|s| s.trim().parse().ok())));
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(50)
+        .filter_map(|c| {
+            let id = scalar(c.get("cveId"))?;
+            Some(Cve { id, cvss: number(c, "cvssScore"), epss: number(c, "epssScore"), exploit_maturity: scalar(c.get("exploitMaturity")) })
+        })
+        .collect()
 }
 
 /// A `{total_count, data: [...]}` section; absent or `null` is tolerated with a warning.
@@ -197,6 +230,15 @@ fn parse_alert(a: &Value, path: &str, warnings: &mut Vec<String>) -> Alert {
         for (k, v) in obj {
             for text in list(Some(v)) {
                 fields.push((k.clone(), text));
+            }
+            // One level of nesting (attack-surface alerts: `certificate.subjectName`,
+            // `asset_identifiers.httpPath`), named with a dot.
+            if let Some(inner) = v.as_object() {
+                for (k2, v2) in inner.iter().take(40) {
+                    for text in list(Some(v2)) {
+                        fields.push((format!("{k}.{k2}"), text));
+                    }
+                }
             }
         }
         // v1 alerts keep event-level fields (processes, files, network) inside `events[]`.
