@@ -61,7 +61,12 @@ impl HttpResponse {
                     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'".into(),
                 ),
                 ("x-content-type-options".into(), "nosniff".into()),
-                ("referrer-policy".into(), "no-referrer".into()),
+                // For browsers that predate CSP frame-ancestors: the page is never framed.
+                ("x-frame-options".into(), "DENY".into()),
+                // The page's URL holds the link token: never send it to another origin. Not
+                // `no-referrer`: with it browsers send `Origin: null` on the page's own POST,
+                // which the approval door must refuse (a sandboxed attacker page sends the same).
+                ("referrer-policy".into(), "same-origin".into()),
                 ("cache-control".into(), "no-store".into()),
             ],
             body,

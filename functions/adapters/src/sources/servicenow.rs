@@ -125,6 +125,11 @@ impl IndicatorSource for ServiceNow {
 
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
         let host = &indicator.value;
+        if !fits_encoded_query(host) {
+            // `^` joins conditions and `=` compares in an encoded query: a name holding either
+            // would ask for another record. No host name does; such text is not looked up.
+            return Ok(Lookup::NotFound);
+        }
         let short = host.split('.').next().unwrap_or(host);
         let query = enc(&format!("name={short}^ORname={host}^ORfqdnSTARTSWITH{host}"));
         let path = format!(
@@ -173,5 +178,23 @@ impl IndicatorSource for ServiceNow {
             }
         }
         Ok(Lookup::Found(verdict_from(indicator, &ci, &services).raw(&list.raw)))
+    }
+}
+
+/// A value that can sit in a ServiceNow encoded query without changing its meaning.
+fn fits_encoded_query(value: &str) -> bool {
+    !value.is_empty() && !value.chars().any(|c| matches!(c, '^' | '=' | '!' | '<' | '>' | '@') || c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::fits_encoded_query;
+
+    #[test]
+    fn names_that_would_rewrite_the_query_are_not_sent() {
+        assert!(fits_encoded_query("fin-ws-0231.corp.example"));
+        for hostile in ["x^ORname=dc01", "a=b", "x^NQsys_id!=", "two words", ""] {
+            assert!(!fits_encoded_query(hostile), "{hostile}");
+        }
     }
 }

@@ -29,6 +29,14 @@ impl Approve {
         let (token, decision) = match req.method.as_str() {
             "GET" => (req.query_param("t").map(str::to_string), None),
             "POST" => {
+                if let Some(why) = cross_site(req) {
+                    warn!(reason = why, "cross-site approval POST refused");
+                    return page(
+                        403,
+                        "Request refused",
+                        "Decisions are only taken from the confirmation page itself. Nothing was changed.",
+                    );
+                }
                 if req.body.len() > 16 * 1024 {
                     return page(413, "Request too large", "The form is larger than any approval form.");
                 }
@@ -239,6 +247,25 @@ fn link_error_page(e: &LinkError) -> HttpResponse {
     }
 }
 
+/// Why a POST came from another site, if it did. Browsers say where a request comes from
+/// (`Sec-Fetch-Site`, `Origin`); a page elsewhere that submits a form (even `text/plain`) to the
+/// approval door is refused. Clients that send neither (curl, tests) are not browsers a page can
+/// drive, and still need the signed token.
+fn cross_site(req: &HttpRequest) -> Option<&'static str> {
+    match req.header("sec-fetch-site").map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if v == "same-origin" || v == "none" => {}
+        Some(_) => return Some("Sec-Fetch-Site is not same-origin"),
+        None => {}
+    }
+    let origin = req.header("origin")?.trim();
+    if origin.eq_ignore_ascii_case("null") {
+        return Some("Origin is null");
+    }
+    let host = req.header("x-forwarded-host").or_else(|| req.header("host"))?.trim();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h).trim_end_matches('/');
+    (!origin_host.eq_ignore_ascii_case(host)).then_some("Origin is another site")
+}
+
 /// The confirmation page (templates/confirm.html).
 #[derive(askama::Template)]
 #[template(path = "confirm.html")]
@@ -321,5 +348,32 @@ mod tests {
         let msg = page(400, hostile, hostile);
         assert!(!msg.body.contains("<script>alert"));
         assert!(msg.body.contains("width=device-width"), "usable on a phone");
+    }
+}
+
+#[cfg(test)]
+mod cross_site_tests {
+    use super::cross_site;
+    use crate::http::HttpRequest;
+
+    fn post(headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            path: "/approve".into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn forms_posted_from_another_site_are_refused() {
+        let host = ("host", "approvals.example.com");
+        assert!(cross_site(&post(&[host, ("origin", "https://approvals.example.com"), ("sec-fetch-site", "same-origin")])).is_none());
+        assert!(cross_site(&post(&[])).is_none(), "no browser headers: not a page-driven request");
+        assert!(cross_site(&post(&[host, ("origin", "https://evil.example.net")])).is_some());
+        assert!(cross_site(&post(&[host, ("origin", "null")])).is_some());
+        assert!(cross_site(&post(&[host, ("sec-fetch-site", "cross-site")])).is_some());
+        assert!(cross_site(&post(&[host, ("sec-fetch-site", "same-site")])).is_some(), "a sibling subdomain is another site here");
+        assert!(cross_site(&post(&[host, ("origin", "https://approvals.example.com.evil.net")])).is_some());
     }
 }
