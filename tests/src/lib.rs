@@ -84,6 +84,8 @@ impl Reply {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The raw query string (without `?`), empty when none.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -194,9 +196,11 @@ impl FakeServer {
 async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let recorded = Recorded { method: method.clone(), path: path.clone(), headers, body: String::from_utf8_lossy(&body).into_owned() };
+    let recorded =
+        Recorded { method: method.clone(), path: path.clone(), query, headers, body: String::from_utf8_lossy(&body).into_owned() };
     let reply = {
         let mut st = state.lock().expect("fake state");
         st.requests.push(recorded.clone());

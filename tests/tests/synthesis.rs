@@ -37,13 +37,18 @@ struct Outcome {
 }
 
 async fn run_case(extra_data: String, model: Option<Arc<dyn LanguageModel>>, phase: Phase) -> Outcome {
+    run_case_with(extra_data, model, phase, Vec::new()).await
+}
+
+async fn run_case_with(extra_data: String, model: Option<Arc<dyn LanguageModel>>, phase: Phase, extra: Vec<Arc<dyn Source>>) -> Outcome {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = Backend::embedded(clock.clone());
-    let sources: Vec<Arc<dyn Source>> = vec![
+    let mut sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(AttackSource),
         Arc::new(PerIndicator::new(IntelFeed::from_csv(FEED).unwrap())),
         Arc::new(PerIndicator::new(dossier_core::sources::CmdbExport::from_csv(CMDB).unwrap())),
     ];
+    sources.extend(extra);
     let xdr = Arc::new(RecordingXdr::serving(extra_data));
     let pipeline = LocalPipeline::new(PipelineParts {
         backend,
@@ -80,7 +85,8 @@ fn token(prompt: &str, prefix: &str) -> String {
 
 /// A good answer for the demo incident, citing only evidence.
 fn good_answer(prompt: &str) -> Value {
-    let host = token(prompt, "HOST-");
+    // The endpoint's host (other host tokens may name servers only mentioned in alert text).
+    let host = prompt.find("\"host\":\"HOST-").map_or_else(|| token(prompt, "HOST-"), |i| token(&prompt[i..], "HOST-"));
     let user = token(prompt, "USER-");
     json!({
         "summary": format!("{user} opened a macro document on {host}; encoded PowerShell fetched a second stage from cdn-update.example.net (98.136.103.23) and dropped 03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b."),
@@ -195,7 +201,12 @@ async fn bad_answers_end_in_a_labelled_deterministic_dossier() {
         let rejected = d.model_run.as_ref().unwrap().rejected.clone().unwrap();
         assert!(rejected.to_lowercase().contains(&why.to_lowercase()), "{name}: {rejected}");
         assert!(out.comment.starts_with("[Dossier] Automated summary (no AI)"), "{name}");
-        assert!(out.comment.contains("The model's answer was not used"), "{name}");
+        let said = if matches!(name, "server error" | "timeout") {
+            "The language model could not be reached"
+        } else {
+            "The model's answer was not used"
+        };
+        assert!(out.comment.contains(said), "{name}: {}", out.comment);
         assert!(out.comment.contains("T1059.001 PowerShell"), "{name}: the evidence-built dossier is complete");
     }
 }
@@ -344,4 +355,174 @@ async fn the_injection_corpus_changes_nothing_that_matters() {
     let phase1 = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(1)).await;
     assert!(phase1.dossier.ai_generated);
     assert!(phase1.actions.is_empty());
+}
+
+/// OpenAI's answer to a reasoning model asked with `max_tokens` or a non-default temperature
+/// (platform.openai.com, "reasoning models": `max_completion_tokens`, default temperature only).
+fn reasoning_model_fake(r: &Recorded) -> Reply {
+    let body = r.json();
+    if body.get("max_tokens").is_some() {
+        return Reply::json(400, json!({"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}).to_string());
+    }
+    if body.get("temperature").is_some_and(|t| t.as_f64() != Some(1.0)) {
+        return Reply::json(400, json!({"error": {"message": "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported.", "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}).to_string());
+    }
+    if body.get("max_completion_tokens").and_then(Value::as_u64).is_none() {
+        return Reply::json(
+            400,
+            json!({"error": {"message": "max_completion_tokens is required here", "type": "invalid_request_error"}}).to_string(),
+        );
+    }
+    openai_reply(&good_answer(&user_message(r)).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasoning_models_get_max_completion_tokens_and_no_temperature() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/v1/chat/completions", Reply::dynamic(reasoning_model_fake));
+    for model in ["o4-mini", "gpt-5", "gpt-5-mini-2025-08-07", "o3"] {
+        let llm: Arc<dyn LanguageModel> =
+            Arc::new(OpenAiCompatible::new(&format!("{}/v1", fake.url()), Some("sk-test".into()), model, Duration::from_millis(1500)));
+        let out = run_case(DEMO.to_string(), Some(llm), Phase(2)).await;
+        assert!(out.dossier.ai_generated, "{model}: {:?}", out.dossier.model_run);
+    }
+    // The same fake refuses a classic request: it is as strict as the service.
+    let classic: Arc<dyn LanguageModel> =
+        Arc::new(OpenAiCompatible::new(&format!("{}/v1", fake.url()), Some("sk-test".into()), "gpt-4o-mini", Duration::from_millis(1500)));
+    let out = run_case(DEMO.to_string(), Some(classic), Phase(2)).await;
+    assert!(!out.dossier.ai_generated);
+}
+
+/// A classic Azure OpenAI deployment (learn.microsoft.com, Azure OpenAI REST reference): the key
+/// in `api-key`, `api-version` in the query; a bearer token or a missing version are refused.
+fn azure_fake(r: &Recorded) -> Reply {
+    if r.header("api-key") != Some("azure-key") {
+        return Reply::json(401, json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}).to_string());
+    }
+    if !r.query.split('&').any(|kv| kv.starts_with("api-version=") && kv.len() > "api-version=".len()) {
+        return Reply::json(404, json!({"error": {"code": "404", "message": "Resource not found"}}).to_string());
+    }
+    openai_reply(&good_answer(&user_message(r)).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_openai_deployments_get_api_key_and_api_version() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/openai/deployments/dossier-gpt/chat/completions", Reply::dynamic(azure_fake));
+    let base = format!("{}/openai/deployments/dossier-gpt", fake.url());
+    let llm: Arc<dyn LanguageModel> =
+        Arc::new(OpenAiCompatible::new(&base, Some("azure-key".into()), "gpt-4o-mini", Duration::from_millis(1500)));
+    let out = run_case(DEMO.to_string(), Some(llm), Phase(2)).await;
+    assert!(out.dossier.ai_generated, "{:?}", out.dossier.model_run);
+    let req = &fake.requests()[0];
+    assert_eq!(req.header("authorization"), None, "the key goes in api-key, not a bearer token");
+    assert!(req.query.contains("api-version=2024-10-21"), "{}", req.query);
+    // A configured version is used as given.
+    let fake2 = FakeServer::start().await;
+    fake2.on("POST", "/openai/deployments/dossier-gpt/chat/completions", Reply::dynamic(azure_fake));
+    let llm: Arc<dyn LanguageModel> = Arc::new(
+        OpenAiCompatible::new(
+            &format!("{}/openai/deployments/dossier-gpt", fake2.url()),
+            Some("azure-key".into()),
+            "gpt-4o-mini",
+            Duration::from_millis(1500),
+        )
+        .with_api_version(Some("2025-04-01-preview".into())),
+    );
+    run_case(DEMO.to_string(), Some(llm), Phase(2)).await;
+    assert!(fake2.requests()[0].query.contains("api-version=2025-04-01-preview"));
+}
+
+/// A threat-intel source that records what it is asked: it stands for every external lookup.
+struct RecordingIntel(Arc<Mutex<Vec<String>>>);
+
+#[async_trait::async_trait]
+impl dossier_core::sources::IndicatorSource for RecordingIntel {
+    fn name(&self) -> &'static str {
+        "recording-intel"
+    }
+    fn accepts(&self, _: dossier_core::domain::IndicatorKind) -> bool {
+        true
+    }
+    fn sends_externally(&self) -> bool {
+        true
+    }
+    async fn lookup(
+        &self,
+        indicator: &dossier_core::domain::Indicator,
+        _: &dossier_core::sources::CallCounter,
+    ) -> Result<dossier_core::sources::Lookup, dossier_core::sources::LookupError> {
+        self.0.lock().unwrap().push(indicator.value.clone());
+        Ok(dossier_core::sources::Lookup::NotFound)
+    }
+}
+
+/// Every identifier form an alert carries: UNC servers, DOMAIN\user, profile paths, SIDs, names
+/// under the tenant's own domain (learned from its agents' FQDNs) or a reserved one, internal
+/// addresses, an e-mail address cut by truncation, and credentials.
+fn leak_corpus() -> String {
+    let mut v: Value = serde_json::from_str(DEMO).unwrap();
+    let alerts = v["reply"]["alerts"]["data"].as_array_mut().unwrap();
+    alerts[0]["agent_fqdn"] = json!("fin-ws-0231.corp.example");
+    alerts[0]["actor_process_command_line"] = json!(
+        r"cmd.exe /c net use \\FILESRV01\payroll /user:CORP\m.smith Summer2026! && copy \\FILESRV01\payroll\q3.xlsx C:\Users\a.jones\AppData\Local\Temp\q3.xlsx"
+    );
+    alerts[1]["actor_process_command_line"] = json!(
+        r#"powershell.exe -c "Invoke-WebRequest https://intranet.corp.example/hr/export -Headers @{Authorization='Bearer sk-live-abcdef1234567890'}; Connect-Thing -Password Hunter2x; $k='AKIAIOSFODNN7EXAMPLE'; scp /home/bwayne/.ssh/id_rsa backup@10.44.5.6:/srv; ldap://dc01.corp.example; sql payroll-db.corp.local; whoami /user S-1-5-21-3623811015-3361044348-30300820-1013; eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVl""#
+    );
+    // 590 characters, then an address: the stored alert text is cut in the middle of it.
+    alerts[2]["description"] = json!(format!("{} k.lee@corp.example wrote it", "x".repeat(590)));
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_identifier_form_stays_inside_and_no_credential_goes_anywhere() {
+    let prompts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = prompts.clone();
+    let fake = FakeServer::start().await;
+    fake.on(
+        "POST",
+        "/v1/chat/completions",
+        Reply::dynamic(move |r| {
+            seen.lock().unwrap().push(r.body.clone());
+            openai_reply(&good_answer(&user_message(r)).to_string())
+        }),
+    );
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let intel: Arc<dyn Source> = Arc::new(PerIndicator::new(RecordingIntel(asked.clone())));
+    let out = run_case_with(leak_corpus(), Some(openai(&fake).await), Phase(2), vec![intel]).await;
+    let to_model = prompts.lock().unwrap().join("\n").to_lowercase();
+    let to_intel = asked.lock().unwrap().join("\n").to_lowercase();
+    assert!(!to_model.is_empty() && !to_intel.is_empty(), "both were asked");
+    let identifiers = [
+        "filesrv01",
+        "m.smith",
+        "a.jones",
+        "bwayne",
+        "s-1-5-21-3623811015",
+        "intranet.corp.example",
+        "dc01.corp.example",
+        "payroll-db.corp.local",
+        "10.44.5.6",
+        "k.lee",
+        "fin-ws-0231",
+        "j.doe",
+    ];
+    for id in identifiers {
+        assert!(!to_model.contains(id), "{id} reached the model");
+        assert!(!to_intel.contains(id), "{id} was looked up outside");
+    }
+    let credentials = ["summer2026!", "hunter2x", "sk-live-abcdef1234567890", "akiaiosfodnn7example", "eyjhbgcioijiuzi1nij9"];
+    let stored = serde_json::to_string(&out.case).unwrap().to_lowercase();
+    for secret in credentials {
+        assert!(!to_model.contains(secret), "{secret} reached the model");
+        assert!(!to_intel.contains(secret), "{secret} was looked up outside");
+        assert!(!out.comment.to_lowercase().contains(secret), "{secret} is in the posted comment");
+        assert!(!stored.contains(secret), "{secret} is stored on the case");
+    }
+    // External indicators still reach the intel source and the model.
+    assert!(to_intel.contains("cdn-update.example.net") && to_model.contains("cdn-update.example.net"));
+    // Tokens are re-identified in the posted AI dossier; credentials stay redacted.
+    assert!(out.dossier.ai_generated, "{:?}", out.dossier.model_run);
+    assert!(!out.comment.contains("HOST-") && !out.comment.contains("USER-"), "{}", out.comment);
 }

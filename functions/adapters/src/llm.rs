@@ -39,17 +39,57 @@ pub struct OpenAiCompatible {
     base_url: String,
     api_key: Option<String>,
     model: String,
+    api_version: Option<String>,
 }
 
 impl OpenAiCompatible {
-    /// `base_url` ends before `/chat/completions`, e.g. `https://api.openai.com/v1`.
+    /// Azure OpenAI's GA data-plane version, used when a classic deployment URL names none.
+    pub const AZURE_DEFAULT_API_VERSION: &'static str = "2024-10-21";
+
+    /// `base_url` ends before `/chat/completions`, e.g. `https://api.openai.com/v1`, or a classic
+    /// Azure OpenAI deployment `https://<resource>.openai.azure.com/openai/deployments/<name>`.
     pub fn new(base_url: &str, api_key: Option<String>, model: &str, timeout: Duration) -> OpenAiCompatible {
         OpenAiCompatible {
             http: crate::http_client::client(timeout),
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
             model: model.to_string(),
+            api_version: None,
         }
+    }
+
+    /// The `api-version` for a classic Azure deployment URL (default [`Self::AZURE_DEFAULT_API_VERSION`]).
+    pub fn with_api_version(mut self, version: Option<String>) -> OpenAiCompatible {
+        self.api_version = version.filter(|v| !v.trim().is_empty());
+        self
+    }
+
+    /// A classic Azure OpenAI deployment: `api-key` header and an `api-version` query parameter.
+    fn is_azure_deployment(&self) -> bool {
+        self.base_url.contains("/openai/deployments/")
+    }
+
+    /// Reasoning models (o-series, GPT-5) refuse `max_tokens` and a non-default `temperature`;
+    /// they take `max_completion_tokens`.
+    fn is_reasoning_model(&self) -> bool {
+        let m = self.model.to_ascii_lowercase();
+        let m = m.rsplit('/').next().unwrap_or(&m);
+        ["o1", "o3", "o4", "gpt-5"].iter().any(|p| m == *p || m.starts_with(&format!("{p}-")))
+    }
+
+    fn body(&self, r: &LlmRequest) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "messages": [{"role": "system", "content": r.system}, {"role": "user", "content": r.user}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "dossier", "strict": true, "schema": r.schema}},
+        });
+        if self.is_reasoning_model() {
+            body["max_completion_tokens"] = json!(r.max_tokens);
+        } else {
+            body["max_tokens"] = json!(r.max_tokens);
+            body["temperature"] = json!(0);
+        }
+        body
     }
 }
 
@@ -60,16 +100,19 @@ impl LanguageModel for OpenAiCompatible {
     }
 
     async fn complete(&self, r: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        let body = json!({
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": r.max_tokens,
-            "messages": [{"role": "system", "content": r.system}, {"role": "user", "content": r.user}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "dossier", "strict": true, "schema": r.schema}},
-        });
+        let body = self.body(r);
         {
-            let mut req = self.http.post(format!("{}/chat/completions", self.base_url)).json(&body);
-            if let Some(k) = &self.api_key {
+            let mut url = format!("{}/chat/completions", self.base_url);
+            if self.is_azure_deployment() {
+                let version = self.api_version.as_deref().unwrap_or(Self::AZURE_DEFAULT_API_VERSION);
+                url = format!("{url}?api-version={}", crate::sources::enc(version));
+            }
+            let mut req = self.http.post(url).json(&body);
+            if self.is_azure_deployment() {
+                if let Some(k) = &self.api_key {
+                    req = req.header("api-key", k);
+                }
+            } else if let Some(k) = &self.api_key {
                 req = req.bearer_auth(k);
             }
             let v = post_json(req).await?;

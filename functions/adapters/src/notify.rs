@@ -64,6 +64,20 @@ impl Notifier for SlackWebhook {
     }
 }
 
+/// Text for an Adaptive Card TextBlock or FactSet value, which render a Markdown subset: every
+/// Markdown character escaped (CommonMark backslash escapes) and link schemes defanged, so alert
+/// text cannot add a link, an image or emphasis that looks like ours.
+fn teams_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars().filter(|c| !c.is_control()) {
+        if matches!(c, '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '~' | '#' | '>' | '<' | '`' | '!' | '|') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.replace("http://", "hxxp://").replace("https://", "hxxps://").replace("HTTP://", "hxxp://").replace("HTTPS://", "hxxps://")
+}
+
 /// A Microsoft Teams workflow webhook ("Post to a channel when a webhook request is received").
 pub struct TeamsWebhook {
     http: reqwest::Client,
@@ -85,11 +99,11 @@ impl TeamsWebhook {
                     "type": "AdaptiveCard",
                     "version": "1.4",
                     "body": [
-                        {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true, "text": headline(n)},
-                        {"type": "TextBlock", "wrap": true, "text": n.title},
+                        {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true, "text": teams_text(&headline(n))},
+                        {"type": "TextBlock", "wrap": true, "text": teams_text(&n.title)},
                         {"type": "FactSet", "facts": [
-                            {"title": "Why", "value": n.rationale},
-                            {"title": "Approver", "value": n.approver},
+                            {"title": "Why", "value": teams_text(&n.rationale)},
+                            {"title": "Approver", "value": teams_text(&n.approver)},
                             {"title": "Expires", "value": format_utc(n.expires_at_ms)}
                         ]}
                     ],
@@ -170,5 +184,18 @@ impl Notifier for SesEmail {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod teams_tests {
+    use super::teams_text;
+
+    #[test]
+    fn alert_text_cannot_add_links_or_emphasis_to_a_card() {
+        let hostile = "[Approve now](https://evil.example/approve) **urgent** ![x](http://t/i.png) <at>CISO</at>";
+        let shown = teams_text(hostile);
+        assert_eq!(shown, r"\[Approve now\]\(hxxps://evil.example/approve\) \*\*urgent\*\* \!\[x\]\(hxxp://t/i.png\) \<at\>CISO\</at\>");
+        assert_eq!(teams_text("isolate fin-ws-0231"), "isolate fin-ws-0231");
     }
 }

@@ -163,7 +163,10 @@ impl Aws {
         Ok(match provider.as_str() {
             "none" => None,
             "bedrock" => Some(Arc::new(Bedrock::new(aws_sdk_bedrockruntime::Client::new(&self.sdk), &model()?, timeout))),
-            "openai" => Some(Arc::new(OpenAiCompatible::new(&env::required("DOSSIER_LLM_URL")?, key, &model()?, timeout))),
+            "openai" => Some(Arc::new(
+                OpenAiCompatible::new(&env::required("DOSSIER_LLM_URL")?, key, &model()?, timeout)
+                    .with_api_version(std::env::var("DOSSIER_LLM_API_VERSION").ok()),
+            )),
             "anthropic" => {
                 let key = key.ok_or(ConfigError::Missing("DOSSIER_LLM_SECRET_ARN"))?;
                 Some(Arc::new(Anthropic::new(

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ports;
 pub mod random;
 pub mod ratelimit;
+pub mod redact;
 pub mod signing;
 pub mod sources;
 pub mod stages;

@@ -48,6 +48,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check this configuration: internal domains, the model, XDR, each configured source (one line
+    /// each; exit 1 on any failure). Reads the same environment as `run` and `serve`.
+    Doctor {
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole pipeline on a recorded `get_incident_extra_data` reply. XDR writes are recorded, not sent.
     Run {
         /// File holding `{"reply": {"incident", "alerts", "network_artifacts", "file_artifacts"}}`.
@@ -149,6 +156,9 @@ async fn main() -> ExitCode {
     dossier_adapters::telemetry::init_local(if matches!(cli.command, Command::Chaos { .. }) { "error" } else { "warn" });
     let result = match cli.command {
         Command::Demo { json } => cli::demo::demo(json).await,
+        Command::Doctor { json } => {
+            cli::doctor::doctor(json).await.map(|healthy| if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Run { extra_data, json, tenant, aws_endpoint, llm_url, llm_model, html } => {
             cli::run::run(&extra_data, json, &tenant, aws_endpoint.as_deref(), model(llm_url.as_deref(), &llm_model), html.as_deref()).await
         }

@@ -377,3 +377,69 @@ async fn run_with_an_openai_compatible_model() {
     assert!(v["dossier"]["summary"].as_str().unwrap().contains("fin-ws-0231"), "re-identified");
     assert_eq!(fake.requests()[0].header("authorization"), Some("Bearer sk-local"));
 }
+
+/// `dossier doctor` against fakes that check credentials as the vendors do: a misconfigured
+/// setup (no internal domains, a refused model key, a refused VirusTotal key) fails with one line
+/// per problem; the corrected one is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_each_misconfiguration_and_passes_a_correct_setup() {
+    use dossier_tests::{FakeServer, Reply};
+    let llm = FakeServer::start().await;
+    llm.on(
+        "POST",
+        "/v1/chat/completions",
+        Reply::dynamic(|r| {
+            if r.header("authorization") != Some("Bearer sk-good") {
+                return Reply::json(401, r#"{"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}}"#);
+            }
+            Reply::json(200, r#"{"choices": [{"message": {"content": "{\"ok\": true}"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 30, "completion_tokens": 5}}"#)
+        }),
+    );
+    let vt = FakeServer::start().await;
+    vt.on(
+        "GET",
+        "/api/v3/*",
+        Reply::dynamic(|r| {
+            if r.header("x-apikey") != Some("vt-good") {
+                return Reply::json(401, r#"{"error": {"code": "WrongCredentialsError", "message": "Wrong API key"}}"#);
+            }
+            Reply::json(404, r#"{"error": {"code": "NotFoundError", "message": "not found"}}"#)
+        }),
+    );
+    let (llm_url, vt_url) = (format!("{}/v1", llm.url()), format!("{}/api/v3", vt.url()));
+    let doctor = move |llm_key: &'static str, vt_key: &'static str, domains: Option<&'static str>| {
+        let (llm_url, vt_url) = (llm_url.clone(), vt_url.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["doctor"])
+                .env("RUST_LOG", "error")
+                .env("DOSSIER_LLM_URL", llm_url)
+                .env("DOSSIER_LLM_KEY", llm_key)
+                .env("DOSSIER_VIRUSTOTAL_URL", vt_url)
+                .env("DOSSIER_VIRUSTOTAL_KEY", vt_key)
+                .env_remove("DOSSIER_XDR_URL")
+                .env_remove("DOSSIER_INTERNAL_DOMAINS");
+            if let Some(d) = domains {
+                cmd.env("DOSSIER_INTERNAL_DOMAINS", d);
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let bad = doctor("sk-wrong", "vt-wrong", None).await.unwrap();
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    println!("misconfigured:\n{text}");
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    for line in ["FAIL internal-domains", "FAIL model", "FAIL virustotal", "skip xdr-api", "NOT HEALTHY", "Wrong API key"] {
+        assert!(text.contains(line), "missing `{line}`:\n{text}");
+    }
+    assert!(text.contains("Incorrect API key") || text.contains("credentials"), "{text}");
+
+    let good = doctor("sk-good", "vt-good", Some("corp.example")).await.unwrap();
+    let text = String::from_utf8_lossy(&good.stdout).to_string();
+    println!("correct:\n{text}");
+    assert!(good.status.success(), "{text}");
+    for line in ["ok   internal-domains", "ok   model", "ok   virustotal", "healthy"] {
+        assert!(text.contains(line), "missing `{line}`:\n{text}");
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+}

@@ -260,6 +260,10 @@ pub struct Case {
     /// What XDR itself says: kind, verdicts, outcomes, alert groups, key events.
     #[serde(default)]
     pub facts: super::CaseFacts,
+    /// Domain suffixes learned from the tenant's own data (host FQDNs, UPN suffixes), internal
+    /// like the configured ones.
+    #[serde(default)]
+    pub internal_suffixes: Vec<String>,
     #[serde(default)]
     pub first_alert_ms: Option<i64>,
     #[serde(default)]
@@ -302,6 +306,7 @@ impl Case {
             inferred_techniques: Vec::new(),
             endpoints: Vec::new(),
             facts: super::CaseFacts::default(),
+            internal_suffixes: Vec::new(),
             first_alert_ms: None,
             parse_warnings: Vec::new(),
             expected_sources: Vec::new(),

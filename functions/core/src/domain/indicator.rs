@@ -93,9 +93,45 @@ pub struct InternalNames {
     pub domain_suffixes: Vec<String>,
 }
 
+/// Suffixes reserved or customary for private networks: never resolvable on the internet.
+const RESERVED_SUFFIXES: [&str; 8] = ["local", "localdomain", "internal", "intranet", "corp", "lan", "home.arpa", "localhost"];
+
+/// Public mail and consumer domains: a user's address there says nothing about what the
+/// organisation owns.
+const PUBLIC_MAIL_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "aol.com",
+];
+
 impl InternalNames {
+    /// These names plus suffixes learned from the tenant's own data (host FQDNs, UPN suffixes).
+    pub fn with_learned(&self, learned: &[String]) -> InternalNames {
+        let mut domain_suffixes = self.domain_suffixes.clone();
+        for s in learned {
+            let s = s.trim().trim_start_matches('.').to_ascii_lowercase();
+            if s.contains('.') && !PUBLIC_MAIL_DOMAINS.contains(&s.as_str()) && !domain_suffixes.contains(&s) {
+                domain_suffixes.push(s);
+            }
+        }
+        InternalNames { domain_suffixes }
+    }
+
+    /// Every suffix that makes a name internal: reserved private-use ones and the organisation's.
+    pub fn all_suffixes(&self) -> impl Iterator<Item = &str> {
+        RESERVED_SUFFIXES.iter().copied().chain(self.domain_suffixes.iter().map(String::as_str))
+    }
+
     pub fn is_internal_domain(&self, domain: &str) -> bool {
-        const RESERVED_SUFFIXES: [&str; 8] = ["local", "localdomain", "internal", "intranet", "corp", "lan", "home.arpa", "localhost"];
         let suffix_match = |s: &str| domain == s || domain.ends_with(&format!(".{s}"));
         RESERVED_SUFFIXES.iter().any(|s| suffix_match(s))
             || domain.ends_with(".in-addr.arpa")

@@ -160,6 +160,10 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             "Model: {} · prompt {} ({}) · {} tokens in, {} out",
             run.model, run.prompt_version, run.prompt_hash, run.input_tokens, run.output_tokens
         )),
+        (Some(run), false) if run.unreachable => Some(format!(
+            "The language model could not be reached ({}); this summary is built from the evidence alone.",
+            untrusted(run.rejected.as_deref().unwrap_or("no answer"), 200)
+        )),
         (Some(run), false) => Some(format!(
             "The model's answer was not used ({}); this summary is built from the evidence alone.",
             untrusted(run.rejected.as_deref().unwrap_or("no answer"), 200)

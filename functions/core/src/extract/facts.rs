@@ -35,12 +35,10 @@ fn key_event(a: &Alert) -> KeyEvent {
         parent: bounded(field(a, "causality_actor_process_image_name"), 120),
         process: bounded(field(a, "actor_process_image_path").or_else(|| field(a, "actor_process_image_name")), 200),
         child: bounded(field(a, "action_process_image_name"), 120),
-        command_line: bounded(
-            field(a, "action_process_image_command_line")
-                .or_else(|| field(a, "actor_process_command_line"))
-                .or_else(|| field(a, "causality_actor_process_command_line")),
-            MAX_COMMAND_LINE,
-        ),
+        command_line: field(a, "action_process_image_command_line")
+            .or_else(|| field(a, "actor_process_command_line"))
+            .or_else(|| field(a, "causality_actor_process_command_line"))
+            .map(|c| clean_text(&crate::redact::credentials(c), MAX_COMMAND_LINE)),
         file_path: bounded(field(a, "action_file_path"), 200),
         sha256: field(a, "action_file_sha256").or_else(|| field(a, "actor_process_image_sha256")).map(str::to_ascii_lowercase),
         destination: bounded(destination.as_deref(), 200),
@@ -217,7 +215,7 @@ pub fn facts(data: &ExtraData) -> CaseFacts {
     }));
     for text in texts {
         if let Some(m) = automation_pattern().find(crate::text::prefix(text, 64 * 1024)) {
-            let quote = clean_text(m.as_str(), 120);
+            let quote = clean_text(&crate::redact::credentials(m.as_str()), 120);
             if !automation_text.contains(&quote) && automation_text.len() < 5 {
                 automation_text.push(quote);
             }

@@ -162,7 +162,8 @@ impl<'a> Collector<'a> {
 
     /// Scans free text for embedded indicators, after refanging.
     pub fn scan_text(&mut self, text: &str, seen_in: &str) {
-        let text = refang(prefix(text, MAX_SCAN_BYTES));
+        // A URL with a password in it must not become an indicator sent to a source.
+        let text = refang(&crate::redact::credentials(prefix(text, MAX_SCAN_BYTES)));
         let p = patterns();
         let mut url_hosts = Vec::new();
         for m in p.url.find_iter(&text) {
@@ -218,6 +219,52 @@ impl<'a> Collector<'a> {
     pub fn finish(self) -> (Vec<Indicator>, Vec<String>) {
         (self.found.into_values().collect(), self.techniques)
     }
+}
+
+/// Domain suffixes the tenant's own data shows it owns: the domain of its agents' FQDNs
+/// (`agent_fqdn`, `hosts[]` written as FQDNs) and the UPN suffixes of its users. A name under
+/// them is internal: never looked up outside, pseudonymised for the model.
+pub fn learned_suffixes(data: &ExtraData) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |suffix: &str| {
+        let s = suffix.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = s.contains('.') && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if valid && s.parse::<std::net::IpAddr>().is_err() && !out.contains(&s) && out.len() < 20 {
+            out.push(s);
+        }
+    };
+    let fqdn_suffix = |fqdn: &str| fqdn.split_once('.').map(|(_, rest)| rest.to_string()).filter(|r| r.contains('.'));
+    for a in &data.alerts {
+        for (k, v) in &a.fields {
+            match k.as_str() {
+                "agent_fqdn" if v.parse::<std::net::IpAddr>().is_err() => {
+                    if let Some(s) = fqdn_suffix(v) {
+                        push(&s);
+                    }
+                }
+                "user_name" | "actor_effective_username" => {
+                    if let Some((_, upn_suffix)) = v.rsplit_once('@') {
+                        push(upn_suffix);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for user in &data.incident.users {
+        if let Some((_, upn_suffix)) = user.rsplit_once('@') {
+            push(upn_suffix);
+        }
+    }
+    for host in &data.incident.hosts {
+        let name = host.split(':').next().unwrap_or(host);
+        if name.parse::<std::net::IpAddr>().is_err() {
+            if let Some(s) = fqdn_suffix(name) {
+                push(&s);
+            }
+        }
+    }
+    out
 }
 
 /// Extracts everything from one incident's extra data plus any hints the webhook carried.

@@ -74,7 +74,11 @@ impl Collect {
         let now = self.ctx.now_ms();
         let deadline = now + i64::try_from(config.enrich_deadline.as_millis()).unwrap_or(i64::MAX / 4);
         let mut case = stored.value;
-        apply_extra_data(&mut case, &data, extract(&data, &config.internal_names), config.max_indicators);
+        // What the tenant's own data shows it owns is internal from the first lookup on.
+        let learned = crate::extract::learned_suffixes(&data);
+        let names = config.internal_names.with_learned(&learned);
+        apply_extra_data(&mut case, &data, extract(&data, &names), config.max_indicators);
+        case.internal_suffixes = learned;
         if !case.collected(config.sources.clone(), deadline, now) {
             return Ok(());
         }
@@ -184,7 +188,7 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
     case.techniques = extraction.techniques;
     case.endpoints = extraction.endpoints;
     case.incident_name = data.incident.name.clone();
-    case.description = data.incident.description.clone();
+    case.description = crate::redact::credentials(&data.incident.description);
     if data.incident.severity != crate::domain::Severity::Unknown {
         case.severity = data.incident.severity;
     }
@@ -196,8 +200,12 @@ pub fn apply_extra_data(case: &mut Case, data: &ExtraData, extraction: crate::ex
     names.truncate(20);
     case.alert_names = names;
     case.first_alert_ms = data.alerts.iter().filter_map(|a| a.detection_ms).min();
+    // Credentials go before anything is cut or stored: a truncated password is still one.
     let text = |a: &crate::xdr::Alert, field: &str| {
-        a.fields.iter().find(|(k, _)| k == field).map(|(_, v)| crate::text::clean_text(v, crate::domain::MAX_ALERT_TEXT))
+        a.fields
+            .iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| crate::text::clean_text(&crate::redact::credentials(v), crate::domain::MAX_ALERT_TEXT))
     };
     let mut digests: Vec<crate::domain::AlertDigest> = data
         .alerts

@@ -126,7 +126,16 @@ impl Synthesize {
             Some(model) => {
                 let until = tokio::time::Instant::now() + deadline.remaining(self.ctx.now_ms()).saturating_sub(config.synthesis_reserve);
                 let budget = ModelBudget { until, per_call: config.model_timeout };
-                match synthesis::with_model(model.as_ref(), &case, &reports, &baseline, config.phase, &config.internal_names, budget).await
+                match synthesis::with_model(
+                    model.as_ref(),
+                    &case,
+                    &reports,
+                    &baseline,
+                    config.phase,
+                    &config.internal_names.with_learned(&case.internal_suffixes),
+                    budget,
+                )
+                .await
                 {
                     Ok((dossier, proposals, run)) => {
                         info!(model = %run.model, input_tokens = run.input_tokens, output_tokens = run.output_tokens, latency_ms = run.latency_ms, attempts = run.attempts, "model dossier accepted");
@@ -374,6 +383,7 @@ fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool, price: Optio
         Metric::count("ModelOutputTokens", run.output_tokens as f64),
         Metric::ms("ModelLatency", i64::try_from(run.latency_ms).unwrap_or(i64::MAX)),
         Metric::count("ModelFallback", f64::from(u8::from(fell_back))),
+        Metric::count("ModelUnavailable", f64::from(u8::from(run.unreachable))),
     ];
     if let Some(price) = price {
         metrics.push(Metric::usd("ModelCostUsd", price.cost_usd(run.input_tokens, run.output_tokens)));

@@ -35,6 +35,10 @@ pub struct ModelRun {
     pub attempts: u32,
     /// Why the model's dossier was not used, when it was not.
     pub rejected: Option<String>,
+    /// The model gave no answer at all (down, throttled, refused the credentials, out of time),
+    /// as opposed to an answer that was not usable.
+    #[serde(default)]
+    pub unreachable: bool,
 }
 
 /// How long the model may take, cut from the invocation's deadline by the caller.
@@ -78,6 +82,7 @@ pub async fn with_model(
         if left < MIN_CALL {
             let why = run.rejected.take().map_or(String::new(), |r| format!(" after: {r}"));
             run.rejected = Some(format!("no time left in this invocation for the model{why}"));
+            run.unreachable = run.input_tokens == 0;
             return Err(run);
         }
         run.attempts += 1;
@@ -97,6 +102,7 @@ pub async fn with_model(
             }
             Err(e) => {
                 run.rejected = Some(format!("model call failed: {e}"));
+                run.unreachable = !matches!(e, LlmError::BadReply(_) | LlmError::Refused(_));
                 return Err(run);
             }
         };

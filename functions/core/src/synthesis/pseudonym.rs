@@ -104,6 +104,73 @@ impl Pseudonyms {
         self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
+    /// Learns the identifiers free text carries without an extracted indicator: UNC servers,
+    /// `DOMAIN\user` and profile-path accounts, SIDs, addresses cut by truncation, and names under
+    /// an internal domain whatever their top-level domain (`dc01.corp.local`).
+    pub fn learn_identifiers(&mut self, text: &str, names: &crate::domain::InternalNames) {
+        use crate::redact::Identifier;
+        let next =
+            |prefix: &str, pairs: &Vec<(String, String)>| pairs.iter().filter(|(_, t)| t.starts_with(&format!("{prefix}-"))).count() + 1;
+        let mut found: Vec<(&str, String)> = crate::redact::identifiers(text)
+            .into_iter()
+            .map(|(kind, value)| {
+                let prefix = match kind {
+                    Identifier::Host => "HOST",
+                    Identifier::User => "USER",
+                    Identifier::Sid => "SID",
+                    Identifier::CutEmail => "EMAIL",
+                };
+                (prefix, value)
+            })
+            .collect();
+        let lower = text.to_ascii_lowercase();
+        for suffix in names.all_suffixes() {
+            let suffix = format!(".{suffix}");
+            let mut from = 0;
+            while let Some(i) = lower[from..].find(&suffix) {
+                let end = from + i + suffix.len();
+                let start = lower[..from + i].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')).map_or(0, |p| p + 1);
+                let boundary_after = lower[end..].chars().next().is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'));
+                if boundary_after && start < end {
+                    let name = text[start..end].trim_start_matches('.');
+                    if name.len() > suffix.len() {
+                        found.push(("HOST", name.to_string()));
+                    }
+                }
+                from = end;
+            }
+        }
+        for (prefix, value) in found {
+            if value.len() < 3 || self.token_of(&value).is_some() {
+                continue;
+            }
+            let n = next(prefix, &self.pairs);
+            self.pairs.push((value, format!("{prefix}-{n}")));
+        }
+        self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    }
+
+    /// Masks every string of a JSON value in place, before it is serialised (so escaping cannot
+    /// hide a value from the table): credentials redacted, identifiers learned, then every known
+    /// value replaced by its token. Truncated text was cut after collect's credential redaction,
+    /// and cut addresses are caught as such.
+    pub fn mask_json(&mut self, value: &mut serde_json::Value, names: &crate::domain::InternalNames) {
+        fn strings(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
+            match v {
+                serde_json::Value::String(s) => f(s),
+                serde_json::Value::Array(items) => items.iter_mut().for_each(|i| strings(i, f)),
+                serde_json::Value::Object(map) => map.values_mut().for_each(|i| strings(i, f)),
+                _ => {}
+            }
+        }
+        strings(value, &mut |s: &mut String| {
+            *s = crate::redact::credentials(s);
+            self.learn(s, names);
+            self.learn_identifiers(s, names);
+        });
+        strings(value, &mut |s: &mut String| *s = self.hide(s));
+    }
+
     /// Replaces every internal value (case-insensitive) with its token.
     pub fn hide(&self, text: &str) -> String {
         let mut out = text.to_string();

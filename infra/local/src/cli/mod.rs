@@ -13,6 +13,7 @@ use dossier_core::xdr::{ExtraData, WebhookSecrets};
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
 pub mod demo;
+pub mod doctor;
 pub mod print;
 pub mod run;
 pub mod serve;
