@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod cli;
@@ -52,6 +53,21 @@ enum Command {
     /// each; exit 1 on any failure). Reads the same environment as `run` and `serve`.
     Doctor {
         /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score the prompt and a model on the golden set (infra/local/golden): schema validity,
+    /// repairs, fallbacks, grounding, technique recall and precision, leaked identifiers, tokens,
+    /// latency, cost. Exit 1 unless it passes the thresholds in the README.
+    Eval {
+        /// Chat completions base URL (OpenAI-compatible) or the Anthropic API base URL; key from DOSSIER_LLM_KEY.
+        #[arg(long)]
+        llm_url: String,
+        #[arg(long)]
+        llm_model: String,
+        /// `openai` (any OpenAI-compatible endpoint) or `anthropic`.
+        #[arg(long, default_value = "openai")]
+        provider: String,
         #[arg(long)]
         json: bool,
     },
@@ -156,6 +172,33 @@ async fn main() -> ExitCode {
     dossier_adapters::telemetry::init_local(if matches!(cli.command, Command::Chaos { .. }) { "error" } else { "warn" });
     let result = match cli.command {
         Command::Demo { json } => cli::demo::demo(json).await,
+        Command::Eval { llm_url, llm_model, provider, json } => {
+            let timeout = Duration::from_secs(60);
+            let llm: Result<Arc<dyn dossier_core::synthesis::LanguageModel>, BadInput> = match provider.as_str() {
+                "openai" => Ok(Arc::new(
+                    dossier_adapters::llm::OpenAiCompatible::new(&llm_url, cli::env("DOSSIER_LLM_KEY"), &llm_model, timeout)
+                        .with_api_version(cli::env("DOSSIER_LLM_API_VERSION")),
+                )),
+                "anthropic" => cli::env("DOSSIER_LLM_KEY")
+                    .map(|key| {
+                        Arc::new(dossier_adapters::llm::Anthropic::new(&llm_url, key, &llm_model, timeout))
+                            as Arc<dyn dossier_core::synthesis::LanguageModel>
+                    })
+                    .ok_or_else(|| BadInput("--provider anthropic needs DOSSIER_LLM_KEY".into())),
+                other => Err(BadInput(format!("--provider {other}: use openai or anthropic"))),
+            };
+            match llm {
+                Ok(llm) => cli::eval::eval(llm).await.map(|report| {
+                    cli::eval::print(&report, json);
+                    if report.passes {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }),
+                Err(e) => Err(e),
+            }
+        }
         Command::Doctor { json } => {
             cli::doctor::doctor(json).await.map(|healthy| if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

@@ -443,3 +443,76 @@ async fn doctor_names_each_misconfiguration_and_passes_a_correct_setup() {
     }
     assert!(!text.contains("FAIL"), "{text}");
 }
+
+/// `dossier eval` on the golden set with a fake OpenAI-compatible model that answers from the
+/// evidence it is given (the techniques and external addresses in the prompt): a full report,
+/// every case scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_scores_the_golden_set_with_the_fake_model() {
+    use dossier_tests::{FakeServer, Reply};
+    let llm = FakeServer::start().await;
+    llm.on(
+        "POST",
+        "/v1/chat/completions",
+        Reply::dynamic(|r| {
+            let prompt = r.json()["messages"][1]["content"].as_str().unwrap_or("").to_string();
+            let evidence = prompt.split("<evidence>").nth(1).unwrap_or("");
+            let mut techniques: Vec<String> = Vec::new();
+            for (i, _) in evidence.match_indices("\"id\":\"T") {
+                let id: String = evidence[i + 6..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+                if !techniques.contains(&id) && techniques.len() < 6 {
+                    techniques.push(id);
+                }
+            }
+            // External addresses in clear (internal ones arrive as IP-n tokens): cite them.
+            let addresses: Vec<&str> = evidence
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .filter(|w| w.split('.').count() == 4 && w.split('.').all(|p| p.parse::<u8>().is_ok()))
+                .take(3)
+                .collect();
+            let answer = serde_json::json!({
+                "summary": format!("The evidence shows the activity the alerts describe, involving {}.", addresses.join(", ")),
+                "timeline": [],
+                "hypotheses": [{"text": "Malicious activity.", "confidence": 0.6, "evidence": techniques.clone()}],
+                "techniques": techniques.iter().map(|t| serde_json::json!({"id": t, "rationale": "in the alerts"})).collect::<Vec<_>>(),
+                "actors": [],
+                "impacted": [],
+                "next_steps": [{"text": "Review the alerts in XDR.", "xql": ""}],
+                "proposed_actions": [],
+                "severity": {"level": "critical", "reason": "as the evidence shows"}
+            });
+            Reply::json(
+                200,
+                serde_json::json!({"choices": [{"message": {"content": answer.to_string()}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 2000, "completion_tokens": 200}}).to_string(),
+            )
+        }),
+    );
+    let url = format!("{}/v1", llm.url());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["eval", "--llm-url", &url, "--llm-model", "fake-gpt", "--json"])
+            .env("RUST_LOG", "error")
+            .env("DOSSIER_LLM_KEY", "sk-test")
+            .env("DOSSIER_LLM_PRICE_USD_PER_MTOK", "1,5")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}");
+    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["cases"], 6);
+    assert_eq!(v["schema_valid"], 6, "{text}");
+    assert_eq!(v["fallbacks"], 0);
+    assert_eq!(v["leaked_identifiers"], 0, "{text}");
+    assert_eq!(v["statements_failed"], 0, "{text}");
+    assert_eq!(v["technique_recall"], 1.0, "{text}");
+    assert_eq!(v["grounding"], 1.0, "{text}");
+    let cited: u64 = v["per_case"].as_array().unwrap().iter().map(|c| c["cited"].as_u64().unwrap()).sum();
+    assert!(cited > 0, "the fake cites addresses, so grounding is measured: {text}");
+    assert_eq!((v["input_tokens"].as_u64(), v["output_tokens"].as_u64()), (Some(12_000), Some(1_200)));
+    assert!((v["cost_usd"].as_f64().unwrap() - 0.018).abs() < 1e-9, "{text}");
+    assert_eq!(v["passes"], true);
+    assert!(out.status.success());
+}

@@ -14,6 +14,7 @@ use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
 pub mod demo;
 pub mod doctor;
+pub mod eval;
 pub mod print;
 pub mod run;
 pub mod serve;
