@@ -55,6 +55,13 @@ enum Command {
         /// Print one JSON object instead of lines.
         #[arg(long)]
         json: bool,
+        /// Check deployed functions instead: files holding `aws lambda get-function-configuration`
+        /// output (internal domains set, every secret ARN resolves, the Bedrock model answers).
+        #[arg(long = "lambda-config")]
+        lambda_config: Vec<PathBuf>,
+        /// AWS endpoint for those checks (e.g. moto server); default: the AWS configuration.
+        #[arg(long)]
+        aws_endpoint: Option<String>,
     },
     /// Score the prompt and a model on the golden set (infra/local/golden): schema validity,
     /// repairs, fallbacks, grounding, technique recall and precision, leaked identifiers, tokens,
@@ -199,9 +206,9 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Doctor { json } => {
-            cli::doctor::doctor(json).await.map(|healthy| if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
+        Command::Doctor { json, lambda_config, aws_endpoint } => cli::doctor::doctor(json, &lambda_config, aws_endpoint.as_deref())
+            .await
+            .map(|healthy| if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) }),
         Command::Run { extra_data, json, tenant, aws_endpoint, llm_url, llm_model, html } => {
             cli::run::run(&extra_data, json, &tenant, aws_endpoint.as_deref(), model(llm_url.as_deref(), &llm_model), html.as_deref()).await
         }

@@ -516,3 +516,54 @@ async fn eval_scores_the_golden_set_with_the_fake_model() {
     assert_eq!(v["passes"], true);
     assert!(out.status.success());
 }
+
+/// `dossier doctor --lambda-config` against deployed functions' configurations, with their
+/// secrets in moto: a missing secret and empty internal domains fail by name; the fixed
+/// configuration is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_a_deployed_configuration() {
+    let endpoint = dossier_tests::moto_endpoint();
+    let sdk = dossier_adapters::aws::sdk_config_for(&endpoint).await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let name = dossier_tests::unique_prefix("doctor-xdr");
+    let created =
+        client.create_secret().name(&name).secret_string(r#"{"api_key":"k","api_key_id":"1","auth":"standard"}"#).send().await.unwrap();
+    let arn = created.arn().unwrap().to_string();
+    let missing = arn.replace(&name, &format!("{name}-gone"));
+    let dir = std::env::temp_dir();
+    let write = |file: &str, domains: &str, vt_arn: &str| {
+        let path = dir.join(format!("{file}-{}.json", std::process::id()));
+        let config = serde_json::json!({"FunctionName": "dossier-dev-collect", "Environment": {"Variables": {
+            "DOSSIER_INTERNAL_DOMAINS": domains, "DOSSIER_XDR_SECRET_ARN": arn, "DOSSIER_VIRUSTOTAL_SECRET_ARN": vt_arn, "DOSSIER_LLM_PROVIDER": "none"}}});
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    };
+    let bad = write("doctor-bad", "", &missing);
+    let good = write("doctor-good", "corp.example", &arn);
+    let run = |path: std::path::PathBuf, endpoint: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["doctor", "--lambda-config", path.to_str().unwrap(), "--aws-endpoint", &endpoint])
+                .env("RUST_LOG", "error")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(bad, endpoint.clone()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("misconfigured:\n{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for line in [
+        "FAIL dossier-dev-collect: internal-domains",
+        "ok   dossier-dev-collect: DOSSIER_XDR_SECRET_ARN",
+        "FAIL dossier-dev-collect: DOSSIER_VIRUSTOTAL_SECRET_ARN",
+    ] {
+        assert!(text.contains(line), "missing `{line}`:\n{text}");
+    }
+    assert!(!text.contains("api_key"), "secret values are never printed: {text}");
+    let out = run(good, endpoint).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("correct:\n{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("healthy") && !text.contains("FAIL"), "{text}");
+}

@@ -140,7 +140,75 @@ async fn source_checks() -> Result<Vec<Check>, BadInput> {
     Ok(out)
 }
 
-pub async fn doctor(json: bool) -> Result<bool, BadInput> {
+/// A deployed function's configuration as `aws lambda get-function-configuration` prints it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LambdaConfig {
+    function_name: String,
+    #[serde(default)]
+    environment: Option<LambdaEnvironment>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LambdaEnvironment {
+    #[serde(default)]
+    variables: std::collections::BTreeMap<String, String>,
+}
+
+/// The model of a deployed function answers: Bedrock through the SDK (a retired model id is
+/// refused by Converse), OpenAI-compatible / Anthropic need the key secret and are checked locally.
+async fn bedrock_check(function: &str, model: &str, sdk: &aws_config::SdkConfig) -> Check {
+    let client = aws_sdk_bedrockruntime::Client::new(sdk);
+    let llm = dossier_adapters::llm::Bedrock::new(client, model, Duration::from_secs(30));
+    let mut c = model_check(Some(Arc::new(llm))).await;
+    c.name = format!("{function}: model");
+    c
+}
+
+/// Checks deployed functions' configurations: internal domains, every secret ARN resolves, the
+/// Bedrock model answers.
+async fn deployed_checks(files: &[std::path::PathBuf], aws_endpoint: Option<&str>) -> Result<Vec<Check>, BadInput> {
+    let sdk = match aws_endpoint {
+        Some(ep) => dossier_adapters::aws::sdk_config_for(ep).await,
+        None => dossier_adapters::aws::sdk_config().await,
+    };
+    let secrets = dossier_adapters::secrets::SecretsManager::new(aws_sdk_secretsmanager::Client::new(&sdk));
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| BadInput(format!("{}: {e}", file.display())))?;
+        let config: LambdaConfig =
+            serde_json::from_str(&text).map_err(|e| BadInput(format!("{}: not a Lambda configuration: {e}", file.display())))?;
+        let f = config.function_name;
+        let vars = config.environment.map(|e| e.variables).unwrap_or_default();
+        if let Some(domains) = vars.get("DOSSIER_INTERNAL_DOMAINS") {
+            out.push(if domains.trim().is_empty() {
+                check(&format!("{f}: internal-domains"), Verdict::Fail, "empty: the company's own names would be looked up outside")
+            } else {
+                check(&format!("{f}: internal-domains"), Verdict::Ok, domains.clone())
+            });
+        }
+        for (name, arn) in vars.iter().filter(|(k, v)| k.ends_with("_SECRET_ARN") && !v.trim().is_empty()) {
+            use dossier_core::ports::SecretStore;
+            out.push(match secrets.get_secret(arn).await {
+                Ok(value) if value.trim().is_empty() => check(&format!("{f}: {name}"), Verdict::Fail, "the secret is empty"),
+                Ok(_) => check(&format!("{f}: {name}"), Verdict::Ok, "resolves"),
+                Err(e) => check(&format!("{f}: {name}"), Verdict::Fail, e.to_string()),
+            });
+        }
+        if vars.get("DOSSIER_LLM_PROVIDER").map(String::as_str) == Some("bedrock") {
+            let model = vars.get("DOSSIER_LLM_MODEL").cloned().unwrap_or_default();
+            out.push(bedrock_check(&f, &model, &sdk).await);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn doctor(json: bool, lambda_configs: &[std::path::PathBuf], aws_endpoint: Option<&str>) -> Result<bool, BadInput> {
+    if !lambda_configs.is_empty() {
+        let checks = deployed_checks(lambda_configs, aws_endpoint).await?;
+        return Ok(report(&checks, json));
+    }
     let mut checks = Vec::new();
     let config = config()?;
     checks.push(if config.internal_names.domain_suffixes.is_empty() {
@@ -156,11 +224,15 @@ pub async fn doctor(json: bool) -> Result<bool, BadInput> {
     checks.push(model_check(llm).await);
     checks.push(xdr_check().await);
     checks.extend(source_checks().await?);
+    Ok(report(&checks, json))
+}
+
+fn report(checks: &[Check], json: bool) -> bool {
     let healthy = checks.iter().all(|c| c.verdict != Verdict::Fail);
     if json {
         println!("{}", serde_json::json!({"healthy": healthy, "checks": checks}));
     } else {
-        for c in &checks {
+        for c in checks {
             let mark = match c.verdict {
                 Verdict::Ok => "ok  ",
                 Verdict::Fail => "FAIL",
@@ -170,5 +242,5 @@ pub async fn doctor(json: bool) -> Result<bool, BadInput> {
         }
         println!("{}", if healthy { "healthy" } else { "NOT HEALTHY: fix the FAIL lines above" });
     }
-    Ok(healthy)
+    healthy
 }
