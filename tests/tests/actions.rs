@@ -118,6 +118,7 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
             let req = HttpRequest {
                 method: "POST".into(),
                 path: "/approve".into(),
+                headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
                 body: format!("t={token}&decision=approve").into_bytes(),
                 ..Default::default()
             };
@@ -195,6 +196,7 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
     let req = |method: &str, path: &str, body: String| HttpRequest {
         method: method.into(),
         path: path.into(),
+        headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
         query: vec![("t".into(), token.clone())],
         body: body.into_bytes(),
         ..Default::default()
@@ -218,6 +220,7 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
     let vote = HttpRequest {
         method: "POST".into(),
         path: "/feedback".into(),
+        headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
         body: format!("t={approval}&decision=useful").into_bytes(),
         ..Default::default()
     };

@@ -280,6 +280,7 @@ impl Rig {
         let req = HttpRequest {
             method: "POST".into(),
             path: "/approve".into(),
+            headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
             body: format!("t={token}&decision=approve").into_bytes(),
             ..Default::default()
         };

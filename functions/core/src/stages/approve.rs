@@ -37,6 +37,17 @@ impl Approve {
                         "Decisions are only taken from the confirmation page itself. Nothing was changed.",
                     );
                 }
+                // The page's form sends `application/x-www-form-urlencoded`; a `text/plain` or
+                // JSON POST is another page's doing (a "simple" cross-site request needs no CORS).
+                let form_type = req.header("content-type").and_then(|c| c.split(';').next()).map(|c| c.trim().to_ascii_lowercase());
+                if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
+                    warn!(content_type = form_type.as_deref().unwrap_or("-"), "approval POST that is not a form refused");
+                    return page(
+                        415,
+                        "Request refused",
+                        "Decisions are only taken from the confirmation page's form. Nothing was changed.",
+                    );
+                }
                 if req.body.len() > 16 * 1024 {
                     return page(413, "Request too large", "The form is larger than any approval form.");
                 }
