@@ -35,6 +35,17 @@ async fn short_leases_change_nothing_that_was_promised() {
 /// SQS redrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_ends_explained_on_moto() {
+    // moto keeps every table and item of the suite in one Python process and scans them for
+    // queries: by the time this test runs, the rest of the suite has made it several times
+    // slower than a fresh one (seen: 108 s fresh, over 900 s after the suite). Real DynamoDB does
+    // not slow down with other tables; start from an empty emulator (no other test binary runs
+    // at the same time, and this binary's other tests are embedded).
+    let reset = dossier_adapters::http_client::client(Duration::from_secs(60))
+        .post(format!("{}/moto-api/reset", dossier_tests::moto_endpoint()))
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(reset.status().is_success(), "moto reset: {}", reset.status());
     let cases = std::env::var("DOSSIER_CHAOS_MOTO_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(30);
     let o = ChaosOptions {
         cases,

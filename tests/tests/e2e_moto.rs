@@ -210,7 +210,18 @@ async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once
         http(&pipeline, apigw_event("POST", "/approve", "", &[("content-type", "application/x-www-form-urlencoded")], Some(&form)), true)
             .await;
     assert_eq!(second.status, 409, "{}", second.body);
-    let tampered = http(&pipeline, apigw_event("POST", "/approve", "", &[], Some(&format!("t={}x&decision=approve", token))), true).await;
+    let tampered = http(
+        &pipeline,
+        apigw_event(
+            "POST",
+            "/approve",
+            "",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(&format!("t={}x&decision=approve", token)),
+        ),
+        true,
+    )
+    .await;
     assert!(tampered.status == 403 || tampered.status == 400, "{}", tampered.status);
     let exec: Vec<(QueueName, String)> = tee.sent.lock().unwrap().iter().filter(|(_, b)| b.contains("execute_action")).cloned().collect();
     assert_eq!(exec.len(), 1);

@@ -112,9 +112,18 @@ pub async fn exchange(req: reqwest::RequestBuilder) -> Result<Reply, NoAnswer> {
     Ok(Reply { code, status: classify(code), retry_after, body })
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare on these APIs and treated as absent).
+/// How long the vendor asked to wait: `Retry-After` in seconds (the HTTP-date form is rare on
+/// these APIs and treated as absent), or Okta's `X-Rate-Limit-Reset` (the UTC epoch second the
+/// limit resets). Vendors that send neither (VirusTotal) get the caller's default.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    let reset = header("x-rate-limit-reset").and_then(|v| v.parse::<u64>().ok())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    // At least a second: the reset second itself may still be limited.
+    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
 }
 
 /// Calls `call` up to `attempts` times while `retryable` says another try can help, waiting

@@ -108,20 +108,27 @@ impl XdrHttp {
         }
     }
 
-    /// The tenant's API generation, probed once with `case/search` when not configured.
-    pub async fn generation(&self) -> Generation {
-        *self
-            .generation
-            .get_or_init(|| async {
+    /// The tenant's API generation, probed with `case/search` when not configured. Only an
+    /// answer that says the call does not exist (404, or a 4xx refusing the path) fixes 3.x; a
+    /// refused key (clock skew), a rate limit, a server error or a timeout says nothing about the
+    /// generation: the probe fails, nothing is cached, and the next call probes again.
+    pub async fn generation(&self) -> Result<Generation, XdrError> {
+        self.generation
+            .get_or_try_init(|| async {
                 match self.call("case/search", json!({"search_from": 0, "search_to": 1})).await {
-                    Ok(_) => Generation::V5,
-                    Err(e) => {
+                    Ok(_) => Ok(Generation::V5),
+                    Err(e @ (XdrError::NotFound(_) | XdrError::Rejected(_))) => {
                         tracing::info!(reason = %e, "case/search not available: Cortex XDR 3.x API");
-                        Generation::V3
+                        Ok(Generation::V3)
+                    }
+                    Err(e) => {
+                        tracing::warn!(reason = %e, "API generation not known yet: the probe failed for a reason that does not tell");
+                        Err(e)
                     }
                 }
             })
             .await
+            .copied()
     }
 
     /// A read retried with jittered exponential backoff where retrying can help. Rate limits are
@@ -295,7 +302,9 @@ impl XdrHttp {
             let reply = reply_of(&body, "xql/get_query_results")?;
             match reply.get("status").and_then(Value::as_str).unwrap_or("") {
                 "PENDING" => tokio::time::sleep(every).await,
-                "SUCCESS" => {
+                // PARTIAL_SUCCESS: some tenants or datasets answered, the rest did not — the rows
+                // that came are still evidence.
+                "SUCCESS" | "PARTIAL_SUCCESS" => {
                     let results = reply.get("results").cloned().unwrap_or(Value::Null);
                     if let Some(stream) = results.get("stream_id").and_then(Value::as_str) {
                         return Ok(XqlOutcome::Stream(stream.to_string()));
@@ -356,12 +365,15 @@ impl XdrHttp {
                 .read(
                     "case/search",
                     json!({
+                        // `last_update_time` is a documented case/search filter field; the sort
+                        // fields are `case_id`, `severity`, `creation_time`: every page of the
+                        // window is read, so the order only has to be stable.
                         "filters": [
-                            {"field": "modification_time", "operator": "gte", "value": from_ms},
-                            {"field": "modification_time", "operator": "lte", "value": to_ms}
+                            {"field": "last_update_time", "operator": "gte", "value": from_ms},
+                            {"field": "last_update_time", "operator": "lte", "value": to_ms}
                         ],
                         "search_from": offset, "search_to": offset + PAGE,
-                        "sort": {"field": "modification_time", "keyword": "asc"}
+                        "sort": {"field": "case_id", "keyword": "asc"}
                     }),
                 )
                 .await?;
@@ -585,23 +597,26 @@ fn nonce64() -> String {
 #[async_trait]
 impl XdrApi for XdrHttp {
     async fn list_modified(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IncidentRef>, XdrError> {
-        match self.generation().await {
+        match self.generation().await? {
             Generation::V5 => self.list_v5(from_ms, to_ms).await,
             _ => self.list_v3(from_ms, to_ms).await,
         }
     }
 
     async fn get_incident_extra_data(&self, incident_id: &str) -> Result<String, XdrError> {
-        match self.generation().await {
+        match self.generation().await? {
             Generation::V5 => self.case_as_extra_data(incident_id).await,
             _ => self.read("incidents/get_incident_extra_data", json!({"incident_id": incident_id, "alerts_limit": 1000})).await,
         }
     }
 
     async fn add_comment(&self, incident_id: &str, text: &str) -> Result<(), XdrError> {
-        match self.generation().await {
+        match self.generation().await? {
             // 5.x has no case comment call; a War Room entry is the additive, documented way in.
-            Generation::V5 => self.call_raw("entries/insert", &json!({"id": incident_id, "data": text})).await.map(drop),
+            // A case's War Room is `INCIDENT-<id>`: a bare number addresses an alert's.
+            Generation::V5 => {
+                self.call_raw("entries/insert", &json!({"id": format!("INCIDENT-{incident_id}"), "data": text})).await.map(drop)
+            }
             _ => self
                 .call_checked(
                     "incidents/update_incident",
@@ -613,7 +628,7 @@ impl XdrApi for XdrHttp {
     }
 
     async fn set_severity(&self, incident_id: &str, severity: &str) -> Result<(), XdrError> {
-        match self.generation().await {
+        match self.generation().await? {
             Generation::V5 => {
                 self.call(&format!("case/update/{incident_id}"), json!({"update_data": {"user_severity": severity}})).await.map(drop)
             }
@@ -656,7 +671,7 @@ impl XdrApi for XdrHttp {
     }
 
     async fn manual_severity(&self, incident_id: &str) -> Result<Option<String>, XdrError> {
-        let (path, data, list, field) = match self.generation().await {
+        let (path, data, list, field) = match self.generation().await? {
             Generation::V5 => (
                 "case/search",
                 json!({"filters": [{"field": "case_id", "operator": "in", "value": [incident_id.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(incident_id))]}], "search_from": 0, "search_to": 1}),

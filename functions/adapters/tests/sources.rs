@@ -83,7 +83,8 @@ async fn virustotal_paths_headers_quota_and_faults() {
     fake.on(
         "GET",
         "/api/v3/ip_addresses/9.9.9.9",
-        Reply::json(429, fixture("virustotal/error_429_quota_exceeded.json")).with_header("retry-after", "37"),
+        // VirusTotal's QuotaExceededError comes without Retry-After: the caller's default applies.
+        Reply::json(429, fixture("virustotal/error_429_quota_exceeded.json")),
     );
     fake.on("GET", "/api/v3/ip_addresses/1.2.3.4", Reply::json(500, r#"{"error": {"code": "TransientError"}}"#));
     fake.on("GET", "/api/v3/domains/slow.example.com", Reply::json(200, fixture("virustotal/domain.json")).delayed(Duration::from_secs(3)));
@@ -93,17 +94,15 @@ async fn virustotal_paths_headers_quota_and_faults() {
     assert!(matches!(lookup(&vt, &ind(IndicatorKind::Url, "http://bad.example.com/x")).await, (Ok(Lookup::NotFound), 1)));
     assert!(fake.requests().iter().any(|r| r.path == "/api/v3/urls/aHR0cDovL2JhZC5leGFtcGxlLmNvbS94"), "URL ids are unpadded base64url");
     assert!(fake.requests().iter().all(|r| r.header("x-apikey") == Some("vt-key")));
-    assert_eq!(
-        lookup(&vt, &ind(IndicatorKind::Ipv4, "9.9.9.9")).await.0,
-        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(37)) })
-    );
+    assert_eq!(lookup(&vt, &ind(IndicatorKind::Ipv4, "9.9.9.9")).await.0, Err(LookupError::RateLimited { retry_after: None }));
     assert!(matches!(lookup(&vt, &ind(IndicatorKind::Ipv4, "1.2.3.4")).await.0, Err(LookupError::Server(_))));
     assert_eq!(lookup(&vt, &ind(IndicatorKind::Domain, "slow.example.com")).await.0, Err(LookupError::Timeout));
     assert!(matches!(lookup(&vt, &ind(IndicatorKind::Domain, "garbage.example.com")).await.0, Err(LookupError::BadReply(_))));
 
     // Through the runner: the 429 defers the whole source; the rest are reported, not fatal.
     let deferred = PerIndicator::new(vt.clone()).enrich(&case_with(&[(IndicatorKind::Ipv4, "9.9.9.9")])).await.unwrap_err();
-    assert_eq!(deferred.after, Duration::from_secs(37));
+    // No Retry-After from VirusTotal: the source's default wait.
+    assert_eq!(deferred.after, Duration::from_secs(60));
     let report = PerIndicator::new(vt.clone())
         .enrich(&case_with(&[
             (IndicatorKind::Ipv4, "1.2.3.4"),
@@ -194,6 +193,19 @@ async fn otx_reads_extra_sections_only_when_pulses_exist() {
     assert!(matches!(lookup(&src, &ind(IndicatorKind::Ipv4, "8.8.88.8")).await, (Ok(Lookup::NotFound), 1)));
     assert!(matches!(lookup(&src, &ind(IndicatorKind::Sha1, "6c5360d41bd2b14b1565f5b18e5c203cf512e493")).await, (Ok(Lookup::NotFound), 1)));
     assert!(fake.requests().iter().all(|r| r.header("x-otx-api-key") == Some("otx-key")));
+    // A subdomain is an OTX `hostname`; a registered domain (also under a second-level label) a `domain`.
+    fake.on("GET", "/api/v1/indicators/hostname/*", Reply::json(200, fixture("otx/ipv4_general_no_pulses.json")));
+    fake.on("GET", "/api/v1/indicators/domain/*", Reply::json(200, fixture("otx/ipv4_general_no_pulses.json")));
+    for (name, section) in [
+        ("cdn.evil-example.com", "hostname"),
+        ("evil-example.com", "domain"),
+        ("shop.example.co.uk", "hostname"),
+        ("example.co.uk", "domain"),
+    ] {
+        assert!(matches!(lookup(&src, &ind(IndicatorKind::Domain, name)).await.0, Ok(Lookup::NotFound)), "{name}");
+        let last = fake.requests().last().unwrap().path.clone();
+        assert_eq!(last, format!("/api/v1/indicators/{section}/{name}/general"), "{name}");
+    }
 }
 
 // ------------------------------------------------------------------------------------ AbuseIPDB
@@ -252,8 +264,10 @@ async fn shodan_host_context() {
 async fn servicenow_ci_owner_and_service_criticality() {
     let fake = FakeServer::start().await;
     let mut ci = json_fixture("servicenow/table_cmdb_ci_server_query.json");
-    ci["result"][0]["sys_class_name"] = json!("cmdb_ci_linux_server");
-    ci["result"][0]["sys_id"] = json!("a8decc3f1b9c2410042611b4bd4bcb7d");
+    // The lookup asks with `sysparm_display_value=all`: every field then reads
+    // `{"display_value", "value"}`, and the instance path must use the value, not "Linux Server".
+    ci["result"][0]["sys_class_name"] = json!({"display_value": "Linux Server", "value": "cmdb_ci_linux_server"});
+    ci["result"][0]["sys_id"] = json!({"display_value": "a8decc3f1b9c2410042611b4bd4bcb7d", "value": "a8decc3f1b9c2410042611b4bd4bcb7d"});
     fake.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, ci.to_string()));
     fake.on(
         "GET",
@@ -273,6 +287,7 @@ async fn servicenow_ci_owner_and_service_criticality() {
     assert_eq!(v.fact_value("criticality"), Some("1 - most critical"));
     assert_eq!(v.fact_value("services"), Some("CMS App FLX"));
     assert!(fake.requests()[0].header("authorization").unwrap().starts_with("Basic "));
+    assert!(fake.requests()[0].query.contains("sysparm_display_value=all"), "{}", fake.requests()[0].query);
     let empty = FakeServer::start().await;
     empty.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
     empty.on("GET", "/api/now/cmdb/instance/cmdb_ci_computer", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
@@ -325,6 +340,38 @@ async fn tenable_asset_exposure() {
     assert_eq!(fake.requests()[0].header("x-apikeys"), Some("accessKey=a;secretKey=b"));
 }
 
+/// `host.hostname` with `match` is a substring match: the first asset may be another host.
+#[tokio::test]
+async fn tenable_takes_only_the_asset_named_like_the_host() {
+    let fake = FakeServer::start().await;
+    let list = json!({"assets": [
+        {"id": "a-web10", "hostname": ["web10.demo.io"], "fqdn": ["web10.demo.io"], "netbios_name": [], "ipv4": ["10.0.0.10"]},
+        {"id": "a-web1", "hostname": ["web1.demo.io"], "fqdn": ["web1.demo.io"], "netbios_name": ["WEB1"], "ipv4": ["10.0.0.1"]}
+    ], "total": 2});
+    fake.on("GET", "/workbenches/assets", Reply::json(200, list.to_string()));
+    fake.on("GET", "/workbenches/vulnerabilities/*", Reply::json(200, fixture("tenable/workbench_vulnerability_info.json")));
+    fake.on(
+        "GET",
+        "/workbenches/assets/*",
+        Reply::dynamic(|r| {
+            if r.path.ends_with("/info") {
+                Reply::json(200, fixture("tenable/workbench_asset_info.json"))
+            } else {
+                Reply::json(200, fixture("tenable/workbench_asset_vulnerabilities.json"))
+            }
+        }),
+    );
+    let src = tenable::Tenable::new(&fake.url(), "accessKey=a;secretKey=b".into(), T);
+    for host in ["web1.demo.io", "web1"] {
+        found(lookup(&src, &ind(IndicatorKind::Hostname, host)).await.0);
+    }
+    let asset_reads: Vec<String> =
+        fake.requests().iter().filter(|r| r.path.starts_with("/workbenches/assets/")).map(|r| r.path.clone()).collect();
+    assert_eq!(asset_reads.len(), 4, "{asset_reads:?}");
+    assert!(asset_reads.iter().all(|p| p.contains("/a-web1/")), "read another asset: {asset_reads:?}");
+    assert!(matches!(lookup(&src, &ind(IndicatorKind::Hostname, "web")).await.0, Ok(Lookup::NotFound)));
+}
+
 // ----------------------------------------------------------------------------------------- Okta
 
 #[tokio::test]
@@ -335,7 +382,16 @@ async fn okta_identity_factors_groups_and_log() {
     fake.on("GET", "/api/v1/users/TestID/groups", Reply::json(200, fixture("okta/user_groups.json")));
     fake.on("GET", "/api/v1/logs", Reply::json(200, fixture("okta/system_log_user_session_start.json")));
     fake.on("GET", "/api/v1/users/denied", Reply::json(403, fixture("okta/error_403_access_denied.json")));
-    fake.on("GET", "/api/v1/users/busy", Reply::json(429, fixture("okta/error_429_rate_limited.json")).with_header("retry-after", "20"));
+    // Okta says when the limit resets (X-Rate-Limit-Reset, UTC epoch seconds), not Retry-After.
+    let reset = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 20).to_string();
+    fake.on(
+        "GET",
+        "/api/v1/users/busy",
+        Reply::json(429, fixture("okta/error_429_rate_limited.json"))
+            .with_header("x-rate-limit-limit", "600")
+            .with_header("x-rate-limit-remaining", "0")
+            .with_header("x-rate-limit-reset", &reset),
+    );
     let src = okta::Okta::new(&fake.url(), "ssws-token".into(), T);
     let (r, calls) = lookup(&src, &ind(IndicatorKind::User, "test@this.com")).await;
     let v = found(r);
@@ -357,10 +413,10 @@ async fn okta_identity_factors_groups_and_log() {
     assert!(
         matches!(lookup(&src, &ind(IndicatorKind::User, "CORP\\denied")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("E0000006"))
     );
-    assert_eq!(
-        lookup(&src, &ind(IndicatorKind::User, "busy")).await.0,
-        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(20)) })
-    );
+    match lookup(&src, &ind(IndicatorKind::User, "busy")).await.0 {
+        Err(LookupError::RateLimited { retry_after: Some(wait) }) => assert!((19..=20).contains(&wait.as_secs()), "{wait:?}"),
+        other => panic!("expected a rate limit with the reset time: {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------- MS Graph

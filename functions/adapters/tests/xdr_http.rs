@@ -235,7 +235,13 @@ async fn a_5x_tenant_is_probed_once_and_served_through_cases_and_issues() {
     );
     xdr.add_comment("42", "dossier text").await.unwrap();
     let entry = &fake.requests_to("/public_api/v1/entries/insert")[0];
-    assert_eq!(entry.json(), json!({"id": "42", "data": "dossier text"}));
+    assert_eq!(entry.json(), json!({"id": "INCIDENT-42", "data": "dossier text"}), "a case's War Room, not an alert's");
+    // The poll used the documented filter and sort fields.
+    let poll =
+        fake.requests_to("/public_api/v1/case/search").into_iter().find(|r| r.json()["request_data"].get("filters").is_some()).unwrap();
+    let rd = &poll.json()["request_data"];
+    assert_eq!(rd["filters"][0]["field"], "last_update_time");
+    assert_eq!(rd["sort"], json!({"field": "case_id", "keyword": "asc"}));
     xdr.set_severity("42", "critical").await.unwrap();
     assert_eq!(fake.requests_to("/public_api/v1/case/update/42")[0].json()["request_data"]["update_data"]["user_severity"], "critical");
     // One probe (the first case/search with search_to 1), then real calls.
@@ -312,6 +318,14 @@ async fn xql_runs_polls_pending_and_streams_large_results() {
     };
     let streamed = xdr.get_query_results_stream(&stream).await.unwrap();
     assert_eq!(streamed, rows);
+    // PARTIAL_SUCCESS (part of the tenants or datasets answered): the rows that came are kept.
+    let mut partial: Value = serde_json::from_str(&fixture("xdr/xql_get_query_results.json")).unwrap();
+    partial["reply"]["status"] = json!("PARTIAL_SUCCESS");
+    fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, partial.to_string()));
+    match xdr.get_query_results(&id, Duration::from_millis(10), 5).await.unwrap() {
+        XqlOutcome::Rows(r) => assert_eq!(r.len(), 3),
+        other => panic!("PARTIAL_SUCCESS is not a failure: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -377,4 +391,26 @@ async fn block_hash_and_already_listed() {
     assert_eq!(body["request_data"]["incident_id"], "42");
     // "All hashes have already been added to the allow or block list": the goal is reached.
     xdr.block_hash(h, "again", "42").await.unwrap();
+}
+
+/// A failed probe (a refused key from clock skew, a rate limit, a server error) says nothing
+/// about the API generation: it is not cached, and the next call probes again.
+#[tokio::test]
+async fn a_probe_that_fails_for_another_reason_fixes_no_generation() {
+    let fake = FakeServer::start().await;
+    fake.once("POST", "/public_api/v1/case/search", Reply::json(401, fixture("xdr/error_401_unauthorized.json")));
+    fake.once("POST", "/public_api/v1/case/search", Reply::json(429, r#"{"reply": {"err_code": 429, "err_msg": "rate limit"}}"#));
+    fake.on("POST", "/public_api/v1/case/search", Reply::json(200, fixture("xdr/case_search_v5_mock.json")));
+    let xdr = client(&fake, Generation::Auto);
+    assert!(matches!(xdr.list_modified(0, 1).await, Err(XdrError::Unauthorized(_))));
+    assert!(matches!(xdr.list_modified(0, 1).await, Err(XdrError::RateLimited(_))));
+    assert!(xdr.list_modified(0, 1).await.is_ok());
+    assert_eq!(xdr.generation().await.unwrap(), Generation::V5, "the tenant is 5.x after all");
+    assert!(fake.requests_to("/public_api/v1/incidents/get_incidents").is_empty(), "never fell back to 3.x");
+    // A tenant without case/search (404) is 3.x.
+    let old = FakeServer::start().await;
+    old.on("POST", "/public_api/v1/incidents/get_incidents", Reply::json(200, fixture("xdr/get_incidents.json")));
+    let xdr = client(&old, Generation::Auto);
+    assert!(xdr.list_modified(0, 1).await.is_ok());
+    assert_eq!(xdr.generation().await.unwrap(), Generation::V3);
 }

@@ -43,6 +43,17 @@ impl Otx {
     }
 }
 
+/// Second-level labels under which registries sell names (`example.co.uk` is a registered domain).
+const SECOND_LEVEL: &[&str] = &["co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go", "gob", "mil"];
+
+/// A name below its registered domain: more labels than `example.com` / `example.co.uk`.
+pub fn is_subdomain(name: &str) -> bool {
+    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    let registered =
+        if labels.len() >= 3 && labels[labels.len() - 1].len() == 2 && SECOND_LEVEL.contains(&labels[labels.len() - 2]) { 3 } else { 2 };
+    labels.len() > registered
+}
+
 /// The verdict from a `general` answer and any extra sections read (`malware`, `passive_dns`,
 /// `url_list`, `analysis`). Pure; tested on fixtures.
 pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &Value)]) -> Option<IndicatorVerdict> {
@@ -113,6 +124,7 @@ pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &
         section("analysis").and_then(|a| a.pointer("/analysis/info/results/file_type")).and_then(Value::as_str).unwrap_or_default();
     let slug = match indicator.kind {
         IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => "ip",
+        IndicatorKind::Domain if is_subdomain(&indicator.value) => "hostname",
         IndicatorKind::Domain => "domain",
         IndicatorKind::Url => "url",
         _ => "file",
@@ -143,7 +155,13 @@ impl IndicatorSource for Otx {
     }
 
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
-        let slug = Self::slug(indicator.kind).ok_or_else(|| LookupError::BadReply(format!("OTX does not look up {}", indicator.kind)))?;
+        let mut slug =
+            Self::slug(indicator.kind).ok_or_else(|| LookupError::BadReply(format!("OTX does not look up {}", indicator.kind)))?;
+        // OTX files a subdomain (`cdn.evil.example`) under `hostname`; `domain` holds only
+        // registered domains and answers a subdomain with nothing.
+        if indicator.kind == IndicatorKind::Domain && is_subdomain(&indicator.value) {
+            slug = "hostname";
+        }
         let Some(general) = self.section(slug, &indicator.value, "general", calls).await? else { return Ok(Lookup::NotFound) };
         let in_pulses = general.json.pointer("/pulse_info/count").and_then(Value::as_u64).unwrap_or(0) > 0;
         // Extra sections only where they can change the picture (each is another request).

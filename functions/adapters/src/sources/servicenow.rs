@@ -71,6 +71,17 @@ fn field(record: &Value, name: &str) -> Option<String> {
     }
 }
 
+/// A field's stored value (not its display value): what URL paths and queries need. With
+/// `sysparm_display_value=all` a class reads `{"display_value": "Linux Server", "value":
+/// "cmdb_ci_linux_server"}`; only the value names the class in the CMDB Instance API path.
+fn raw(record: &Value, name: &str) -> Option<String> {
+    match record.get(name)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Object(o) => o.get("value").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
+        _ => None,
+    }
+}
+
 /// "1 - most critical" → 1; used to keep the most critical service.
 fn criticality_rank(c: &str) -> u32 {
     c.trim().chars().next().and_then(|d| d.to_digit(10)).unwrap_or(9)
@@ -145,10 +156,8 @@ impl IndicatorSource for ServiceNow {
             },
         };
         let mut services = Vec::new();
-        if let (Some(class), Some(sys_id)) =
-            (field(&ci, "sys_class_name"), ci.get("sys_id").and_then(|v| v.get("value").or(Some(v))).and_then(Value::as_str))
-        {
-            if let Some(detail) = self.get(&format!("/api/now/cmdb/instance/{}/{}", enc(&class), enc(sys_id)), calls).await? {
+        if let (Some(class), Some(sys_id)) = (raw(&ci, "sys_class_name"), raw(&ci, "sys_id")) {
+            if let Some(detail) = self.get(&format!("/api/now/cmdb/instance/{}/{}", enc(&class), enc(&sys_id)), calls).await? {
                 let inbound = detail.json.pointer("/result/inbound_relations").and_then(Value::as_array).cloned().unwrap_or_default();
                 for rel in inbound
                     .iter()

@@ -129,7 +129,21 @@ impl IndicatorSource for Tenable {
             enc(&indicator.value)
         );
         let Some(list) = self.get(&path, calls).await? else { return Ok(Lookup::NotFound) };
-        let Some(asset) = list.json.get("assets").and_then(Value::as_array).and_then(|a| a.first()).cloned() else {
+        // `match` on host.hostname is a substring match: `web1` also finds `web10` and
+        // `web1.test`. Only an asset whose own name is this host is this host.
+        let wanted = indicator.value.to_ascii_lowercase();
+        let short = |n: &str| n.split('.').next().unwrap_or(n).to_string();
+        let names_of = |a: &Value| -> Vec<String> {
+            ["hostname", "fqdn", "netbios_name"]
+                .iter()
+                .flat_map(|k| a.get(*k).and_then(Value::as_array).cloned().unwrap_or_default())
+                .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+                .collect()
+        };
+        let assets = list.json.get("assets").and_then(Value::as_array).cloned().unwrap_or_default();
+        let exact = assets.iter().find(|a| names_of(a).contains(&wanted));
+        let by_short = || assets.iter().find(|a| !wanted.contains('.') && names_of(a).iter().any(|n| short(n) == wanted));
+        let Some(asset) = exact.or_else(by_short).cloned() else {
             return Ok(Lookup::NotFound);
         };
         let Some(id) = text(&asset, "/id") else { return Err(LookupError::BadReply("workbench asset without an id".into())) };
