@@ -27,6 +27,9 @@ const NOTIFY_ATTEMPTS: u32 = 5;
 /// How often an XDR response action's status is polled, and for how long.
 const ACTION_POLL_EVERY: Duration = Duration::from_secs(60);
 const ACTION_POLL_ATTEMPTS: u32 = 30;
+/// Time a worker must still have on its execution lease to act. The lease outlives the
+/// invocation, so this only refuses a claim that came back after its lease had (nearly) lapsed.
+const ACT_WITHIN_LEASE_MS: i64 = 1_000;
 
 impl Writeback {
     pub fn new(ctx: Context, xdr: Arc<dyn XdrApi>) -> Writeback {
@@ -202,6 +205,12 @@ impl Writeback {
             // Never without an approval; never twice. Approved or not, the case may settle now.
             Claim::Done | Claim::Refused(_) => return self.ctx.settle_case(key, false).await,
         };
+        // A claim can come back after its own lease lapsed (the store answered slowly): another
+        // worker may hold the action by now and be acting. Act only well inside the lease.
+        if action.lease.as_ref().is_none_or(|l| l.lapsed(self.ctx.now_ms() + ACT_WITHIN_LEASE_MS)) {
+            warn!(action = %action.id, "claim came back too late to act on; the lease decides who acts");
+            return Err(StageError::RetryLater { reason: "claim returned after its lease".into(), after: Duration::from_secs(1) });
+        }
         let outcome = match self.read_back(&action, reclaimed).await? {
             Some(found) => Ok(Execution::Succeeded { detail: found, xdr_action_id: action.xdr_action_id.clone() }),
             None => self.run(key, &action).await,
