@@ -96,6 +96,9 @@ pub struct ChaosReport {
     pub ambiguous_posts: usize,
     /// Changes applied twice for one action.
     pub duplicate_executions: usize,
+    /// Which ones (incident, kind, target), so a repeat can be traced in the audit trail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeated_changes: Vec<String>,
     /// Changes applied without an approval on record.
     pub unapproved_changes: usize,
     pub dlq: usize,
@@ -431,6 +434,9 @@ async fn count(h: &Harness, keys: &[CaseKey], r: &mut ChaosReport) -> Result<(),
     for change in h.world.changes() {
         if change.repeated {
             r.duplicate_executions += 1;
+            if r.repeated_changes.len() < 10 {
+                r.repeated_changes.push(format!("incident {} {} {}", change.incident, change.kind.as_str(), change.target));
+            }
             continue;
         }
         r.executed += 1;
