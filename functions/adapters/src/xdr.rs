@@ -155,10 +155,21 @@ impl XdrHttp {
         let mut alerts = Vec::new();
         if !issue_ids.is_empty() {
             let body = self
-                .read("issue/search", json!({"filters": [{"field": "id", "operator": "in", "value": issue_ids}], "search_from": 0, "search_to": 1000, "include_fields": []}))
+                // No `include_fields`: an empty list returns none of the normalised (`xdm.*`) fields
+                // the mapping reads; left out, the issue comes whole.
+                .read(
+                    "issue/search",
+                    json!({"filters": [{"field": "id", "operator": "in", "value": issue_ids}], "search_from": 0, "search_to": 1000}),
+                )
                 .await?;
             let issues = reply_of(&body, "issue/search")?;
-            alerts = issues.get("DATA").and_then(Value::as_array).map(|d| d.iter().map(issue_as_alert).collect()).unwrap_or_default();
+            // The reference names `DATA`, the published example answers under `issues`: read either.
+            alerts = issues
+                .get("DATA")
+                .or_else(|| issues.get("issues"))
+                .and_then(Value::as_array)
+                .map(|d| d.iter().map(issue_as_alert).collect())
+                .unwrap_or_default();
         }
         let artifacts = self
             .get_raw(&format!("case/artifacts/{case_id}/"))

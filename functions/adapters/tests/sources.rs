@@ -422,6 +422,51 @@ async fn okta_identity_factors_groups_and_log() {
 // ---------------------------------------------------------------------------------- MS Graph
 
 #[tokio::test]
+async fn msgraph_reads_sign_in_activity_apart_and_survives_without_p1() {
+    let fake = FakeServer::start().await;
+    fake.on("POST", "/token", Reply::json(200, r#"{"access_token": "graph-token", "expires_in": 3599, "token_type": "Bearer"}"#));
+    // `/users/{UPN}` refuses `$select=signInActivity`; the filtered list answers 403 without P1.
+    fake.on(
+        "GET",
+        "/v1.0/users/*",
+        Reply::dynamic(|r| {
+            if r.query.contains("signInActivity") {
+                return Reply::json(400, r#"{"error": {"code": "BadRequest", "message": "Unsupported query."}}"#);
+            }
+            if r.path.ends_with("/microsoft.graph.group") {
+                return Reply::json(200, fixture("msgraph/user_memberof_groups_select.json"));
+            }
+            Reply::json(200, fixture("msgraph/user_get_default.json"))
+        }),
+    );
+    fake.on(
+        "GET",
+        "/v1.0/users",
+        Reply::json(
+            403,
+            r#"{"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}"#,
+        ),
+    );
+    fake.on("GET", "/v1.0/auditLogs/signIns", Reply::json(403, r#"{"error": {"code": "Authentication_RequestFromNonPremiumTenantOrB2CTenant", "message": "Neither tenant is B2C or tenant doesn't have premium license"}}"#));
+    fake.on(
+        "GET",
+        "/v1.0/identityProtection/riskyUsers/*",
+        Reply::json(403, r#"{"error": {"code": "Forbidden", "message": "premium license required"}}"#),
+    );
+    let creds = msgraph::GraphCredentials {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        token_url: Some(format!("{}/token", fake.url())),
+    };
+    let mut src = msgraph::MsGraph::new(&format!("{}/v1.0", fake.url()), creds, T);
+    src.upn_suffix = Some("contoso.com".into());
+    let v = found(lookup(&src, &ind(IndicatorKind::User, "CORP\\adele")).await.0);
+    assert_eq!(v.fact_value("last_sign_in"), None, "{v:?}");
+    assert!(fake.requests().iter().filter(|r| r.path.starts_with("/v1.0/users/")).all(|r| !r.query.contains("signInActivity")));
+}
+
+#[tokio::test]
 async fn msgraph_user_groups_sign_ins_and_risk() {
     let fake = FakeServer::start().await;
     fake.on("POST", "/token", Reply::json(200, r#"{"access_token": "graph-token", "expires_in": 3599, "token_type": "Bearer"}"#));
@@ -438,7 +483,7 @@ async fn msgraph_user_groups_sign_ins_and_risk() {
     let src = msgraph::MsGraph::new(&format!("{}/v1.0", fake.url()), creds, T);
     let (r, calls) = lookup(&src, &ind(IndicatorKind::User, "CORP\\stine")).await;
     let v = found(r);
-    assert_eq!(calls, 5, "token, user, groups, sign-ins, risk");
+    assert_eq!(calls, 6, "token, user, sign-in activity, groups, sign-ins, risk");
     assert_eq!(v.fact_value("risk_state"), Some("remediated"));
     assert_eq!(v.fact_value("groups"), Some("All users, AAD Contoso Users"));
     assert_eq!(v.fact_value("last_sign_in"), Some("2024-12-10T17:38:26Z"));
@@ -450,7 +495,7 @@ async fn msgraph_user_groups_sign_ins_and_risk() {
     assert!(fake.requests_to("/v1.0/users")[0].header("authorization") == Some("Bearer graph-token"));
     // The token is reused.
     let (_, calls) = lookup(&src, &ind(IndicatorKind::User, "CORP\\stine")).await;
-    assert_eq!(calls, 4);
+    assert_eq!(calls, 5);
     // Risk states map to verdicts.
     let x = ind(IndicatorKind::User, "x");
     let mut risky = json_fixture("msgraph/riskyuser_get.json");

@@ -163,7 +163,9 @@ impl IndicatorSource for MsGraph {
 
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
         let token = self.token(calls).await?;
-        let select = "id,displayName,userPrincipalName,mail,jobTitle,department,accountEnabled,createdDateTime,onPremisesSamAccountName,signInActivity";
+        // `signInActivity` is refused on `/users/{UPN}` (it needs the object id) and answers 403
+        // without Entra ID P1 / AuditLog.Read.All: it is read on its own below.
+        let select = "id,displayName,userPrincipalName,mail,jobTitle,department,accountEnabled,createdDateTime,onPremisesSamAccountName";
         let user = match self.user_ref(&indicator.value) {
             Some(upn) => self.get(&format!("/users/{}?$select={select}", enc(&upn)), &token, calls).await?.map(|a| a.json),
             None => {
@@ -175,8 +177,25 @@ impl IndicatorSource for MsGraph {
                     .and_then(|a| a.json.pointer("/value/0").cloned())
             }
         };
-        let Some(user) = user else { return Ok(Lookup::NotFound) };
+        let Some(mut user) = user else { return Ok(Lookup::NotFound) };
         let Some(id) = text(&user, "/id") else { return Ok(Lookup::NotFound) };
+        let activity = self
+            .get(
+                &format!("/users?$filter={}&$select=id,signInActivity", enc(&format!("id eq '{}'", id.replace('\'', "''")))),
+                &token,
+                calls,
+            )
+            .await;
+        match activity {
+            Ok(a) => {
+                if let Some(last) = a.and_then(|a| a.json.pointer("/value/0/signInActivity").cloned()) {
+                    user["signInActivity"] = last;
+                }
+            }
+            // No P1 licence or no AuditLog.Read.All: the rest of the record still stands.
+            Err(LookupError::Unauthorized(_)) => {}
+            Err(e) => return Err(e),
+        }
         let upn = text(&user, "/userPrincipalName").unwrap_or_default().replace('\'', "''");
         let member_of = self
             .get(&format!("/users/{}/memberOf/microsoft.graph.group?$select=id,displayName", enc(&id)), &token, calls)
