@@ -41,11 +41,16 @@ struct CrashAt {
     inner: Arc<dyn DocStore>,
     rule: Mutex<Option<(Rule, When)>>,
     fired: std::sync::atomic::AtomicBool,
+    /// A write that is applied but confirmed late (a slow store), once.
+    stall: Mutex<Option<(Rule, Duration)>>,
 }
 
 impl CrashAt {
     fn arm(&self, when: When, rule: impl Fn(&Write) -> bool + Send + Sync + 'static) {
         *self.rule.lock().unwrap() = Some((Box::new(rule), when));
+    }
+    fn stall(&self, wall: Duration, rule: impl Fn(&Write) -> bool + Send + Sync + 'static) {
+        *self.stall.lock().unwrap() = Some((Box::new(rule), wall));
     }
     fn fired(&self) -> bool {
         self.fired.load(std::sync::atomic::Ordering::SeqCst)
@@ -83,7 +88,19 @@ impl DocStore for CrashAt {
         if crash == Some(When::Before) {
             die().await;
         }
+        let stall = {
+            let mut stall = self.stall.lock().unwrap();
+            let hit = stall.as_ref().is_some_and(|(r, _)| writes.iter().any(r));
+            if hit {
+                stall.take().map(|(_, d)| d)
+            } else {
+                None
+            }
+        };
         let out = self.inner.write(writes).await?;
+        if let Some(d) = stall {
+            tokio::time::sleep(d).await;
+        }
         if crash == Some(When::After) {
             die().await;
         }
@@ -200,7 +217,8 @@ fn rig(reads_back: bool) -> Rig {
 fn rig_with(reads_back: bool, extra: Vec<Arc<dyn Source>>) -> Rig {
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(1_800_000_000_000, 200.0));
     let backend = Backend::embedded_with(clock.clone(), Duration::from_secs(180));
-    let crash = Arc::new(CrashAt { inner: backend.store.clone(), rule: Mutex::default(), fired: Default::default() });
+    let crash =
+        Arc::new(CrashAt { inner: backend.store.clone(), rule: Mutex::default(), fired: Default::default(), stall: Mutex::default() });
     let backend = Backend { store: crash.clone(), ..backend };
     let xdr = Arc::new(Xdr::new(reads_back));
     let mut sources: Vec<Arc<dyn Source>> = vec![Arc::new(AttackSource), Arc::new(PerIndicator::new(IntelFeed::from_csv(FEED).unwrap()))];
@@ -595,4 +613,32 @@ async fn waiting_never_counts_toward_the_dlq_in_the_local_runner() {
     let dossier = r.pipeline.dossier(&r.key).await.unwrap().unwrap();
     assert!(dossier.missing_sources.is_empty(), "{:?}", dossier.missing_sources);
     assert!(r.pipeline.reports(&r.key).await.unwrap().iter().any(|s| s.source == "busy"));
+}
+
+/// The store confirms the execution claim after the claim's own lease has lapsed: meanwhile
+/// another worker could have taken the action over. The late worker must not act; the action
+/// still runs, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_claim_confirmed_after_its_lease_does_not_act() {
+    let r = rig(true);
+    r.open().await;
+    r.until("dossier posted", awaiting).await;
+    assert_eq!(r.approve(ActionKind::IsolateEndpoint).await.status, 200);
+    let action = r.action(ActionKind::IsolateEndpoint).await;
+    // The lease is 35 s of pipeline time (175 ms of wall time at 200x); the claim's
+    // confirmation takes 400 ms.
+    r.crash.stall(Duration::from_millis(400), |w| w.table == Table::Effects && w.body.contains("\"status\":\"executing\""));
+    let msg = Message::ExecuteAction { case: r.key.clone(), action_id: action.id.clone() };
+    let deadline = dossier_core::stages::Deadline::after(r.clock.now_ms(), Duration::from_secs(30));
+    dossier_core::stages::dispose(
+        r.pipeline.handler_of(&QueueName::writeback()),
+        r.pipeline.backend.queue.as_ref(),
+        &QueueName::writeback(),
+        &msg.to_body(),
+        deadline,
+    )
+    .await;
+    assert_eq!(r.xdr.writes_to("/endpoints/isolate"), 0, "a claim confirmed after its lease acted");
+    r.until("isolation recorded", |s| s.action(ActionKind::IsolateEndpoint) == ActionStatus::Executed).await;
+    assert_eq!(r.xdr.writes_to("/endpoints/isolate"), 1, "isolated once");
 }
