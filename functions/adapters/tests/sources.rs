@@ -348,7 +348,16 @@ async fn tenable_takes_only_the_asset_named_like_the_host() {
         {"id": "a-web10", "hostname": ["web10.demo.io"], "fqdn": ["web10.demo.io"], "netbios_name": [], "ipv4": ["10.0.0.10"]},
         {"id": "a-web1", "hostname": ["web1.demo.io"], "fqdn": ["web1.demo.io"], "netbios_name": ["WEB1"], "ipv4": ["10.0.0.1"]}
     ], "total": 2});
-    fake.on("GET", "/workbenches/assets", Reply::json(200, list.to_string()));
+    fake.on(
+        "GET",
+        "/workbenches/assets",
+        Reply::dynamic(move |r| {
+            if r.header("x-apikeys") != Some("accessKey=a;secretKey=b") {
+                return Reply::json(401, r#"{"statusCode": 401, "error": "Unauthorized", "message": "Invalid Credentials"}"#);
+            }
+            Reply::json(200, list.to_string())
+        }),
+    );
     fake.on("GET", "/workbenches/vulnerabilities/*", Reply::json(200, fixture("tenable/workbench_vulnerability_info.json")));
     fake.on(
         "GET",

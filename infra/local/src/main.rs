@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 mod cli;
@@ -179,33 +178,17 @@ async fn main() -> ExitCode {
     dossier_adapters::telemetry::init_local(if matches!(cli.command, Command::Chaos { .. }) { "error" } else { "warn" });
     let result = match cli.command {
         Command::Demo { json } => cli::demo::demo(json).await,
-        Command::Eval { llm_url, llm_model, provider, json } => {
-            let timeout = Duration::from_secs(60);
-            let llm: Result<Arc<dyn dossier_core::synthesis::LanguageModel>, BadInput> = match provider.as_str() {
-                "openai" => Ok(Arc::new(
-                    dossier_adapters::llm::OpenAiCompatible::new(&llm_url, cli::env("DOSSIER_LLM_KEY"), &llm_model, timeout)
-                        .with_api_version(cli::env("DOSSIER_LLM_API_VERSION")),
-                )),
-                "anthropic" => cli::env("DOSSIER_LLM_KEY")
-                    .map(|key| {
-                        Arc::new(dossier_adapters::llm::Anthropic::new(&llm_url, key, &llm_model, timeout))
-                            as Arc<dyn dossier_core::synthesis::LanguageModel>
-                    })
-                    .ok_or_else(|| BadInput("--provider anthropic needs DOSSIER_LLM_KEY".into())),
-                other => Err(BadInput(format!("--provider {other}: use openai or anthropic"))),
-            };
-            match llm {
-                Ok(llm) => cli::eval::eval(llm).await.map(|report| {
-                    cli::eval::print(&report, json);
-                    if report.passes {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }),
-                Err(e) => Err(e),
-            }
-        }
+        Command::Eval { llm_url, llm_model, provider, json } => match cli::eval::model_for(&provider, &llm_url, &llm_model) {
+            Ok(llm) => cli::eval::eval(llm).await.map(|report| {
+                cli::eval::print(&report, json);
+                if report.passes {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }),
+            Err(e) => Err(e),
+        },
         Command::Doctor { json, lambda_config, aws_endpoint } => cli::doctor::doctor(json, &lambda_config, aws_endpoint.as_deref())
             .await
             .map(|healthy| if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) }),

@@ -345,6 +345,9 @@ async fn run_with_an_openai_compatible_model() {
         "POST",
         "/v1/chat/completions",
         Reply::dynamic(|r| {
+            if r.header("authorization") != Some("Bearer sk-test") {
+                return Reply::json(401, r#"{"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}}"#);
+            }
             let prompt = r.json()["messages"][1]["content"].as_str().unwrap_or("").to_string();
             let host = prompt.find("HOST-").map(|i| prompt[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect::<String>()).unwrap_or_default();
             let answer = serde_json::json!({
@@ -455,6 +458,9 @@ async fn eval_scores_the_golden_set_with_the_fake_model() {
         "POST",
         "/v1/chat/completions",
         Reply::dynamic(|r| {
+            if r.header("authorization") != Some("Bearer sk-test") {
+                return Reply::json(401, r#"{"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}}"#);
+            }
             let prompt = r.json()["messages"][1]["content"].as_str().unwrap_or("").to_string();
             let evidence = prompt.split("<evidence>").nth(1).unwrap_or("");
             let mut techniques: Vec<String> = Vec::new();

@@ -240,6 +240,18 @@ fn price() -> Option<(f64, f64)> {
     Some((i.trim().parse().ok()?, o.trim().parse().ok()?))
 }
 
+/// The model under evaluation: OpenAI-compatible (as `run` and `serve` build it) or Anthropic,
+/// the key from `DOSSIER_LLM_KEY`.
+pub fn model_for(provider: &str, url: &str, name: &str) -> Result<Arc<dyn LanguageModel>, BadInput> {
+    match provider {
+        "openai" => super::model(Some(url), name).ok_or_else(|| BadInput("--llm-url is required".into())),
+        "anthropic" => super::env("DOSSIER_LLM_KEY")
+            .map(|key| Arc::new(dossier_adapters::llm::Anthropic::new(url, key, name, super::llm_timeout())) as Arc<dyn LanguageModel>)
+            .ok_or_else(|| BadInput("--provider anthropic needs DOSSIER_LLM_KEY".into())),
+        other => Err(BadInput(format!("--provider {other}: use openai or anthropic"))),
+    }
+}
+
 pub async fn eval(model: Arc<dyn LanguageModel>) -> Result<EvalReport, BadInput> {
     let expectations: Vec<Expectation> = serde_json::from_str(EXPECTATIONS).map_err(|e| BadInput(format!("golden set: {e}")))?;
     let mut report = EvalReport {

@@ -66,10 +66,18 @@ pub fn local_notifiers() -> Vec<Arc<dyn dossier_core::ports::Notifier>> {
     out
 }
 
-/// An OpenAI-compatible model when a URL is given.
+/// `DOSSIER_LLM_TIMEOUT_SECONDS`, 60 by default.
+pub fn llm_timeout() -> Duration {
+    env("DOSSIER_LLM_TIMEOUT_SECONDS").and_then(|t| t.parse().ok()).map_or(Duration::from_secs(60), Duration::from_secs)
+}
+
+/// An OpenAI-compatible model when a URL is given (key `DOSSIER_LLM_KEY`; a classic Azure
+/// deployment's `api-version` from `DOSSIER_LLM_API_VERSION`).
 pub fn model(url: Option<&str>, name: &str) -> Option<Arc<dyn LanguageModel>> {
-    let timeout = env("DOSSIER_LLM_TIMEOUT_SECONDS").and_then(|t| t.parse().ok()).map_or(Duration::from_secs(60), Duration::from_secs);
-    url.map(|u| Arc::new(OpenAiCompatible::new(u, env("DOSSIER_LLM_KEY"), name, timeout)) as Arc<dyn LanguageModel>)
+    url.map(|u| {
+        Arc::new(OpenAiCompatible::new(u, env("DOSSIER_LLM_KEY"), name, llm_timeout()).with_api_version(env("DOSSIER_LLM_API_VERSION")))
+            as Arc<dyn LanguageModel>
+    })
 }
 
 pub async fn pipeline(
