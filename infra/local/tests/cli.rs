@@ -345,7 +345,7 @@ async fn run_with_an_openai_compatible_model() {
         "POST",
         "/v1/chat/completions",
         Reply::dynamic(|r| {
-            if r.header("authorization") != Some("Bearer sk-test") {
+            if r.header("authorization") != Some("Bearer sk-local") {
                 return Reply::json(401, r#"{"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}}"#);
             }
             let prompt = r.json()["messages"][1]["content"].as_str().unwrap_or("").to_string();
