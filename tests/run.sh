@@ -47,7 +47,9 @@ chromium --version
 step "moto server"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 MOTO_LOG="$(mktemp -t moto.XXXXXX.log)"
-.venv-moto/bin/moto_server -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+# moto with its DynamoDB requests serialised (see tests/moto_server.py: concurrent transactions
+# undo each other's writes in plain moto).
+.venv-moto/bin/python tests/moto_server.py -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -f "$MOTO_LOG"; }
 trap cleanup EXIT

@@ -138,6 +138,42 @@ async fn doc_store_races(store: Arc<dyn DocStore>) {
         }
     }
     assert_eq!(won, 1);
+    // Writers race to claim one item with a transaction that also records who won (as a claim
+    // and its audit record do): exactly one wins, and a loser's cancelled transaction undoes
+    // nothing of the winner's (an emulator that restores a snapshot taken before the winner
+    // wrote makes a committed claim vanish, and the next worker claims it again). Tables of some
+    // size, so that a snapshot takes long enough to be overtaken.
+    for table in [Table::Effects, Table::Audit] {
+        let filler: Vec<Write> =
+            (0..100).map(|i| Write::new(table, format!("filler#{i}"), "c", "x".repeat(2000), Condition::Overwrite)).collect();
+        for chunk in filler.chunks(25) {
+            assert_eq!(store.write(chunk.to_vec()).await.unwrap(), WriteOutcome::Written);
+        }
+    }
+    for round in 0..5 {
+        let item = format!("claim#{round}");
+        store.put_new(Table::Effects, &item, "a", "{}", None).await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let (store, item) = (store.clone(), item.clone());
+            tasks.push(tokio::spawn(async move {
+                let claim = Write::new(Table::Effects, item.clone(), "a", format!("{{\"owner\":{w}}}"), Condition::Version(1));
+                let record = Write::new(Table::Audit, item, format!("claimed-by#{w}"), "{}", Condition::Absent);
+                (w, store.write(vec![claim, record]).await.unwrap())
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let (w, WriteOutcome::Written) = t.await.unwrap() {
+                winners.push(w);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let doc = store.get(Table::Effects, &item, "a").await.unwrap().unwrap();
+        assert_eq!((doc.version, doc.body), (2, format!("{{\"owner\":{}}}", winners[0])), "round {round}: the winner's claim was undone");
+        let records = store.query(Table::Audit, &item, "claimed-by#").await.unwrap();
+        assert_eq!(records.len(), 1, "round {round}: the winner's record was undone or a loser's kept");
+    }
 }
 
 #[tokio::test]

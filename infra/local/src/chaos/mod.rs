@@ -99,6 +99,9 @@ pub struct ChaosReport {
     /// Which ones (incident, kind, target), so a repeat can be traced in the audit trail.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repeated_changes: Vec<String>,
+    /// The action events of the first repeat's incident, in order: how it came to run twice.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeated_trail: Vec<String>,
     /// Changes applied without an approval on record.
     pub unapproved_changes: usize,
     pub dlq: usize,
@@ -436,6 +439,16 @@ async fn count(h: &Harness, keys: &[CaseKey], r: &mut ChaosReport) -> Result<(),
             r.duplicate_executions += 1;
             if r.repeated_changes.len() < 10 {
                 r.repeated_changes.push(format!("incident {} {} {}", change.incident, change.kind.as_str(), change.target));
+            }
+            if r.repeated_trail.is_empty() {
+                if let Ok(key) = CaseKey::new("default", &change.incident) {
+                    let events = store.events(&key).await.map_err(|e| e.to_string())?;
+                    r.repeated_trail = events
+                        .iter()
+                        .filter(|e| e.event.starts_with("action."))
+                        .map(|e| format!("{} {} {}: {}", e.at_ms, e.actor, e.event, e.detail))
+                        .collect();
+                }
             }
             continue;
         }
