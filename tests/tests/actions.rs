@@ -167,28 +167,7 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
 
 #[tokio::test]
 async fn feedback_links_count_once_per_link_per_prompt_version() {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
-    let pipeline = LocalPipeline::new(PipelineParts {
-        backend: Backend::embedded(clock.clone()),
-        config: PipelineConfig::default(),
-        clock: clock.clone(),
-        xdr: xdr.clone(),
-        sources: vec![
-            Arc::new(AttackSource),
-            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
-        ],
-        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![6; 32] }]).unwrap()),
-        webhook_secrets: dossier_local::backend::no_webhooks(),
-        model: None,
-        identity: None,
-        notifiers: Vec::new(),
-    });
-    let key = CaseKey::new("default", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
-        .await
-        .unwrap();
-    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
+    let (pipeline, key, xdr) = notified_case(PipelineConfig::default(), Vec::new()).await;
     let comment = comments(&xdr).remove(0);
     let link =
         comment.lines().find_map(|l| l.strip_prefix("Was this dossier useful? ")).expect("a feedback link in the comment").to_string();
@@ -227,8 +206,41 @@ async fn feedback_links_count_once_per_link_per_prompt_version() {
     assert_eq!(pipeline.approve.handle(&vote).await.status, 403);
 }
 
+/// The demo incident through the pipeline with these notifiers, its notices delivered.
+async fn notified_case(
+    config: PipelineConfig,
+    notifiers: Vec<Arc<dyn dossier_core::ports::Notifier>>,
+) -> (LocalPipeline, CaseKey, Arc<RecordingXdr>) {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let pipeline = LocalPipeline::new(PipelineParts {
+        backend: Backend::embedded(clock.clone()),
+        config,
+        clock: clock.clone(),
+        xdr: xdr.clone(),
+        sources: vec![
+            Arc::new(AttackSource),
+            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+        ],
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![8; 32] }]).unwrap()),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
+        model: None,
+        identity: None,
+        notifiers,
+    });
+    let key = CaseKey::new("default", "4711").unwrap();
+    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
+    drain(&pipeline).await;
+    (pipeline, key, xdr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the_action() {
+    // Approvers do not sign in here: the link alone decides, so the shared Slack and Teams
+    // channels are told without it and the e-mail carries it to the approver alone.
     let slack = FakeServer::start().await;
     // The first notice about the isolation fails; everything else is delivered.
     let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -253,32 +265,9 @@ async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the
         Arc::new(dossier_adapters::notify::TeamsWebhook::new(format!("{}/workflow", teams.url()), Duration::from_secs(5))),
         Arc::new(dossier_adapters::notify::SesEmail::new(aws_sdk_sesv2::Client::new(&sdk), "dossier@corp.example".into())),
     ];
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
-    let pipeline = LocalPipeline::new(PipelineParts {
-        backend: Backend::embedded(clock.clone()),
-        config: PipelineConfig {
-            approvers: vec!["soc@corp.example".into(), "ciso@corp.example:critical".into()],
-            ..PipelineConfig::default()
-        },
-        clock: clock.clone(),
-        xdr: xdr.clone(),
-        sources: vec![
-            Arc::new(AttackSource),
-            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
-        ],
-        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![8; 32] }]).unwrap()),
-        webhook_secrets: dossier_local::backend::no_webhooks(),
-        model: None,
-        identity: None,
-        notifiers,
-    });
-    let key = CaseKey::new("default", "4711").unwrap();
-    open_case(&pipeline.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
-        .await
-        .unwrap();
-    assert!(pipeline.run_until_settled(std::slice::from_ref(&key), Duration::from_secs(30)).await.unwrap());
-    drain(&pipeline).await;
+    let config =
+        PipelineConfig { approvers: vec!["soc@corp.example".into(), "ciso@corp.example:critical".into()], ..PipelineConfig::default() };
+    let (pipeline, key, _) = notified_case(config, notifiers).await;
     let isolate = pipeline.actions(&key).await.unwrap().into_iter().find(|a| a.kind == ActionKind::IsolateEndpoint).unwrap();
     // Routing: a high-severity case goes to the SOC approver only (the CISO asked for critical).
     assert_eq!(isolate.links.iter().map(|l| l.approver.as_str()).collect::<Vec<_>>(), vec!["soc@corp.example"]);
@@ -300,14 +289,150 @@ async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the
     assert_eq!(status("email").map(|s| s.0), Some(true));
     let teams_status = status("teams").unwrap();
     assert!(!teams_status.0 && teams_status.1.contains("HTTP 400"), "{teams_status:?}");
-    // Slack got the link as a button; the e-mail went to the approver through SES.
+    // No link reached a shared channel; the e-mail took it to the approver through SES.
+    let token = isolate.links[0].url.split("t=").nth(1).unwrap();
+    for r in slack.requests().iter().chain(teams.requests().iter()) {
+        assert!(!r.body.contains(token) && !r.body.contains("/approve?t="), "a link in a shared channel: {}", r.body);
+    }
     let card = slack.requests().last().unwrap().json();
-    assert_eq!(card["blocks"][2]["elements"][0]["url"], isolate.links[0].url);
+    assert_eq!(card["blocks"].as_array().unwrap().len(), 2, "no button: {card}");
+    assert!(card["blocks"][1]["elements"][0]["text"].as_str().unwrap().contains("each received their own link personally"));
     let mail = ses.requests()[0].json();
     assert_eq!(mail["Destination"]["ToAddresses"][0], "soc@corp.example");
-    assert!(mail["Content"]["Simple"]["Body"]["Html"]["Data"].as_str().unwrap().contains("Review and decide"));
-    let for_isolate = slack.requests().iter().filter(|r| r.json()["blocks"][2]["elements"][0]["url"] == isolate.links[0].url).count();
+    assert!(mail["Content"]["Simple"]["Body"]["Html"]["Data"].as_str().unwrap().contains(token));
+    let for_isolate = slack.requests().iter().filter(|r| r.body.contains("Isolate endpoint")).count();
     assert_eq!(for_isolate, 2, "one failure, one delivery, no duplicate");
     let proposed = pipeline.actions(&key).await.unwrap().iter().filter(|a| a.status == ActionStatus::Proposed).count();
     assert_eq!(ses.requests().len(), proposed, "one e-mail per action waiting for the approver");
+}
+
+/// Slack's Web API as documented: Bearer bot token, `users.lookupByEmail` (GET, `email`),
+/// `chat.postMessage` (JSON with `channel`); refusals are HTTP 200 with `ok: false`, rate limits
+/// HTTP 429 with `Retry-After` (https://api.slack.com/methods/users.lookupByEmail,
+/// https://api.slack.com/methods/chat.postMessage, https://api.slack.com/apis/rate-limits).
+fn strict_slack(server: &FakeServer) {
+    const TOKEN: &str = "Bearer xoxb-test-token";
+    let users = |email: &str| match email {
+        "soc@corp.example" => Some("U0SOC"),
+        "ciso@corp.example" => Some("U0CISO"),
+        _ => None,
+    };
+    server.on(
+        "GET",
+        "/api/users.lookupByEmail",
+        Reply::dynamic(move |r| {
+            if r.header("authorization") != Some(TOKEN) {
+                return Reply::json(200, r#"{"ok": false, "error": "invalid_auth"}"#);
+            }
+            let q: std::collections::HashMap<String, String> = form_urlencoded::parse(r.query.as_bytes()).into_owned().collect();
+            match q.get("email").and_then(|e| users(e)) {
+                Some(id) => Reply::json(200, serde_json::json!({"ok": true, "user": {"id": id, "team_id": "T0"}}).to_string()),
+                None => Reply::json(200, r#"{"ok": false, "error": "users_not_found"}"#),
+            }
+        }),
+    );
+    server.on(
+        "POST",
+        "/api/chat.postMessage",
+        Reply::dynamic(|r| {
+            if r.header("authorization") != Some(TOKEN) {
+                return Reply::json(200, r#"{"ok": false, "error": "not_authed"}"#);
+            }
+            if !r.header("content-type").is_some_and(|c| c.starts_with("application/json")) {
+                return Reply::json(200, r#"{"ok": false, "error": "invalid_form_data"}"#);
+            }
+            let body = r.json();
+            match body["channel"].as_str() {
+                Some(c) if c.starts_with("U0") && (body["text"].is_string() || body["blocks"].is_array()) => {
+                    Reply::json(200, serde_json::json!({"ok": true, "channel": format!("D{c}"), "ts": "1.0"}).to_string())
+                }
+                Some(_) => Reply::json(200, r#"{"ok": false, "error": "channel_not_found"}"#),
+                None => Reply::json(200, r#"{"ok": false, "error": "no_text"}"#),
+            }
+        }),
+    );
+}
+
+fn notice(approver: &str) -> dossier_core::ports::ApprovalNotice {
+    dossier_core::ports::ApprovalNotice {
+        case: CaseKey::new("default", "4711").unwrap(),
+        title: "PowerShell stager <@channel>".into(),
+        severity: dossier_core::domain::Severity::High,
+        action: "Isolate endpoint".into(),
+        target: "WS-0042".into(),
+        rationale: "beacon to 203.0.113.7".into(),
+        approver: approver.into(),
+        url: Some("https://approvals.example.com/approve?t=k.abc.def".into()),
+        expires_at_ms: 1_800_000_000_000,
+    }
+}
+
+#[tokio::test]
+async fn slack_direct_messages_reach_the_approver_alone_and_say_why_not() {
+    use dossier_core::ports::{Notifier, NotifyError};
+    let slack = FakeServer::start().await;
+    strict_slack(&slack);
+    let api = format!("{}/api", slack.url());
+    let dm = dossier_adapters::notify::SlackDirect::new(&api, "xoxb-test-token".into(), Duration::from_secs(5));
+    assert!(dm.personal());
+    dm.notify(&notice("soc@corp.example")).await.unwrap();
+    let sent = slack.requests_to("/api/chat.postMessage");
+    assert_eq!(sent.len(), 1);
+    let m = sent[0].json();
+    assert_eq!(m["channel"], "U0SOC", "a direct message to the approver's own user");
+    assert_eq!(m["blocks"][2]["elements"][0]["url"], "https://approvals.example.com/approve?t=k.abc.def");
+    assert!(!m.to_string().contains("<@channel>"), "mentions in alert text are escaped: {m}");
+    // Unknown approver, wrong token: refused with Slack's reason, nothing posted.
+    assert_eq!(dm.notify(&notice("nobody@corp.example")).await, Err(NotifyError::Refused("users_not_found".into())));
+    let wrong = dossier_adapters::notify::SlackDirect::new(&api, "xoxb-stolen".into(), Duration::from_secs(5));
+    assert_eq!(wrong.notify(&notice("soc@corp.example")).await, Err(NotifyError::Refused("invalid_auth".into())));
+    assert_eq!(slack.requests_to("/api/chat.postMessage").len(), 1);
+    // Rate limited and down: try again later.
+    slack.once(
+        "GET",
+        "/api/users.lookupByEmail",
+        Reply::json(429, r#"{"ok": false, "error": "ratelimited"}"#).with_header("retry-after", "3"),
+    );
+    assert!(matches!(dm.notify(&notice("soc@corp.example")).await, Err(NotifyError::Retryable(_))));
+    slack.once("POST", "/api/chat.postMessage", Reply::json(503, "upstream"));
+    assert!(matches!(dm.notify(&notice("soc@corp.example")).await, Err(NotifyError::Retryable(_))));
+    slack.once("POST", "/api/chat.postMessage", Reply::json(200, "<html>not json</html>"));
+    assert!(matches!(dm.notify(&notice("soc@corp.example")).await, Err(NotifyError::Retryable(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_approver_sign_in_shared_channels_carry_the_links_and_dms_still_do() {
+    let slack = FakeServer::start().await;
+    slack.on("POST", "/hook", Reply::json(200, "ok"));
+    let api = FakeServer::start().await;
+    strict_slack(&api);
+    let notifiers: Vec<Arc<dyn dossier_core::ports::Notifier>> = vec![
+        Arc::new(dossier_adapters::notify::SlackWebhook::new(format!("{}/hook", slack.url()), Duration::from_secs(5))),
+        Arc::new(dossier_adapters::notify::SlackDirect::new(
+            &format!("{}/api", api.url()),
+            "xoxb-test-token".into(),
+            Duration::from_secs(5),
+        )),
+    ];
+    let config = PipelineConfig { approvers: vec!["soc@corp.example".into()], approver_signin: true, ..PipelineConfig::default() };
+    let (pipeline, key, _) = notified_case(config, notifiers).await;
+    let isolate = pipeline.actions(&key).await.unwrap().into_iter().find(|a| a.kind == ActionKind::IsolateEndpoint).unwrap();
+    let url = &isolate.links[0].url;
+    assert!(slack.requests().iter().any(|r| r.json()["blocks"][2]["elements"][0]["url"] == *url), "the channel gets the link");
+    assert!(api.requests_to("/api/chat.postMessage").iter().any(|r| r.json()["blocks"][2]["elements"][0]["url"] == *url));
+    let action = pipeline.action(&key, &isolate.id).await.unwrap().unwrap();
+    assert!(action.notifications.iter().all(|n| n.delivered && n.approver == "soc@corp.example"), "{:?}", action.notifications);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shared_channels_only_and_no_sign_in_no_link_leaves_and_the_action_says_why() {
+    let slack = FakeServer::start().await;
+    slack.on("POST", "/hook", Reply::json(200, "ok"));
+    let notifiers: Vec<Arc<dyn dossier_core::ports::Notifier>> =
+        vec![Arc::new(dossier_adapters::notify::SlackWebhook::new(format!("{}/hook", slack.url()), Duration::from_secs(5)))];
+    let (pipeline, key, _) = notified_case(PipelineConfig::default(), notifiers).await;
+    let isolate = pipeline.actions(&key).await.unwrap().into_iter().find(|a| a.kind == ActionKind::IsolateEndpoint).unwrap();
+    assert!(slack.requests().iter().all(|r| !r.body.contains("/approve?t=")), "a link in the shared channel");
+    let why = isolate.notifications.iter().find(|n| n.channel == "none").expect("the undelivered link is recorded");
+    assert!(!why.delivered && why.detail.contains("only shared channels"), "{why:?}");
 }

@@ -33,6 +33,27 @@ fn number(name: &'static str) -> Result<Option<u64>, ConfigError> {
         .transpose()
 }
 
+/// Approver sign-in (`DOSSIER_OIDC_ISSUER` with `DOSSIER_OIDC_CLIENT_ID`), or none. The
+/// provider returns to `<DOSSIER_PUBLIC_BASE_URL>/approve/callback`, which must be registered
+/// with it as a redirect URI.
+pub fn oidc_settings(public_base_url: &str) -> Result<Option<dossier_core::signin::OidcSettings>, ConfigError> {
+    match (var("DOSSIER_OIDC_ISSUER"), var("DOSSIER_OIDC_CLIENT_ID")) {
+        (None, None) => Ok(None),
+        (Some(issuer), Some(client_id)) => {
+            if !issuer.starts_with("https://") && !issuer.starts_with("http://127.0.0.1") && !issuer.starts_with("http://localhost") {
+                return Err(ConfigError::Invalid { name: "DOSSIER_OIDC_ISSUER", reason: "must be an https:// URL".into() });
+            }
+            Ok(Some(dossier_core::signin::OidcSettings {
+                issuer,
+                client_id,
+                redirect_uri: format!("{}/approve/callback", public_base_url.trim_end_matches('/')),
+            }))
+        }
+        (Some(_), None) => Err(ConfigError::Missing("DOSSIER_OIDC_CLIENT_ID")),
+        (None, Some(_)) => Err(ConfigError::Missing("DOSSIER_OIDC_ISSUER")),
+    }
+}
+
 /// The pipeline settings, starting from the defaults.
 pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     let mut c = PipelineConfig::default();
@@ -71,6 +92,7 @@ pub fn pipeline_config() -> Result<PipelineConfig, ConfigError> {
     if let Some(u) = var("DOSSIER_PUBLIC_BASE_URL") {
         c.public_base_url = u;
     }
+    c.approver_signin = var("DOSSIER_OIDC_ISSUER").is_some();
     if let Some(a) = list("DOSSIER_APPROVERS") {
         c.approvers = a;
     }

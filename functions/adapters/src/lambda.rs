@@ -23,10 +23,16 @@ pub fn to_request(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, HttpRespo
             STANDARD.decode(b).map_err(|_| HttpResponse::error(400, "invalid_body", "the request body is not valid base64"))?
         }
     };
+    let mut headers: Vec<(String, String)> =
+        ev.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect();
+    // Payload format 2.0 moves the browser's cookies out of the headers into `cookies`.
+    if let Some(cookies) = ev.cookies.as_ref().filter(|c| !c.is_empty()) {
+        headers.push(("cookie".into(), cookies.join("; ")));
+    }
     Ok(HttpRequest {
         method: ev.request_context.http.method.as_str().to_string(),
         path: ev.raw_path.clone().or_else(|| ev.request_context.http.path.clone()).unwrap_or_default(),
-        headers: ev.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string()))).collect(),
+        headers,
         query: ev.raw_query_string.as_deref().map(form_pairs).unwrap_or_default(),
         body,
         source_ip: ev.request_context.http.source_ip.clone(),
@@ -41,6 +47,11 @@ pub fn to_response(r: HttpResponse) -> ApiGatewayV2httpResponse {
     let mut out = ApiGatewayV2httpResponse::default();
     out.status_code = i64::from(r.status);
     for (k, v) in r.headers {
+        // Payload format 2.0 sets cookies from `cookies`, one entry per Set-Cookie.
+        if k.eq_ignore_ascii_case("set-cookie") {
+            out.cookies.push(v);
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
             out.headers.insert(name, value);
         }

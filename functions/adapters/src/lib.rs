@@ -10,6 +10,7 @@ pub mod identity;
 pub mod lambda;
 pub mod llm;
 pub mod notify;
+pub mod oidc;
 pub mod provision;
 pub mod secrets;
 pub mod sources;

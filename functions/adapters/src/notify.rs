@@ -23,6 +23,30 @@ async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Re
     }
 }
 
+/// Slack blocks for a notice: the button only when the notice carries a link.
+fn slack_message(n: &ApprovalNotice) -> serde_json::Value {
+    // Slack mrkdwn: escape &, <, > so alert text cannot inject links or mentions.
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*\n{}\n_{}_", esc(&headline(n)), esc(&n.title), esc(&n.rationale))}}),
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{} · {}", esc(&for_whom(n)), format_utc(n.expires_at_ms))}]}),
+    ];
+    if let Some(url) = &n.url {
+        blocks.push(json!({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Review and decide"}, "url": url, "style": "primary"}
+        ]}));
+    }
+    json!({"text": esc(&headline(n)), "blocks": blocks})
+}
+
+/// Who the notice is for, and where the link went.
+fn for_whom(n: &ApprovalNotice) -> String {
+    match n.url {
+        Some(_) => format!("For {} · link expires", n.approver),
+        None => format!("For {} · each received their own link personally · decide by", n.approver),
+    }
+}
+
 fn headline(n: &ApprovalNotice) -> String {
     format!("Approval needed: {} on {} (incident {}, {})", n.action, n.target, n.case.incident_id, n.severity)
 }
@@ -39,18 +63,7 @@ impl SlackWebhook {
     }
 
     pub fn message(n: &ApprovalNotice) -> serde_json::Value {
-        // Slack mrkdwn: escape &, <, > so alert text cannot inject links or mentions.
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        json!({
-            "text": esc(&headline(n)),
-            "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*\n{}\n_{}_", esc(&headline(n)), esc(&n.title), esc(&n.rationale))}},
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("For {} · link expires {}", esc(&n.approver), format_utc(n.expires_at_ms))}]},
-                {"type": "actions", "elements": [
-                    {"type": "button", "text": {"type": "plain_text", "text": "Review and decide"}, "url": n.url, "style": "primary"}
-                ]}
-            ]
-        })
+        slack_message(n)
     }
 }
 
@@ -58,6 +71,9 @@ impl SlackWebhook {
 impl Notifier for SlackWebhook {
     fn channel(&self) -> &str {
         "slack"
+    }
+    fn personal(&self) -> bool {
+        false
     }
     async fn notify(&self, n: &ApprovalNotice) -> Result<(), NotifyError> {
         post(&self.http, &self.url, &Self::message(n)).await
@@ -104,10 +120,11 @@ impl TeamsWebhook {
                         {"type": "FactSet", "facts": [
                             {"title": "Why", "value": teams_text(&n.rationale)},
                             {"title": "Approver", "value": teams_text(&n.approver)},
+                            {"title": "Link", "value": if n.url.is_some() { "below" } else { "sent to each approver personally" }},
                             {"title": "Expires", "value": format_utc(n.expires_at_ms)}
                         ]}
                     ],
-                    "actions": [{"type": "Action.OpenUrl", "title": "Review and decide", "url": n.url}]
+                    "actions": n.url.iter().map(|url| json!({"type": "Action.OpenUrl", "title": "Review and decide", "url": url})).collect::<Vec<_>>()
                 }
             }]
         })
@@ -119,8 +136,85 @@ impl Notifier for TeamsWebhook {
     fn channel(&self) -> &str {
         "teams"
     }
+    fn personal(&self) -> bool {
+        false
+    }
     async fn notify(&self, n: &ApprovalNotice) -> Result<(), NotifyError> {
         post(&self.http, &self.url, &Self::message(n)).await
+    }
+}
+
+/// A Slack direct message from the Dossier app's bot to each approver: `users.lookupByEmail`
+/// (scope `users:read.email`) finds the approver's Slack user, `chat.postMessage` (scope
+/// `chat:write`) with the user id as channel opens the DM. Slack answers HTTP 200 with
+/// `{"ok": false, "error": ...}` for refusals and HTTP 429 with `Retry-After` when rate limited
+/// (https://api.slack.com/methods/users.lookupByEmail, https://api.slack.com/methods/chat.postMessage).
+pub const SLACK_API: &str = "https://slack.com/api";
+
+pub struct SlackDirect {
+    http: reqwest::Client,
+    api: String,
+    token: String,
+}
+
+impl SlackDirect {
+    /// `api` is `https://slack.com/api` (a local fake in tests); `token` the bot token (`xoxb-`).
+    pub fn new(api: &str, token: String, timeout: Duration) -> SlackDirect {
+        SlackDirect { http: crate::http_client::client(timeout), api: api.trim_end_matches('/').to_string(), token }
+    }
+
+    /// A Slack Web API call: the answer's body when `ok` is true.
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, NotifyError> {
+        use crate::http_client::{exchange, Status};
+        let reply = exchange(req.header("authorization", format!("Bearer {}", self.token)))
+            .await
+            .map_err(|e| NotifyError::Retryable(e.to_string()))?;
+        match reply.status {
+            Status::Success => {}
+            Status::RateLimited | Status::Server => {
+                return Err(NotifyError::Retryable(format!("HTTP {} {}", reply.code, reply.short_body())))
+            }
+            _ => return Err(NotifyError::Refused(format!("HTTP {} {}", reply.code, reply.short_body()))),
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&reply.body).map_err(|_| NotifyError::Retryable(format!("unreadable answer: {}", reply.short_body())))?;
+        if v["ok"] == true {
+            return Ok(v);
+        }
+        let error = v["error"].as_str().unwrap_or("unknown").to_string();
+        Err(match error.as_str() {
+            "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => NotifyError::Retryable(error),
+            _ => NotifyError::Refused(error),
+        })
+    }
+}
+
+#[async_trait]
+impl Notifier for SlackDirect {
+    fn channel(&self) -> &str {
+        "slack_dm"
+    }
+    fn personal(&self) -> bool {
+        true
+    }
+    async fn notify(&self, n: &ApprovalNotice) -> Result<(), NotifyError> {
+        if !n.approver.contains('@') {
+            return Err(NotifyError::Refused(format!("approver `{}` is not an e-mail address Slack can look up", n.approver)));
+        }
+        let email: String = form_urlencoded::byte_serialize(n.approver.as_bytes()).collect();
+        let user = self.call(self.http.get(format!("{}/users.lookupByEmail?email={email}", self.api))).await?;
+        let id = user["user"]["id"].as_str().ok_or_else(|| NotifyError::Refused("users.lookupByEmail named no user id".into()))?;
+        let mut message = slack_message(n);
+        message["channel"] = json!(id);
+        message["unfurl_links"] = json!(false);
+        self.call(
+            self.http
+                .post(format!("{}/chat.postMessage", self.api))
+                .header("content-type", "application/json; charset=utf-8")
+                .json(&message),
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -141,7 +235,7 @@ impl SesEmail {
             escape_html(&headline(n)),
             escape_html(&n.title),
             escape_html(&n.rationale),
-            escape_html(&n.url),
+            escape_html(n.url.as_deref().unwrap_or_default()),
             escape_html(&format_utc(n.expires_at_ms))
         )
     }
@@ -152,14 +246,18 @@ impl Notifier for SesEmail {
     fn channel(&self) -> &str {
         "email"
     }
+    fn personal(&self) -> bool {
+        true
+    }
     async fn notify(&self, n: &ApprovalNotice) -> Result<(), NotifyError> {
         if !n.approver.contains('@') {
             return Err(NotifyError::Refused(format!("approver `{}` is not an e-mail address", n.approver)));
         }
+        let Some(url) = &n.url else { return Err(NotifyError::Refused("an approval e-mail without its link".into())) };
         let content = |s: String| Content::builder().data(s).charset("UTF-8").build().map_err(|e| NotifyError::Refused(e.to_string()));
         let body = Body::builder()
             .html(content(Self::html(n))?)
-            .text(content(format!("{}\n{}\n{}\nReview and decide: {}", headline(n), n.title, n.rationale, n.url))?)
+            .text(content(format!("{}\n{}\n{}\nReview and decide: {}", headline(n), n.title, n.rationale, url))?)
             .build();
         let message = Message::builder().subject(content(headline(n))?).body(body).build();
         let result = self

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dossier_core::config::PipelineConfig;
 use dossier_core::ports::{IdentityAdmin, Notifier, QueueName, SecretStore, SystemClock, XdrApi};
+use dossier_core::signin::SignIn;
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::Context;
@@ -15,7 +16,8 @@ use crate::dynamo::{DynamoStore, TableNames};
 use crate::env::{self, ConfigError};
 use crate::identity::{EntraAdmin, OktaAdmin};
 use crate::llm::{Anthropic, Bedrock, OpenAiCompatible};
-use crate::notify::{SesEmail, SlackWebhook, TeamsWebhook};
+use crate::notify::{SesEmail, SlackDirect, SlackWebhook, TeamsWebhook, SLACK_API};
+use crate::oidc::HttpOidcProvider;
 use crate::secrets::SecretsManager;
 use crate::sources::catalog::{self, Shared, SourceSettings};
 use crate::sources::msgraph::GraphCredentials;
@@ -112,6 +114,19 @@ impl Aws {
         LinkSigner::from_secret(&text)
             .map(Arc::new)
             .map_err(|e| WiringError::Secret { var: "DOSSIER_LINK_KEY_SECRET_ARN", reason: e.to_string() })
+    }
+
+    /// Approver sign-in with OpenID Connect when `DOSSIER_OIDC_ISSUER` and `DOSSIER_OIDC_CLIENT_ID`
+    /// are set; the client secret (if the provider issued one) from `DOSSIER_OIDC_CLIENT_SECRET_ARN`.
+    pub async fn signin(&self, signer: Arc<LinkSigner>) -> Result<Option<SignIn>, WiringError> {
+        let Some(settings) = env::oidc_settings(&self.config.public_base_url)? else { return Ok(None) };
+        prepare_https_clients();
+        let secret = match env::var("DOSSIER_OIDC_CLIENT_SECRET_ARN") {
+            Some(_) => Some(self.secret("DOSSIER_OIDC_CLIENT_SECRET_ARN").await?.trim().to_string()),
+            None => None,
+        };
+        let provider = HttpOidcProvider::new(&settings.issuer, &settings.client_id, secret, Duration::from_secs(10));
+        Ok(Some(SignIn::new(settings, Arc::new(provider), signer)))
     }
 
     /// The one source a deployed enrich function serves (`DOSSIER_SOURCE`): its key from the
@@ -214,14 +229,16 @@ impl Aws {
         })
     }
 
-    /// How approvers are told (`DOSSIER_NOTIFY` = any of `slack`, `teams`, `email`): Slack and
-    /// Teams webhook URLs are secrets (`DOSSIER_SLACK_WEBHOOK_SECRET_ARN`,
-    /// `DOSSIER_TEAMS_WEBHOOK_SECRET_ARN`), e-mail goes through SES from `DOSSIER_SES_FROM`.
+    /// How approvers are told (`DOSSIER_NOTIFY` = any of `slack`, `teams`, `email`, `slack_dm`):
+    /// Slack and Teams webhook URLs are secrets (`DOSSIER_SLACK_WEBHOOK_SECRET_ARN`,
+    /// `DOSSIER_TEAMS_WEBHOOK_SECRET_ARN`), e-mail goes through SES from `DOSSIER_SES_FROM`, Slack
+    /// direct messages through the app's bot token (`DOSSIER_SLACK_BOT_TOKEN_SECRET_ARN`).
     pub async fn notifiers(&self) -> Result<Vec<Arc<dyn Notifier>>, WiringError> {
         let timeout = Duration::from_secs(10);
         let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
         let channels = env::var("DOSSIER_NOTIFY").unwrap_or_default();
         if channels.contains("slack") || channels.contains("teams") {
+            // (`slack` also matches `slack_dm`.)
             prepare_https_clients();
         }
         for channel in channels.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -231,10 +248,17 @@ impl Aws {
                 "teams" => out
                     .push(Arc::new(TeamsWebhook::new(self.secret("DOSSIER_TEAMS_WEBHOOK_SECRET_ARN").await?.trim().to_string(), timeout))),
                 "email" => out.push(Arc::new(SesEmail::new(aws_sdk_sesv2::Client::new(&self.sdk), env::required("DOSSIER_SES_FROM")?))),
+                "slack_dm" => out.push(Arc::new(SlackDirect::new(
+                    &env::var("DOSSIER_SLACK_API_URL").unwrap_or_else(|| SLACK_API.into()),
+                    self.secret("DOSSIER_SLACK_BOT_TOKEN_SECRET_ARN").await?.trim().to_string(),
+                    timeout,
+                ))),
                 other => {
-                    return Err(
-                        ConfigError::Invalid { name: "DOSSIER_NOTIFY", reason: format!("`{other}` is not slack, teams or email") }.into()
-                    )
+                    return Err(ConfigError::Invalid {
+                        name: "DOSSIER_NOTIFY",
+                        reason: format!("`{other}` is not slack, teams, email or slack_dm"),
+                    }
+                    .into())
                 }
             }
         }

@@ -8,5 +8,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    lambda::serve_http(Arc::new(Approve::new(aws.context("approve"), aws.link_signer().await?))).await
+    let signer = aws.link_signer().await?;
+    let mut approve = Approve::new(aws.context("approve"), signer.clone());
+    if let Some(signin) = aws.signin(signer).await? {
+        approve = approve.with_signin(signin);
+    }
+    lambda::serve_http(Arc::new(approve)).await
 }

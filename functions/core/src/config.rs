@@ -37,6 +37,9 @@ pub struct PipelineConfig {
     pub public_base_url: String,
     /// Who gets an approval link.
     pub approvers: Vec<String>,
+    /// Approvers sign in (OpenID Connect) before deciding, so a link proves nothing by itself and
+    /// may be posted to a shared channel. Without it links go only to personal channels.
+    pub approver_signin: bool,
     pub link_ttl: Duration,
     /// Lease on an in-flight external write (comment, action) before another worker may retry it.
     pub write_lease: Duration,
@@ -91,6 +94,7 @@ impl Default for PipelineConfig {
             enrich_deadline: Duration::from_secs(90),
             public_base_url: "http://127.0.0.1:3000".into(),
             approvers: vec!["soc-approver@example.com".into()],
+            approver_signin: false,
             link_ttl: Duration::from_secs(24 * 3600),
             write_lease: Duration::from_secs(120),
             max_indicators: 2000,

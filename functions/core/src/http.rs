@@ -50,6 +50,25 @@ impl HttpResponse {
         HttpResponse::json(status, json!({"error": code, "message": message.into()}))
     }
 
+    /// A redirect the browser follows with a GET.
+    pub fn redirect(status: u16, location: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![
+                ("location".into(), location.to_string()),
+                ("cache-control".into(), "no-store".into()),
+                ("referrer-policy".into(), "same-origin".into()),
+            ],
+            body: String::new(),
+        }
+    }
+
+    /// Adds a `Set-Cookie` (several may be set: each is its own header).
+    pub fn with_cookie(mut self, set_cookie: &str) -> HttpResponse {
+        self.headers.push(("set-cookie".into(), set_cookie.to_string()));
+        self
+    }
+
     /// An HTML page with a strict Content-Security-Policy: no scripts, no third-party anything.
     pub fn html(status: u16, body: String) -> HttpResponse {
         HttpResponse {

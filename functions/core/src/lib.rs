@@ -16,6 +16,7 @@ pub mod ports;
 pub mod random;
 pub mod ratelimit;
 pub mod redact;
+pub mod signin;
 pub mod signing;
 pub mod sources;
 pub mod stages;

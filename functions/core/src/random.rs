@@ -10,3 +10,12 @@ pub fn new_nonce() -> String {
     }
     hex::encode(b)
 }
+
+/// 256 random bits, base64url: a secret such as a PKCE verifier. Unlike a nonce, a secret must
+/// never be predictable: no entropy, no secret.
+pub fn new_secret() -> Result<String, getrandom::Error> {
+    use base64::Engine;
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}

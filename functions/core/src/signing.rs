@@ -2,10 +2,14 @@
 //! and a nonce, under a key id so a key can be rotated without breaking open links.
 //!
 //! Token: `<kid>.<base64url(claims JSON)>.<base64url(HMAC-SHA256(key, "<kid>.<claims>"))>`.
+//!
+//! The same keys seal the approver sign-in cookies (`seal` / `open`), under a purpose that is
+//! part of the MAC: a cookie never verifies as a link, nor a link as a cookie.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -116,22 +120,29 @@ impl LinkSigner {
         }
     }
 
-    fn mac(key: &SigningKey, signed: &str) -> HmacSha256 {
+    fn mac(key: &SigningKey, purpose: &str, signed: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&key.secret).expect("HMAC accepts any key length");
+        // Links keep the MAC input they always had; other purposes are prefixed.
+        if !purpose.is_empty() {
+            mac.update(purpose.as_bytes());
+            mac.update(b"|");
+        }
         mac.update(signed.as_bytes());
         mac
     }
 
-    pub fn sign(&self, claims: &LinkClaims) -> String {
+    /// Signs `value` for `purpose` with the current key.
+    pub fn seal<T: Serialize>(&self, purpose: &str, value: &T) -> String {
         let key = &self.keys[0];
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("sealed values serialise"));
         let signed = format!("{}.{payload}", key.id);
-        let sig = URL_SAFE_NO_PAD.encode(Self::mac(key, &signed).finalize().into_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(Self::mac(key, purpose, &signed).finalize().into_bytes());
         format!("{signed}.{sig}")
     }
 
-    /// Checks signature (constant time), then expiry. Single use is enforced by the store, not here.
-    pub fn verify(&self, token: &str, now_s: i64) -> Result<LinkClaims, LinkError> {
+    /// Checks the signature for `purpose` (constant time) and reads the value. Expiry is the
+    /// caller's: each sealed value carries its own.
+    pub fn open<T: DeserializeOwned>(&self, purpose: &str, token: &str) -> Result<T, LinkError> {
         if token.len() > 4096 {
             return Err(LinkError::Malformed);
         }
@@ -141,15 +152,27 @@ impl LinkSigner {
         };
         let key = self.keys.iter().find(|k| k.id == kid).ok_or(LinkError::UnknownKey)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| LinkError::Malformed)?;
-        Self::mac(key, &format!("{kid}.{payload}")).verify_slice(&sig).map_err(|_| LinkError::BadSignature)?;
+        Self::mac(key, purpose, &format!("{kid}.{payload}")).verify_slice(&sig).map_err(|_| LinkError::BadSignature)?;
         let raw = URL_SAFE_NO_PAD.decode(payload).map_err(|_| LinkError::Malformed)?;
-        let claims: LinkClaims = serde_json::from_slice(&raw).map_err(|_| LinkError::Malformed)?;
+        serde_json::from_slice(&raw).map_err(|_| LinkError::Malformed)
+    }
+
+    pub fn sign(&self, claims: &LinkClaims) -> String {
+        self.seal(LINK_PURPOSE, claims)
+    }
+
+    /// Checks signature (constant time), then expiry. Single use is enforced by the store, not here.
+    pub fn verify(&self, token: &str, now_s: i64) -> Result<LinkClaims, LinkError> {
+        let claims: LinkClaims = self.open(LINK_PURPOSE, token)?;
         if now_s >= claims.exp {
             return Err(LinkError::Expired { exp: claims.exp });
         }
         Ok(claims)
     }
 }
+
+/// Links predate purposes: theirs is empty, so links already sent stay valid.
+const LINK_PURPOSE: &str = "";
 
 #[cfg(test)]
 mod tests {
@@ -217,6 +240,17 @@ mod tests {
         // A foreign key with the same id does not verify.
         let foreign = LinkSigner::new(vec![key("k1", 9)]).unwrap();
         assert_eq!(foreign.verify(&t, 0), Err(LinkError::BadSignature));
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_for_its_purpose() {
+        let s = LinkSigner::new(vec![key("k1", 7)]).unwrap();
+        let link = s.sign(&claims());
+        let cookie = s.seal("signin", &claims());
+        assert!(s.open::<LinkClaims>("signin", &cookie).is_ok());
+        assert_eq!(s.open::<LinkClaims>("session", &cookie), Err(LinkError::BadSignature));
+        assert_eq!(s.verify(&cookie, 0), Err(LinkError::BadSignature));
+        assert_eq!(s.open::<LinkClaims>("signin", &link), Err(LinkError::BadSignature));
     }
 
     #[test]

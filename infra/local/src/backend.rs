@@ -246,6 +246,12 @@ impl LocalPipeline {
         }
     }
 
+    /// Approvers sign in (OpenID Connect) before they decide.
+    pub fn with_signin(mut self, signin: dossier_core::signin::SignIn) -> LocalPipeline {
+        self.approve = self.approve.with_signin(signin);
+        self
+    }
+
     pub fn with_timings(mut self, timings: Timings) -> LocalPipeline {
         self.timings = timings;
         self

@@ -90,6 +90,12 @@ async fn to_event(req: Request<Incoming>, peer: SocketAddr) -> Result<ApiGateway
     ev.raw_path = Some(parts.uri.path().to_string());
     ev.raw_query_string = Some(parts.uri.query().unwrap_or("").to_string());
     ev.headers = parts.headers.clone();
+    // As API Gateway does with payload 2.0: cookies leave the headers for `cookies`.
+    let cookies: Vec<String> = ev.headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+    ev.headers.remove("cookie");
+    if !cookies.is_empty() {
+        ev.cookies = Some(cookies);
+    }
     ev.request_context.http.method = parts.method.clone();
     ev.request_context.http.path = Some(parts.uri.path().to_string());
     ev.request_context.http.source_ip = Some(peer.ip().to_string());

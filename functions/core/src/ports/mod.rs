@@ -3,11 +3,13 @@
 //! runs over both.
 
 mod notify;
+mod oidc;
 mod queue;
 mod store;
 mod xdr;
 
 pub use notify::*;
+pub use oidc::*;
 pub use queue::*;
 pub use store::*;
 pub use xdr::*;

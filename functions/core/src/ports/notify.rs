@@ -11,8 +11,11 @@ pub struct ApprovalNotice {
     pub action: String,
     pub target: String,
     pub rationale: String,
+    /// The approver this notice is for; on a shared channel that gets no links, all of them.
     pub approver: String,
-    pub url: String,
+    /// The approver's signed link; none on a shared channel while the link alone proves who
+    /// decides (no approver sign-in): anyone in the channel could use it.
+    pub url: Option<String>,
     pub expires_at_ms: i64,
 }
 
@@ -28,5 +31,8 @@ pub enum NotifyError {
 #[async_trait]
 pub trait Notifier: Send + Sync {
     fn channel(&self) -> &str;
+    /// Whether a message reaches only the approver it is addressed to (an e-mail, a direct
+    /// message), not a channel others read.
+    fn personal(&self) -> bool;
     async fn notify(&self, notice: &ApprovalNotice) -> Result<(), NotifyError>;
 }

@@ -9,6 +9,7 @@ use crate::domain::{Action, ActionStatus, Decision, DecisionRefused};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::messages::Message;
 use crate::ports::QueueName;
+use crate::signin::{clear_signin_cookie, SignIn, SignInError, SignedIn};
 use crate::signing::{LinkClaims, LinkError, LinkSigner, Scope};
 use crate::store::{action_sk, Change, Feedback, FeedbackCounts, Voted};
 use crate::text::clean_text;
@@ -18,14 +19,28 @@ use std::sync::Arc;
 pub struct Approve {
     ctx: Context,
     signer: Arc<LinkSigner>,
+    /// With OpenID Connect configured, approvers sign in and only the person a link names can
+    /// decide; without it, the link is the only proof.
+    signin: Option<SignIn>,
 }
 
 impl Approve {
     pub fn new(ctx: Context, signer: Arc<LinkSigner>) -> Approve {
-        Approve { ctx, signer }
+        Approve { ctx, signer, signin: None }
+    }
+
+    pub fn with_signin(mut self, signin: SignIn) -> Approve {
+        self.signin = Some(signin);
+        self
     }
 
     async fn respond(&self, req: &HttpRequest) -> HttpResponse {
+        if req.path.ends_with("/callback") {
+            return match req.method.as_str() {
+                "GET" => self.signed_in(req).await,
+                _ => page(405, "Method not allowed", "The sign-in provider returns here with a GET."),
+            };
+        }
         let (token, decision) = match req.method.as_str() {
             "GET" => (req.query_param("t").map(str::to_string), None),
             "POST" => {
@@ -74,9 +89,15 @@ impl Approve {
             let result = match (claims.scope, decision.as_deref()) {
                 (Scope::Feedback, None) if req.method == "GET" => Ok(feedback_form(&token)),
                 (Scope::Feedback, Some(vote @ ("useful" | "not_useful"))) => self.feedback(&claims, vote).await,
-                (Scope::DecideAction, None) if req.method == "GET" => self.confirmation(&claims, &token).await,
-                (Scope::DecideAction, Some("approve")) => self.decide(&claims, true, req).await,
-                (Scope::DecideAction, Some("reject")) => self.decide(&claims, false, req).await,
+                (Scope::DecideAction, None) if req.method == "GET" => match self.person(&claims, req) {
+                    Ok(who) => self.confirmation(&claims, &token, who.as_ref()).await,
+                    Err(Unproven::NotSignedIn) => self.start_signin(&claims, &token).await,
+                    Err(unproven) => Ok(unproven.page(&claims)),
+                },
+                (Scope::DecideAction, Some(verdict @ ("approve" | "reject"))) => match self.person(&claims, req) {
+                    Ok(who) => self.decide(&claims, verdict == "approve", req, who.as_ref()).await,
+                    Err(unproven) => Ok(unproven.page(&claims)),
+                },
                 _ => Ok(page(400, "Unknown decision", "The form must say approve or reject (or useful / not useful).")),
             };
             result.unwrap_or_else(|e| {
@@ -88,7 +109,57 @@ impl Approve {
         .await
     }
 
-    async fn confirmation(&self, claims: &LinkClaims, token: &str) -> Result<HttpResponse, StageError> {
+    /// Who is deciding: with sign-in configured, the signed-in person, who must be the approver
+    /// the link names; without it, nobody is proven (`Ok(None)`): the link alone decides.
+    fn person(&self, claims: &LinkClaims, req: &HttpRequest) -> Result<Option<SignedIn>, Unproven> {
+        let Some(signin) = &self.signin else { return Ok(None) };
+        match signin.current(req, self.ctx.now_ms() / 1000) {
+            Some(who) if who.is(&claims.approver) => Ok(Some(who)),
+            Some(who) => Err(Unproven::SomeoneElse(who.shown_as())),
+            None if req.method == "GET" => Err(Unproven::NotSignedIn),
+            None => Err(Unproven::SessionEnded),
+        }
+    }
+
+    /// Sends the approver to their sign-in provider; they come back to `/approve/callback`.
+    async fn start_signin(&self, claims: &LinkClaims, token: &str) -> Result<HttpResponse, StageError> {
+        let Some(signin) = &self.signin else { return Ok(page(500, "Not configured", "Sign-in is not configured.")) };
+        match signin.start(token, &claims.approver, self.ctx.now_ms() / 1000).await {
+            Ok((location, cookie)) => Ok(HttpResponse::redirect(302, &location).with_cookie(&cookie)),
+            Err(e) => {
+                warn!(error = %e, "sign-in could not start");
+                Ok(signin_failed_page(&e))
+            }
+        }
+    }
+
+    /// The provider's redirect back: verify who signed in, then return to the link they opened.
+    async fn signed_in(&self, req: &HttpRequest) -> HttpResponse {
+        let Some(signin) = &self.signin else {
+            return page(404, "Not found", "Sign-in is not configured for approvals.");
+        };
+        let now_s = self.ctx.now_ms() / 1000;
+        let (who, link) = match signin.finish(req, now_s).await {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(error = %e, "sign-in refused");
+                return signin_failed_page(&e).with_cookie(&clear_signin_cookie());
+            }
+        };
+        let claims = match self.signer.verify(&link, now_s) {
+            Ok(c) => c,
+            Err(e) => return link_error_page(&e).with_cookie(&clear_signin_cookie()),
+        };
+        if !who.is(&claims.approver) {
+            warn!(case = %claims.case, signed_in = %who.subject, "signed in as someone other than the link's approver");
+            return Unproven::SomeoneElse(who.shown_as()).page(&claims).with_cookie(&clear_signin_cookie());
+        }
+        info!(case = %claims.case, subject = %who.subject, "approver signed in");
+        let back = format!("{}/approve?t={}", self.ctx.config.public_base_url.trim_end_matches('/'), link);
+        HttpResponse::redirect(303, &back).with_cookie(&signin.session_cookie(&who)).with_cookie(&clear_signin_cookie())
+    }
+
+    async fn confirmation(&self, claims: &LinkClaims, token: &str, who: Option<&SignedIn>) -> Result<HttpResponse, StageError> {
         let Some(action) = self.ctx.store.action(&claims.case, &claims.action).await?.map(|a| a.value) else {
             return Ok(page(404, "Unknown action", "This link names an action that does not exist."));
         };
@@ -111,13 +182,24 @@ impl Approve {
             approver: &claims.approver,
             expires: &format_utc(claims.exp * 1000),
             token,
+            proof: &match (who, &self.signin) {
+                (Some(who), Some(signin)) => format!("You signed in as {} with {}.", who.shown_as(), signin.issuer()),
+                _ => "This link is the only proof of who decides: anyone who holds it can approve or reject as the approver named above."
+                    .to_string(),
+            },
         };
         Ok(render(200, &view))
     }
 
     /// Decides once. The decision is the commit point: once it is stored the page says so, even
     /// if handing the action to writeback fails (the reconciler hands it over then).
-    async fn decide(&self, claims: &LinkClaims, approved: bool, req: &HttpRequest) -> Result<HttpResponse, StageError> {
+    async fn decide(
+        &self,
+        claims: &LinkClaims,
+        approved: bool,
+        req: &HttpRequest,
+        who: Option<&SignedIn>,
+    ) -> Result<HttpResponse, StageError> {
         let now = self.ctx.now_ms();
         let resolution = self.ctx.store.case(&claims.case).await?.and_then(|c| c.value.resolution);
         let decision = Decision {
@@ -126,7 +208,7 @@ impl Approve {
             at_ms: now,
             source_ip: req.source_ip.clone(),
             user_agent: req.header("user-agent").map(|u| clean_text(u, 300)),
-            proof: Some("link".into()),
+            proof: Some(who.map_or_else(|| "link".to_string(), SignedIn::proof)),
         };
         let verb = if approved { "approved" } else { "rejected" };
         let event = self.ctx.event(&claims.case, "action.decided", format!("{} {verb} by {}", claims.action, claims.approver));
@@ -188,6 +270,46 @@ impl Approve {
         );
         Ok(page(200, if approved { "Approved" } else { "Rejected" }, &body))
     }
+}
+
+/// Why a decision cannot be taken from this browser.
+enum Unproven {
+    NotSignedIn,
+    /// Signed in, but as another person than the link's approver.
+    SomeoneElse(String),
+    /// A POST without a current session (it lapsed while the page was open).
+    SessionEnded,
+}
+
+impl Unproven {
+    fn page(&self, claims: &LinkClaims) -> HttpResponse {
+        match self {
+            Unproven::SomeoneElse(who) => page(
+                403,
+                "Signed in as someone else",
+                &format!(
+                    "You are signed in as {who}, and this link asks {} to decide. Only they can. Nothing was changed.",
+                    claims.approver
+                ),
+            ),
+            Unproven::NotSignedIn | Unproven::SessionEnded => page(
+                403,
+                "Sign in first",
+                "Your sign-in ended before the decision reached us. Open the link from your notification again and sign in; nothing was changed.",
+            ),
+        }
+    }
+}
+
+fn signin_failed_page(e: &SignInError) -> HttpResponse {
+    if e.is_retryable() {
+        return page(503, "Try again", "The sign-in provider did not answer. Nothing was changed; open the link again in a minute.");
+    }
+    page(
+        403,
+        "Sign-in not accepted",
+        &format!("The sign-in could not be accepted: {e}. Nothing was changed; open the link from your notification again."),
+    )
 }
 
 fn resolved_page(resolution: &str) -> HttpResponse {
@@ -291,6 +413,8 @@ struct ConfirmPage<'a> {
     approver: &'a str,
     expires: &'a str,
     token: &'a str,
+    /// What proves who decides here: the sign-in, or only the link.
+    proof: &'a str,
 }
 
 /// Every other page: a title and a few paragraphs (templates/message.html).
@@ -350,6 +474,7 @@ mod tests {
             approver: hostile,
             expires: hostile,
             token: hostile,
+            proof: hostile,
         };
         let resp = render(200, &view);
         assert!(!resp.body.contains("<script>alert") && resp.body.contains("&#60;script&#62;"), "{}", resp.body);

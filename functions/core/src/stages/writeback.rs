@@ -388,25 +388,37 @@ impl Writeback {
         let case = self.ctx.store.case(key).await?.map(|c| c.value);
         let title = case.as_ref().and_then(|c| c.incident_name.clone().or_else(|| c.alert_names.first().cloned())).unwrap_or_default();
         let severity = case.as_ref().map(|c| c.severity).unwrap_or_default();
+        let notice = |approver: String, url: Option<String>, expires_at_ms: i64| ApprovalNotice {
+            case: key.clone(),
+            title: clean_text(&title, 200),
+            severity,
+            action: action.kind.describe().to_string(),
+            target: action.target_label.clone(),
+            rationale: clean_text(&action.rationale, 400),
+            approver,
+            url,
+            expires_at_ms,
+        };
+        let delivered = |approver: &str, channel: &str| {
+            action.notifications.iter().any(|d| d.delivered && d.approver == approver && d.channel == channel)
+        };
         let mut results = Vec::new();
-        for link in &action.links {
-            for n in &self.notifiers {
-                if action.notifications.iter().any(|d| d.delivered && d.approver == link.approver && d.channel == n.channel()) {
-                    continue;
+        for n in &self.notifiers {
+            // A link alone decides unless approvers sign in: only personal channels carry links
+            // then; a shared channel is told once per action that each approver got theirs.
+            if n.personal() || self.ctx.config.approver_signin {
+                for link in &action.links {
+                    if delivered(&link.approver, n.channel()) {
+                        continue;
+                    }
+                    let outcome = n.notify(&notice(link.approver.clone(), Some(link.url.clone()), link.expires_at_ms)).await;
+                    results.push((link.approver.clone(), n.channel().to_string(), outcome));
                 }
-                let notice = ApprovalNotice {
-                    case: key.clone(),
-                    title: clean_text(&title, 200),
-                    severity,
-                    action: action.kind.describe().to_string(),
-                    target: action.target_label.clone(),
-                    rationale: clean_text(&action.rationale, 400),
-                    approver: link.approver.clone(),
-                    url: link.url.clone(),
-                    expires_at_ms: link.expires_at_ms,
-                };
-                let outcome = n.notify(&notice).await;
-                results.push((link.approver.clone(), n.channel().to_string(), outcome));
+            } else if !action.links.is_empty() && !delivered(EVERY_APPROVER, n.channel()) {
+                let approvers: Vec<&str> = action.links.iter().map(|l| l.approver.as_str()).collect();
+                let expires = action.links.iter().map(|l| l.expires_at_ms).max().unwrap_or_default();
+                let outcome = n.notify(&notice(approvers.join(", "), None, expires)).await;
+                results.push((EVERY_APPROVER.to_string(), n.channel().to_string(), outcome));
             }
         }
         let now = self.ctx.now_ms();
@@ -424,12 +436,20 @@ impl Writeback {
             };
             recorded.push(Notification { approver, channel, delivered, detail, at_ms: now });
         }
-        if self.notifiers.is_empty() {
+        let undelivered = if self.notifiers.is_empty() {
+            Some("no notification channel is configured (DOSSIER_NOTIFY): the link was not sent")
+        } else if !self.ctx.config.approver_signin && !self.notifiers.iter().any(|n| n.personal()) {
+            Some("only shared channels are configured and approvers do not sign in: the link was not sent (add email or slack_dm to DOSSIER_NOTIFY, or set DOSSIER_OIDC_ISSUER)")
+        } else {
+            None
+        };
+        if let Some(why) = undelivered {
+            warn!(action = action_id, "{why}");
             recorded.extend(action.links.iter().map(|l| Notification {
                 approver: l.approver.clone(),
                 channel: "none".into(),
                 delivered: false,
-                detail: "no notification channel is configured (DOSSIER_NOTIFY): the link was not sent".into(),
+                detail: why.into(),
                 at_ms: now,
             }));
         }
@@ -458,6 +478,9 @@ impl Writeback {
         Ok(())
     }
 }
+
+/// Who a shared channel's announcement is recorded for.
+const EVERY_APPROVER: &str = "every approver";
 
 /// The result note of an action.
 fn note_id(action_id: &str) -> String {

@@ -224,7 +224,50 @@ pub async fn doctor(json: bool, lambda_configs: &[std::path::PathBuf], aws_endpo
     checks.push(model_check(llm).await);
     checks.push(xdr_check().await);
     checks.extend(source_checks().await?);
+    checks.push(approvals_check(&config.public_base_url).await);
     Ok(report(&checks, json))
+}
+
+/// Who can decide, and whether links reach approvers: with sign-in, the provider's discovery
+/// and keys answer; without it, links need a personal channel (a shared one gets no link).
+async fn approvals_check(public_base_url: &str) -> Check {
+    use dossier_core::ports::OidcProvider;
+    let settings = match dossier_adapters::env::oidc_settings(public_base_url) {
+        Ok(s) => s,
+        Err(e) => return check("approvals", Verdict::Fail, e.to_string()),
+    };
+    if let Some(settings) = settings {
+        let provider = dossier_adapters::oidc::HttpOidcProvider::new(
+            &settings.issuer,
+            &settings.client_id,
+            env("DOSSIER_OIDC_CLIENT_SECRET"),
+            Duration::from_secs(10),
+        );
+        return match (provider.metadata().await, provider.keys(false).await) {
+            (Ok(md), Ok(_)) if md.issuer == settings.issuer => check(
+                "approvals",
+                Verdict::Ok,
+                format!("approvers sign in with {}; register {} as its redirect URI", md.issuer, settings.redirect_uri),
+            ),
+            (Ok(md), Ok(_)) => {
+                check("approvals", Verdict::Fail, format!("the discovery document names issuer {}, not {}", md.issuer, settings.issuer))
+            }
+            (Err(e), _) | (_, Err(e)) => check("approvals", Verdict::Fail, format!("{}: {e}", settings.issuer)),
+        };
+    }
+    let notifiers = super::local_notifiers();
+    if notifiers.is_empty() {
+        return check("approvals", Verdict::Skip, "no notification channel: approval links are printed, not sent");
+    }
+    if notifiers.iter().any(|n| n.personal()) {
+        check("approvals", Verdict::Ok, "links go to each approver personally; the link alone decides (no DOSSIER_OIDC_ISSUER)")
+    } else {
+        check(
+            "approvals",
+            Verdict::Fail,
+            "only shared channels and no approver sign-in: links would not be sent (set DOSSIER_SLACK_BOT_TOKEN or DOSSIER_OIDC_ISSUER)",
+        )
+    }
 }
 
 fn report(checks: &[Check], json: bool) -> bool {

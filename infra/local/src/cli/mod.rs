@@ -54,7 +54,8 @@ pub async fn backend(aws_endpoint: Option<&str>, clock: Arc<dyn Clock>, sources:
     }
 }
 
-/// Slack / Teams from `DOSSIER_SLACK_WEBHOOK_URL` / `DOSSIER_TEAMS_WEBHOOK_URL`.
+/// Slack / Teams from `DOSSIER_SLACK_WEBHOOK_URL` / `DOSSIER_TEAMS_WEBHOOK_URL`; Slack direct
+/// messages with the bot token in `DOSSIER_SLACK_BOT_TOKEN`.
 pub fn local_notifiers() -> Vec<Arc<dyn dossier_core::ports::Notifier>> {
     let mut out: Vec<Arc<dyn dossier_core::ports::Notifier>> = Vec::new();
     if let Some(url) = env("DOSSIER_SLACK_WEBHOOK_URL") {
@@ -62,6 +63,10 @@ pub fn local_notifiers() -> Vec<Arc<dyn dossier_core::ports::Notifier>> {
     }
     if let Some(url) = env("DOSSIER_TEAMS_WEBHOOK_URL") {
         out.push(Arc::new(dossier_adapters::notify::TeamsWebhook::new(url, Duration::from_secs(10))));
+    }
+    if let Some(token) = env("DOSSIER_SLACK_BOT_TOKEN") {
+        let api = env("DOSSIER_SLACK_API_URL").unwrap_or_else(|| dossier_adapters::notify::SLACK_API.into());
+        out.push(Arc::new(dossier_adapters::notify::SlackDirect::new(&api, token, Duration::from_secs(10))));
     }
     out
 }
@@ -92,18 +97,33 @@ pub async fn pipeline(
     let backend = backend(aws_endpoint, clock.clone(), &names).await?;
     let shared = dossier_adapters::sources::catalog::Shared { store: backend.store.clone(), clock: clock.clone(), cache: true };
     let sources = dossier_local::sources::local_sources(&shared).map_err(|e| BadInput(e.to_string()))?;
-    Ok(LocalPipeline::new(PipelineParts {
+    let signer = local_signer()?;
+    let oidc = dossier_adapters::env::oidc_settings(&config.public_base_url).map_err(|e| BadInput(e.to_string()))?;
+    let pipeline = LocalPipeline::new(PipelineParts {
         backend,
         config,
         clock,
         xdr,
         sources,
-        signer: local_signer()?,
+        signer: signer.clone(),
         webhook_secrets,
         model,
         identity: None,
         notifiers: local_notifiers(),
-    }))
+    });
+    Ok(match oidc {
+        // Locally the client secret is the value itself (`DOSSIER_OIDC_CLIENT_SECRET`).
+        Some(settings) => {
+            let provider = dossier_adapters::oidc::HttpOidcProvider::new(
+                &settings.issuer,
+                &settings.client_id,
+                env("DOSSIER_OIDC_CLIENT_SECRET"),
+                std::time::Duration::from_secs(10),
+            );
+            pipeline.with_signin(dossier_core::signin::SignIn::new(settings, Arc::new(provider), signer))
+        }
+        None => pipeline,
+    })
 }
 
 pub fn case_for(tenant: &str, data: &ExtraData, now_ms: i64) -> Result<Case, BadInput> {
