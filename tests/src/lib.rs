@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+pub mod vendors;
+
 /// A recorded fixture from `tests/fixtures/` (copied from the shared fixtures; see SOURCES.md).
 pub fn fixture(rel: &str) -> String {
     let path = fixtures_dir().join(rel);
@@ -97,6 +99,13 @@ impl Recorded {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
+    /// The query string's parameters, decoded, in order.
+    pub fn params(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes()).into_owned().collect()
+    }
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.params().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
 }
 
 struct Route {
@@ -113,8 +122,15 @@ impl Route {
     }
 }
 
+type Guard = Arc<dyn Fn(&Recorded) -> Option<Reply> + Send + Sync>;
+
 #[derive(Default)]
 struct State {
+    /// Checked before any route, as the vendor checks credentials and request shape: a refusal
+    /// answers instead of the route.
+    guard: Option<Guard>,
+    /// The vendor's answer for a path it does not serve (default `404 {"error":"no route"}`).
+    unknown: Option<Reply>,
     routes: Vec<Route>,
     requests: Vec<Recorded>,
 }
@@ -184,6 +200,19 @@ impl FakeServer {
         self
     }
 
+    /// Checks every request before routing it, as the vendor does (credentials, method, required
+    /// parameters, body shape): `Some(reply)` refuses with the vendor's documented error.
+    pub fn guard(&self, check: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static) -> &Self {
+        self.state.lock().expect("fake state").guard = Some(Arc::new(check));
+        self
+    }
+
+    /// The vendor's answer for a path it does not serve.
+    pub fn unknown_path(&self, reply: Reply) -> &Self {
+        self.state.lock().expect("fake state").unknown = Some(reply);
+        self
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().expect("fake state").requests.clone()
     }
@@ -201,12 +230,17 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let recorded =
         Recorded { method: method.clone(), path: path.clone(), query, headers, body: String::from_utf8_lossy(&body).into_owned() };
-    let reply = {
+    let (guard, unknown) = {
         let mut st = state.lock().expect("fake state");
         st.requests.push(recorded.clone());
-        st.routes.iter_mut().find(|r| r.matches(&method, &path)).and_then(|r| r.once.pop_front().or_else(|| r.default.clone()))
+        (st.guard.clone(), st.unknown.clone())
     };
-    let mut reply = reply.unwrap_or_else(|| Reply::json(404, r#"{"error":"no route"}"#));
+    let refused = guard.and_then(|g| g(&recorded));
+    let reply = refused.or_else(|| {
+        let mut st = state.lock().expect("fake state");
+        st.routes.iter_mut().find(|r| r.matches(&method, &path)).and_then(|r| r.once.pop_front().or_else(|| r.default.clone()))
+    });
+    let mut reply = reply.or(unknown).unwrap_or_else(|| Reply::json(404, r#"{"error":"no route"}"#));
     loop {
         match reply {
             Reply::Delay(d, inner) => {

@@ -33,6 +33,7 @@ fn reply_for(incident_id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_incidents_under_xdr_rate_limits_all_finish() {
     let xdr_fake = FakeServer::start().await;
+    dossier_tests::vendors::xdr(&xdr_fake, "1", "k");
     let served: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
     let refused = Arc::new(Mutex::new(0usize));
     let (s, r) = (served.clone(), refused.clone());

@@ -90,6 +90,7 @@ async fn drain(pipeline: &LocalPipeline) {
 async fn webhook_to_comment_exactly_once_then_approval_to_isolation_exactly_once() {
     // Third parties: XDR and VirusTotal, from recorded payloads.
     let xdr_fake = FakeServer::start().await;
+    dossier_tests::vendors::xdr(&xdr_fake, "1", "xdr-key");
     xdr_fake.on("POST", "/public_api/v1/incidents/get_incident_extra_data", Reply::json(200, demo_extra_data()));
     xdr_fake.on("POST", UPDATE, Reply::json(200, r#"{"reply": true}"#));
     xdr_fake.on("POST", ISOLATE, Reply::json(200, fixture("xdr/response_action_reply_mock.json")));

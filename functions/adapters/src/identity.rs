@@ -14,7 +14,8 @@ use crate::http_client::{exchange, NoAnswer, Reply, Status};
 fn err_of(reply: &Reply) -> XdrError {
     let short = reply.short_body();
     match reply.status {
-        Status::Unauthorized | Status::Forbidden | Status::PaymentRequired => XdrError::Forbidden(short),
+        Status::Unauthorized => XdrError::Unauthorized(short),
+        Status::Forbidden | Status::PaymentRequired => XdrError::Forbidden(short),
         Status::NotFound => XdrError::NotFound(short),
         Status::RateLimited => XdrError::RateLimited(short),
         Status::Server => XdrError::Server(short),
@@ -57,6 +58,12 @@ impl IdentityAdmin for OktaAdmin {
             .header("Accept", "application/json");
         match send(req).await? {
             r if r.status == Status::Success => Ok(format!("user {login} suspended")),
+            // Okta suspends only ACTIVE users (400 E0000001 otherwise): one already suspended or
+            // deprovisioned is the goal reached, anything else stays a refusal.
+            r if r.code == 400 && r.body.contains("E0000001") => match self.is_disabled(user).await? {
+                Some(true) => Ok(format!("user {login} was already disabled in Okta")),
+                _ => Err(err_of(&r)),
+            },
             r => Err(err_of(&r)),
         }
     }

@@ -153,23 +153,29 @@ impl XdrHttp {
         let case = reply.pointer("/DATA/0").cloned().ok_or_else(|| XdrError::NotFound(format!("case {case_id}")))?;
         let issue_ids: Vec<Value> = case.get("issue_ids").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut alerts = Vec::new();
-        if !issue_ids.is_empty() {
+        // Pages of 100, as every documented XDR list call pages; `include_fields` names the
+        // normalised (`xdm.*`) fields the mapping reads (the documented default, `[]`, returns none).
+        for chunk in issue_ids.chunks(PAGE) {
             let body = self
-                // No `include_fields`: an empty list returns none of the normalised (`xdm.*`) fields
-                // the mapping reads; left out, the issue comes whole.
                 .read(
                     "issue/search",
-                    json!({"filters": [{"field": "id", "operator": "in", "value": issue_ids}], "search_from": 0, "search_to": 1000}),
+                    json!({
+                        "filters": [{"field": "id", "operator": "in", "value": chunk}],
+                        "search_from": 0, "search_to": chunk.len(),
+                        "include_fields": ["normalized_fields"]
+                    }),
                 )
                 .await?;
             let issues = reply_of(&body, "issue/search")?;
             // The reference names `DATA`, the published example answers under `issues`: read either.
-            alerts = issues
-                .get("DATA")
-                .or_else(|| issues.get("issues"))
-                .and_then(Value::as_array)
-                .map(|d| d.iter().map(issue_as_alert).collect())
-                .unwrap_or_default();
+            alerts.extend(
+                issues
+                    .get("DATA")
+                    .or_else(|| issues.get("issues"))
+                    .and_then(Value::as_array)
+                    .map(|d| d.iter().map(issue_as_alert).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            );
         }
         let artifacts = self
             .get_raw(&format!("case/artifacts/{case_id}/"))
@@ -458,8 +464,14 @@ impl XdrHttp {
             Status::Forbidden => XdrError::Forbidden(message),
             Status::NotFound => XdrError::NotFound(message),
             Status::RateLimited => XdrError::RateLimited(message),
-            // XDR reports some quota errors as a 4xx/5xx with a "rate limit" message.
-            _ if message.to_ascii_lowercase().contains("rate limit") => XdrError::RateLimited(message),
+            // XDR reports its tenant limit (10 requests/s) as "Too many requests." and some quota
+            // errors with a "rate limit" message, with a status it does not document.
+            _ if ["rate limit", "too many requests", "parallel running queries"]
+                .iter()
+                .any(|m| message.to_ascii_lowercase().contains(m)) =>
+            {
+                XdrError::RateLimited(message)
+            }
             Status::Server => XdrError::Server(format!("HTTP {code}: {message}")),
             Status::Rejected => XdrError::Rejected(format!("{path}: HTTP {code}: {message}")),
             Status::Success | Status::Unexpected => XdrError::BadReply(format!("{path}: HTTP {code}: {message}")),
@@ -639,6 +651,8 @@ impl XdrApi for XdrHttp {
     }
 
     async fn set_severity(&self, incident_id: &str, severity: &str) -> Result<(), XdrError> {
+        // Both generations document low, medium, high, critical in lower case.
+        let severity = severity.to_ascii_lowercase();
         match self.generation().await? {
             Generation::V5 => {
                 self.call(&format!("case/update/{incident_id}"), json!({"update_data": {"user_severity": severity}})).await.map(drop)
@@ -654,7 +668,9 @@ impl XdrApi for XdrHttp {
     }
 
     async fn block_hash(&self, sha256: &str, comment: &str, incident_id: &str) -> Result<(), XdrError> {
-        let data = json!({"hash_list": [sha256], "comment": comment, "incident_id": incident_id});
+        // `incident_id` is an integer in the documented schema of this call (a string elsewhere).
+        let incident = incident_id.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(incident_id));
+        let data = json!({"hash_list": [sha256], "comment": comment, "incident_id": incident});
         match self.call_checked("hash_exceptions/blocklist", data).await {
             Ok(_) => Ok(()),
             // XDR answers 500 when the hash is already on a list: the goal is reached.

@@ -11,7 +11,7 @@ use dossier_core::domain::{normalise, Indicator, IndicatorKind, InternalNames};
 use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::{ManualClock, MemoryStore};
 use dossier_core::sources::{CallCounter, IndicatorSource, Lookup, LookupError, PerIndicator, Source, SourceStatus, VerdictLevel};
-use dossier_tests::{fixture, FakeServer, Reply};
+use dossier_tests::{fixture, vendors, FakeServer, Reply};
 
 fn json_fixture(rel: &str) -> Value {
     serde_json::from_str(&fixture(rel)).unwrap()
@@ -78,6 +78,7 @@ fn virustotal_objects_become_verdicts() {
 #[tokio::test]
 async fn virustotal_paths_headers_quota_and_faults() {
     let fake = FakeServer::start().await;
+    vendors::virustotal(&fake, "vt-key");
     fake.on("GET", "/api/v3/ip_addresses/8.8.8.8", Reply::json(200, fixture("virustotal/ip_address.json")));
     fake.on("GET", "/api/v3/urls/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
     fake.on(
@@ -182,6 +183,7 @@ fn otx_general_answers_become_verdicts() {
 #[tokio::test]
 async fn otx_reads_extra_sections_only_when_pulses_exist() {
     let fake = FakeServer::start().await;
+    vendors::otx(&fake, "otx-key");
     fake.on("GET", "/api/v1/indicators/IPv4/98.136.103.23/general", Reply::json(200, fixture("otx/ipv4_general_with_pulse.json")));
     fake.on("GET", "/api/v1/indicators/IPv4/98.136.103.23/malware", Reply::json(200, fixture("otx/ipv4_malware.json")));
     fake.on("GET", "/api/v1/indicators/IPv4/8.8.88.8/general", Reply::json(200, fixture("otx/ipv4_general_no_pulses.json")));
@@ -223,6 +225,7 @@ async fn abuseipdb_scores_reports_and_limits() {
         VerdictLevel::Unknown
     );
     let fake = FakeServer::start().await;
+    vendors::abuseipdb(&fake, "abuse-key");
     fake.once("GET", "/api/v2/check", Reply::json(200, fixture("abuseipdb/check_verbose.json")));
     fake.once(
         "GET",
@@ -230,6 +233,7 @@ async fn abuseipdb_scores_reports_and_limits() {
         Reply::json(429, fixture("abuseipdb/error_429_rate_limited.json")).with_header("retry-after", "3600"),
     );
     fake.once("GET", "/api/v2/check", Reply::json(422, fixture("abuseipdb/error_422_invalid_ip.json")));
+
     let src = abuseipdb::AbuseIpDb::new(&format!("{}/api/v2", fake.url()), "abuse-key".into(), T);
     let v = found(lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0);
     assert_eq!(v.score, Some(100.0));
@@ -239,7 +243,8 @@ async fn abuseipdb_scores_reports_and_limits() {
         lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0,
         Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(3600)) })
     );
-    assert_eq!(lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0, Ok(Lookup::NotFound));
+    // A 422 says the request was wrong: an error in the report, not "nothing known".
+    assert!(matches!(lookup(&src, &ind(IndicatorKind::Ipv4, "118.25.6.39")).await.0, Err(LookupError::BadReply(m)) if m.contains("422")));
 }
 
 // --------------------------------------------------------------------------------------- Shodan
@@ -247,6 +252,7 @@ async fn abuseipdb_scores_reports_and_limits() {
 #[tokio::test]
 async fn shodan_host_context() {
     let fake = FakeServer::start().await;
+    vendors::shodan(&fake, "sh-key");
     fake.on("GET", "/shodan/host/104.18.166.49", Reply::json(200, fixture("shodan/host_104.18.166.49.json")));
     fake.on("GET", "/shodan/host/5.5.5.5", Reply::json(404, r#"{"error": "No information available for that IP."}"#));
     let src = shodan::Shodan::new(&fake.url(), "sh-key".into(), T);
@@ -263,6 +269,7 @@ async fn shodan_host_context() {
 #[tokio::test]
 async fn servicenow_ci_owner_and_service_criticality() {
     let fake = FakeServer::start().await;
+    vendors::servicenow(&fake, "Basic c3ZjLWRvc3NpZXI6cGE1NQ==");
     let mut ci = json_fixture("servicenow/table_cmdb_ci_server_query.json");
     // The lookup asks with `sysparm_display_value=all`: every field then reads
     // `{"display_value", "value"}`, and the instance path must use the value, not "Linux Server".
@@ -289,6 +296,7 @@ async fn servicenow_ci_owner_and_service_criticality() {
     assert!(fake.requests()[0].header("authorization").unwrap().starts_with("Basic "));
     assert!(fake.requests()[0].query.contains("sysparm_display_value=all"), "{}", fake.requests()[0].query);
     let empty = FakeServer::start().await;
+    vendors::servicenow(&empty, "Bearer tok");
     empty.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
     empty.on("GET", "/api/now/cmdb/instance/cmdb_ci_computer", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
     let src = servicenow::ServiceNow::new(&empty.url(), "Bearer tok", T);
@@ -296,6 +304,7 @@ async fn servicenow_ci_owner_and_service_criticality() {
     assert_eq!(empty.requests()[0].header("authorization"), Some("Bearer tok"));
     // Where the Table API finds nothing, the CMDB Instance API is asked (list, then the record).
     let inst = FakeServer::start().await;
+    vendors::servicenow(&inst, "Basic dTpw");
     inst.on("GET", "/api/now/table/cmdb_ci", Reply::json(200, fixture("servicenow/cmdb_instance_list_empty.json")));
     inst.on("GET", "/api/now/cmdb/instance/cmdb_ci_computer", Reply::json(200, fixture("servicenow/cmdb_instance_list.json")));
     inst.on(
@@ -315,6 +324,7 @@ async fn servicenow_ci_owner_and_service_criticality() {
 #[tokio::test]
 async fn tenable_asset_exposure() {
     let fake = FakeServer::start().await;
+    vendors::tenable(&fake, "a", "b");
     fake.on("GET", "/workbenches/assets", Reply::json(200, fixture("tenable/workbench_assets_filtered.json")));
     fake.on("GET", "/workbenches/vulnerabilities/*", Reply::json(200, fixture("tenable/workbench_vulnerability_info.json")));
     fake.on(
@@ -344,20 +354,12 @@ async fn tenable_asset_exposure() {
 #[tokio::test]
 async fn tenable_takes_only_the_asset_named_like_the_host() {
     let fake = FakeServer::start().await;
+    vendors::tenable(&fake, "a", "b");
     let list = json!({"assets": [
-        {"id": "a-web10", "hostname": ["web10.demo.io"], "fqdn": ["web10.demo.io"], "netbios_name": [], "ipv4": ["10.0.0.10"]},
-        {"id": "a-web1", "hostname": ["web1.demo.io"], "fqdn": ["web1.demo.io"], "netbios_name": ["WEB1"], "ipv4": ["10.0.0.1"]}
+        {"id": "0a0a0a0a-0000-4000-8000-000000000010", "hostname": ["web10.demo.io"], "fqdn": ["web10.demo.io"], "netbios_name": [], "ipv4": ["10.0.0.10"]},
+        {"id": "0a0a0a0a-0000-4000-8000-000000000001", "hostname": ["web1.demo.io"], "fqdn": ["web1.demo.io"], "netbios_name": ["WEB1"], "ipv4": ["10.0.0.1"]}
     ], "total": 2});
-    fake.on(
-        "GET",
-        "/workbenches/assets",
-        Reply::dynamic(move |r| {
-            if r.header("x-apikeys") != Some("accessKey=a;secretKey=b") {
-                return Reply::json(401, r#"{"statusCode": 401, "error": "Unauthorized", "message": "Invalid Credentials"}"#);
-            }
-            Reply::json(200, list.to_string())
-        }),
-    );
+    fake.on("GET", "/workbenches/assets", Reply::json(200, list.to_string()));
     fake.on("GET", "/workbenches/vulnerabilities/*", Reply::json(200, fixture("tenable/workbench_vulnerability_info.json")));
     fake.on(
         "GET",
@@ -377,7 +379,7 @@ async fn tenable_takes_only_the_asset_named_like_the_host() {
     let asset_reads: Vec<String> =
         fake.requests().iter().filter(|r| r.path.starts_with("/workbenches/assets/")).map(|r| r.path.clone()).collect();
     assert_eq!(asset_reads.len(), 4, "{asset_reads:?}");
-    assert!(asset_reads.iter().all(|p| p.contains("/a-web1/")), "read another asset: {asset_reads:?}");
+    assert!(asset_reads.iter().all(|p| p.contains("/0a0a0a0a-0000-4000-8000-000000000001/")), "read another asset: {asset_reads:?}");
     assert!(matches!(lookup(&src, &ind(IndicatorKind::Hostname, "web")).await.0, Ok(Lookup::NotFound)));
 }
 
@@ -386,6 +388,7 @@ async fn tenable_takes_only_the_asset_named_like_the_host() {
 #[tokio::test]
 async fn okta_identity_factors_groups_and_log() {
     let fake = FakeServer::start().await;
+    vendors::okta(&fake, "ssws-token");
     fake.on("GET", "/api/v1/users/test%40this.com", Reply::json(200, fixture("okta/user_get.json")));
     fake.on("GET", "/api/v1/users/TestID/factors", Reply::json(200, fixture("okta/user_factors.json")));
     fake.on("GET", "/api/v1/users/TestID/groups", Reply::json(200, fixture("okta/user_groups.json")));
@@ -433,6 +436,7 @@ async fn okta_identity_factors_groups_and_log() {
 #[tokio::test]
 async fn msgraph_reads_sign_in_activity_apart_and_survives_without_p1() {
     let fake = FakeServer::start().await;
+    vendors::graph(&fake, "c", "s", "graph-token");
     fake.on("POST", "/token", Reply::json(200, r#"{"access_token": "graph-token", "expires_in": 3599, "token_type": "Bearer"}"#));
     // `/users/{UPN}` refuses `$select=signInActivity`; the filtered list answers 403 without P1.
     fake.on(
@@ -478,6 +482,7 @@ async fn msgraph_reads_sign_in_activity_apart_and_survives_without_p1() {
 #[tokio::test]
 async fn msgraph_user_groups_sign_ins_and_risk() {
     let fake = FakeServer::start().await;
+    vendors::graph(&fake, "c", "s3cret", "graph-token");
     fake.on("POST", "/token", Reply::json(200, r#"{"access_token": "graph-token", "expires_in": 3599, "token_type": "Bearer"}"#));
     fake.on("GET", "/v1.0/users", Reply::json(200, fixture("msgraph/users_filter_select_signinactivity.json")));
     fake.on("GET", "/v1.0/users/*", Reply::json(200, fixture("msgraph/user_memberof_groups_select.json")));
@@ -550,6 +555,7 @@ async fn xql_history_runs_versioned_templates() {
     assert_eq!((a.processes, a.failed_logons, a.total), (120, 12, 150));
 
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, "1", "k");
     fake.on("POST", "/public_api/v1/xql/start_xql_query", Reply::json(200, fixture("xdr/xql_start_xql_query.json")));
     fake.on("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, json!({"reply": {"status": "SUCCESS", "number_of_results": 2, "results": {"data": [{"event_type": "PROCESS", "events": 40, "failed_logons": 0}, {"event_type": "EVENT_LOG", "events": 15, "failed_logons": 11}]}}}).to_string()));
     let settings = SourceSettings {
@@ -589,6 +595,7 @@ async fn every_source_builds_and_unconfigured_ones_say_why() {
 #[tokio::test]
 async fn the_same_indicator_in_a_hundred_cases_is_looked_up_once() {
     let fake = FakeServer::start().await;
+    vendors::virustotal(&fake, "k");
     fake.on("GET", "/api/v3/ip_addresses/8.8.8.8", Reply::json(200, fixture("virustotal/ip_address.json")));
     let settings = SourceSettings {
         url: Some(format!("{}/api/v3", fake.url())),
@@ -611,6 +618,7 @@ async fn the_same_indicator_in_a_hundred_cases_is_looked_up_once() {
 #[tokio::test]
 async fn a_public_virustotal_key_gets_four_lookups_a_minute() {
     let fake = FakeServer::start().await;
+    vendors::virustotal(&fake, "k");
     fake.on("GET", "/api/v3/ip_addresses/*", Reply::json(404, fixture("virustotal/error_404_not_found.json")));
     let settings = SourceSettings { url: Some(format!("{}/api/v3", fake.url())), key: Some("k".into()), ..Default::default() };
     let src = catalog::build("virustotal", &settings, &shared(), "").unwrap();
@@ -619,4 +627,75 @@ async fn a_public_virustotal_key_gets_four_lookups_a_minute() {
     let deferred = src.enrich(&case_with(&values)).await.unwrap_err();
     assert!(deferred.after <= Duration::from_secs(61));
     assert_eq!(fake.requests().len(), 4, "the documented 4/min public quota");
+}
+
+/// Each client as its vendor's strict fake sees it: a wrong credential is refused with the
+/// vendor's documented answer and surfaces as rejected credentials, never as "nothing known".
+#[tokio::test]
+async fn every_source_reports_a_refused_credential_as_such() {
+    let vt = FakeServer::start().await;
+    vendors::virustotal(&vt, "right");
+    vt.on("GET", "/api/v3/ip_addresses/*", Reply::json(200, fixture("virustotal/ip_address.json")));
+    let otx_fake = FakeServer::start().await;
+    vendors::otx(&otx_fake, "right");
+    otx_fake.on("GET", "/api/v1/indicators/*", Reply::json(200, fixture("otx/ipv4_general_with_pulse.json")));
+    let abuse = FakeServer::start().await;
+    vendors::abuseipdb(&abuse, "right");
+    abuse.on("GET", "/api/v2/check", Reply::json(200, fixture("abuseipdb/check_verbose.json")));
+    let sh = FakeServer::start().await;
+    vendors::shodan(&sh, "right");
+    sh.on("GET", "/shodan/host/*", Reply::json(200, fixture("shodan/host_104.18.166.49.json")));
+    let ten = FakeServer::start().await;
+    vendors::tenable(&ten, "a", "right");
+    ten.on("GET", "/workbenches/assets", Reply::json(200, fixture("tenable/workbench_assets_filtered.json")));
+    let ip = ind(IndicatorKind::Ipv4, "104.18.166.49");
+    let host = ind(IndicatorKind::Hostname, "docker.demo.io");
+    let sources: Vec<(Box<dyn IndicatorSource>, &Indicator)> = vec![
+        (Box::new(virustotal::VirusTotal::new(&format!("{}/api/v3", vt.url()), "wrong".into(), T)), &ip),
+        (Box::new(otx::Otx::new(&format!("{}/api/v1", otx_fake.url()), "wrong".into(), T)), &ip),
+        (Box::new(abuseipdb::AbuseIpDb::new(&format!("{}/api/v2", abuse.url()), "wrong".into(), T)), &ip),
+        (Box::new(shodan::Shodan::new(&sh.url(), "wrong".into(), T)), &ip),
+        (Box::new(tenable::Tenable::new(&ten.url(), "accessKey=a;secretKey=wrong".into(), T)), &host),
+    ];
+    for (src, i) in &sources {
+        let (r, _) = lookup(src.as_ref(), i).await;
+        assert!(matches!(r, Err(LookupError::Unauthorized(_))), "{}: {r:?}", src.name());
+    }
+}
+
+/// What each strict fake refuses besides credentials, so the guards themselves are known to bite.
+#[tokio::test]
+async fn the_strict_fakes_refuse_what_their_vendors_refuse() {
+    let http = dossier_adapters::http_client::client(T);
+    let status = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().status().as_u16() };
+    let abuse = FakeServer::start().await;
+    vendors::abuseipdb(&abuse, "k");
+    abuse.on("GET", "/api/v2/check", Reply::json(200, "{}"));
+    let check = |q: &str| http.get(format!("{}/api/v2/check?{q}", abuse.url())).header("Key", "k").header("Accept", "application/json");
+    assert_eq!(status(check("ipAddress=8.8.8.8&maxAgeInDays=90")).await, 200);
+    assert_eq!(status(check("maxAgeInDays=90")).await, 422, "ipAddress is required");
+    assert_eq!(status(check("ipAddress=not-an-ip")).await, 422);
+    assert_eq!(status(check("ipAddress=8.8.8.8&maxAgeInDays=366")).await, 422);
+    assert_eq!(status(check("ipAddress=8.8.8.8&confidenceMinimum=90")).await, 422, "an undocumented parameter");
+    let ten = FakeServer::start().await;
+    vendors::tenable(&ten, "a", "b");
+    ten.on("GET", "/workbenches/assets", Reply::json(200, "{}"));
+    let assets = |q: &str| http.get(format!("{}/workbenches/assets?{q}", ten.url())).header("X-ApiKeys", "accessKey=a; secretKey=b;");
+    assert_eq!(status(assets("filter.0.filter=host.hostname&filter.0.quality=match&filter.0.value=x")).await, 200);
+    assert_eq!(status(assets("filter.0.filter=host.hostname&filter.0.value=x")).await, 400, "a filter without its quality");
+    assert_eq!(status(assets("filter.0.filter=host.hostname&filter.0.quality=contains&filter.0.value=x")).await, 400);
+    assert_eq!(status(assets("date_range=thirty")).await, 400);
+    let vt = FakeServer::start().await;
+    vendors::virustotal(&vt, "k");
+    assert_eq!(status(http.get(format!("{}/api/v3/files/nothex", vt.url())).header("x-apikey", "k")).await, 400);
+    assert_eq!(status(http.get(format!("{}/api/v3/ip_addresses/8.8.8.8", vt.url()))).await, 401, "no key");
+    assert_eq!(status(http.post(format!("{}/api/v3/ip_addresses/8.8.8.8", vt.url())).header("x-apikey", "k")).await, 405);
+    let sh = FakeServer::start().await;
+    vendors::shodan(&sh, "k");
+    assert_eq!(status(http.get(format!("{}/shodan/host/1.2.3.4", sh.url()))).await, 401, "the key is a query parameter");
+    assert_eq!(status(http.get(format!("{}/shodan/host/x?key=k", sh.url()))).await, 400);
+    let o = FakeServer::start().await;
+    vendors::otx(&o, "k");
+    assert_eq!(status(http.get(format!("{}/api/v1/indicators/IPv4/8.8.8.8/whois", o.url())).header("X-OTX-API-KEY", "k")).await, 404);
+    assert_eq!(status(http.get(format!("{}/api/v1/indicators/IPv4/8.8.8.8/malware", o.url()))).await, 403);
 }

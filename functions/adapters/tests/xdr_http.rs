@@ -8,19 +8,24 @@ use std::time::Duration;
 
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::ports::{XdrApi, XdrError};
-use dossier_tests::{fixture, FakeServer, Reply};
+use dossier_tests::{fixture, vendors, FakeServer, Reply};
 
 const EXTRA: &str = "/public_api/v1/incidents/get_incident_extra_data";
 const UPDATE: &str = "/public_api/v1/incidents/update_incident";
 const ISOLATE: &str = "/public_api/v1/endpoints/isolate";
 
+/// The key the strict fake tenant accepts.
+const XDR_KEY: &str = "k3y-material";
+const XDR_KEY_ID: &str = "17";
+
 fn creds(auth: AuthKind) -> XdrCredentials {
-    XdrCredentials { api_key: "k3y-material".into(), api_key_id: "17".into(), auth, generation: Generation::V3 }
+    XdrCredentials { api_key: XDR_KEY.into(), api_key_id: XDR_KEY_ID.into(), auth, generation: Generation::V3 }
 }
 
 #[tokio::test]
 async fn fetches_extra_data_with_standard_key_auth() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", EXTRA, Reply::json(200, fixture("xdr/get_incident_extra_data.json")));
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Standard), Duration::from_secs(5));
     let body = xdr.get_incident_extra_data("1").await.unwrap();
@@ -35,6 +40,7 @@ async fn fetches_extra_data_with_standard_key_auth() {
 #[tokio::test]
 async fn advanced_key_auth_hashes_key_nonce_and_timestamp() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", UPDATE, Reply::json(200, r#"{"reply": true}"#));
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Advanced), Duration::from_secs(5));
     xdr.add_comment("9", "hello").await.unwrap();
@@ -52,6 +58,7 @@ async fn advanced_key_auth_hashes_key_nonce_and_timestamp() {
 #[tokio::test]
 async fn comment_request_has_the_documented_shape() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", UPDATE, Reply::json(200, r#"{"reply": true}"#));
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Standard), Duration::from_secs(5));
     xdr.add_comment("42", "AI text").await.unwrap();
@@ -64,6 +71,7 @@ async fn comment_request_has_the_documented_shape() {
 #[tokio::test]
 async fn isolate_returns_the_action_id() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", ISOLATE, Reply::json(200, fixture("xdr/response_action_reply_mock.json")));
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Standard), Duration::from_secs(5));
     let id = xdr.isolate_endpoint("ep1", "42").await.unwrap();
@@ -73,6 +81,7 @@ async fn isolate_returns_the_action_id() {
     assert_eq!(body["request_data"]["incident_id"], "42");
     // The documentation example with string-typed values parses as well.
     let fake2 = FakeServer::start().await;
+    vendors::xdr(&fake2, XDR_KEY_ID, XDR_KEY);
     fake2.on("POST", ISOLATE, Reply::json(200, fixture("xdr/isolate.json")));
     let xdr2 = XdrHttp::new(&fake2.url(), creds(AuthKind::Standard), Duration::from_secs(5));
     assert!(!xdr2.isolate_endpoint("ep1", "42").await.unwrap().is_empty());
@@ -81,6 +90,7 @@ async fn isolate_returns_the_action_id() {
 #[tokio::test]
 async fn errors_say_what_to_fix_and_whether_to_retry() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Standard), Duration::from_millis(500));
     type Check = fn(&XdrError) -> bool;
     let cases: Vec<(Reply, Check, bool)> = vec![
@@ -121,10 +131,12 @@ async fn errors_say_what_to_fix_and_whether_to_retry() {
 #[tokio::test]
 async fn an_error_envelope_inside_a_200_is_an_error() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", UPDATE, Reply::json(200, fixture("xdr/error_401_unauthorized.json")));
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Standard), Duration::from_secs(5));
     assert!(matches!(xdr.add_comment("1", "x").await, Err(XdrError::Unauthorized(_))));
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", UPDATE, Reply::json(200, "not json"));
     let xdr = XdrHttp::new(&fake.url(), creds(AuthKind::Standard), Duration::from_secs(5));
     assert!(matches!(xdr.add_comment("1", "x").await, Err(XdrError::BadReply(_))));
@@ -143,7 +155,7 @@ fn credentials_parse_and_never_print_the_key() {
 fn client(fake: &FakeServer, generation: Generation) -> XdrHttp {
     XdrHttp::new(
         &fake.url(),
-        XdrCredentials { api_key: "k".into(), api_key_id: "1".into(), auth: AuthKind::Standard, generation },
+        XdrCredentials { api_key: XDR_KEY.into(), api_key_id: XDR_KEY_ID.into(), auth: AuthKind::Standard, generation },
         Duration::from_secs(5),
     )
 }
@@ -151,6 +163,7 @@ fn client(fake: &FakeServer, generation: Generation) -> XdrHttp {
 #[tokio::test]
 async fn get_incidents_pages_by_100_over_the_modification_window() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     let template: Value = serde_json::from_str(&fixture("xdr/get_incidents_recent_fields.json")).unwrap();
     let incident = template["reply"]["incidents"][0].clone();
     fake.on(
@@ -192,6 +205,7 @@ async fn get_incidents_pages_by_100_over_the_modification_window() {
 async fn recorded_incident_listings_parse() {
     for f in ["xdr/get_incidents.json", "xdr/get_incidents_recent_fields.json"] {
         let fake = FakeServer::start().await;
+        vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
         fake.on("POST", "/public_api/v1/incidents/get_incidents", Reply::json(200, fixture(f)));
         let refs = client(&fake, Generation::V3).list_modified(0, 1).await.unwrap();
         let listed = serde_json::from_str::<Value>(&fixture(f)).unwrap()["reply"]["incidents"].as_array().unwrap().len();
@@ -203,6 +217,7 @@ async fn recorded_incident_listings_parse() {
 #[tokio::test]
 async fn reads_are_retried_with_backoff_writes_are_not() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.once("POST", EXTRA, Reply::json(500, fixture("xdr/error_500_public_api.json")));
     fake.on("POST", EXTRA, Reply::json(200, fixture("xdr/get_incident_extra_data.json")));
     fake.on("POST", UPDATE, Reply::json(500, fixture("xdr/error_500_public_api.json")));
@@ -216,6 +231,7 @@ async fn reads_are_retried_with_backoff_writes_are_not() {
 #[tokio::test]
 async fn a_5x_tenant_is_probed_once_and_served_through_cases_and_issues() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", "/public_api/v1/case/search", Reply::json(200, fixture("xdr/case_search_v5_mock.json")));
     fake.on("POST", "/public_api/v1/issue/search", Reply::json(200, fixture("xdr/issue_search_v5_mock.json")));
     fake.on("GET", "/public_api/v1/case/artifacts/42/", Reply::json(200, r#"[{"type": "HASH", "file_sha256": "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"}, {"type": "IP", "network_remote_ip": "98.136.103.23"}]"#));
@@ -254,6 +270,7 @@ async fn a_5x_tenant_is_probed_once_and_served_through_cases_and_issues() {
 #[tokio::test]
 async fn the_rest_of_the_3x_client_on_recorded_payloads() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", "/public_api/v2/alerts/get_alerts_multi_events", Reply::json(200, fixture("xdr/get_alerts_multi_events_v2.json")));
     fake.on("POST", "/public_api/v1/endpoints/get_endpoint", Reply::json(200, fixture("xdr/get_endpoint.json")));
     fake.on("POST", "/public_api/v1/actions/get_action_status", Reply::json(200, fixture("xdr/get_action_status.json")));
@@ -296,6 +313,7 @@ async fn the_rest_of_the_3x_client_on_recorded_payloads() {
 async fn xql_runs_polls_pending_and_streams_large_results() {
     use dossier_adapters::xdr::XqlOutcome;
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", "/public_api/v1/xql/start_xql_query", Reply::json(200, fixture("xdr/xql_start_xql_query.json")));
     fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, fixture("xdr/xql_get_query_results_pending.json")));
     fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, fixture("xdr/xql_get_query_results.json")));
@@ -331,6 +349,7 @@ async fn xql_runs_polls_pending_and_streams_large_results() {
 #[tokio::test]
 async fn no_more_than_four_xql_queries_run_at_once() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let (r, p) = (running.clone(), peak.clone());
@@ -370,6 +389,7 @@ async fn no_more_than_four_xql_queries_run_at_once() {
 #[tokio::test]
 async fn documentation_examples_parse_too() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", "/public_api/v1/endpoints/get_endpoint", Reply::json(200, fixture("xdr/get_endpoint_docs_example.json")));
     fake.on("POST", "/public_api/v1/actions/get_action_status", Reply::json(200, fixture("xdr/get_action_status_docs_example.json")));
     let xdr = client(&fake, Generation::V3);
@@ -381,6 +401,7 @@ async fn documentation_examples_parse_too() {
 #[tokio::test]
 async fn block_hash_and_already_listed() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.once("POST", "/public_api/v1/hash_exceptions/blocklist", Reply::json(200, r#"{"reply": true}"#));
     fake.once("POST", "/public_api/v1/hash_exceptions/blocklist", Reply::json(500, fixture("xdr/error_500_public_api.json")));
     let xdr = client(&fake, Generation::V3);
@@ -388,7 +409,7 @@ async fn block_hash_and_already_listed() {
     xdr.block_hash(h, "approved by lead", "42").await.unwrap();
     let body = fake.requests()[0].json();
     assert_eq!(body["request_data"]["hash_list"], json!([h]));
-    assert_eq!(body["request_data"]["incident_id"], "42");
+    assert_eq!(body["request_data"]["incident_id"], 42, "an integer in this call's schema");
     // "All hashes have already been added to the allow or block list": the goal is reached.
     xdr.block_hash(h, "again", "42").await.unwrap();
 }
@@ -398,6 +419,7 @@ async fn block_hash_and_already_listed() {
 #[tokio::test]
 async fn a_probe_that_fails_for_another_reason_fixes_no_generation() {
     let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.once("POST", "/public_api/v1/case/search", Reply::json(401, fixture("xdr/error_401_unauthorized.json")));
     fake.once("POST", "/public_api/v1/case/search", Reply::json(429, r#"{"reply": {"err_code": 429, "err_msg": "rate limit"}}"#));
     fake.on("POST", "/public_api/v1/case/search", Reply::json(200, fixture("xdr/case_search_v5_mock.json")));
@@ -409,8 +431,61 @@ async fn a_probe_that_fails_for_another_reason_fixes_no_generation() {
     assert!(fake.requests_to("/public_api/v1/incidents/get_incidents").is_empty(), "never fell back to 3.x");
     // A tenant without case/search (404) is 3.x.
     let old = FakeServer::start().await;
+    vendors::xdr(&old, XDR_KEY_ID, XDR_KEY);
     old.on("POST", "/public_api/v1/incidents/get_incidents", Reply::json(200, fixture("xdr/get_incidents.json")));
     let xdr = client(&old, Generation::Auto);
     assert!(xdr.list_modified(0, 1).await.is_ok());
     assert_eq!(xdr.generation().await.unwrap(), Generation::V3);
+}
+
+/// The strict tenant refuses what XDR documents it refuses; the client says so in words that
+/// tell the operator what to fix.
+#[tokio::test]
+async fn the_strict_tenant_refuses_what_xdr_refuses() {
+    let fake = FakeServer::start().await;
+    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
+    fake.on("POST", EXTRA, Reply::json(200, fixture("xdr/get_incident_extra_data.json")));
+    fake.on("POST", "/public_api/v1/case/search", Reply::json(200, r#"{"reply": {"TOTAL_COUNT": 0, "FILTER_COUNT": 0, "DATA": []}}"#));
+    let wrong = XdrHttp::new(
+        &fake.url(),
+        XdrCredentials { api_key: "stolen".into(), api_key_id: XDR_KEY_ID.into(), auth: AuthKind::Advanced, generation: Generation::V3 },
+        Duration::from_secs(5),
+    );
+    assert!(matches!(wrong.get_incident_extra_data("1").await, Err(XdrError::Unauthorized(_))));
+    let http = dossier_adapters::http_client::client(Duration::from_secs(5));
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}/public_api/v1/{path}", fake.url()))
+            .header("x-xdr-auth-id", XDR_KEY_ID)
+            .header("authorization", XDR_KEY)
+            .json(&body)
+    };
+    let status = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().status().as_u16() };
+    assert_eq!(status(post("incidents/get_incident_extra_data", json!({"request_data": {"incident_id": "1"}}))).await, 200);
+    assert_eq!(status(post("incidents/get_incident_extra_data", json!({"incident_id": "1"}))).await, 400, "not under request_data");
+    assert_eq!(status(post("incidents/get_incident_extra_data", json!({"request_data": {}}))).await, 400, "incident_id required");
+    let page = json!({"request_data": {"search_from": 0, "search_to": 500}});
+    assert_eq!(status(post("incidents/get_incidents", page)).await, 400, "pages of 100");
+    let filter = json!({"request_data": {"filters": [{"field": "last_update_time", "operator": "gte", "value": 1}]}});
+    assert_eq!(status(post("incidents/get_incidents", filter)).await, 400, "a 5.x field on 3.x");
+    let sort = json!({"request_data": {"sort": {"field": "modification_time", "keyword": "asc"}}});
+    assert_eq!(status(post("case/search", sort)).await, 200);
+    let sort = json!({"request_data": {"sort": {"field": "last_update_time", "keyword": "asc"}}});
+    assert_eq!(status(post("case/search", sort)).await, 400, "not a sort field of case/search");
+    let block = json!({"request_data": {"hash_list": ["ab"], "incident_id": "42"}});
+    assert_eq!(status(post("hash_exceptions/blocklist", block)).await, 400, "incident_id is an integer here");
+    let sev = json!({"request_data": {"incident_id": "1", "update_data": {"manual_severity": "HIGH"}}});
+    assert_eq!(status(post("incidents/update_incident", sev)).await, 400);
+    assert_eq!(
+        status(
+            http.get(format!("{}/public_api/v1/incidents/get_incidents", fake.url()))
+                .header("x-xdr-auth-id", XDR_KEY_ID)
+                .header("authorization", XDR_KEY)
+        )
+        .await,
+        405
+    );
+    // A client severity in capitals goes out as XDR documents it.
+    fake.on("POST", UPDATE, Reply::json(200, r#"{"reply": true}"#));
+    client(&fake, Generation::V3).set_severity("1", "HIGH").await.unwrap();
+    assert_eq!(fake.requests_to(UPDATE).last().unwrap().json()["request_data"]["update_data"]["manual_severity"], "high");
 }

@@ -86,8 +86,8 @@ impl IndicatorSource for AbuseIpDb {
         match send(req, calls).await {
             Ok(Some(a)) => Ok(Lookup::Found(verdict_from(indicator, &a.json)?.raw(&a.raw))),
             Ok(None) => Ok(Lookup::NotFound),
-            // 422 is "not an address AbuseIPDB takes" (reserved ranges): nothing to say, not a failure.
-            Err(LookupError::BadReply(m)) if m.starts_with("HTTP 422") => Ok(Lookup::NotFound),
+            // Reserved and private ranges answer 200 (`isPublic: false`); a 422 means this request
+            // was wrong (not an address, `maxAgeInDays` outside 1-365): an error, not "nothing known".
             Err(e) => Err(e),
         }
     }

@@ -82,6 +82,20 @@ impl MsGraph {
         send(self.http.get(format!("{}{path}", self.base_url)).bearer_auth(token).header("Accept", "application/json"), calls).await
     }
 
+    /// A query Graph serves only with its advanced query parameters: `$count=true` and
+    /// `ConsistencyLevel: eventual` (https://learn.microsoft.com/graph/aad-advanced-queries) —
+    /// filters on `onPremisesSamAccountName`, OData casts such as `memberOf/microsoft.graph.group`.
+    async fn get_advanced(&self, path: &str, token: &str, calls: &CallCounter) -> Result<Option<super::Answer>, LookupError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let req = self
+            .http
+            .get(format!("{}{path}{sep}$count=true", self.base_url))
+            .bearer_auth(token)
+            .header("Accept", "application/json")
+            .header("ConsistencyLevel", "eventual");
+        send(req, calls).await
+    }
+
     /// The user path segment for an XDR user name.
     pub fn user_ref(&self, user: &str) -> Option<String> {
         if user.contains('@') {
@@ -172,7 +186,7 @@ impl IndicatorSource for MsGraph {
                 // No UPN suffix configured: find the account by its on-premises SAM name.
                 let sam = indicator.value.rsplit_once('\\').map_or(indicator.value.as_str(), |(_, u)| u).replace('\'', "''");
                 let filter = enc(&format!("onPremisesSamAccountName eq '{sam}'"));
-                self.get(&format!("/users?$filter={filter}&$select={select}"), &token, calls)
+                self.get_advanced(&format!("/users?$filter={filter}&$select={select}"), &token, calls)
                     .await?
                     .and_then(|a| a.json.pointer("/value/0").cloned())
             }
@@ -198,7 +212,7 @@ impl IndicatorSource for MsGraph {
         }
         let upn = text(&user, "/userPrincipalName").unwrap_or_default().replace('\'', "''");
         let member_of = self
-            .get(&format!("/users/{}/memberOf/microsoft.graph.group?$select=id,displayName", enc(&id)), &token, calls)
+            .get_advanced(&format!("/users/{}/memberOf/microsoft.graph.group?$select=id,displayName", enc(&id)), &token, calls)
             .await?
             .map_or(Value::Null, |a| a.json);
         // Sign-in logs need Entra ID P1, risk needs P2: a 403 there is a missing licence, not a failure.

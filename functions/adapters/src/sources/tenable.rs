@@ -126,7 +126,9 @@ impl IndicatorSource for Tenable {
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
         let path = format!(
             "/workbenches/assets?filter.0.filter=host.hostname&filter.0.quality=match&filter.0.value={}&filter.search_type=and&all_fields=full&date_range=30",
-            enc(&indicator.value)
+            // `match` is case-sensitive and Tenable keeps DNS host names in lower case, while XDR
+            // often reports them upper-case (`WS-0042`).
+            enc(&indicator.value.to_ascii_lowercase())
         );
         let Some(list) = self.get(&path, calls).await? else { return Ok(Lookup::NotFound) };
         // `match` on host.hostname is a substring match: `web1` also finds `web10` and

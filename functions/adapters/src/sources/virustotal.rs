@@ -34,8 +34,8 @@ impl VirusTotal {
 
     fn path(kind: IndicatorKind, value: &str) -> Option<(String, &'static str)> {
         Some(match kind {
-            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => (format!("ip_addresses/{value}"), "ip-address"),
-            IndicatorKind::Domain => (format!("domains/{value}"), "domain"),
+            IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => (format!("ip_addresses/{}", super::enc(value)), "ip-address"),
+            IndicatorKind::Domain => (format!("domains/{}", super::enc(value)), "domain"),
             IndicatorKind::Url => (format!("urls/{}", URL_SAFE_NO_PAD.encode(value)), "url"),
             IndicatorKind::Md5 | IndicatorKind::Sha1 | IndicatorKind::Sha256 => (format!("files/{value}"), "file"),
             _ => return None,

@@ -45,7 +45,8 @@ impl RecordingXdr {
 
 #[async_trait]
 impl XdrApi for RecordingXdr {
-    async fn list_modified(&self, _from_ms: i64, _to_ms: i64) -> Result<Vec<crate::ports::IncidentRef>, XdrError> {
+    /// As XDR lists them: modified within the window, oldest first.
+    async fn list_modified(&self, from_ms: i64, to_ms: i64) -> Result<Vec<crate::ports::IncidentRef>, XdrError> {
         let replies: Vec<String> = lock(&self.replies).values().cloned().chain(self.fallback.clone()).collect();
         let mut out = Vec::new();
         for reply in replies {
@@ -56,12 +57,14 @@ impl XdrApi for RecordingXdr {
                     severity: d.incident.severity,
                     description: d.incident.description,
                     creation_ms: d.incident.creation_ms,
-                    modification_ms: d.incident.creation_ms,
+                    modification_ms: d.incident.modification_ms.or(d.incident.creation_ms),
                 });
             }
         }
         out.sort_by(|a, b| a.incident_id.cmp(&b.incident_id));
         out.dedup_by(|a, b| a.incident_id == b.incident_id);
+        out.retain(|i| i.modification_ms.is_some_and(|m| (from_ms..=to_ms).contains(&m)));
+        out.sort_by_key(|i| (i.modification_ms, i.incident_id.parse::<u64>().unwrap_or(u64::MAX)));
         Ok(out)
     }
 

@@ -30,6 +30,9 @@ pub struct Incident {
     pub status: Option<String>,
     pub severity: Severity,
     pub creation_ms: Option<i64>,
+    /// `modification_time` (5.x `last_update_time`): when XDR last changed the incident.
+    #[serde(default)]
+    pub modification_ms: Option<i64>,
     pub xdr_url: Option<String>,
     /// `hosts[]` as XDR writes them (`name:agent_id`).
     pub hosts: Vec<String>,
@@ -148,6 +151,11 @@ fn parse_one(reply: &Value, path: &str) -> Result<ExtraData, PayloadError> {
             .map(|s| Severity::parse(&s))
             .unwrap_or_default(),
         creation_ms: epoch(inc.get("creation_time"), &format!("{path}.incident.creation_time"), &mut warnings),
+        modification_ms: epoch(
+            inc.get("modification_time").or_else(|| inc.get("last_update_time")),
+            &format!("{path}.incident.modification_time"),
+            &mut warnings,
+        ),
         xdr_url: scalar(inc.get("xdr_url")),
         hosts: list(inc.get("hosts")),
         users: list(inc.get("users")),
