@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub mod vendors;
+pub mod xdr_tenant;
 
 /// A recorded fixture from `tests/fixtures/` (copied from the shared fixtures; see SOURCES.md).
 pub fn fixture(rel: &str) -> String {

@@ -472,6 +472,8 @@ impl XdrHttp {
             {
                 XdrError::RateLimited(message)
             }
+            // XDR answers an id it does not have with a 500 saying so: definite, not transient.
+            Status::Server if message.to_ascii_lowercase().contains("not found") => XdrError::NotFound(format!("{path}: {message}")),
             Status::Server => XdrError::Server(format!("HTTP {code}: {message}")),
             Status::Rejected => XdrError::Rejected(format!("{path}: HTTP {code}: {message}")),
             Status::Success | Status::Unexpected => XdrError::BadReply(format!("{path}: HTTP {code}: {message}")),

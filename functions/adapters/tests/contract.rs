@@ -7,9 +7,10 @@ use std::time::Duration;
 use dossier_adapters::dynamo::{DynamoStore, TableNames};
 use dossier_adapters::provision;
 use dossier_adapters::sqs::SqsQueue;
+use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
 use dossier_core::ports::{
-    Condition, DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table, Write, WriteOutcome,
+    Condition, DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table, Write, WriteOutcome, XdrApi,
 };
 use dossier_tests::{moto_endpoint, unique_prefix};
 
@@ -320,4 +321,73 @@ async fn secrets_manager_on_moto() {
     let mem = dossier_core::embedded::MemorySecrets::new([(name.clone(), "s3cret-value".to_string())]);
     assert_eq!(mem.get_secret(&name).await.unwrap(), "s3cret-value");
     assert!(matches!(mem.get_secret("does-not-exist").await, Err(SecretError::NotFound(_))));
+}
+
+// -------------------------------------------------------------------------------------- XdrApi
+
+const DEMO_INCIDENT: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+
+/// The demo incident under `id`, last modified at `modified_ms`.
+fn recorded_incident(id: &str, modified_ms: i64) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(DEMO_INCIDENT).unwrap();
+    v["reply"]["incident"]["incident_id"] = id.into();
+    v["reply"]["incident"]["creation_time"] = (modified_ms - 1_000).into();
+    v["reply"]["incident"]["modification_time"] = modified_ms.into();
+    v.to_string()
+}
+
+/// What Dossier relies on from XDR, the same for the real client against a tenant and for the
+/// in-memory twin the local runs use.
+async fn xdr_contract(xdr: &dyn XdrApi) {
+    // Listed by modification time inside the window, oldest first.
+    let listed: Vec<String> = xdr.list_modified(T0 + 2_000, T0 + 4_000).await.unwrap().into_iter().map(|i| i.incident_id).collect();
+    assert_eq!(listed, vec!["30", "20"], "window [2000, 4000], oldest first");
+    assert_eq!(xdr.list_modified(T0, T0 + 2_500).await.unwrap().len(), 2, "10 and 30");
+    assert!(xdr.list_modified(T0 + 9_000, T0 + 10_000).await.unwrap().is_empty());
+    // Extra data of a known incident; an unknown one is an error that retrying does not mend.
+    let data = dossier_core::xdr::parse_extra_data(&xdr.get_incident_extra_data("20").await.unwrap()).unwrap();
+    assert_eq!(data[0].incident.incident_id, "20");
+    assert!(xdr.get_incident_extra_data("404").await.is_err_and(|e| !e.is_retryable()));
+    // A severity set reads back; an isolation shows on the endpoint; a second block is no error.
+    xdr.set_severity("20", "high").await.unwrap();
+    assert_eq!(xdr.manual_severity("20").await.unwrap().as_deref(), Some("high"));
+    assert_eq!(xdr.manual_severity("10").await.unwrap(), None);
+    assert_eq!(xdr.endpoint_isolated("ep-1").await.unwrap(), Some(false));
+    let action = xdr.isolate_endpoint("ep-1", "20").await.unwrap();
+    assert!(!action.is_empty());
+    assert_eq!(xdr.endpoint_isolated("ep-1").await.unwrap(), Some(true));
+    assert_eq!(xdr.endpoint_isolated("ep-2").await.unwrap(), Some(false));
+    assert!(xdr.action_status(&action).await.unwrap().iter().all(|(_, s)| s == "COMPLETED_SUCCESSFULLY"));
+    let hash = "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b";
+    xdr.block_hash(hash, "approved", "20").await.unwrap();
+    xdr.block_hash(hash, "approved again", "20").await.unwrap();
+    // A comment posted reads back where the API can read comments back (3.x cannot: `None`).
+    xdr.add_comment("20", "[dossier:t#20:d1] text").await.unwrap();
+    assert!(matches!(xdr.comment_exists("20", "[dossier:t#20:d1]").await.unwrap(), None | Some(true)));
+    assert_ne!(xdr.comment_exists("20", "[dossier:t#20:other]").await.unwrap(), Some(true));
+}
+
+/// A moment in milliseconds (XDR's epochs), the incidents' times counted from it.
+const T0: i64 = 1_790_000_000_000;
+
+fn contract_incidents() -> Vec<String> {
+    vec![recorded_incident("10", T0 + 1_000), recorded_incident("20", T0 + 3_500), recorded_incident("30", T0 + 2_200)]
+}
+
+#[tokio::test]
+async fn xdr_twin() {
+    let twin = dossier_core::embedded::RecordingXdr::with_incidents(contract_incidents().into_iter().map(|raw| {
+        (serde_json::from_str::<serde_json::Value>(&raw).unwrap()["reply"]["incident"]["incident_id"].as_str().unwrap().to_string(), raw)
+    }));
+    xdr_contract(&twin).await;
+}
+
+#[tokio::test]
+async fn xdr_client_against_a_strict_tenant() {
+    let tenant = dossier_tests::xdr_tenant::XdrTenant::start("7", "tenant-key", &contract_incidents()).await;
+    let creds =
+        XdrCredentials { api_key: "tenant-key".into(), api_key_id: "7".into(), auth: AuthKind::Advanced, generation: Generation::V3 };
+    let xdr = XdrHttp::new(&tenant.server.url(), creds, Duration::from_secs(5));
+    xdr_contract(&xdr).await;
+    assert_eq!(tenant.comments("20"), vec!["[dossier:t#20:d1] text"]);
 }
