@@ -73,13 +73,8 @@ pub struct XdrHttp {
     base_url: String,
     creds: XdrCredentials,
     generation: std::sync::Arc<tokio::sync::OnceCell<Generation>>,
-    /// XDR runs at most 4 API queries per tenant at once; this client never holds more.
-    xql_slots: std::sync::Arc<tokio::sync::Semaphore>,
     requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
-
-/// Parallel XQL queries XDR allows per tenant.
-pub const XQL_MAX_PARALLEL: usize = 4;
 
 /// Page size of list calls (the API's maximum).
 const PAGE: usize = 100;
@@ -103,7 +98,6 @@ impl XdrHttp {
             base_url: base_url.trim_end_matches('/').to_string(),
             creds,
             generation,
-            xql_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(XQL_MAX_PARALLEL)),
             requests: std::sync::Arc::default(),
         }
     }
@@ -279,18 +273,6 @@ impl XdrHttp {
         Ok(data.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
     }
 
-    /// Runs one XQL query to the end: start, poll while pending, stream beyond 1,000 rows. Holds
-    /// one of the client's [`XQL_MAX_PARALLEL`] slots throughout.
-    pub async fn run_xql(&self, query: &str, relative_time_ms: i64, poll_every: Duration, max_polls: u32) -> Result<Vec<Value>, XdrError> {
-        let _slot = self.xql_slots.acquire().await.map_err(|_| XdrError::Transport("XQL slots closed".into()))?;
-        let id = self.start_xql_query(query, relative_time_ms).await?;
-        match self.get_query_results(&id, poll_every, max_polls).await? {
-            XqlOutcome::Rows(rows) => Ok(rows),
-            XqlOutcome::Stream(stream) => self.get_query_results_stream(&stream).await,
-            XqlOutcome::Failed(why) => Err(XdrError::BadReply(format!("XQL query failed: {why}"))),
-        }
-    }
-
     /// Requests this client has sent (for per-source call accounting).
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
@@ -310,28 +292,25 @@ impl XdrHttp {
         reply.as_str().map(str::to_string).ok_or_else(|| XdrError::BadReply("start_xql_query: the reply is not an execution id".into()))
     }
 
-    /// `xql/get_query_results`, polled while PENDING (at most `max_polls` times, `every` apart).
-    pub async fn get_query_results(&self, query_id: &str, every: Duration, max_polls: u32) -> Result<XqlOutcome, XdrError> {
-        for _ in 0..max_polls.max(1) {
-            let body = self
-                .read("xql/get_query_results", json!({"query_id": query_id, "pending_flag": true, "limit": 1000, "format": "json"}))
-                .await?;
-            let reply = reply_of(&body, "xql/get_query_results")?;
-            match reply.get("status").and_then(Value::as_str).unwrap_or("") {
-                "PENDING" => tokio::time::sleep(every).await,
-                // PARTIAL_SUCCESS: some tenants or datasets answered, the rest did not — the rows
-                // that came are still evidence.
-                "SUCCESS" | "PARTIAL_SUCCESS" => {
-                    let results = reply.get("results").cloned().unwrap_or(Value::Null);
-                    if let Some(stream) = results.get("stream_id").and_then(Value::as_str) {
-                        return Ok(XqlOutcome::Stream(stream.to_string()));
-                    }
-                    return Ok(XqlOutcome::Rows(results.get("data").and_then(Value::as_array).cloned().unwrap_or_default()));
-                }
-                other => return Ok(XqlOutcome::Failed(format!("status {other}"))),
+    /// One `xql/get_query_results` call: the outcome, or `None` while the query is PENDING.
+    pub async fn xql_status(&self, query_id: &str) -> Result<Option<XqlOutcome>, XdrError> {
+        let body = self
+            .read("xql/get_query_results", json!({"query_id": query_id, "pending_flag": true, "limit": 1000, "format": "json"}))
+            .await?;
+        let reply = reply_of(&body, "xql/get_query_results")?;
+        Ok(match reply.get("status").and_then(Value::as_str).unwrap_or("") {
+            "PENDING" => None,
+            // PARTIAL_SUCCESS: some tenants or datasets answered, the rest did not — the rows
+            // that came are still evidence.
+            "SUCCESS" | "PARTIAL_SUCCESS" => {
+                let results = reply.get("results").cloned().unwrap_or(Value::Null);
+                Some(match results.get("stream_id").and_then(Value::as_str) {
+                    Some(stream) => XqlOutcome::Stream(stream.to_string()),
+                    None => XqlOutcome::Rows(results.get("data").and_then(Value::as_array).cloned().unwrap_or_default()),
+                })
             }
-        }
-        Err(XdrError::RateLimited(format!("XQL query {query_id} still pending")))
+            other => Some(XqlOutcome::Failed(format!("status {other}"))),
+        })
     }
 
     /// `xql/get_query_results_stream`: newline-delimited JSON rows (requested uncompressed).

@@ -544,31 +544,103 @@ async fn msgraph_user_groups_sign_ins_and_risk() {
 // ----------------------------------------------------------------------------------- XQL history
 
 #[tokio::test]
-async fn xql_history_runs_versioned_templates() {
+async fn xql_history_runs_one_versioned_template() {
     let q = xql_history::history_query(&ind(IndicatorKind::Hostname, "fin-ws-0231")).unwrap();
     assert!(q.starts_with("dataset = xdr_data | filter agent_hostname = \"fin-ws-0231\""), "{q}");
     assert!(xql_history::history_query(&ind(IndicatorKind::User, "a\"b")).unwrap().contains("\"a\\\"b\""), "values are quoted");
-    let a = xql_history::activity(&[
-        json!({"event_type": "PROCESS", "events": 120, "failed_logons": 0}),
-        json!({"event_type": "EVENT_LOG", "events": "30", "failed_logons": 12}),
-    ]);
-    assert_eq!((a.processes, a.failed_logons, a.total), (120, 12, 150));
+    let rows = [
+        json!({"event_type": "PROCESS", "events": 120, "failed_logons": 0, "events_24h": 20, "failed_logons_24h": 0}),
+        json!({"event_type": "EVENT_LOG", "events": "30", "failed_logons": 12, "events_24h": "5", "failed_logons_24h": 4}),
+    ];
+    let week = xql_history::activity_of(&rows, "events", "failed_logons");
+    assert_eq!((week.processes, week.failed_logons, week.total), (120, 12, 150));
+    let day = xql_history::activity_of(&rows, "events_24h", "failed_logons_24h");
+    assert_eq!((day.processes, day.failed_logons, day.total), (20, 4, 25));
 
+    let tenant = xql_tenant(&["SUCCESS"]).await;
+    let src = catalog::build("xdr", &xql_settings(&tenant), &shared(), "test").unwrap();
+    let report = src.enrich(&case_with(&[(IndicatorKind::Hostname, "fin-ws-0231")])).await.unwrap();
+    assert_eq!(report.status, SourceStatus::Ok);
+    assert_eq!(report.calls, 2, "one template: start + results");
+    assert_eq!(report.verdicts[0].verdict, VerdictLevel::Suspicious, "11 failed logons in 24 h");
+    assert_eq!(report.verdicts[0].fact_value("templates"), Some(xql_history::TEMPLATES_VERSION));
+    let start = &tenant.requests_to("/public_api/v1/xql/start_xql_query")[0].json();
+    assert_eq!(start["request_data"]["timeframe"]["relativeTime"], 7 * 86_400 * 1000);
+}
+
+/// A strict XDR tenant whose XQL results answer with these statuses in turn (the last one
+/// repeats), counting the queries started.
+async fn xql_tenant(statuses: &[&str]) -> FakeServer {
     let fake = FakeServer::start().await;
     vendors::xdr(&fake, "1", "k");
     fake.on("POST", "/public_api/v1/xql/start_xql_query", Reply::json(200, fixture("xdr/xql_start_xql_query.json")));
-    fake.on("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, json!({"reply": {"status": "SUCCESS", "number_of_results": 2, "results": {"data": [{"event_type": "PROCESS", "events": 40, "failed_logons": 0}, {"event_type": "EVENT_LOG", "events": 15, "failed_logons": 11}]}}}).to_string()));
-    let settings = SourceSettings {
-        url: Some(fake.url()),
+    let done = json!({"reply": {"status": "SUCCESS", "number_of_results": 2, "results": {"data": [
+        {"event_type": "PROCESS", "events": 40, "failed_logons": 0, "events_24h": 10, "failed_logons_24h": 0},
+        {"event_type": "EVENT_LOG", "events": 15, "failed_logons": 11, "events_24h": 12, "failed_logons_24h": 11}
+    ]}}})
+    .to_string();
+    let (last, earlier) = statuses.split_last().unwrap();
+    for s in earlier {
+        let body = if *s == "SUCCESS" { done.clone() } else { json!({"reply": {"status": s}}).to_string() };
+        fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, body));
+    }
+    let body = if *last == "SUCCESS" { done } else { json!({"reply": {"status": last}}).to_string() };
+    fake.on("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, body));
+    fake
+}
+
+/// A short source timeout: a lookup then waits about a second for a running query.
+fn xql_settings(tenant: &FakeServer) -> SourceSettings {
+    SourceSettings {
+        url: Some(tenant.url()),
         key: Some(r#"{"api_key": "k", "api_key_id": "1", "generation": "v3"}"#.into()),
+        timeout: Some(Duration::from_millis(500)),
         ..Default::default()
-    };
-    let src = catalog::build("xdr", &settings, &shared(), "test").unwrap();
-    let report = src.enrich(&case_with(&[(IndicatorKind::Hostname, "fin-ws-0231")])).await.unwrap();
-    assert_eq!(report.status, SourceStatus::Ok);
-    assert_eq!(report.calls, 4, "two templates, start + results each");
-    assert_eq!(report.verdicts[0].verdict, VerdictLevel::Suspicious, "11 failed logons in 24 h");
-    assert_eq!(report.verdicts[0].fact_value("templates"), Some(xql_history::TEMPLATES_VERSION));
+    }
+}
+
+/// A query still running when the lookup's budget ends is resumed by the redelivered message,
+/// not started again; the answer is then reused by the next case about the same host.
+#[tokio::test]
+async fn a_running_xql_query_is_resumed_not_restarted() {
+    let tenant = xql_tenant(&["PENDING", "PENDING", "PENDING", "SUCCESS"]).await;
+    let shared = shared();
+    let src = catalog::build("xdr", &xql_settings(&tenant), &shared, "test").unwrap();
+    let case = case_with(&[(IndicatorKind::Hostname, "fin-ws-0231")]);
+    let deferred = src.enrich(&case).await.expect_err("still running: the wait goes back to the queue");
+    assert!(deferred.after >= Duration::from_secs(10));
+    let report = src.enrich(&case).await.unwrap();
+    assert_eq!(report.verdicts[0].fact_value("failed_logons_24h"), Some("11"));
+    assert_eq!(tenant.requests_to("/public_api/v1/xql/start_xql_query").len(), 1, "resumed, not restarted");
+    let mut other = case_with(&[(IndicatorKind::Hostname, "fin-ws-0231")]);
+    other.key = CaseKey::new("t", "other").unwrap();
+    src.enrich(&other).await.unwrap();
+    assert_eq!(tenant.requests_to("/public_api/v1/xql/start_xql_query").len(), 1, "the answer is reused for 15 minutes");
+}
+
+/// XDR runs four API queries at a time per tenant: a fifth waits in the queue, whichever
+/// worker asks; a slot left by a worker that died is free again once its lease ends.
+#[tokio::test]
+async fn the_tenant_has_four_query_slots_across_workers() {
+    let tenant = xql_tenant(&["PENDING"]).await;
+    let store: Arc<dyn dossier_core::ports::DocStore> = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(1_790_000_000_000));
+    let shared = Shared { store, clock: clock.clone(), cache: true };
+    // Two workers (two Lambda instances) of the same tenant.
+    let a = catalog::build("xdr", &xql_settings(&tenant), &shared, "test").unwrap();
+    let b = catalog::build("xdr", &xql_settings(&tenant), &shared, "test").unwrap();
+    for (i, worker) in [&a, &b, &a, &b].iter().enumerate() {
+        let err = worker.enrich(&case_with(&[(IndicatorKind::Hostname, &format!("host-{i}"))])).await.unwrap_err();
+        assert!(err.after >= Duration::from_secs(10), "still running");
+    }
+    assert_eq!(tenant.requests_to("/public_api/v1/xql/start_xql_query").len(), 4);
+    let fifth = b.enrich(&case_with(&[(IndicatorKind::Hostname, "host-4")])).await.unwrap_err();
+    assert_eq!(fifth.after, Duration::from_secs(15), "no free slot: wait in the queue");
+    assert_eq!(tenant.requests_to("/public_api/v1/xql/start_xql_query").len(), 4, "no fifth query reaches XDR");
+    // The four holders vanish (their queries never collected): after the lease, slots free up.
+    clock.advance(Duration::from_secs(11 * 60));
+    let _ = b.enrich(&case_with(&[(IndicatorKind::Hostname, "host-4")])).await;
+    assert_eq!(tenant.requests_to("/public_api/v1/xql/start_xql_query").len(), 5);
 }
 
 // -------------------------------------------------------------------------------------- catalog

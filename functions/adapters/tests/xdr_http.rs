@@ -2,8 +2,6 @@
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
@@ -326,64 +324,24 @@ async fn xql_runs_polls_pending_and_streams_large_results() {
     let id = xdr.start_xql_query("dataset = xdr_data | limit 10", 86_400_000).await.unwrap();
     assert_eq!(id, "ad21c1e1492d4c_667_inv");
     assert_eq!(fake.requests_to("/public_api/v1/xql/start_xql_query")[0].json()["request_data"]["timeframe"]["relativeTime"], 86_400_000);
-    match xdr.get_query_results(&id, Duration::from_millis(10), 5).await.unwrap() {
-        XqlOutcome::Rows(r) => assert_eq!(r.len(), 3),
+    assert!(xdr.xql_status(&id).await.unwrap().is_none(), "PENDING");
+    match xdr.xql_status(&id).await.unwrap() {
+        Some(XqlOutcome::Rows(r)) => assert_eq!(r.len(), 3),
         other => panic!("{other:?}"),
     }
-    assert_eq!(fake.requests_to("/public_api/v1/xql/get_query_results").len(), 2, "polled once while pending");
-    let XqlOutcome::Stream(stream) = xdr.get_query_results(&id, Duration::from_millis(10), 5).await.unwrap() else {
-        panic!("expected a stream")
-    };
+    let body = fake.requests_to("/public_api/v1/xql/get_query_results")[0].json();
+    assert_eq!(body["request_data"]["limit"], 1000);
+    let Some(XqlOutcome::Stream(stream)) = xdr.xql_status(&id).await.unwrap() else { panic!("expected a stream") };
     let streamed = xdr.get_query_results_stream(&stream).await.unwrap();
     assert_eq!(streamed, rows);
     // PARTIAL_SUCCESS (part of the tenants or datasets answered): the rows that came are kept.
     let mut partial: Value = serde_json::from_str(&fixture("xdr/xql_get_query_results.json")).unwrap();
     partial["reply"]["status"] = json!("PARTIAL_SUCCESS");
     fake.once("POST", "/public_api/v1/xql/get_query_results", Reply::json(200, partial.to_string()));
-    match xdr.get_query_results(&id, Duration::from_millis(10), 5).await.unwrap() {
-        XqlOutcome::Rows(r) => assert_eq!(r.len(), 3),
+    match xdr.xql_status(&id).await.unwrap() {
+        Some(XqlOutcome::Rows(r)) => assert_eq!(r.len(), 3),
         other => panic!("PARTIAL_SUCCESS is not a failure: {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn no_more_than_four_xql_queries_run_at_once() {
-    let fake = FakeServer::start().await;
-    vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
-    let running = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let (r, p) = (running.clone(), peak.clone());
-    fake.on(
-        "POST",
-        "/public_api/v1/xql/start_xql_query",
-        Reply::dynamic(move |_| {
-            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
-            p.fetch_max(now, Ordering::SeqCst);
-            Reply::json(200, fixture("xdr/xql_start_xql_query.json"))
-        }),
-    );
-    let r2 = running.clone();
-    fake.on(
-        "POST",
-        "/public_api/v1/xql/get_query_results",
-        Reply::dynamic(move |_| {
-            r2.fetch_sub(1, Ordering::SeqCst);
-            Reply::json(200, fixture("xdr/xql_get_query_results.json"))
-        })
-        .delayed(Duration::from_millis(50)),
-    );
-    let xdr = client(&fake, Generation::V3);
-    let runs: Vec<_> = (0..10)
-        .map(|_| {
-            let xdr = xdr.clone();
-            tokio::spawn(async move { xdr.run_xql("dataset = xdr_data | limit 1", 3_600_000, Duration::from_millis(10), 3).await })
-        })
-        .collect();
-    for r in runs {
-        assert_eq!(r.await.unwrap().unwrap().len(), 3);
-    }
-    assert!(peak.load(Ordering::SeqCst) <= 4, "peak {}", peak.load(Ordering::SeqCst));
-    assert_eq!(fake.requests_to("/public_api/v1/xql/start_xql_query").len(), 10);
 }
 
 #[tokio::test]

@@ -165,8 +165,13 @@ pub fn build(name: &str, settings: &SourceSettings, shared: &Shared, how_to_conf
                 "xdr" => match &settings.url {
                     Some(u) => {
                         let creds = XdrCredentials::from_secret(&key)?;
-                        let mut history = xql_history::XqlHistory::new(Arc::new(XdrHttp::new(u, creds, timeout)));
-                        history.poll_every = Duration::from_millis(500).min(timeout);
+                        // Query slots and started queries are shared through the cache table, so
+                        // every worker of the tenant counts the same four slots.
+                        let tenant = u.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+                        let state = shared.cache.then(|| xql_history::XqlState::new(shared.store.clone(), shared.clock.clone(), tenant));
+                        let mut history = xql_history::XqlHistory::new(Arc::new(XdrHttp::new(u, creds, timeout)), state);
+                        // Inside the runner's per-lookup budget (3 × timeout), with room to record.
+                        history.max_wait = timeout * 2;
                         per_indicator(history, name, settings, &Shared { cache: false, ..shared.clone() })
                     }
                     None => not_configured("no tenant URL"),

@@ -1,21 +1,40 @@
 //! XDR data lake history through XQL: what the same host, user or IP did over the last 24 hours
-//! and 7 days (process starts, network connections, failed logins). The queries are versioned
-//! templates; values are quoted, never spliced raw.
+//! and 7 days (process starts, network connections, failed logins). The query is a versioned
+//! template; values are quoted, never spliced raw.
+//!
+//! XQL as XDR runs it: a query is started once and its execution id kept (in the cache table),
+//! so a redelivered message resumes it instead of starting another and paying its compute units
+//! twice; results are polled with backoff up to the lookup's budget, then the wait goes back to
+//! the queue. XDR allows 4 API queries at a time per tenant, so the slots are counted per tenant
+//! in the store (leased, so a worker that dies does not keep one), not per process. Results are
+//! kept 15 minutes for the next case about the same entity. XDR documents no call to cancel a
+//! query: one given up on expires on XDR's side, and its slot lease here.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::xdr::XdrHttp;
+use crate::xdr::{XdrHttp, XqlOutcome};
 use dossier_core::domain::{Indicator, IndicatorKind};
-use dossier_core::ports::XdrError;
+use dossier_core::ports::{Clock, DocStore, PutOutcome, ReplaceOutcome, StoreError, Table, XdrError};
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 use dossier_core::xql::xql_quote;
 
 /// Named `xdr` as its configuration (`DOSSIER_XDR_URL` / `DOSSIER_XDR_KEY`).
 pub const NAME: &str = "xdr";
-pub const TEMPLATES_VERSION: &str = "xql-history-v1";
+pub const TEMPLATES_VERSION: &str = "xql-history-v2";
+/// XDR runs at most this many API queries at once per tenant.
+pub const TENANT_SLOTS: usize = 4;
+const RUN_PK: &str = "xql-run";
+const SLOT_PK: &str = "xql-slot";
+/// A slot held longer than this is taken to be abandoned (its worker died).
+const SLOT_LEASE_MS: i64 = 10 * 60 * 1000;
+/// A started query not collected within this is taken to be gone on XDR's side.
+const RUN_GIVE_UP_MS: i64 = 30 * 60 * 1000;
+/// How long an answer about an entity's history is reused.
+const RESULT_TTL_MS: i64 = 15 * 60 * 1000;
 
 /// The filter that selects an entity's events.
 fn entity_filter(indicator: &Indicator) -> Option<String> {
@@ -28,10 +47,15 @@ fn entity_filter(indicator: &Indicator) -> Option<String> {
     })
 }
 
-/// Template v1: events by type, with failed logons (4625) counted alongside.
+/// Template v2, run over 7 days: events by type with failed logons (4625) counted alongside,
+/// and the same two counts for the last 24 hours — one query where v1 ran two.
 pub fn history_query(indicator: &Indicator) -> Option<String> {
     Some(format!(
-        "dataset = xdr_data | filter {} | alter failed_logon = if(action_evtlog_event_id = 4625, 1, 0) | comp count() as events, sum(failed_logon) as failed_logons by event_type | limit 50",
+        "dataset = xdr_data | filter {} \
+         | alter failed_logon = if(action_evtlog_event_id = 4625, 1, 0), recent = if(timestamp_diff(current_time(), _time, \"HOUR\") < 24, 1, 0) \
+         | alter recent_failed = if(recent = 1 and failed_logon = 1, 1, 0) \
+         | comp count() as events, sum(failed_logon) as failed_logons, sum(recent) as events_24h, sum(recent_failed) as failed_logons_24h by event_type \
+         | limit 50",
         entity_filter(indicator)?
     ))
 }
@@ -44,14 +68,19 @@ pub struct Activity {
     pub total: u64,
 }
 
-/// Sums the rows of one template run. Pure; tested.
-pub fn activity(rows: &[Value]) -> Activity {
+fn number(v: Option<&Value>) -> u64 {
+    v.and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)).or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+        .unwrap_or(0)
+}
+
+/// Sums the rows of one run over the columns given (7 days: `events`, `failed_logons`; 24 hours:
+/// `events_24h`, `failed_logons_24h`). Pure; tested.
+pub fn activity_of(rows: &[Value], events: &str, failed: &str) -> Activity {
     let mut a = Activity::default();
     for r in rows {
-        let n = r.get("events").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(0);
-        let failed = r.get("failed_logons").and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))).unwrap_or(0);
+        let n = number(r.get(events));
         a.total += n;
-        a.failed_logons += failed;
+        a.failed_logons += number(r.get(failed));
         match r.get("event_type").and_then(Value::as_str).unwrap_or("").to_ascii_uppercase().as_str() {
             t if t.contains("PROCESS") => a.processes += n,
             t if t.contains("NETWORK") => a.network += n,
@@ -61,30 +90,212 @@ pub fn activity(rows: &[Value]) -> Activity {
     a
 }
 
+/// A query started for an entity, or its answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Run {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    execution_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot: Option<usize>,
+    #[serde(default)]
+    started_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows: Option<Vec<Value>>,
+    #[serde(default)]
+    done_ms: i64,
+}
+
+/// One of the tenant's query slots.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Slot {
+    #[serde(default)]
+    holder: String,
+    #[serde(default)]
+    until_ms: i64,
+}
+
+/// Query state shared by every worker of the tenant (cache table: `xql-run` and `xql-slot`).
+pub struct XqlState {
+    store: Arc<dyn DocStore>,
+    clock: Arc<dyn Clock>,
+    /// The tenant the slots belong to (its API host).
+    tenant: String,
+}
+
+fn store_error(e: StoreError) -> LookupError {
+    LookupError::Transport(format!("query state: {e}"))
+}
+
+impl XqlState {
+    pub fn new(store: Arc<dyn DocStore>, clock: Arc<dyn Clock>, tenant: &str) -> XqlState {
+        XqlState { store, clock, tenant: tenant.to_string() }
+    }
+
+    async fn run(&self, key: &str) -> Result<Option<Run>, LookupError> {
+        let doc = self.store.get(Table::Cache, RUN_PK, key).await.map_err(store_error)?;
+        Ok(doc.and_then(|d| serde_json::from_str(&d.body).ok()))
+    }
+
+    async fn save_run(&self, key: &str, run: &Run, keep_ms: i64) -> Result<(), LookupError> {
+        let body = serde_json::to_string(run).map_err(|e| LookupError::BadReply(e.to_string()))?;
+        let expires = (self.clock.now_ms() + keep_ms) / 1000;
+        let w = dossier_core::ports::Write::new(Table::Cache, RUN_PK, key, body, dossier_core::ports::Condition::Overwrite)
+            .expires(Some(expires));
+        self.store.write(vec![w]).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Takes a free (or abandoned) slot for `holder`; `None` when all are busy.
+    async fn claim_slot(&self, holder: &str) -> Result<Option<usize>, LookupError> {
+        let now = self.clock.now_ms();
+        let lease = Slot { holder: holder.to_string(), until_ms: now + SLOT_LEASE_MS };
+        let body = serde_json::to_string(&lease).map_err(|e| LookupError::BadReply(e.to_string()))?;
+        for n in 0..TENANT_SLOTS {
+            let sk = format!("{}#{n}", self.tenant);
+            match self.store.get(Table::Cache, SLOT_PK, &sk).await.map_err(store_error)? {
+                None => {
+                    if self.store.put_new(Table::Cache, SLOT_PK, &sk, &body, None).await.map_err(store_error)? == PutOutcome::Written {
+                        return Ok(Some(n));
+                    }
+                }
+                Some(doc) => {
+                    let slot: Slot = serde_json::from_str(&doc.body).unwrap_or_default();
+                    if slot.until_ms <= now
+                        && self.store.replace(Table::Cache, SLOT_PK, &sk, &body, doc.version).await.map_err(store_error)?
+                            == ReplaceOutcome::Written
+                    {
+                        return Ok(Some(n));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Frees slot `n` if `holder` still holds it.
+    async fn release_slot(&self, n: usize, holder: &str) -> Result<(), LookupError> {
+        let sk = format!("{}#{n}", self.tenant);
+        if let Some(doc) = self.store.get(Table::Cache, SLOT_PK, &sk).await.map_err(store_error)? {
+            let slot: Slot = serde_json::from_str(&doc.body).unwrap_or_default();
+            if slot.holder == holder {
+                let free = serde_json::to_string(&Slot::default()).map_err(|e| LookupError::BadReply(e.to_string()))?;
+                // Lost to another writer: it took the slot over after our lease; nothing to free.
+                self.store.replace(Table::Cache, SLOT_PK, &sk, &free, doc.version).await.map_err(store_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct XqlHistory {
     xdr: Arc<XdrHttp>,
-    pub poll_every: Duration,
-    pub max_polls: u32,
+    state: Option<XqlState>,
+    /// First wait between result polls; it doubles up to 5 s.
+    pub first_poll: Duration,
+    /// Longest one lookup waits for a running query before the wait goes back to the queue.
+    pub max_wait: Duration,
+}
+
+fn xdr_error(e: XdrError) -> LookupError {
+    match e {
+        XdrError::RateLimited(_) => LookupError::RateLimited { retry_after: Some(Duration::from_secs(30)) },
+        XdrError::Unauthorized(m) | XdrError::Forbidden(m) | XdrError::NoLicence(m) => LookupError::Unauthorized(m),
+        XdrError::Transport(m) | XdrError::Unreachable(m) => LookupError::Transport(m),
+        XdrError::Server(m) => LookupError::Server(m),
+        other => LookupError::BadReply(other.to_string()),
+    }
 }
 
 impl XqlHistory {
-    pub fn new(xdr: Arc<XdrHttp>) -> XqlHistory {
-        XqlHistory { xdr, poll_every: Duration::from_secs(2), max_polls: 10 }
+    /// `state` shares started queries and the tenant's slots between workers (none: this
+    /// process alone, as in local runs).
+    pub fn new(xdr: Arc<XdrHttp>, state: Option<XqlState>) -> XqlHistory {
+        XqlHistory { xdr, state, first_poll: Duration::from_millis(500), max_wait: Duration::from_secs(20) }
     }
 
-    async fn run(&self, query: &str, window: Duration, calls: &CallCounter) -> Result<Activity, LookupError> {
+    /// The rows of the history query for `key`: an answer kept from a recent run, the run
+    /// already started (resumed), or a new run in a free slot.
+    async fn rows(&self, key: &str, query: &str, calls: &CallCounter) -> Result<Vec<Value>, LookupError> {
+        let counted = |n: u64| calls.add(u32::try_from(n).unwrap_or(u32::MAX));
         let before = self.xdr.requests_sent();
-        let result = self.xdr.run_xql(query, i64::try_from(window.as_millis()).unwrap_or(i64::MAX), self.poll_every, self.max_polls).await;
-        calls.add(u32::try_from(self.xdr.requests_sent().saturating_sub(before)).unwrap_or(u32::MAX));
-        result.map(|rows| activity(&rows)).map_err(|e| match e {
-            XdrError::RateLimited(_) => LookupError::RateLimited { retry_after: Some(Duration::from_secs(30)) },
-            XdrError::Unauthorized(m) | XdrError::Forbidden(m) | XdrError::NoLicence(m) => LookupError::Unauthorized(m),
-            XdrError::Transport(m) => LookupError::Transport(m),
-            XdrError::Server(m) => LookupError::Server(m),
-            other => LookupError::BadReply(other.to_string()),
-        })
+        let result = self.rows_uncounted(key, query).await;
+        counted(self.xdr.requests_sent().saturating_sub(before));
+        result
+    }
+
+    async fn rows_uncounted(&self, key: &str, query: &str) -> Result<Vec<Value>, LookupError> {
+        let Some(state) = &self.state else {
+            let id = self.xdr.start_xql_query(query, WEEK_MS).await.map_err(xdr_error)?;
+            return self.collect(&id).await?.ok_or(LookupError::RateLimited { retry_after: Some(Duration::from_secs(10)) });
+        };
+        let now = state.clock.now_ms();
+        let mut run = state.run(key).await?.unwrap_or_default();
+        if let Some(rows) = run.rows.clone().filter(|_| now - run.done_ms < RESULT_TTL_MS) {
+            return Ok(rows);
+        }
+        // A run started long ago is gone on XDR's side; so is its slot lease by now.
+        if run.execution_id.is_some() && now - run.started_ms > RUN_GIVE_UP_MS {
+            run = Run::default();
+        }
+        let (id, slot) = match (run.execution_id.clone(), run.slot) {
+            (Some(id), Some(slot)) => (id, slot),
+            _ => {
+                let Some(slot) = state.claim_slot(key).await? else {
+                    // All of the tenant's query slots are busy: wait in the queue, not here.
+                    return Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(15)) });
+                };
+                let id = match self.xdr.start_xql_query(query, WEEK_MS).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        state.release_slot(slot, key).await?;
+                        return Err(xdr_error(e));
+                    }
+                };
+                state
+                    .save_run(
+                        key,
+                        &Run { execution_id: Some(id.clone()), slot: Some(slot), started_ms: now, ..Run::default() },
+                        RUN_GIVE_UP_MS,
+                    )
+                    .await?;
+                (id, slot)
+            }
+        };
+        let outcome = self.collect(&id).await;
+        match &outcome {
+            // Still running: the execution id stays for the redelivered message to resume.
+            Ok(None) => return Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(10)) }),
+            Ok(Some(rows)) => {
+                let done = Run { rows: Some(rows.clone()), done_ms: state.clock.now_ms(), ..Run::default() };
+                state.save_run(key, &done, RESULT_TTL_MS).await?;
+            }
+            // Failed for good (or XDR no longer knows the id): the next lookup starts afresh.
+            Err(_) => state.save_run(key, &Run::default(), 1).await?,
+        }
+        state.release_slot(slot, key).await?;
+        outcome?.ok_or(LookupError::RateLimited { retry_after: Some(Duration::from_secs(10)) })
+    }
+
+    /// Polls a query with backoff until it ends or the lookup's budget runs out (`None`).
+    async fn collect(&self, id: &str) -> Result<Option<Vec<Value>>, LookupError> {
+        let started = tokio::time::Instant::now();
+        let mut wait = self.first_poll;
+        loop {
+            match self.xdr.xql_status(id).await.map_err(xdr_error)? {
+                Some(XqlOutcome::Rows(rows)) => return Ok(Some(rows)),
+                Some(XqlOutcome::Stream(stream)) => return self.xdr.get_query_results_stream(&stream).await.map(Some).map_err(xdr_error),
+                Some(XqlOutcome::Failed(why)) => return Err(LookupError::BadReply(format!("XQL query failed: {why}"))),
+                None if started.elapsed() + wait > self.max_wait => return Ok(None),
+                None => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 }
+
+const WEEK_MS: i64 = 7 * 86_400 * 1000;
 
 #[async_trait]
 impl IndicatorSource for XqlHistory {
@@ -101,8 +312,11 @@ impl IndicatorSource for XqlHistory {
 
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
         let Some(query) = history_query(indicator) else { return Ok(Lookup::NotFound) };
-        let day = self.run(&query, Duration::from_secs(86_400), calls).await?;
-        let week = self.run(&query, Duration::from_secs(7 * 86_400), calls).await?;
+        let tenant = self.state.as_ref().map_or("", |s| s.tenant.as_str());
+        let key = format!("{tenant}#{TEMPLATES_VERSION}#{}:{}", indicator.kind.as_str(), indicator.value);
+        let rows = self.rows(&key, &query, calls).await?;
+        let week = activity_of(&rows, "events", "failed_logons");
+        let day = activity_of(&rows, "events_24h", "failed_logons_24h");
         if week.total == 0 {
             return Ok(Lookup::NotFound);
         }

@@ -16,6 +16,8 @@
 //! | audit | `tenant#incident` | `<ms>#<nonce>` or `once#<key>` | [`AuditEvent`] (append only) | every function |
 //! | cache | `<source>` | `<kind>:<value>` | a source's answer (TTL) | enrich |
 //! | cache | `ratelimit` | `<name>#<window>` | a rate-limit window (TTL) | collect, enrich |
+//! | cache | `xql-run` | `<xdr host>#<template>#<kind>:<value>` | an XQL query started for an entity, or its answer (TTL) | enrich (xdr) |
+//! | cache | `xql-slot` | `<xdr host>#<n>` | one of the tenant's 4 XQL query slots (leased) | enrich (xdr) |
 //!
 //! Invariants are conditional writes; a state change and its audit records are committed
 //! together, so an audited step is never half done.
