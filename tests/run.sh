@@ -16,7 +16,28 @@ CHECKOV_VERSION="3.3.30"
 export SAM_CLI_TELEMETRY=0
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time, printed at the end (the README and issue 17 track them).
+RUN_STARTED=$SECONDS
+STEP_NAME=""
+STEP_STARTED=$SECONDS
+STEP_TIMES=()
+end_step() {
+  if [ -n "$STEP_NAME" ]; then STEP_TIMES+=("$(printf '%5ss  %s' "$((SECONDS - STEP_STARTED))" "$STEP_NAME")"); fi
+}
+step() {
+  end_step
+  STEP_NAME="$*"
+  STEP_STARTED=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+print_step_times() {
+  end_step
+  STEP_NAME=""
+  echo
+  echo "step times:"
+  printf '  %s\n' "${STEP_TIMES[@]}"
+  printf '  %5ss  total\n' "$((SECONDS - RUN_STARTED))"
+}
 
 # venv DIR STAMP PACKAGES...: a virtualenv with exactly these pinned packages.
 venv() {
@@ -78,7 +99,7 @@ SUMMARY="$(grep -E '^test result:' "$TEST_LOG" | awk '
   { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
   END { printf "%d passed, %d failed, %d skipped", p, f, s }')"
 rm -f "$TEST_LOG"
-if [ "$TEST_STATUS" -ne 0 ]; then echo "tests: $SUMMARY"; exit "$TEST_STATUS"; fi
+if [ "$TEST_STATUS" -ne 0 ]; then print_step_times; echo "tests: $SUMMARY"; exit "$TEST_STATUS"; fi
 case "$SUMMARY" in 0\ passed*) echo "no test ran"; exit 1 ;; esac
 
 step "sam validate --lint"
@@ -111,6 +132,7 @@ else
   FUZZ_RUNS=" SKIPPED (no nightly toolchain)"
 fi
 
+print_step_times
 echo
 echo "all checks passed (fmt, clippy, tests, sam validate --lint, checkov, fuzz)"
 echo "fuzz runs:$FUZZ_RUNS"

@@ -667,3 +667,242 @@ pub fn xdr(server: &FakeServer, key_id: &str, key: &str) {
         xdr_request(call, data).err().map(|why| xdr_error(400, &why, call))
     });
 }
+
+fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Reply {
+    Reply::json(status, serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string())
+}
+
+/// OpenAI Chat Completions (https://platform.openai.com/docs/api-reference/chat/create,
+/// https://platform.openai.com/docs/guides/structured-outputs, error codes guide):
+/// `Authorization: Bearer <key>` (401 `invalid_api_key`); `POST /v1/chat/completions` with
+/// `model` and non-empty `messages` of known roles; `response_format` `json_schema` needs
+/// `name` and `schema`; reasoning models (o1/o3/o4/gpt-5) refuse `max_tokens` and a
+/// `temperature` other than 1 (400 `unsupported_parameter`); unknown top-level fields 400.
+pub fn openai(server: &FakeServer, key: &str) {
+    let expected = format!("Bearer {key}");
+    server.unknown_path(openai_error(404, "Invalid URL", "invalid_request_error", None));
+    server.guard(move |r| {
+        if r.header("authorization") != Some(expected.as_str()) {
+            return Some(openai_error(401, "Incorrect API key provided.", "invalid_request_error", Some("invalid_api_key")));
+        }
+        if !r.path.ends_with("/chat/completions") {
+            return None;
+        }
+        if r.method != "POST" {
+            return Some(openai_error(405, "Method not allowed", "invalid_request_error", None));
+        }
+        let bad = |m: &str| Some(openai_error(400, m, "invalid_request_error", None));
+        let body: serde_json::Value = match serde_json::from_str(&r.body) {
+            Ok(b) => b,
+            Err(_) => return bad("We could not parse the JSON body of your request."),
+        };
+        let allowed = [
+            "model",
+            "messages",
+            "response_format",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "seed",
+            "top_p",
+            "n",
+            "stop",
+            "user",
+        ];
+        if let Some(k) = body.as_object().and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str()))) {
+            return bad(&format!("Unrecognized request argument supplied: {k}"));
+        }
+        let model = body["model"].as_str().unwrap_or_default().to_ascii_lowercase();
+        if model.is_empty() {
+            return bad("you must provide a model parameter");
+        }
+        let messages = body["messages"].as_array().filter(|m| !m.is_empty());
+        if !messages.is_some_and(|m| {
+            m.iter().all(|x| matches!(x["role"].as_str(), Some("system" | "developer" | "user" | "assistant")) && x["content"].is_string())
+        }) {
+            return bad("'messages' must be a non-empty list of messages with a role and content");
+        }
+        if let Some(rf) = body.get("response_format") {
+            if rf["type"] == "json_schema" && !(rf["json_schema"]["name"].is_string() && rf["json_schema"]["schema"].is_object()) {
+                return bad("response_format json_schema needs name and schema");
+            }
+        }
+        let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|p| model == *p || model.starts_with(&format!("{p}-")));
+        if reasoning && body.get("max_tokens").is_some() {
+            return Some(openai_error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                "invalid_request_error",
+                Some("unsupported_parameter"),
+            ));
+        }
+        if reasoning && body.get("temperature").is_some_and(|t| t.as_f64() != Some(1.0)) {
+            return Some(openai_error(
+                400,
+                "Unsupported value: 'temperature' does not support 0 with this model.",
+                "invalid_request_error",
+                Some("unsupported_value"),
+            ));
+        }
+        None
+    });
+}
+
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
+    Reply::json(status, serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}).to_string())
+}
+
+/// Anthropic Messages API (https://docs.anthropic.com/en/api/messages, /en/api/errors,
+/// /en/api/versioning): `x-api-key` (401 `authentication_error`), `anthropic-version` required
+/// (400 `invalid_request_error`); `POST /v1/messages` with `model`, `max_tokens` and non-empty
+/// `messages` whose roles are user/assistant (the system prompt is the top-level `system`); a
+/// forced tool needs that tool in `tools` with an `input_schema`.
+pub fn anthropic(server: &FakeServer, key: &str) {
+    let key = key.to_string();
+    server.unknown_path(anthropic_error(404, "not_found_error", "Not found"));
+    server.guard(move |r| {
+        if r.header("x-api-key") != Some(key.as_str()) {
+            return Some(anthropic_error(401, "authentication_error", "invalid x-api-key"));
+        }
+        if r.header("anthropic-version").is_none() {
+            return Some(anthropic_error(400, "invalid_request_error", "anthropic-version: header is required"));
+        }
+        if r.path != "/v1/messages" {
+            return None;
+        }
+        if r.method != "POST" {
+            return Some(anthropic_error(405, "invalid_request_error", "Method not allowed"));
+        }
+        let bad = |m: &str| Some(anthropic_error(400, "invalid_request_error", m));
+        let body: serde_json::Value = match serde_json::from_str(&r.body) {
+            Ok(b) => b,
+            Err(_) => return bad("invalid JSON"),
+        };
+        if !body["model"].is_string() {
+            return bad("model: Field required");
+        }
+        if !body["max_tokens"].is_u64() {
+            return bad("max_tokens: Field required");
+        }
+        let messages = body["messages"].as_array().filter(|m| !m.is_empty());
+        if !messages.is_some_and(|m| m.iter().all(|x| matches!(x["role"].as_str(), Some("user" | "assistant")))) {
+            return bad("messages: roles must be user or assistant; use the top-level system parameter");
+        }
+        if let Some(name) = body["tool_choice"]["name"].as_str() {
+            let declared = body["tools"].as_array().is_some_and(|t| t.iter().any(|x| x["name"] == name && x["input_schema"].is_object()));
+            if !declared {
+                return bad("tool_choice names a tool that is not in tools");
+            }
+        }
+        None
+    });
+}
+
+/// A Slack incoming webhook (https://api.slack.com/messaging/webhooks, "Handling errors"):
+/// POST of JSON with `text` or `blocks` (400 `invalid_payload` / `no_text`); the URL is the
+/// credential (404 `no_service` for another path).
+pub fn slack_webhook(server: &FakeServer, path: &str) {
+    let path = path.to_string();
+    server.guard(move |r| {
+        if r.path != path {
+            return Some(Reply::Body(404, "no_service".into(), vec![]));
+        }
+        if r.method != "POST" {
+            return Some(Reply::Body(405, "invalid_method".into(), vec![]));
+        }
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&r.body) else {
+            return Some(Reply::Body(400, "invalid_payload".into(), vec![]));
+        };
+        (!body["text"].is_string() && !body["blocks"].is_array()).then(|| Reply::Body(400, "no_text".into(), vec![]))
+    });
+}
+
+/// A Microsoft Teams workflow webhook ("Post to a channel when a webhook request is received",
+/// https://learn.microsoft.com/connectors/teams/): POST of a message with Adaptive Card
+/// attachments (`contentType` `application/vnd.microsoft.card.adaptive`, `content.type`
+/// `AdaptiveCard`); 400 otherwise; the URL (with its `sig`) is the credential.
+pub fn teams_workflow(server: &FakeServer, path: &str) {
+    let path = path.to_string();
+    server.guard(move |r| {
+        if r.path != path {
+            return Some(Reply::json(404, r#"{"error": {"code": "WorkflowNotFound"}}"#));
+        }
+        if r.method != "POST" {
+            return Some(Reply::json(405, r#"{"error": {"code": "MethodNotAllowed"}}"#));
+        }
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let cards = body["attachments"].as_array().filter(|a| !a.is_empty());
+        let ok = body["type"] == "message"
+            && cards.is_some_and(|a| {
+                a.iter().all(|c| c["contentType"] == "application/vnd.microsoft.card.adaptive" && c["content"]["type"] == "AdaptiveCard")
+            });
+        (!ok).then(|| {
+            Reply::json(
+                400,
+                r#"{"error": {"code": "InvalidRequestContent", "message": "The request content is not an Adaptive Card message."}}"#,
+            )
+        })
+    });
+}
+
+/// Amazon SES v2 `SendEmail` (https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html):
+/// SigV4-signed (`Authorization: AWS4-HMAC-SHA256 ...` for service `ses`, 403 otherwise);
+/// `POST /v2/email/outbound-emails` with `Content` and, for a simple message, `Destination` and
+/// `FromEmailAddress` (400 `BadRequestException`).
+pub fn ses(server: &FakeServer) {
+    server.guard(|r| {
+        let signed = r.header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ") && a.contains("/ses/aws4_request"));
+        if !signed {
+            return Some(
+                Reply::json(403, r#"{"message": "Missing Authentication Token"}"#)
+                    .with_header("x-amzn-errortype", "MissingAuthenticationTokenException"),
+            );
+        }
+        if r.path != "/v2/email/outbound-emails" || r.method != "POST" {
+            return None;
+        }
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let ok = body["FromEmailAddress"].is_string()
+            && body["Destination"]["ToAddresses"].as_array().is_some_and(|a| !a.is_empty())
+            && body["Content"]["Simple"]["Subject"]["Data"].is_string()
+            && body["Content"]["Simple"]["Body"].is_object();
+        (!ok).then(|| Reply::json(400, r#"{"message": "Missing required field"}"#).with_header("x-amzn-errortype", "BadRequestException"))
+    });
+}
+
+/// Amazon Bedrock Runtime `Converse` (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html):
+/// SigV4 for service `bedrock` (403 `MissingAuthenticationTokenException` otherwise); `POST
+/// /model/{modelId}/converse` with non-empty `messages` (roles user/assistant, `content` a list of
+/// blocks); a forced tool must be among `toolConfig.tools` (400 `ValidationException`).
+pub fn bedrock(server: &FakeServer) {
+    server.guard(|r| {
+        let signed = r.header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ") && a.contains("/bedrock/aws4_request"));
+        if !signed {
+            return Some(
+                Reply::json(403, r#"{"message": "Missing Authentication Token"}"#)
+                    .with_header("x-amzn-errortype", "MissingAuthenticationTokenException"),
+            );
+        }
+        if !(r.path.starts_with("/model/") && r.path.ends_with("/converse")) {
+            return Some(
+                Reply::json(404, r#"{"message": "Unknown operation"}"#).with_header("x-amzn-errortype", "UnknownOperationException"),
+            );
+        }
+        let invalid = |m: &str| {
+            Some(Reply::json(400, serde_json::json!({"message": m}).to_string()).with_header("x-amzn-errortype", "ValidationException"))
+        };
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        let messages = body["messages"].as_array().filter(|m| !m.is_empty());
+        if !messages.is_some_and(|m| m.iter().all(|x| matches!(x["role"].as_str(), Some("user" | "assistant")) && x["content"].is_array()))
+        {
+            return invalid("messages: a non-empty list of user/assistant messages with content blocks is required");
+        }
+        if let Some(name) = body["toolConfig"]["toolChoice"]["tool"]["name"].as_str() {
+            let declared = body["toolConfig"]["tools"].as_array().is_some_and(|t| t.iter().any(|x| x["toolSpec"]["name"] == name));
+            if !declared {
+                return invalid("toolChoice names a tool that is not in toolConfig.tools");
+            }
+        }
+        None
+    });
+}

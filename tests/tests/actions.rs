@@ -255,9 +255,12 @@ async fn approvers_are_told_on_slack_teams_and_email_with_retries_visible_on_the
             }
         }),
     );
+    dossier_tests::vendors::slack_webhook(&slack, "/hook");
     let teams = FakeServer::start().await;
+    dossier_tests::vendors::teams_workflow(&teams, "/workflow");
     teams.on("POST", "/workflow", Reply::json(400, r#"{"error": "bad card"}"#));
     let ses = FakeServer::start().await;
+    dossier_tests::vendors::ses(&ses);
     ses.on("POST", "/v2/email/outbound-emails", Reply::json(200, r#"{"MessageId": "m-1"}"#));
     let sdk = dossier_adapters::aws::sdk_config_for(&ses.url()).await;
     let notifiers: Vec<Arc<dyn dossier_core::ports::Notifier>> = vec![

@@ -110,6 +110,7 @@ fn user_message(r: &Recorded) -> String {
 }
 
 async fn openai(fake: &FakeServer) -> Arc<dyn LanguageModel> {
+    dossier_tests::vendors::openai(fake, "sk-test");
     Arc::new(OpenAiCompatible::new(&format!("{}/v1", fake.url()), Some("sk-test".into()), "fake-gpt", Duration::from_millis(1500)))
 }
 
@@ -235,6 +236,7 @@ async fn anthropic_and_bedrock_shapes() {
             Reply::json(200, json!({"type": "message", "role": "assistant", "model": "claude-test", "content": [{"type": "tool_use", "id": "t1", "name": "write_dossier", "input": good_answer(&prompt)}], "stop_reason": "tool_use", "usage": {"input_tokens": 900, "output_tokens": 250}}).to_string())
         }),
     );
+    dossier_tests::vendors::anthropic(&fake, "ak");
     let model: Arc<dyn LanguageModel> = Arc::new(Anthropic::new(&fake.url(), "ak".into(), "claude-test", Duration::from_secs(5)));
     let out = run_case(DEMO.to_string(), Some(model), Phase(2)).await;
     assert!(out.dossier.ai_generated);
@@ -252,6 +254,7 @@ async fn anthropic_and_bedrock_shapes() {
             Reply::json(200, json!({"output": {"message": {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "write_dossier", "input": good_answer(&prompt)}}]}}, "stopReason": "tool_use", "usage": {"inputTokens": 1000, "outputTokens": 200, "totalTokens": 1200}, "metrics": {"latencyMs": 10}}).to_string())
         }),
     );
+    dossier_tests::vendors::bedrock(&fake);
     let sdk = dossier_adapters::aws::sdk_config_for(&fake.url()).await;
     let model: Arc<dyn LanguageModel> =
         Arc::new(Bedrock::new(aws_sdk_bedrockruntime::Client::new(&sdk), "anthropic.claude-test", Duration::from_secs(10)));
@@ -380,6 +383,7 @@ fn reasoning_model_fake(r: &Recorded) -> Reply {
 async fn reasoning_models_get_max_completion_tokens_and_no_temperature() {
     let fake = FakeServer::start().await;
     fake.on("POST", "/v1/chat/completions", Reply::dynamic(reasoning_model_fake));
+    dossier_tests::vendors::openai(&fake, "sk-test");
     for model in ["o4-mini", "gpt-5", "gpt-5-mini-2025-08-07", "o3"] {
         let llm: Arc<dyn LanguageModel> =
             Arc::new(OpenAiCompatible::new(&format!("{}/v1", fake.url()), Some("sk-test".into()), model, Duration::from_millis(1500)));

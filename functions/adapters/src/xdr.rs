@@ -161,11 +161,13 @@ impl XdrHttp {
                 )
                 .await?;
             let issues = reply_of(&body, "issue/search")?;
-            // The reference names `DATA`, the published example answers under `issues`: read either.
+            // The reference names `DATA`, the published examples answer under `issues`, clients
+            // tested on tenants read `data` as well: read any.
             alerts.extend(
                 issues
                     .get("DATA")
                     .or_else(|| issues.get("issues"))
+                    .or_else(|| issues.get("data"))
                     .and_then(Value::as_array)
                     .map(|d| d.iter().map(issue_as_alert).collect::<Vec<_>>())
                     .unwrap_or_default(),
@@ -177,11 +179,7 @@ impl XdrHttp {
             .ok()
             .and_then(|b| serde_json::from_str::<Value>(&b).ok())
             .unwrap_or(Value::Null);
-        let artifacts: Vec<Value> =
-            artifacts.as_array().cloned().or_else(|| artifacts.get("reply").and_then(Value::as_array).cloned()).unwrap_or_default();
-        let (network, files): (Vec<Value>, Vec<Value>) = artifacts.into_iter().partition(|a| {
-            a.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("ip") || t.eq_ignore_ascii_case("domain"))
-        });
+        let (network, files) = case_artifacts(&artifacts);
         let incident = json!({
             "incident_id": case_id,
             "incident_name": case.get("case_name"),
@@ -513,6 +511,35 @@ pub enum XqlOutcome {
 
 /// A 5.x issue row as a 3.x alert: known `xdm.*` fields are mapped to the alert field names the
 /// extractor reads; other scalar fields pass through under their own names.
+/// The artifacts of `GET case/artifacts/{id}/`: per the reference `{"reply": {"DATA":
+/// [CaseArtifact]}}`, per clients tested on tenants a bare array of `CaseArtifact` — each
+/// `{case_id, network_artifacts: {DATA}, file_artifacts: {DATA}}` — and, from older mocks, a flat
+/// list of typed artifacts. Any of them: (network, files).
+fn case_artifacts(body: &Value) -> (Vec<Value>, Vec<Value>) {
+    let list = body
+        .as_array()
+        .cloned()
+        .or_else(|| body.pointer("/reply/DATA").and_then(Value::as_array).cloned())
+        .or_else(|| body.get("reply").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    let rows = |v: Option<&Value>| -> Vec<Value> {
+        v.and_then(|g| g.get("DATA").or_else(|| g.get("data")).and_then(Value::as_array).cloned()).unwrap_or_default()
+    };
+    let (mut network, mut files) = (Vec::new(), Vec::new());
+    for item in list {
+        if item.get("network_artifacts").is_some() || item.get("file_artifacts").is_some() {
+            network.extend(rows(item.get("network_artifacts")));
+            files.extend(rows(item.get("file_artifacts")));
+        } else if item.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("ip") || t.eq_ignore_ascii_case("domain"))
+        {
+            network.push(item);
+        } else {
+            files.push(item);
+        }
+    }
+    (network, files)
+}
+
 fn issue_as_alert(issue: &Value) -> Value {
     const XDM: &[(&str, &str)] = &[
         ("xdm.source.host.hostname", "host_name"),
@@ -520,8 +547,10 @@ fn issue_as_alert(issue: &Value) -> Value {
         ("xdm.source.ipv4", "action_local_ip"),
         ("xdm.target.ipv4", "action_remote_ip"),
         ("xdm.target.domain", "action_external_hostname"),
+        ("xdm.domain", "action_external_hostname"),
         ("xdm.network.dns.dns_question.name", "dns_query_name"),
         ("xdm.source.user.username", "user_name"),
+        ("xdm.source.identity.username", "user_name"),
         ("xdm.source.process.name", "actor_process_image_name"),
         ("xdm.source.process.command_line", "actor_process_command_line"),
         ("xdm.source.process.executable.sha256", "actor_process_image_sha256"),
@@ -537,14 +566,20 @@ fn issue_as_alert(issue: &Value) -> Value {
             }
         }
     }
-    alert.insert("alert_id".into(), issue.get("id").cloned().unwrap_or(Value::Null));
+    // `id` in the reference's example, `issue_id` on the documentation page's.
+    alert.insert("alert_id".into(), issue.get("id").or_else(|| issue.get("issue_id")).cloned().unwrap_or(Value::Null));
     if let Some(name) = issue.get("name").or_else(|| issue.get("issue_name")) {
         alert.insert("name".into(), name.clone());
     }
     if let Some(normalized) = issue.get("normalized_fields").and_then(Value::as_object) {
         for (xdm, field) in XDM {
-            if let Some(v) = normalized.get(*xdm) {
-                alert.insert((*field).to_string(), v.clone());
+            // Some normalised fields are lists (`xdm.target.ipv4`): an alert field holds one value.
+            let value = match normalized.get(*xdm) {
+                Some(Value::Array(list)) if *field != "host_ip" => list.first().cloned(),
+                other => other.cloned(),
+            };
+            if let Some(v) = value.filter(|v| !v.is_null()) {
+                alert.insert((*field).to_string(), v);
             }
         }
     }

@@ -231,8 +231,18 @@ async fn a_5x_tenant_is_probed_once_and_served_through_cases_and_issues() {
     let fake = FakeServer::start().await;
     vendors::xdr(&fake, XDR_KEY_ID, XDR_KEY);
     fake.on("POST", "/public_api/v1/case/search", Reply::json(200, fixture("xdr/case_search_v5_mock.json")));
-    fake.on("POST", "/public_api/v1/issue/search", Reply::json(200, fixture("xdr/issue_search_v5_mock.json")));
-    fake.on("GET", "/public_api/v1/case/artifacts/42/", Reply::json(200, r#"[{"type": "HASH", "file_sha256": "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"}, {"type": "IP", "network_remote_ip": "98.136.103.23"}]"#));
+    fake.on("POST", "/public_api/v1/issue/search", Reply::json(200, fixture("xdr/issue_search_docs_example.json")));
+    // The shape clients tested on tenants read (the reference gives a schema only).
+    fake.on(
+        "GET",
+        "/public_api/v1/case/artifacts/42/",
+        Reply::json(
+            200,
+            r#"[{"case_id": 42,
+                "network_artifacts": {"TOTAL_COUNT": 1, "DATA": [{"type": "IP", "network_remote_ip": "98.136.103.23"}]},
+                "file_artifacts": {"TOTAL_COUNT": 1, "DATA": [{"type": "HASH", "file_sha256": "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"}]}}]"#,
+        ),
+    );
     fake.on("POST", "/public_api/v1/entries/insert", Reply::json(200, "{}"));
     fake.on("POST", "/public_api/v1/case/update/42", Reply::Body(204, String::new(), vec![]));
     let xdr = client(&fake, Generation::Auto);
@@ -242,7 +252,12 @@ async fn a_5x_tenant_is_probed_once_and_served_through_cases_and_issues() {
     let data = dossier_core::xdr::parse_extra_data(&extra).unwrap();
     let found = dossier_core::extract::extract(&data[0], &Default::default());
     let values: Vec<&str> = found.indicators.iter().map(|i| i.value.as_str()).collect();
-    assert!(values.contains(&"test"), "issue host from xdm fields: {values:?}");
+    // From the documentation example's normalised fields: host, user, file hash, domain.
+    assert!(values.contains(&"hostname1"), "issue host from xdm fields: {values:?}");
+    assert!(values.contains(&"d4bfc6fabe8d6d1b76e5b441dc8d01758276281f56c929b282ac5c3ee704c431"), "{values:?}");
+    assert!(values.iter().any(|v| v.ends_with("admin")), "xdm.source.identity.username: {values:?}");
+    let issue_search = &fake.requests_to("/public_api/v1/issue/search")[0].json()["request_data"];
+    assert_eq!(issue_search["include_fields"], json!(["normalized_fields"]));
     assert!(
         values.contains(&"98.136.103.23") && values.contains(&"03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"),
         "{values:?}"

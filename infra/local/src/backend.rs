@@ -166,11 +166,23 @@ tokio::task_local! {
 pub struct Invocations {
     next: std::sync::atomic::AtomicU64,
     killed: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Invocation → the queue (stage) it served and the case its message named.
+    served: std::sync::Mutex<HashMap<u64, (QueueName, Option<CaseKey>)>>,
 }
 
 impl Invocations {
     fn start(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn serving(&self, id: u64, queue: &QueueName, body: &str) {
+        let case = dossier_core::messages::Message::parse(body).ok().map(|m| m.case().clone());
+        self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (queue.clone(), case));
+    }
+
+    /// What each message invocation served (stage, case).
+    pub fn served(&self) -> HashMap<u64, (QueueName, Option<CaseKey>)> {
+        self.served.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn killed(&self, id: u64) {
@@ -360,6 +372,7 @@ impl LocalPipeline {
         let times = self.timings.of(&d.queue);
         let deadline = Deadline::after(self.clock.now_ms(), times.timeout);
         let id = self.invocations.start();
+        self.invocations.serving(id, &d.queue, &d.body);
         let run = dispose(self.handler_of(&d.queue), self.backend.queue.as_ref(), &d.queue, &d.body, deadline);
         match INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(times.timeout), run)).await {
             Err(_) => {

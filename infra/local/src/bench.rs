@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
 use dossier_core::xdr::WebhookSecrets;
 
 use crate::backend::{Backend, LocalPipeline, PipelineParts};
+use crate::latency::{AwsCalls, AwsLatency, LatentQueue, LatentStore};
 use crate::samples::SAMPLES;
 
 #[derive(Clone, Debug)]
@@ -40,6 +41,8 @@ pub struct BenchOptions {
     /// Messages handled at once per queue (Lambda concurrency per function).
     pub concurrency: usize,
     pub progress: bool,
+    /// The embedded store and queue take AWS's per-call time (none: they take none).
+    pub aws_latency: Option<AwsLatency>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +62,16 @@ pub struct BenchReport {
     pub wall_ms: f64,
     /// HTTP-equivalent calls per distinct indicator, per simulated source.
     pub calls_per_indicator: HashMap<String, f64>,
+    /// The per-call AWS latencies the run used (none: the embedded store and queue took none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_latency_ms: Option<BTreeMap<String, u64>>,
+    /// AWS calls the functions made per case (DynamoDB and SQS sends; not the event source
+    /// mapping's polls), and how many of them follow one another on a case's critical path.
+    pub aws_calls_per_case: f64,
+    pub aws_sequential_calls_per_case: f64,
+    /// Per case, by service and operation (the event source mapping's receives and deletes
+    /// included, as SQS bills them).
+    pub aws_calls_by_operation: BTreeMap<String, f64>,
 }
 
 /// The bench's webhook secret.
@@ -208,6 +221,16 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         None => Backend::embedded(clock.clone()),
         Some(ep) => Backend::aws(ep, &format!("bench-{}-", std::process::id()), &names).await?,
     };
+    // Every store and queue call is counted; with `--aws-latency` each also takes AWS's time.
+    let calls = Arc::new(AwsCalls::default());
+    let latency = o.aws_latency.unwrap_or(AwsLatency::with(Some(0), Some(0), Some(0)));
+    let queue = Arc::new(LatentQueue { inner: backend.queue.clone(), consumer: backend.consumer.clone(), latency, calls: calls.clone() });
+    let backend = Backend {
+        store: Arc::new(LatentStore { inner: backend.store.clone(), latency, calls: calls.clone() }),
+        queue: queue.clone(),
+        consumer: queue,
+        ..backend
+    };
     let mut sources: Vec<Arc<dyn Source>> = vec![Arc::new(AttackSource)];
     for name in &sim_sources {
         let src = PerIndicator::new(SimulatedSource { name, latency: Duration::from_millis(o.source_ms) })
@@ -305,7 +328,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     latencies.sort_by(f64::total_cmp);
     let lost = o.cases - latencies.len();
     // Calls per distinct external indicator, per source.
-    let mut calls: HashMap<String, f64> = HashMap::new();
+    let mut lookups: HashMap<String, f64> = HashMap::new();
     let mut distinct = 0usize;
     if let Some(k) = keys.first() {
         let case: Option<Case> = pipeline.ctx.store.case(k).await.map_err(|e| e.to_string())?.map(|c| c.value);
@@ -314,11 +337,11 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     for key in &keys {
         for r in pipeline.ctx.store.reports(key).await.map_err(|e| e.to_string())? {
             if r.source.starts_with("sim-") {
-                *calls.entry(r.source).or_default() += f64::from(r.calls);
+                *lookups.entry(r.source).or_default() += f64::from(r.calls);
             }
         }
     }
-    for v in calls.values_mut() {
+    for v in lookups.values_mut() {
         *v /= distinct.max(1) as f64;
     }
     // Each source looks up `concurrency` indicators at a time, so its part of the critical path
@@ -327,6 +350,8 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     let critical = (o.xdr_ms + o.source_ms * rounds + o.model_ms + o.writeback_ms) as f64;
     let sequential = (o.xdr_ms + o.source_ms * rounds * sim_sources.len() as u64 + o.model_ms + o.writeback_ms) as f64;
     let p50 = percentile(&latencies, 0.5);
+    let (aws_calls_per_case, aws_sequential_calls_per_case) = aws_calls_per_case(&calls, &pipeline, &keys);
+    let per_case = |n: u64| n as f64 / o.cases.max(1) as f64;
     Ok(BenchReport {
         backend: if o.aws_endpoint.is_some() { "aws".into() } else { "embedded".into() },
         cases: o.cases,
@@ -341,8 +366,44 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         cpu_ms_per_case: cpu / o.cases.max(1) as f64,
         peak_rss_mib: peak_rss_mib(),
         wall_ms: wall.as_secs_f64() * 1000.0,
-        calls_per_indicator: calls,
+        calls_per_indicator: lookups,
+        aws_latency_ms: o.aws_latency.map(|l| {
+            BTreeMap::from([
+                ("dynamodb_read".to_string(), l.ddb_read.as_millis() as u64),
+                ("dynamodb_write".to_string(), l.ddb_write.as_millis() as u64),
+                ("dynamodb_transaction".to_string(), l.ddb_transaction.as_millis() as u64),
+                ("sqs_send".to_string(), l.sqs_send.as_millis() as u64),
+                ("sqs_to_lambda".to_string(), l.trigger.as_millis() as u64),
+            ])
+        }),
+        aws_calls_per_case,
+        aws_sequential_calls_per_case,
+        aws_calls_by_operation: calls.by_operation().into_iter().map(|(op, n)| (op, per_case(n))).collect(),
     })
+}
+
+/// AWS calls per case, in all and on the critical path: the doors' calls (made outside any
+/// queue invocation), then per case the calls of each stage's invocations in turn — all of them
+/// for collect, synthesize and write-back, the slowest source's for enrichment (the sources run
+/// side by side).
+fn aws_calls_per_case(calls: &AwsCalls, pipeline: &LocalPipeline, keys: &[CaseKey]) -> (f64, f64) {
+    let by_invocation = calls.by_invocation();
+    let cases = keys.len().max(1) as f64;
+    let total: u64 = by_invocation.values().sum();
+    let doors = by_invocation.get(&0).copied().unwrap_or(0) as f64 / cases;
+    let mut per_case: HashMap<CaseKey, (u64, HashMap<String, u64>)> = HashMap::new();
+    for (id, (queue, case)) in pipeline.invocations.served() {
+        let (Some(case), Some(n)) = (case, by_invocation.get(&id)) else { continue };
+        let entry = per_case.entry(case).or_default();
+        if queue.as_str().starts_with("enrich") {
+            *entry.1.entry(queue.as_str().to_string()).or_default() += n;
+        } else {
+            entry.0 += n;
+        }
+    }
+    let sequential: f64 =
+        per_case.values().map(|(serial, enrich)| (serial + enrich.values().max().copied().unwrap_or(0)) as f64).sum::<f64>() / cases;
+    (total as f64 / cases, doors + sequential)
 }
 
 #[cfg(test)]
@@ -361,6 +422,7 @@ mod tests {
             aws_endpoint: None,
             concurrency: 2,
             progress: false,
+            aws_latency: None,
         };
         let r = run(&o).await.expect("bench runs");
         assert_eq!(r.cases, 6);

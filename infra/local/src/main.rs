@@ -123,6 +123,20 @@ enum Command {
         /// (the template reserves less only where a tenant quota needs it; the bench lifts quotas).
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
+        /// Each store and queue call takes what the region-local AWS service takes (DynamoDB
+        /// 4/6/10 ms read/write/transaction, SQS send 10 ms, SQS → Lambda 16 ms; ±40 % jitter), on
+        /// the embedded backend.
+        #[arg(long, conflicts_with = "aws_endpoint")]
+        aws_latency: bool,
+        /// With --aws-latency: a DynamoDB read in ms (writes 1.5×, transactions 2.5×).
+        #[arg(long, requires = "aws_latency")]
+        ddb_ms: Option<u64>,
+        /// With --aws-latency: an SQS SendMessage in ms.
+        #[arg(long, requires = "aws_latency")]
+        sqs_ms: Option<u64>,
+        /// With --aws-latency: from a message's send to its function's invocation, in ms.
+        #[arg(long, requires = "aws_latency")]
+        trigger_ms: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -238,8 +252,24 @@ async fn main() -> ExitCode {
                 Err(e) => Err(BadInput(format!("bench cold-start: {e}"))),
             }
         }
-        Command::Bench { kind: None, cases, xdr_ms, source_ms, sources, model_ms, writeback_ms, aws_endpoint, concurrency, json } => {
+        Command::Bench {
+            kind: None,
+            cases,
+            xdr_ms,
+            source_ms,
+            sources,
+            model_ms,
+            writeback_ms,
+            aws_endpoint,
+            concurrency,
+            aws_latency,
+            ddb_ms,
+            sqs_ms,
+            trigger_ms,
+            json,
+        } => {
             let o = dossier_local::bench::BenchOptions {
+                aws_latency: aws_latency.then(|| dossier_local::latency::AwsLatency::with(ddb_ms, sqs_ms, trigger_ms)),
                 cases,
                 xdr_ms,
                 source_ms,

@@ -286,10 +286,13 @@ async fn ti_sources_call_once_per_external_indicator_and_never_for_internal_ones
     std::fs::write(&path, incident.to_string()).unwrap();
 
     let vt = FakeServer::start().await;
+    dossier_tests::vendors::virustotal(&vt, "k");
     vt.on("GET", "/api/v3/*", Reply::json(404, r#"{"error": {"code": "NotFoundError", "message": "x"}}"#));
     let otx = FakeServer::start().await;
+    dossier_tests::vendors::otx(&otx, "k");
     otx.on("GET", "/api/v1/*", Reply::json(200, r#"{"pulse_info": {"count": 0, "pulses": []}, "validation": []}"#));
     let abuse = FakeServer::start().await;
+    dossier_tests::vendors::abuseipdb(&abuse, "k");
     abuse.on(
         "GET",
         "/api/v2/check",
@@ -399,16 +402,8 @@ async fn doctor_names_each_misconfiguration_and_passes_a_correct_setup() {
         }),
     );
     let vt = FakeServer::start().await;
-    vt.on(
-        "GET",
-        "/api/v3/*",
-        Reply::dynamic(|r| {
-            if r.header("x-apikey") != Some("vt-good") {
-                return Reply::json(401, r#"{"error": {"code": "WrongCredentialsError", "message": "Wrong API key"}}"#);
-            }
-            Reply::json(404, r#"{"error": {"code": "NotFoundError", "message": "not found"}}"#)
-        }),
-    );
+    dossier_tests::vendors::virustotal(&vt, "vt-good");
+    vt.on("GET", "/api/v3/*", Reply::json(404, r#"{"error": {"code": "NotFoundError", "message": "not found"}}"#));
     let (llm_url, vt_url) = (format!("{}/v1", llm.url()), format!("{}/api/v3", vt.url()));
     let doctor = move |llm_key: &'static str, vt_key: &'static str, domains: Option<&'static str>| {
         let (llm_url, vt_url) = (llm_url.clone(), vt_url.clone());

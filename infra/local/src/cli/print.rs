@@ -28,6 +28,17 @@ pub fn print_bench(r: &dossier_local::bench::BenchReport) {
     for (s, c) in calls {
         println!("calls per indicator  {s}: {c:.2} (all cases together: concurrent lookups of one indicator wait for the first, repeats come from the cache)");
     }
+    if let Some(l) = &r.aws_latency_ms {
+        let l: Vec<String> = l.iter().map(|(k, v)| format!("{k} {v} ms")).collect();
+        println!("AWS latency          {}", l.join(", "));
+    }
+    println!(
+        "AWS calls per case   {:.1} ({:.1} one after another on the critical path)",
+        r.aws_calls_per_case, r.aws_sequential_calls_per_case
+    );
+    for (op, n) in &r.aws_calls_by_operation {
+        println!("  {op:<48} {n:.1}");
+    }
     println!("wall time            {:.0} ms", r.wall_ms);
 }
 
