@@ -272,24 +272,33 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
 
     let cpu_before = cpu_ms();
     let started = Instant::now();
-    let mut sent_at: HashMap<String, Instant> = HashMap::new();
+    // The webhooks arrive as a burst while the functions already run (API Gateway invokes
+    // intake for each at once): with AWS's latencies, webhooks taken one after another would
+    // hold the first cases back until the last was accepted.
+    let sent_at: Mutex<HashMap<String, Instant>> = Mutex::default();
+    let ids: Vec<String> = (0..o.cases).map(|i| format!("{}", 100_000 + i)).collect();
     let mut keys = Vec::new();
-    for i in 0..o.cases {
-        let id = format!("{}", 100_000 + i);
-        let req = HttpRequest {
-            method: "POST".into(),
-            path: "/webhook".into(),
-            headers: vec![("authorization".into(), format!("Bearer {BENCH_SECRET}"))],
-            body: json!({"case_id": id, "severity": "high"}).to_string().into_bytes(),
-            ..Default::default()
-        };
-        sent_at.insert(id.clone(), Instant::now());
-        let resp = pipeline.intake.handle(&req).await;
-        if resp.status != 202 {
-            return Err(format!("webhook refused: {} {}", resp.status, resp.body));
-        }
-        keys.push(CaseKey::new("default", &id).map_err(|e| e.to_string())?);
+    for id in &ids {
+        keys.push(CaseKey::new("default", id).map_err(|e| e.to_string())?);
     }
+    let intakes = async {
+        let answers = futures_util::future::join_all(ids.iter().map(|id| {
+            let req = HttpRequest {
+                method: "POST".into(),
+                path: "/webhook".into(),
+                headers: vec![("authorization".into(), format!("Bearer {BENCH_SECRET}"))],
+                body: json!({"case_id": id, "severity": "high"}).to_string().into_bytes(),
+                ..Default::default()
+            };
+            if let Ok(mut sent) = sent_at.lock() {
+                sent.insert(id.clone(), Instant::now());
+            }
+            let pipeline = &pipeline;
+            async move { pipeline.intake.handle(&req).await }
+        }))
+        .await;
+        answers.into_iter().find(|r| r.status != 202).map_or(Ok(()), |r| Err(format!("webhook refused: {} {}", r.status, r.body)))
+    };
     let budget = Duration::from_secs(60 + (o.cases as u64) * 2);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let monitor = async {
@@ -317,7 +326,9 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         }
     };
     // Wall time ends with the last comment, not when the idle pollers notice `stop`.
-    let (wall, ()) = tokio::join!(monitor, pipeline.run_workers(o.concurrency, &stop));
+    let (accepted, wall, ()) = tokio::join!(intakes, monitor, pipeline.run_workers(o.concurrency, &stop));
+    accepted?;
+    let sent_at = sent_at.into_inner().map_err(|_| "lock")?;
     if o.progress {
         eprintln!();
     }

@@ -41,20 +41,25 @@ pub struct PerIndicator<S> {
 }
 
 /// Lookups of the same indicator running at once in this process (several cases of one burst
-/// share their indicators): the first calls the source, the others wait for it and read its
-/// answer from the cache instead of spending quota on the same question.
+/// share their indicators): the first calls the source, the others wait for it and take its
+/// answer from the turn itself (not from the store: a hundred waiters reading the cache one
+/// after another, each under the turn, would queue behind each other's store round trips)
+/// instead of spending quota on the same question.
 #[derive(Default)]
-struct InFlight(std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+struct InFlight(std::sync::Mutex<std::collections::HashMap<String, Arc<TurnLock>>>);
+
+/// One indicator's turn, and the answer its first holder found.
+type TurnLock = tokio::sync::Mutex<Option<Lookup>>;
 
 /// Holds one indicator's turn; the map entry goes when the last holder or waiter is done.
 struct Turn<'a> {
     in_flight: &'a InFlight,
     key: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
+    lock: Arc<TurnLock>,
 }
 
 impl InFlight {
-    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<TurnLock>>> {
         // Every update is a single insert or remove: a poisoned map is still consistent.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -96,12 +101,19 @@ impl<S: IndicatorSource> PerIndicator<S> {
         let name = self.inner.name();
         // Without a cache a waiter would have no answer to read: no coalescing then.
         let turn = self.cache.as_ref().map(|_| self.in_flight.turn(LookupCache::key(ind)));
-        let _held = match &turn {
+        let mut held = match &turn {
             Some(t) => Some(t.lock.lock().await),
             None => None,
         };
+        // The holder before us found the answer: ours too, without asking the store again.
+        if let Some(found) = held.as_ref().and_then(|h| h.as_ref()) {
+            return (Ok(found.clone()), true);
+        }
         if let Some(cache) = &self.cache {
             if let Some(hit) = cache.get(name, ind).await {
+                if let Some(h) = held.as_mut() {
+                    **h = Some(hit.clone());
+                }
                 return (Ok(hit), true);
             }
         }
@@ -120,6 +132,9 @@ impl<S: IndicatorSource> PerIndicator<S> {
         };
         if let (Some(cache), Ok(lookup)) = (&self.cache, &result) {
             cache.put(name, ind, lookup).await;
+            if let Some(h) = held.as_mut() {
+                **h = Some(lookup.clone());
+            }
         }
         (result, false)
     }
