@@ -55,6 +55,26 @@ impl LookupCache {
         Some(cached.found.map_or(Lookup::NotFound, Lookup::Found))
     }
 
+    /// Fresh cached answers for several indicators in one read (BatchGetItem), by cache key.
+    pub async fn get_many(&self, source: &str, indicators: &[Indicator]) -> std::collections::HashMap<String, Lookup> {
+        let keys: Vec<(String, String)> = indicators.iter().map(|i| (source.to_string(), Self::key(i))).collect();
+        let docs = match self.store.get_many(Table::Cache, &keys).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache unavailable; looking up");
+                return std::collections::HashMap::new();
+            }
+        };
+        let now = self.clock.now_ms();
+        keys.into_iter()
+            .zip(docs)
+            .filter_map(|((_, key), doc)| {
+                let cached: Cached = serde_json::from_str(&doc?.body).ok()?;
+                (cached.expires_at_ms > now).then(|| (key, cached.found.map_or(Lookup::NotFound, Lookup::Found)))
+            })
+            .collect()
+    }
+
     pub async fn put(&self, source: &str, indicator: &Indicator, lookup: &Lookup) {
         let ttl = match lookup {
             Lookup::Found(_) => self.positive_ttl,
@@ -66,13 +86,10 @@ impl LookupCache {
             Lookup::NotFound => None,
         };
         let Ok(body) = serde_json::to_string(&Cached { expires_at_ms, found }) else { return };
-        let key = Self::key(indicator);
-        let result = match self.store.get(Table::Cache, source, &key).await {
-            Ok(Some(old)) => self.store.replace(Table::Cache, source, &key, &body, old.version).await.map(drop),
-            Ok(None) => self.store.put_new(Table::Cache, source, &key, &body, Some(expires_at_ms / 1000)).await.map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
+        // A cache answer is nobody's versioned record: the newest simply replaces it, in one write.
+        let write = crate::ports::Write::new(Table::Cache, source, Self::key(indicator), body, crate::ports::Condition::Overwrite)
+            .expires(Some(expires_at_ms / 1000));
+        if let Err(e) = self.store.write(vec![write]).await {
             // Losing a cache write costs one more lookup later, nothing else.
             tracing::warn!(error = %e, "cache write failed");
         }

@@ -97,7 +97,15 @@ impl<S: IndicatorSource> PerIndicator<S> {
         self
     }
 
-    async fn one(&self, ind: &Indicator, calls: &CallCounter) -> (Result<Lookup, LookupError>, bool) {
+    /// One indicator's answer. `cached` is what the cache held for it when the case's lookups
+    /// began (read for all of them at once); a miss then is not read again: a lookup of the same
+    /// indicator running meanwhile hands its answer over through the turn, and only one that
+    /// finished in the moment between that read and this turn is repeated (a rare second call,
+    /// where reading every miss twice cost every case a store round trip per indicator).
+    async fn one(&self, ind: &Indicator, cached: Option<Lookup>, calls: &CallCounter) -> (Result<Lookup, LookupError>, bool) {
+        if let Some(hit) = cached {
+            return (Ok(hit), true);
+        }
         let name = self.inner.name();
         // Without a cache a waiter would have no answer to read: no coalescing then.
         let turn = self.cache.as_ref().map(|_| self.in_flight.turn(LookupCache::key(ind)));
@@ -108,14 +116,6 @@ impl<S: IndicatorSource> PerIndicator<S> {
         // The holder before us found the answer: ours too, without asking the store again.
         if let Some(found) = held.as_ref().and_then(|h| h.as_ref()) {
             return (Ok(found.clone()), true);
-        }
-        if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(name, ind).await {
-                if let Some(h) = held.as_mut() {
-                    **h = Some(hit.clone());
-                }
-                return (Ok(hit), true);
-            }
         }
         if let Some(q) = &self.quota {
             for limit in &q.limits {
@@ -163,9 +163,21 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
         let lookups: Vec<Indicator> = eligible.into_iter().take(self.limits.max_lookups).cloned().collect();
         let calls = CallCounter::default();
         let calls_ref = &calls;
-        let results: Vec<(Indicator, Result<Lookup, LookupError>, bool)> = stream::iter(lookups)
-            .map(|ind: Indicator| async move {
-                let (r, cached) = self.one(&ind, calls_ref).await;
+        // One read for every indicator's cached answer, not one each.
+        let mut cached = match &self.cache {
+            Some(cache) => cache.get_many(name, &lookups).await,
+            None => std::collections::HashMap::new(),
+        };
+        let with_cached: Vec<(Indicator, Option<Lookup>)> = lookups
+            .into_iter()
+            .map(|ind| {
+                let hit = cached.remove(&LookupCache::key(&ind));
+                (ind, hit)
+            })
+            .collect();
+        let results: Vec<(Indicator, Result<Lookup, LookupError>, bool)> = stream::iter(with_cached)
+            .map(|(ind, hit): (Indicator, Option<Lookup>)| async move {
+                let (r, cached) = self.one(&ind, hit, calls_ref).await;
                 (ind, r, cached)
             })
             .buffer_unordered(self.limits.concurrency.max(1))
