@@ -11,16 +11,22 @@ use dossier_core::http::escape_html;
 use dossier_core::ports::{ApprovalNotice, Notifier, NotifyError};
 use dossier_core::timefmt::format_utc;
 
-async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<(), NotifyError> {
+/// Sends a notification request: the answer's body on 2xx; 429 and 5xx (and no answer) come
+/// back to be retried, other refusals do not.
+async fn deliver(req: reqwest::RequestBuilder) -> Result<String, NotifyError> {
     use crate::http_client::{exchange, Status};
     // Without an answer the message may or may not have arrived: telling an approver twice is
     // the lesser harm than never telling them.
-    let reply = exchange(http.post(url).json(body)).await.map_err(|e| NotifyError::Retryable(e.to_string()))?;
+    let reply = exchange(req).await.map_err(|e| NotifyError::Retryable(e.to_string()))?;
     match reply.status {
-        Status::Success => Ok(()),
+        Status::Success => Ok(reply.body),
         Status::RateLimited | Status::Server => Err(NotifyError::Retryable(format!("HTTP {} {}", reply.code, reply.short_body()))),
         _ => Err(NotifyError::Refused(format!("HTTP {} {}", reply.code, reply.short_body()))),
     }
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<(), NotifyError> {
+    deliver(http.post(url).json(body)).await.map(drop)
 }
 
 /// Slack blocks for a notice: the button only when the notice carries a link.
@@ -165,19 +171,10 @@ impl SlackDirect {
 
     /// A Slack Web API call: the answer's body when `ok` is true.
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, NotifyError> {
-        use crate::http_client::{exchange, Status};
-        let reply = exchange(req.header("authorization", format!("Bearer {}", self.token)))
-            .await
-            .map_err(|e| NotifyError::Retryable(e.to_string()))?;
-        match reply.status {
-            Status::Success => {}
-            Status::RateLimited | Status::Server => {
-                return Err(NotifyError::Retryable(format!("HTTP {} {}", reply.code, reply.short_body())))
-            }
-            _ => return Err(NotifyError::Refused(format!("HTTP {} {}", reply.code, reply.short_body()))),
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&reply.body).map_err(|_| NotifyError::Retryable(format!("unreadable answer: {}", reply.short_body())))?;
+        let body = deliver(req.header("authorization", format!("Bearer {}", self.token))).await?;
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|_| {
+            NotifyError::Retryable(format!("unreadable answer: {}", body.chars().filter(|c| !c.is_control()).take(200).collect::<String>()))
+        })?;
         if v["ok"] == true {
             return Ok(v);
         }
