@@ -168,7 +168,15 @@ pub fn build(name: &str, settings: &SourceSettings, shared: &Shared, how_to_conf
                         // Query slots and started queries are shared through the cache table, so
                         // every worker of the tenant counts the same four slots.
                         let tenant = u.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
-                        let state = shared.cache.then(|| xql_history::XqlState::new(shared.store.clone(), shared.clock.clone(), tenant));
+                        let state = shared.cache.then(|| {
+                            dossier_core::store::XqlRuns::new(
+                                shared.store.clone(),
+                                shared.clock.clone(),
+                                tenant,
+                                xql_history::TENANT_SLOTS,
+                                xql_history::SLOT_LEASE_MS,
+                            )
+                        });
                         let mut history = xql_history::XqlHistory::new(Arc::new(XdrHttp::new(u, creds, timeout)), state);
                         // Inside the runner's per-lookup budget (3 × timeout), with room to record.
                         history.max_wait = timeout * 2;

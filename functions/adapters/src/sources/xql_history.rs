@@ -11,15 +11,15 @@
 //! query: one given up on expires on XDR's side, and its slot lease here.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::xdr::{XdrHttp, XqlOutcome};
 use dossier_core::domain::{Indicator, IndicatorKind};
-use dossier_core::ports::{Clock, DocStore, PutOutcome, ReplaceOutcome, StoreError, Table, XdrError};
+use dossier_core::ports::{StoreError, XdrError};
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+use dossier_core::store::{XqlRun, XqlRuns};
 use dossier_core::xql::xql_quote;
 
 /// Named `xdr` as its configuration (`DOSSIER_XDR_URL` / `DOSSIER_XDR_KEY`).
@@ -27,10 +27,8 @@ pub const NAME: &str = "xdr";
 pub const TEMPLATES_VERSION: &str = "xql-history-v2";
 /// XDR runs at most this many API queries at once per tenant.
 pub const TENANT_SLOTS: usize = 4;
-const RUN_PK: &str = "xql-run";
-const SLOT_PK: &str = "xql-slot";
 /// A slot held longer than this is taken to be abandoned (its worker died).
-const SLOT_LEASE_MS: i64 = 10 * 60 * 1000;
+pub const SLOT_LEASE_MS: i64 = 10 * 60 * 1000;
 /// A started query not collected within this is taken to be gone on XDR's side.
 const RUN_GIVE_UP_MS: i64 = 30 * 60 * 1000;
 /// How long an answer about an entity's history is reused.
@@ -90,106 +88,13 @@ pub fn activity_of(rows: &[Value], events: &str, failed: &str) -> Activity {
     a
 }
 
-/// A query started for an entity, or its answer.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Run {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    execution_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    slot: Option<usize>,
-    #[serde(default)]
-    started_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    rows: Option<Vec<Value>>,
-    #[serde(default)]
-    done_ms: i64,
-}
-
-/// One of the tenant's query slots.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Slot {
-    #[serde(default)]
-    holder: String,
-    #[serde(default)]
-    until_ms: i64,
-}
-
-/// Query state shared by every worker of the tenant (cache table: `xql-run` and `xql-slot`).
-pub struct XqlState {
-    store: Arc<dyn DocStore>,
-    clock: Arc<dyn Clock>,
-    /// The tenant the slots belong to (its API host).
-    tenant: String,
-}
-
 fn store_error(e: StoreError) -> LookupError {
     LookupError::Transport(format!("query state: {e}"))
 }
 
-impl XqlState {
-    pub fn new(store: Arc<dyn DocStore>, clock: Arc<dyn Clock>, tenant: &str) -> XqlState {
-        XqlState { store, clock, tenant: tenant.to_string() }
-    }
-
-    async fn run(&self, key: &str) -> Result<Option<Run>, LookupError> {
-        let doc = self.store.get(Table::Cache, RUN_PK, key).await.map_err(store_error)?;
-        Ok(doc.and_then(|d| serde_json::from_str(&d.body).ok()))
-    }
-
-    async fn save_run(&self, key: &str, run: &Run, keep_ms: i64) -> Result<(), LookupError> {
-        let body = serde_json::to_string(run).map_err(|e| LookupError::BadReply(e.to_string()))?;
-        let expires = (self.clock.now_ms() + keep_ms) / 1000;
-        let w = dossier_core::ports::Write::new(Table::Cache, RUN_PK, key, body, dossier_core::ports::Condition::Overwrite)
-            .expires(Some(expires));
-        self.store.write(vec![w]).await.map_err(store_error)?;
-        Ok(())
-    }
-
-    /// Takes a free (or abandoned) slot for `holder`; `None` when all are busy.
-    async fn claim_slot(&self, holder: &str) -> Result<Option<usize>, LookupError> {
-        let now = self.clock.now_ms();
-        let lease = Slot { holder: holder.to_string(), until_ms: now + SLOT_LEASE_MS };
-        let body = serde_json::to_string(&lease).map_err(|e| LookupError::BadReply(e.to_string()))?;
-        for n in 0..TENANT_SLOTS {
-            let sk = format!("{}#{n}", self.tenant);
-            match self.store.get(Table::Cache, SLOT_PK, &sk).await.map_err(store_error)? {
-                None => {
-                    if self.store.put_new(Table::Cache, SLOT_PK, &sk, &body, None).await.map_err(store_error)? == PutOutcome::Written {
-                        return Ok(Some(n));
-                    }
-                }
-                Some(doc) => {
-                    let slot: Slot = serde_json::from_str(&doc.body).unwrap_or_default();
-                    if slot.until_ms <= now
-                        && self.store.replace(Table::Cache, SLOT_PK, &sk, &body, doc.version).await.map_err(store_error)?
-                            == ReplaceOutcome::Written
-                    {
-                        return Ok(Some(n));
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Frees slot `n` if `holder` still holds it.
-    async fn release_slot(&self, n: usize, holder: &str) -> Result<(), LookupError> {
-        let sk = format!("{}#{n}", self.tenant);
-        if let Some(doc) = self.store.get(Table::Cache, SLOT_PK, &sk).await.map_err(store_error)? {
-            let slot: Slot = serde_json::from_str(&doc.body).unwrap_or_default();
-            if slot.holder == holder {
-                let free = serde_json::to_string(&Slot::default()).map_err(|e| LookupError::BadReply(e.to_string()))?;
-                // Lost to another writer: it took the slot over after our lease; nothing to free.
-                self.store.replace(Table::Cache, SLOT_PK, &sk, &free, doc.version).await.map_err(store_error)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 pub struct XqlHistory {
     xdr: Arc<XdrHttp>,
-    state: Option<XqlState>,
+    state: Option<XqlRuns>,
     /// First wait between result polls; it doubles up to 5 s.
     pub first_poll: Duration,
     /// Longest one lookup waits for a running query before the wait goes back to the queue.
@@ -209,7 +114,7 @@ fn xdr_error(e: XdrError) -> LookupError {
 impl XqlHistory {
     /// `state` shares started queries and the tenant's slots between workers (none: this
     /// process alone, as in local runs).
-    pub fn new(xdr: Arc<XdrHttp>, state: Option<XqlState>) -> XqlHistory {
+    pub fn new(xdr: Arc<XdrHttp>, state: Option<XqlRuns>) -> XqlHistory {
         XqlHistory { xdr, state, first_poll: Duration::from_millis(500), max_wait: Duration::from_secs(20) }
     }
 
@@ -229,35 +134,36 @@ impl XqlHistory {
             return self.collect(&id).await?.ok_or(LookupError::RateLimited { retry_after: Some(Duration::from_secs(10)) });
         };
         let now = state.clock.now_ms();
-        let mut run = state.run(key).await?.unwrap_or_default();
+        let mut run = state.run(key).await.map_err(store_error)?.unwrap_or_default();
         if let Some(rows) = run.rows.clone().filter(|_| now - run.done_ms < RESULT_TTL_MS) {
             return Ok(rows);
         }
         // A run started long ago is gone on XDR's side; so is its slot lease by now.
         if run.execution_id.is_some() && now - run.started_ms > RUN_GIVE_UP_MS {
-            run = Run::default();
+            run = XqlRun::default();
         }
         let (id, slot) = match (run.execution_id.clone(), run.slot) {
             (Some(id), Some(slot)) => (id, slot),
             _ => {
-                let Some(slot) = state.claim_slot(key).await? else {
+                let Some(slot) = state.claim_slot(key).await.map_err(store_error)? else {
                     // All of the tenant's query slots are busy: wait in the queue, not here.
                     return Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(15)) });
                 };
                 let id = match self.xdr.start_xql_query(query, WEEK_MS).await {
                     Ok(id) => id,
                     Err(e) => {
-                        state.release_slot(slot, key).await?;
+                        state.release_slot(slot, key).await.map_err(store_error)?;
                         return Err(xdr_error(e));
                     }
                 };
                 state
                     .save_run(
                         key,
-                        &Run { execution_id: Some(id.clone()), slot: Some(slot), started_ms: now, ..Run::default() },
+                        &XqlRun { execution_id: Some(id.clone()), slot: Some(slot), started_ms: now, ..XqlRun::default() },
                         RUN_GIVE_UP_MS,
                     )
-                    .await?;
+                    .await
+                    .map_err(store_error)?;
                 (id, slot)
             }
         };
@@ -266,13 +172,13 @@ impl XqlHistory {
             // Still running: the execution id stays for the redelivered message to resume.
             Ok(None) => return Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(10)) }),
             Ok(Some(rows)) => {
-                let done = Run { rows: Some(rows.clone()), done_ms: state.clock.now_ms(), ..Run::default() };
-                state.save_run(key, &done, RESULT_TTL_MS).await?;
+                let done = XqlRun { rows: Some(rows.clone()), done_ms: state.clock.now_ms(), ..XqlRun::default() };
+                state.save_run(key, &done, RESULT_TTL_MS).await.map_err(store_error)?;
             }
             // Failed for good (or XDR no longer knows the id): the next lookup starts afresh.
-            Err(_) => state.save_run(key, &Run::default(), 1).await?,
+            Err(_) => state.save_run(key, &XqlRun::default(), 1).await.map_err(store_error)?,
         }
-        state.release_slot(slot, key).await?;
+        state.release_slot(slot, key).await.map_err(store_error)?;
         outcome?.ok_or(LookupError::RateLimited { retry_after: Some(Duration::from_secs(10)) })
     }
 

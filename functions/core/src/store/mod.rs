@@ -24,9 +24,11 @@
 
 mod records;
 mod shared;
+mod xql;
 
 pub use records::{decode, encode, Record, MAX_DOC_BYTES};
 pub use shared::{Feedback, FeedbackCounts, ReplayMarkers, Voted, Watermarks};
+pub use xql::{XqlRun, XqlRuns};
 
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
