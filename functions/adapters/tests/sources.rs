@@ -178,6 +178,12 @@ fn otx_general_answers_become_verdicts() {
     assert_eq!(otx::verdict_from(&ip, &g, &[]).unwrap().verdict, VerdictLevel::Suspicious);
     g["pulse_info"]["pulses"][0]["malware_families"] = json!([{"id": "Pushdo", "display_name": "Pushdo"}]);
     assert_eq!(otx::verdict_from(&ip, &g, &[]).unwrap().verdict, VerdictLevel::Malicious);
+    // Adversaries named by a pulse and by OTX's roll-up become the shared `actors` fact.
+    g["pulse_info"]["pulses"][0]["adversary"] = json!("TA505");
+    g["pulse_info"]["related"]["other"]["adversary"] = json!(["ta505", "Wizard Spider"]);
+    let v = otx::verdict_from(&ip, &g, &[]).unwrap();
+    assert_eq!(v.fact_value("actors"), Some("TA505; Wizard Spider"));
+    assert_eq!(v.fact_value("malware"), Some("Pushdo"));
 }
 
 #[tokio::test]

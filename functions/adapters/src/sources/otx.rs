@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{enc, send};
 use dossier_core::domain::{Indicator, IndicatorKind};
-use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+use dossier_core::sources::{intel_facts, CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 
 pub const NAME: &str = "otx";
 pub const DEFAULT_BASE_URL: &str = "https://otx.alienvault.com/api/v1";
@@ -69,6 +69,7 @@ pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &
         .filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_string))
         .collect();
     let mut families: Vec<String> = Vec::new();
+    let mut adversaries: Vec<String> = Vec::new();
     let mut attack_ids: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     for p in &pulses {
@@ -83,6 +84,9 @@ pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &
                 }
             }
         }
+        if let Some(a) = p.get("adversary").and_then(Value::as_str).map(str::trim).filter(|a| !a.is_empty()) {
+            adversaries.push(a.to_string());
+        }
         for a in p.get("attack_ids").and_then(Value::as_array).into_iter().flatten() {
             if let Some(id) = a.get("id").and_then(Value::as_str) {
                 if !attack_ids.iter().any(|x| x == id) {
@@ -90,6 +94,11 @@ pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &
                 }
             }
         }
+    }
+    // OTX's own roll-up over every pulse (`pulse_info.related.{alienvault,other}.adversary`).
+    for side in ["alienvault", "other"] {
+        let related = general.pointer(&format!("/pulse_info/related/{side}/adversary")).and_then(Value::as_array);
+        adversaries.extend(related.into_iter().flatten().filter_map(Value::as_str).map(str::to_string));
     }
     let malware_samples = malware
         .and_then(|m| m.get("count").and_then(Value::as_u64).or_else(|| m.get("data").and_then(Value::as_array).map(|d| d.len() as u64)))
@@ -134,7 +143,8 @@ pub fn verdict_from(indicator: &Indicator, general: &Value, sections: &[(&str, &
             .link(format!("https://otx.alienvault.com/indicator/{slug}/{}", indicator.value))
             .fact("pulses", count.to_string())
             .fact("pulse_names", names.into_iter().take(3).collect::<Vec<_>>().join("; "))
-            .fact("malware_families", families.join(", "))
+            .fact(intel_facts::MALWARE, intel_facts::join(families.iter().map(String::as_str)))
+            .fact(intel_facts::ACTORS, intel_facts::join(adversaries.iter().map(String::as_str)))
             .fact("attack_ids", attack_ids.join(", "))
             .fact("passive_dns_records", if resolutions > 0 { resolutions.to_string() } else { String::new() })
             .fact("urls_seen", urls.map(|u| u.to_string()).unwrap_or_default())

@@ -37,15 +37,47 @@ pub struct Group {
     pub techniques: Vec<String>,
 }
 
-/// A group whose known techniques overlap the case's.
+/// A group whose known techniques overlap the case's, scored by how telling the shared
+/// techniques are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupMatch {
     pub id: String,
     pub name: String,
+    /// The case's techniques this group is known to use, most distinctive first.
     pub shared: Vec<String>,
-    /// Share of the case's techniques this group is known to use, 0..1.
+    /// 0..1: the weight of the shared techniques over the weight of the case's techniques, each
+    /// weighted by how few groups use it (inverse group frequency). Five techniques that half of
+    /// all groups use score a group no higher than a single rare one.
     pub score: f64,
+    /// The shared techniques that are not commonplace, with how many groups use each: what the
+    /// score rests on.
+    #[serde(default)]
+    pub drivers: Vec<TechniqueUse>,
+    /// Threat-intel sources that name this group (or an alias) for the case's indicators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_by: Vec<String>,
 }
+
+/// How many ATT&CK groups are known to use a technique.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TechniqueUse {
+    pub id: String,
+    pub groups: usize,
+}
+
+/// Groups ranked for a case, and the techniques left out of the ranking as commonplace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    pub groups: Vec<GroupMatch>,
+    /// Case techniques used by so many groups that they say nothing about who is behind it.
+    pub commonplace: Vec<TechniqueUse>,
+    /// Groups in the embedded table (the base of the `groups` counts).
+    pub known_groups: usize,
+}
+
+/// A technique used by at least this share of all groups is commonplace: alone it attributes
+/// nothing (PowerShell, ingress tool transfer and obfuscation are each used by about half).
+pub const COMMONPLACE_SHARE: f64 = 0.25;
 
 /// A technique inferred from alert content by a rule (when XDR cited none), with the evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,37 +200,106 @@ impl Attack {
         self.techniques.len()
     }
 
-    /// Groups ranked by how much of the case's technique set they are known to use. A
-    /// sub-technique in the case also matches a group that uses its parent, and vice versa.
-    /// One shared technique says nothing about an actor: at least two must overlap.
-    pub fn groups_overlapping(&self, case_techniques: &[String], limit: usize) -> Vec<GroupMatch> {
+    /// Groups ranked by how telling the case techniques they share are. A sub-technique in
+    /// the case also matches a group that uses its parent, and vice versa. A group must share at
+    /// least two techniques, one of them not commonplace: overlap on techniques half of all
+    /// groups use is no basis for naming anyone.
+    pub fn groups_overlapping(&self, case_techniques: &[String], limit: usize) -> Attribution {
+        self.attribution(case_techniques, &BTreeMap::new(), limit)
+    }
+
+    /// As `groups_overlapping`, with the groups threat intel names for the case's indicators
+    /// (group id → the naming sources): those rank first, whatever techniques they share.
+    pub fn attribution(&self, case_techniques: &[String], named: &BTreeMap<String, Vec<String>>, limit: usize) -> Attribution {
         const MIN_SHARED: usize = 2;
-        if case_techniques.len() < MIN_SHARED {
-            return Vec::new();
-        }
-        // Per group, the case techniques it uses, from the index (no group x technique scan).
-        let mut shared: Vec<Vec<String>> = vec![Vec::new(); self.groups.len()];
+        let known_groups = self.groups.len();
         let mut users = Vec::new();
+        // Per case technique: its users and its weight ln(G / n); unknown to every group: no weight.
+        let mut used: Vec<(String, usize, f64)> = Vec::new();
+        let mut shared: Vec<Vec<usize>> = vec![Vec::new(); known_groups];
         for ct in case_techniques {
             self.users_of(ct, &mut users);
+            if users.is_empty() || used.iter().any(|(id, _, _)| id == ct) {
+                continue;
+            }
+            let idx = used.len();
+            used.push((ct.clone(), users.len(), (known_groups as f64 / users.len() as f64).ln()));
             for &g in &users {
-                shared[g].push(ct.clone());
+                shared[g].push(idx);
             }
         }
-        let mut ranked: Vec<(usize, Vec<String>)> = shared.into_iter().enumerate().filter(|(_, s)| s.len() >= MIN_SHARED).collect();
-        // Higher overlap first; among equals, groups with a narrower repertoire are more specific.
+        let is_commonplace = |n: usize| n as f64 >= COMMONPLACE_SHARE * known_groups as f64;
+        let commonplace: Vec<TechniqueUse> =
+            used.iter().filter(|(_, n, _)| is_commonplace(*n)).map(|(id, n, _)| TechniqueUse { id: id.clone(), groups: *n }).collect();
+        let total: f64 = used.iter().map(|(_, _, w)| w).sum();
+        let mut ranked: Vec<(usize, f64, Vec<usize>)> = shared
+            .into_iter()
+            .enumerate()
+            .filter(|(g, s)| {
+                named.contains_key(&self.groups[*g].id) || (s.len() >= MIN_SHARED && s.iter().any(|&t| !is_commonplace(used[t].1)))
+            })
+            .map(|(g, mut s)| {
+                s.sort_by(|a, b| used[*b].2.total_cmp(&used[*a].2).then(used[*a].0.cmp(&used[*b].0)));
+                let weight: f64 = s.iter().map(|&t| used[t].2).sum();
+                (g, if total > 0.0 { weight / total } else { 0.0 }, s)
+            })
+            .collect();
+        // Named by more intel sources first, then higher score; among equals, groups with a narrower
+        // repertoire are more specific.
         let size = |i: usize| self.groups[i].techniques.len();
-        ranked.sort_by(|(a, a_shared), (b, b_shared)| {
-            b_shared.len().cmp(&a_shared.len()).then(size(*a).cmp(&size(*b))).then_with(|| self.groups[*a].id.cmp(&self.groups[*b].id))
+        let is_named = |i: usize| named.get(&self.groups[i].id).map_or(0, Vec::len);
+        ranked.sort_by(|(a, a_score, _), (b, b_score, _)| {
+            is_named(*b)
+                .cmp(&is_named(*a))
+                .then(b_score.total_cmp(a_score))
+                .then(size(*a).cmp(&size(*b)))
+                .then_with(|| self.groups[*a].id.cmp(&self.groups[*b].id))
         });
-        ranked
+        let groups = ranked
             .into_iter()
             .take(limit)
-            .map(|(i, shared)| {
+            .map(|(i, score, s)| {
                 let g = &self.groups[i];
-                GroupMatch { id: g.id.clone(), name: g.name.clone(), score: shared.len() as f64 / case_techniques.len() as f64, shared }
+                GroupMatch {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                    shared: s.iter().map(|&t| used[t].0.clone()).collect(),
+                    score,
+                    drivers: s
+                        .iter()
+                        .filter(|&&t| !is_commonplace(used[t].1))
+                        .map(|&t| TechniqueUse { id: used[t].0.clone(), groups: used[t].1 })
+                        .collect(),
+                    named_by: named.get(&g.id).cloned().unwrap_or_default(),
+                }
             })
+            .collect();
+        Attribution { groups, commonplace, known_groups }
+    }
+
+    /// The group a threat-intel source names, by its ATT&CK name or one of its aliases
+    /// (case-insensitive).
+    pub fn group_named(&self, name: &str) -> Option<&Group> {
+        let name = name.trim();
+        self.groups.iter().find(|g| g.name.eq_ignore_ascii_case(name) || g.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
+    }
+
+    /// The case techniques a group is known to use.
+    pub fn shared_with(&self, group_id: &str, case_techniques: &[String]) -> Vec<String> {
+        let Some(i) = self.groups.iter().position(|g| g.id == group_id) else { return Vec::new() };
+        let mut users = Vec::new();
+        case_techniques
+            .iter()
+            .filter(|t| {
+                self.users_of(t, &mut users);
+                users.contains(&i)
+            })
+            .cloned()
             .collect()
+    }
+
+    pub fn known_groups(&self) -> usize {
+        self.groups.len()
     }
 
     /// How many groups are known to use a technique (or its parent or a sub-technique of it):
@@ -255,22 +356,32 @@ mod tests {
         let powershell = a.groups_using("T1059.001");
         assert!(powershell > 10 && a.groups_using("T1059") > powershell);
         assert_eq!(a.groups_using("T9999"), 0);
-        // Overlaps: the same groups, shares and order as a scan.
-        for case in [vec!["T1059.001", "T1027", "T1566.001"], vec!["T1486", "T1490", "T1059", "T1021.001"]] {
+        // Overlaps: the same groups and shares as a scan (at least two shared, one of them not
+        // commonplace), ranked by score.
+        for case in [vec!["T1059.001", "T1027", "T1566.001", "T1021.001"], vec!["T1486", "T1490", "T1059", "T1021.001"]] {
             let case: Vec<String> = case.into_iter().map(str::to_string).collect();
             let got = a.groups_overlapping(&case, usize::MAX);
-            assert!(!got.is_empty());
+            assert!(!got.groups.is_empty());
+            let commonplace = |t: &str| a.groups_using(t) as f64 >= COMMONPLACE_SHARE * a.known_groups() as f64;
             let mut want: Vec<(&str, Vec<String>)> = a
                 .groups
                 .iter()
                 .map(|g| (g.id.as_str(), case.iter().filter(|t| uses_by_scan(g, t)).cloned().collect::<Vec<_>>()))
-                .filter(|(_, s)| s.len() >= 2)
+                .filter(|(_, s)| s.len() >= 2 && s.iter().any(|t| !commonplace(t)))
                 .collect();
             want.sort_by_key(|(id, _)| *id);
-            let mut got_pairs: Vec<(&str, Vec<String>)> = got.iter().map(|m| (m.id.as_str(), m.shared.clone())).collect();
+            let mut got_pairs: Vec<(&str, Vec<String>)> = got
+                .groups
+                .iter()
+                .map(|m| {
+                    let mut s = m.shared.clone();
+                    s.sort_by_key(|t| case.iter().position(|c| c == t));
+                    (m.id.as_str(), s)
+                })
+                .collect();
             got_pairs.sort_by_key(|(id, _)| *id);
             assert_eq!(got_pairs, want);
-            assert!(got.windows(2).all(|w| w[0].score >= w[1].score), "ranked by overlap");
+            assert!(got.groups.windows(2).all(|w| w[0].score >= w[1].score), "ranked by score");
         }
     }
 
@@ -295,9 +406,41 @@ mod tests {
     fn group_overlap_is_ranked() {
         let a = attack();
         let m = a.groups_overlapping(&["T1059.001".into(), "T1003.001".into(), "T1486".into()], 5);
-        assert_eq!(m.len(), 5);
-        assert!(m[0].score >= m[4].score);
-        assert!(m.iter().all(|g| g.shared.len() >= 2));
-        assert!(a.groups_overlapping(&["T1204.002".into()], 5).is_empty(), "one technique is no basis");
+        assert_eq!(m.groups.len(), 5);
+        assert!(m.groups[0].score >= m.groups[4].score);
+        assert!(m.groups.iter().all(|g| g.shared.len() >= 2 && g.drivers.iter().any(|d| d.id == "T1486")));
+        assert!(a.groups_overlapping(&["T1204.002".into()], 5).groups.is_empty(), "one technique is no basis");
+    }
+
+    /// The demo's chain: five techniques each used by about half of all groups. No group may
+    /// come out "100 %" on that; none is named at all, and the techniques are reported as
+    /// commonplace instead.
+    #[test]
+    fn commonplace_techniques_name_no_group() {
+        let a = attack();
+        let chain: Vec<String> = ["T1566.001", "T1059.001", "T1204.002", "T1027", "T1105"].map(String::from).to_vec();
+        let m = a.groups_overlapping(&chain, 5);
+        assert!(m.groups.is_empty(), "{:?}", m.groups.iter().map(|g| &g.name).collect::<Vec<_>>());
+        assert_eq!(m.commonplace.len(), 5);
+        assert!(m.commonplace.iter().all(|t| t.groups > 60), "{:?}", m.commonplace);
+        // One rare technique added: the groups that use it rank, and it is what drives them.
+        let mut with_rare = chain.clone();
+        with_rare.push("T1486".into());
+        let m = a.groups_overlapping(&with_rare, 5);
+        assert!(!m.groups.is_empty());
+        for g in &m.groups {
+            assert_eq!(g.drivers.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["T1486"], "{}", g.name);
+            assert!(g.score > 0.0 && g.score <= 1.0);
+            assert_eq!(g.shared[0], "T1486", "rarest first");
+        }
+    }
+
+    #[test]
+    fn groups_are_found_by_name_or_alias() {
+        let a = attack();
+        let apt28 = a.group_named("apt28").expect("APT28");
+        assert_eq!(apt28.id, "G0007");
+        assert_eq!(a.group_named("Fancy Bear").map(|g| g.id.as_str()), Some("G0007"));
+        assert!(a.group_named("No Such Group").is_none());
     }
 }

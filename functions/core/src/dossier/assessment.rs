@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::domain::{attack, Case, GroupMatch, IndicatorKind, Scope, Severity, Technique};
+use crate::domain::{attack, Case, IndicatorKind, Scope, Severity, Technique};
 use crate::dossier::playbook::next_steps;
 use crate::dossier::{Dossier, Hypothesis, IndicatorFinding, SourceLine, SourceVerdict, TimelineEntry};
 use crate::sources::{SourceReport, VerdictLevel};
@@ -193,10 +193,8 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
     }
     techniques.sort_by_key(|t| (t.tactics.first().map_or(u32::MAX, |n| a.tactic_order(n)), t.id.clone()));
     techniques.dedup_by(|x, y| x.id == y.id);
-    let mut actors: Vec<GroupMatch> = reports.iter().flat_map(|r| r.groups.iter().cloned()).collect();
-    if actors.is_empty() {
-        actors = a.groups_overlapping(&techniques.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), 5);
-    }
+    let named_actors = super::named_actors(&indicators);
+    let attribution = super::attribute(&techniques, &named_actors);
     let tactic_chain: Vec<String> = {
         let mut t: Vec<&String> = techniques.iter().flat_map(|t| t.tactics.iter()).collect();
         t.sort_by_key(|n| a.tactic_order(n));
@@ -297,7 +295,9 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         indicators,
         techniques,
         inferred: case.inferred_techniques.clone(),
-        actors,
+        actors: attribution.groups,
+        commonplace_techniques: attribution.commonplace,
+        named_actors,
         hypotheses,
         sources: reports
             .iter()

@@ -98,6 +98,59 @@ struct CommentView {
     sources: Vec<String>,
 }
 
+/// Who threat intel names (actors, campaigns, malware), then who the model names and why.
+fn actor_lines(d: &Dossier) -> Vec<String> {
+    let named = d.named_actors.iter().take(5).map(|n| {
+        let group = n.attack_group.as_deref().map_or(String::new(), |g| format!("; ATT&CK {g}"));
+        format!(
+            "{} ({}{group}) — named by {} for {}",
+            untrusted(&n.name, 100),
+            n.kind.label(),
+            n.sources.join(", "),
+            untrusted(&n.indicators.iter().take(3).cloned().collect::<Vec<_>>().join(", "), 300)
+        )
+    });
+    let model = d.actor_notes.iter().take(5).map(|(n, b)| format!("{}: {} (model's reading)", untrusted(n, 100), untrusted(b, 300)));
+    named.chain(model).collect()
+}
+
+/// ATT&CK groups ranked by the distinctive techniques they share, with what drives each score,
+/// and the techniques left out as commonplace.
+fn group_lines(d: &Dossier) -> Vec<String> {
+    let known = crate::domain::attack().known_groups();
+    let mut lines: Vec<String> = d
+        .actors
+        .iter()
+        .take(5)
+        .map(|g| {
+            let drivers = g.drivers.iter().map(|t| format!("{} (used by {} of {known} groups)", t.id, t.groups)).collect::<Vec<_>>();
+            let common: Vec<&str> = g.shared.iter().filter(|t| !g.drivers.iter().any(|d| &d.id == *t)).map(String::as_str).collect();
+            let mut line = format!("{} ({}): score {:.0}/100", g.name, g.id, g.score * 100.0);
+            if !g.named_by.is_empty() {
+                line.push_str(&format!(" — named by {}", g.named_by.join(", ")));
+            }
+            if drivers.is_empty() {
+                line.push_str("; shares no distinctive technique");
+            } else {
+                line.push_str(&format!("; driven by {}", drivers.join(", ")));
+            }
+            if !common.is_empty() {
+                line.push_str(&format!("; also {}", common.join(", ")));
+            }
+            line
+        })
+        .collect();
+    if !d.commonplace_techniques.is_empty() {
+        let list = d.commonplace_techniques.iter().map(|t| format!("{} ({})", t.id, t.groups)).collect::<Vec<_>>().join(", ");
+        lines.push(if d.actors.is_empty() {
+            format!("No group stands out: every technique seen is used by a quarter or more of the {known} known groups — {list}.")
+        } else {
+            format!("Not counted (used by a quarter or more of the {known} known groups): {list}.")
+        });
+    }
+    lines
+}
+
 /// What XDR itself says, one line each.
 fn xdr_lines(case: &Case) -> Vec<String> {
     let f = &case.facts;
@@ -342,13 +395,8 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
                 format!("{} {} ({}){basis}", t.id, t.name, t.tactics.join(", "))
             })
             .collect(),
-        actors: d.actor_notes.iter().take(5).map(|(n, b)| format!("{}: {}", untrusted(n, 100), untrusted(b, 300))).collect(),
-        groups: d
-            .actors
-            .iter()
-            .take(5)
-            .map(|g| format!("{} ({}): {:.0}% overlap ({})", g.name, g.id, g.score * 100.0, g.shared.join(", ")))
-            .collect(),
+        actors: actor_lines(d),
+        groups: group_lines(d),
         hypotheses: d
             .hypotheses
             .iter()

@@ -4,6 +4,7 @@
 //! of control characters before it is rendered anywhere.
 
 mod assessment;
+mod attribution;
 mod closure;
 mod comment;
 mod html;
@@ -12,6 +13,7 @@ mod playbook;
 mod proposals;
 
 pub use assessment::{deterministic, DETERMINISTIC_VERSION};
+pub use attribution::{attribute, named_actors, NamedActor, NamedKind};
 pub use closure::{render_closure, CLOSURE_DRAFT_ID};
 pub use comment::{draft_marker, render_comment, LABEL_AI, LABEL_NO_AI, MAX_COMMENT_CHARS};
 pub use html::render_html;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{GroupMatch, IndicatorKind, Scope, Severity, Technique};
+use crate::domain::{GroupMatch, IndicatorKind, Scope, Severity, Technique, TechniqueUse};
 use crate::sources::{SourceStatus, VerdictLevel};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,7 +96,14 @@ pub struct Dossier {
     /// Which of `techniques` were inferred by a rule, not cited by XDR.
     #[serde(default)]
     pub inferred: Vec<crate::domain::InferredTechnique>,
+    /// ATT&CK groups ranked by the distinctive techniques they share (intel-named first).
     pub actors: Vec<GroupMatch>,
+    /// Case techniques too common among groups to count towards attribution.
+    #[serde(default)]
+    pub commonplace_techniques: Vec<TechniqueUse>,
+    /// Actor, campaign and malware names threat intel gives for the case's indicators.
+    #[serde(default)]
+    pub named_actors: Vec<crate::dossier::NamedActor>,
     pub hypotheses: Vec<Hypothesis>,
     pub next_steps: Vec<NextStep>,
     pub sources: Vec<SourceLine>,

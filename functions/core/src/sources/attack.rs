@@ -40,10 +40,10 @@ impl Source for AttackSource {
                 Resolved::Unknown => notes.push(format!("{id} is not an ATT&CK v{} Enterprise technique", crate::domain::ATTACK_VERSION)),
             }
         }
-        report.groups = a.groups_overlapping(&active_ids, 5);
+        report.groups = a.groups_overlapping(&active_ids, 5).groups;
         report.status = if report.techniques.is_empty() { SourceStatus::NotFound } else { SourceStatus::Ok };
         report.note = Some(if notes.is_empty() {
-            format!("{} technique(s) resolved, {} overlapping group(s)", report.techniques.len(), report.groups.len())
+            format!("{} technique(s) resolved, {} group(s) sharing distinctive ones", report.techniques.len(), report.groups.len())
         } else {
             notes.join("; ")
         });

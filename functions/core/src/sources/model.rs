@@ -231,3 +231,31 @@ pub trait IndicatorSource: Send + Sync {
     /// Looks one indicator up, counting every request it sends.
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError>;
 }
+
+/// Fact names threat-intel sources share, so the dossier can gather them across sources: actor,
+/// campaign and malware names (several joined by `; `), first and last seen (RFC 3339 dates),
+/// and the source's confidence.
+pub mod intel_facts {
+    pub const ACTORS: &str = "actors";
+    pub const CAMPAIGNS: &str = "campaigns";
+    pub const MALWARE: &str = "malware";
+    pub const FIRST_SEEN: &str = "first_seen";
+    pub const LAST_SEEN: &str = "last_seen";
+    pub const CONFIDENCE: &str = "confidence";
+
+    /// Joins names for one fact: distinct (ignoring case), in order, at most eight.
+    pub fn join<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        for n in names.into_iter().map(str::trim).filter(|n| !n.is_empty()) {
+            if out.len() < 8 && !out.iter().any(|o| o.eq_ignore_ascii_case(n)) {
+                out.push(n);
+            }
+        }
+        out.join("; ")
+    }
+
+    /// The names in a joined fact.
+    pub fn split(joined: &str) -> impl Iterator<Item = &str> {
+        joined.split(';').map(str::trim).filter(|n| !n.is_empty())
+    }
+}

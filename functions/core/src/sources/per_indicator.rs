@@ -378,11 +378,11 @@ mod tests {
 
     #[tokio::test]
     async fn attack_source_resolves_and_ranks_groups() {
-        let c = case_with(vec![], vec!["T1059.001", "T1002", "T9999"]);
+        let c = case_with(vec![], vec!["T1059.001", "T1002", "T9999", "T1486"]);
         let r = AttackSource.enrich(&c).await.unwrap();
         assert_eq!(r.status, SourceStatus::Ok);
         let ids: Vec<_> = r.techniques.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, vec!["T1059.001", "T1560"]);
+        assert_eq!(ids, vec!["T1059.001", "T1560", "T1486"]);
         assert!(r.note.unwrap().contains("T9999"));
         assert!(!r.groups.is_empty());
     }

@@ -111,8 +111,19 @@ pub fn build_pack(
     techniques.sort_by_key(|(n, _)| *n);
     let techniques = take(techniques.into_iter().map(|(_, v)| v).collect(), "techniques", &mut cut);
     let groups = take(
-        baseline.actors.iter().map(|g| json!({"group": g.name, "id": g.id, "shared_techniques": g.shared, "overlap": g.score})).collect(),
-        "overlapping groups",
+        baseline
+            .actors
+            .iter()
+            .map(|g| {
+                json!({"group": g.name, "id": g.id, "shared_techniques": g.shared, "score": g.score,
+                       "distinctive_techniques": g.drivers.iter().map(|d| json!({"id": d.id, "used_by_groups": d.groups})).collect::<Vec<_>>(),
+                       "named_by_intel": g.named_by})
+            })
+            .chain(baseline.named_actors.iter().map(|n| {
+                json!({"intel_name": n.name, "kind": n.kind.label(), "sources": n.sources, "indicators": n.indicators, "attack_group": n.attack_group})
+            }))
+            .collect(),
+        "attribution",
         &mut cut,
     );
     let related = take(
@@ -158,7 +169,7 @@ pub fn build_pack(
         "flagged_indicators": flagged,
         "assets_and_identities": context,
         "techniques": techniques,
-        "groups_using_these_techniques": groups,
+        "attribution": groups,
         "related_cases": related,
         "alerts": alerts,
         "other_indicators": unflagged,

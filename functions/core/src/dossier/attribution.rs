@@ -1,0 +1,161 @@
+//! Who might be behind a case: actor, campaign and malware names the threat-intel sources give
+//! for the case's indicators, merged with the ATT&CK groups ranked by how distinctive the
+//! techniques they share with the case are (rare techniques count, commonplace ones do not).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{attack, Attribution, Technique};
+use crate::dossier::IndicatorFinding;
+use crate::sources::intel_facts;
+
+/// What a named actor, campaign or malware family is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedKind {
+    ThreatActor,
+    Campaign,
+    Malware,
+}
+
+impl NamedKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ThreatActor => "threat actor",
+            Self::Campaign => "campaign",
+            Self::Malware => "malware family",
+        }
+    }
+}
+
+/// A name threat intel associates with the case's indicators.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedActor {
+    pub name: String,
+    pub kind: NamedKind,
+    /// The sources that gave the name.
+    pub sources: Vec<String>,
+    /// The indicators it was given for.
+    pub indicators: Vec<String>,
+    /// The ATT&CK group of that name or alias, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack_group: Option<String>,
+}
+
+/// At most this many names are kept per case (most corroborated first).
+const MAX_NAMED: usize = 8;
+
+/// The names threat intel gives for the case's indicators, most corroborated first.
+pub fn named_actors(indicators: &[IndicatorFinding]) -> Vec<NamedActor> {
+    let mut by_name: BTreeMap<(NamedKind, String), NamedActor> = BTreeMap::new();
+    for finding in indicators {
+        for verdict in &finding.verdicts {
+            for (fact, kind) in [
+                (intel_facts::ACTORS, NamedKind::ThreatActor),
+                (intel_facts::CAMPAIGNS, NamedKind::Campaign),
+                (intel_facts::MALWARE, NamedKind::Malware),
+            ] {
+                let Some(names) = verdict.facts.iter().find(|(k, _)| k == fact).map(|(_, v)| v) else { continue };
+                for name in intel_facts::split(names) {
+                    let entry = by_name.entry((kind, name.to_ascii_lowercase())).or_insert_with(|| NamedActor {
+                        name: name.to_string(),
+                        kind,
+                        sources: Vec::new(),
+                        indicators: Vec::new(),
+                        attack_group: (kind == NamedKind::ThreatActor).then(|| attack().group_named(name).map(|g| g.id.clone())).flatten(),
+                    });
+                    if !entry.sources.contains(&verdict.source) {
+                        entry.sources.push(verdict.source.clone());
+                    }
+                    let shown = format!("{} {}", finding.kind, finding.value);
+                    if !entry.indicators.contains(&shown) {
+                        entry.indicators.push(shown);
+                    }
+                }
+            }
+        }
+    }
+    let mut named: Vec<NamedActor> = by_name.into_values().collect();
+    named.sort_by(|a, b| {
+        (b.sources.len() + b.indicators.len())
+            .cmp(&(a.sources.len() + a.indicators.len()))
+            .then(a.kind.cmp(&b.kind))
+            .then(a.name.cmp(&b.name))
+    });
+    named.truncate(MAX_NAMED);
+    named
+}
+
+/// ATT&CK groups ranked for the case's techniques, with the groups intel names ranked first.
+pub fn attribute(techniques: &[Technique], named: &[NamedActor]) -> Attribution {
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in named {
+        if let Some(id) = &n.attack_group {
+            let sources = by_group.entry(id.clone()).or_default();
+            for s in &n.sources {
+                if !sources.contains(s) {
+                    sources.push(s.clone());
+                }
+            }
+        }
+    }
+    let ids: Vec<String> = techniques.iter().map(|t| t.id.clone()).collect();
+    attack().attribution(&ids, &by_group, 5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{IndicatorKind, Scope};
+    use crate::dossier::SourceVerdict;
+    use crate::sources::VerdictLevel;
+
+    fn finding(value: &str, verdicts: Vec<SourceVerdict>) -> IndicatorFinding {
+        IndicatorFinding {
+            kind: IndicatorKind::Ipv4,
+            value: value.into(),
+            internal: false,
+            scope: Scope::External,
+            seen_in: vec!["action_remote_ip".into()],
+            free_text_only: false,
+            worst: VerdictLevel::Malicious,
+            verdicts,
+        }
+    }
+
+    fn said(source: &str, facts: &[(&str, &str)]) -> SourceVerdict {
+        SourceVerdict {
+            source: source.into(),
+            verdict: VerdictLevel::Malicious,
+            summary: String::new(),
+            link: None,
+            facts: facts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn intel_names_merge_across_sources_and_rank_their_group_first() {
+        let findings = vec![
+            finding("203.0.113.7", vec![said("recordedfuture", &[("actors", "APT28; Sandworm Team"), ("malware", "X-Agent")])]),
+            finding("198.51.100.9", vec![said("gti", &[("actors", "apt28"), ("campaigns", "Operation Pawn Storm")])]),
+        ];
+        let named = named_actors(&findings);
+        let apt28 = named.iter().find(|n| n.name.eq_ignore_ascii_case("apt28")).expect("APT28");
+        assert_eq!(apt28.sources, ["recordedfuture", "gti"]);
+        assert_eq!(apt28.indicators.len(), 2);
+        assert_eq!(apt28.attack_group.as_deref(), Some("G0007"));
+        assert_eq!(named[0].name, "APT28", "the most corroborated first");
+        assert!(named.iter().any(|n| n.kind == NamedKind::Campaign && n.name == "Operation Pawn Storm"));
+        assert!(named.iter().any(|n| n.kind == NamedKind::Malware && n.attack_group.is_none()));
+
+        // Commonplace techniques only: no group on overlap, but the groups intel names stay, first.
+        let a = attack();
+        let techniques: Vec<Technique> = ["T1566.001", "T1059.001", "T1105"].iter().filter_map(|id| a.technique(id).cloned()).collect();
+        let ranked = attribute(&techniques, &named);
+        let ids: Vec<&str> = ranked.groups.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids[0], "G0007");
+        assert_eq!(ranked.groups[0].named_by, ["recordedfuture", "gti"]);
+        assert!(ids.iter().all(|id| ["G0007", "G0034"].contains(id)), "{ids:?}");
+    }
+}
