@@ -113,11 +113,12 @@ pub async fn exchange(req: reqwest::RequestBuilder) -> Result<Reply, NoAnswer> {
 }
 
 /// How long the vendor asked to wait: `Retry-After` in seconds (the HTTP-date form is rare on
-/// these APIs and treated as absent), or Okta's `X-Rate-Limit-Reset` (the UTC epoch second the
-/// limit resets). Vendors that send neither (VirusTotal) get the caller's default.
+/// these APIs and treated as absent), Qualys's `X-RateLimit-ToWait-Sec`, or Okta's
+/// `X-Rate-Limit-Reset` (the UTC epoch second the limit resets). Vendors that send none
+/// (VirusTotal) get the caller's default.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(secs) = header("retry-after").or_else(|| header("x-ratelimit-towait-sec")).and_then(|v| v.parse::<u64>().ok()) {
         return Some(Duration::from_secs(secs));
     }
     let reset = header("x-rate-limit-reset").and_then(|v| v.parse::<u64>().ok())?;

@@ -558,9 +558,9 @@ async fn xql_history_runs_one_versioned_template() {
         json!({"event_type": "PROCESS", "events": 120, "failed_logons": 0, "events_24h": 20, "failed_logons_24h": 0}),
         json!({"event_type": "EVENT_LOG", "events": "30", "failed_logons": 12, "events_24h": "5", "failed_logons_24h": 4}),
     ];
-    let week = xql_history::activity_of(&rows, "events", "failed_logons");
+    let week = dossier_core::sources::history::activity_of(&rows, "events", "failed_logons");
     assert_eq!((week.processes, week.failed_logons, week.total), (120, 12, 150));
-    let day = xql_history::activity_of(&rows, "events_24h", "failed_logons_24h");
+    let day = dossier_core::sources::history::activity_of(&rows, "events_24h", "failed_logons_24h");
     assert_eq!((day.processes, day.failed_logons, day.total), (20, 4, 25));
 
     let tenant = xql_tenant(&["SUCCESS"]).await;

@@ -13,7 +13,9 @@ use dossier_core::sources::{
 };
 use dossier_core::sources::{CmdbExport, RelatedCases, CMDB_EXPORT_SOURCE, RELATED_CASES_SOURCE};
 
-use super::{abuseipdb, msgraph, okta, otx, servicenow, shodan, tenable, virustotal, xql_history};
+use super::{
+    abuseipdb, gti, msgraph, okta, otx, qualys, recordedfuture, sentinel, servicenow, shodan, splunk, tenable, virustotal, xql_history,
+};
 use crate::xdr::{XdrCredentials, XdrHttp};
 
 /// Every source Dossier knows, in fan-out order.
@@ -26,11 +28,16 @@ pub const ALL: &[&str] = &[
     otx::NAME,
     abuseipdb::NAME,
     shodan::NAME,
+    recordedfuture::NAME,
+    gti::NAME,
     servicenow::NAME,
     tenable::NAME,
+    qualys::NAME,
     okta::NAME,
     msgraph::NAME,
     xql_history::NAME,
+    splunk::NAME,
+    sentinel::NAME,
 ];
 
 /// What one source is given.
@@ -86,6 +93,10 @@ fn default_quota(source: &str) -> &'static str {
         "virustotal" => "4/min,500/day",
         "abuseipdb" => "1000/day",
         "shodan" => "1/s",
+        // Qualys's Standard API tier: 300 calls an hour (X-RateLimit-Limit).
+        "qualys" => "300/h",
+        // Log Analytics: 200 queries per 30 seconds per user.
+        "sentinel" => "200/30s",
         _ => "",
     }
 }
@@ -153,6 +164,32 @@ pub fn build(name: &str, settings: &SourceSettings, shared: &Shared, how_to_conf
                     Some(u) => per_indicator(servicenow::ServiceNow::new(u, &key, timeout), name, settings, shared),
                     None => not_configured("no instance URL"),
                 },
+                "recordedfuture" => per_indicator(
+                    recordedfuture::RecordedFuture::new(&url(recordedfuture::DEFAULT_BASE_URL), key, timeout),
+                    name,
+                    settings,
+                    shared,
+                ),
+                "gti" => per_indicator(gti::Gti::new(&url(gti::DEFAULT_BASE_URL), key, timeout), name, settings, shared),
+                "qualys" => per_indicator(qualys::Qualys::new(&url(qualys::DEFAULT_BASE_URL), &key, timeout)?, name, settings, shared),
+                "splunk" => match &settings.url {
+                    // History is per case and moment: not cached between cases.
+                    Some(u) => {
+                        per_indicator(splunk::Splunk::new(u, key, timeout), name, settings, &Shared { cache: false, ..shared.clone() })
+                    }
+                    None => not_configured("no management URL"),
+                },
+                "sentinel" => {
+                    let creds: sentinel::SentinelCredentials = serde_json::from_str(&key).map_err(|_| {
+                        "the sentinel key must be JSON {\"tenant_id\", \"client_id\", \"client_secret\", \"workspace_id\"}".to_string()
+                    })?;
+                    per_indicator(
+                        sentinel::Sentinel::new(&url(sentinel::DEFAULT_BASE_URL), creds, timeout),
+                        name,
+                        settings,
+                        &Shared { cache: false, ..shared.clone() },
+                    )
+                }
                 "okta" => match &settings.url {
                     Some(u) => per_indicator(okta::Okta::new(u, key, timeout), name, settings, shared),
                     None => not_configured("no org URL"),

@@ -4,11 +4,17 @@
 
 pub mod abuseipdb;
 pub mod catalog;
+pub mod entra;
+pub mod gti;
 pub mod msgraph;
 pub mod okta;
 pub mod otx;
+pub mod qualys;
+pub mod recordedfuture;
+pub mod sentinel;
 pub mod servicenow;
 pub mod shodan;
+pub mod splunk;
 pub mod tenable;
 pub mod virustotal;
 pub mod xql_history;

@@ -3,11 +3,10 @@
 //! Client-credentials token, cached until shortly before it expires.
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::Value;
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
 
+use super::entra::AppToken;
 use super::{enc, send, text};
 use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
@@ -16,66 +15,29 @@ pub const NAME: &str = "msgraph";
 pub const DEFAULT_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
 
 /// The secret: `{"tenant_id", "client_id", "client_secret"[, "token_url"]}`.
-#[derive(Clone, Deserialize)]
-pub struct GraphCredentials {
-    pub tenant_id: String,
-    pub client_id: String,
-    pub client_secret: String,
-    #[serde(default)]
-    pub token_url: Option<String>,
-}
-
-impl std::fmt::Debug for GraphCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphCredentials").field("tenant_id", &self.tenant_id).field("client_id", &self.client_id).finish_non_exhaustive()
-    }
-}
+pub type GraphCredentials = super::entra::AppCredentials;
 
 pub struct MsGraph {
     http: reqwest::Client,
     base_url: String,
-    creds: GraphCredentials,
-    token: Mutex<Option<(String, Instant)>>,
+    token: AppToken,
     /// UPN suffix for `DOMAIN\user` names (`corp.example.com` → `user@corp.example.com`).
     pub upn_suffix: Option<String>,
 }
 
 impl MsGraph {
     pub fn new(base_url: &str, creds: GraphCredentials, timeout: Duration) -> MsGraph {
+        let http = crate::http_client::client(timeout);
         MsGraph {
-            http: crate::http_client::client(timeout),
+            token: AppToken::new(http.clone(), creds, "https://graph.microsoft.com/.default"),
+            http,
             base_url: base_url.trim_end_matches('/').to_string(),
-            creds,
-            token: Mutex::new(None),
             upn_suffix: None,
         }
     }
 
     pub async fn token(&self, calls: &CallCounter) -> Result<String, LookupError> {
-        let mut cached = self.token.lock().await;
-        if let Some((t, until)) = cached.as_ref() {
-            if Instant::now() < *until {
-                return Ok(t.clone());
-            }
-        }
-        let url = self
-            .creds
-            .token_url
-            .clone()
-            .unwrap_or_else(|| format!("https://login.microsoftonline.com/{}/oauth2/v2.0/token", enc(&self.creds.tenant_id)));
-        let form = format!(
-            "client_id={}&client_secret={}&grant_type=client_credentials&scope={}",
-            enc(&self.creds.client_id),
-            enc(&self.creds.client_secret),
-            enc("https://graph.microsoft.com/.default")
-        );
-        let req = self.http.post(url).header("Content-Type", "application/x-www-form-urlencoded").body(form);
-        let answer = send(req, calls).await?.ok_or_else(|| LookupError::Unauthorized("token endpoint not found".into()))?;
-        let token =
-            text(&answer.json, "/access_token").ok_or_else(|| LookupError::Unauthorized("no access_token in the token answer".into()))?;
-        let ttl = answer.json.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(ttl.saturating_sub(120))));
-        Ok(token)
+        self.token.get(calls).await
     }
 
     async fn get(&self, path: &str, token: &str, calls: &CallCounter) -> Result<Option<super::Answer>, LookupError> {

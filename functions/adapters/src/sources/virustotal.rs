@@ -32,7 +32,8 @@ impl VirusTotal {
         }
     }
 
-    fn path(kind: IndicatorKind, value: &str) -> Option<(String, &'static str)> {
+    /// The object path for an indicator and the GUI's name for its type (shared with GTI, the same API).
+    pub(crate) fn path(kind: IndicatorKind, value: &str) -> Option<(String, &'static str)> {
         Some(match kind {
             IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => (format!("ip_addresses/{}", super::enc(value)), "ip-address"),
             IndicatorKind::Domain => (format!("domains/{}", super::enc(value)), "domain"),

@@ -18,7 +18,8 @@ use std::time::Duration;
 use crate::xdr::{XdrHttp, XqlOutcome};
 use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::ports::{StoreError, XdrError};
-use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
+use dossier_core::sources::history::{history_verdict, is_history_entity};
+use dossier_core::sources::{CallCounter, IndicatorSource, Lookup, LookupError};
 use dossier_core::store::{XqlRun, XqlRuns};
 use dossier_core::xql::xql_quote;
 
@@ -56,36 +57,6 @@ pub fn history_query(indicator: &Indicator) -> Option<String> {
          | limit 50",
         entity_filter(indicator)?
     ))
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Activity {
-    pub processes: u64,
-    pub network: u64,
-    pub failed_logons: u64,
-    pub total: u64,
-}
-
-fn number(v: Option<&Value>) -> u64 {
-    v.and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)).or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
-        .unwrap_or(0)
-}
-
-/// Sums the rows of one run over the columns given (7 days: `events`, `failed_logons`; 24 hours:
-/// `events_24h`, `failed_logons_24h`). Pure; tested.
-pub fn activity_of(rows: &[Value], events: &str, failed: &str) -> Activity {
-    let mut a = Activity::default();
-    for r in rows {
-        let n = number(r.get(events));
-        a.total += n;
-        a.failed_logons += number(r.get(failed));
-        match r.get("event_type").and_then(Value::as_str).unwrap_or("").to_ascii_uppercase().as_str() {
-            t if t.contains("PROCESS") => a.processes += n,
-            t if t.contains("NETWORK") => a.network += n,
-            _ => {}
-        }
-    }
-    a
 }
 
 fn store_error(e: StoreError) -> LookupError {
@@ -209,7 +180,7 @@ impl IndicatorSource for XqlHistory {
         NAME
     }
     fn accepts(&self, kind: IndicatorKind) -> bool {
-        matches!(kind, IndicatorKind::Hostname | IndicatorKind::User | IndicatorKind::Ipv4 | IndicatorKind::Ipv6)
+        is_history_entity(kind)
     }
     fn sends_externally(&self) -> bool {
         // The tenant's own data lake.
@@ -221,26 +192,6 @@ impl IndicatorSource for XqlHistory {
         let tenant = self.state.as_ref().map_or("", |s| s.tenant.as_str());
         let key = format!("{tenant}#{TEMPLATES_VERSION}#{}:{}", indicator.kind.as_str(), indicator.value);
         let rows = self.rows(&key, &query, calls).await?;
-        let week = activity_of(&rows, "events", "failed_logons");
-        let day = activity_of(&rows, "events_24h", "failed_logons_24h");
-        if week.total == 0 {
-            return Ok(Lookup::NotFound);
-        }
-        let verdict = if day.failed_logons >= 10 { VerdictLevel::Suspicious } else { VerdictLevel::Unknown };
-        let summary = format!(
-            "XDR history: 24h {} events ({} process, {} network, {} failed logons); 7d {} events ({} failed logons)",
-            day.total, day.processes, day.network, day.failed_logons, week.total, week.failed_logons
-        );
-        Ok(Lookup::Found(
-            IndicatorVerdict::new(indicator, verdict, summary)
-                .fact("events_24h", day.total.to_string())
-                .fact("process_starts_24h", day.processes.to_string())
-                .fact("network_connections_24h", day.network.to_string())
-                .fact("failed_logons_24h", day.failed_logons.to_string())
-                .fact("events_7d", week.total.to_string())
-                .fact("failed_logons_7d", week.failed_logons.to_string())
-                .fact("templates", TEMPLATES_VERSION)
-                .fact("query", query),
-        ))
+        Ok(history_verdict(indicator, &rows, "XDR", TEMPLATES_VERSION, &query).map_or(Lookup::NotFound, Lookup::Found))
     }
 }

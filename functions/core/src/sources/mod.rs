@@ -5,6 +5,7 @@
 mod attack;
 mod cache;
 mod feeds;
+pub mod history;
 mod model;
 mod per_indicator;
 mod related;

@@ -8,6 +8,13 @@ use std::net::IpAddr;
 
 use crate::{FakeServer, Recorded, Reply};
 
+mod intel;
+mod qualys;
+mod siem;
+pub use intel::{gti, recorded_future};
+pub use qualys::{qualys, qualys_error};
+pub use siem::{log_analytics, splunk};
+
 /// Parameters not in `allowed` (a client sending something the vendor does not document).
 fn unknown_params(r: &Recorded, allowed: &[&str]) -> Option<String> {
     r.params()
@@ -24,6 +31,15 @@ fn vt_error(status: u16, code: &str, message: &str) -> Reply {
     Reply::json(status, serde_json::json!({"error": {"code": code, "message": message}}).to_string())
 }
 
+/// VirusTotal's answer to a request without the right `x-apikey`.
+fn vt_key_refused(r: &Recorded, key: &str) -> Option<Reply> {
+    match r.header("x-apikey") {
+        None => Some(vt_error(401, "AuthenticationRequiredError", "X-Apikey header is missing")),
+        Some(k) if k != key => Some(vt_error(401, "WrongCredentialsError", "Wrong API key")),
+        _ => None,
+    }
+}
+
 /// VirusTotal API v3 (https://docs.virustotal.com/reference/authentication,
 /// https://docs.virustotal.com/reference/errors, https://docs.virustotal.com/reference/ip-info):
 /// `x-apikey` on every request (401 `AuthenticationRequiredError` / `WrongCredentialsError`);
@@ -35,10 +51,8 @@ pub fn virustotal(server: &FakeServer, key: &str) {
     let key = key.to_string();
     server.unknown_path(vt_error(404, "NotFoundError", "Resource not found"));
     server.guard(move |r| {
-        match r.header("x-apikey") {
-            None => return Some(vt_error(401, "AuthenticationRequiredError", "X-Apikey header is missing")),
-            Some(k) if k != key => return Some(vt_error(401, "WrongCredentialsError", "Wrong API key")),
-            _ => {}
+        if let Some(refused) = vt_key_refused(r, &key) {
+            return Some(refused);
         }
         if r.method != "GET" {
             return Some(vt_error(405, "BadRequestError", "Method not allowed"));
