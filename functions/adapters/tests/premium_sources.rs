@@ -153,8 +153,11 @@ async fn qualys_open_detections_by_address_and_by_name() {
     fake.on("GET", kb, xml(200, fixture("qualys/knowledge_base.xml")));
     fake.on("POST", "/qps/rest/2.0/search/am/hostasset", xml(200, fixture("qualys/hostasset_search.xml")));
     let src = qualys::Qualys::new(&fake.url(), "acme_ab12:s3cret:pw", T).unwrap();
+    // The organisation's own address (as the collect stage marks it); an outside one is not asked.
+    let own = |ip: &str| Indicator { internal: true, ..ind(IndicatorKind::Ipv4, ip) };
+    assert_eq!(lookup(&src, &ind(IndicatorKind::Ipv4, "98.136.103.23")).await, (Ok(Lookup::NotFound), 0));
 
-    let (r, calls) = lookup(&src, &ind(IndicatorKind::Ipv4, "1.1.1.1")).await;
+    let (r, calls) = lookup(&src, &own("1.1.1.1")).await;
     let v = found(r);
     assert_eq!(calls, 2, "detections, then titles and CVEs");
     assert_eq!(v.verdict, VerdictLevel::Suspicious, "a critical QDS");
@@ -180,27 +183,27 @@ async fn qualys_open_detections_by_address_and_by_name() {
 
     // Nothing known: no host in the list.
     fake.once("GET", detections, xml(200, fixture("qualys/host_detections_empty.xml")));
-    assert_eq!(lookup(&src, &ind(IndicatorKind::Ipv4, "10.9.9.9")).await.0, Ok(Lookup::NotFound));
+    assert_eq!(lookup(&src, &own("10.9.9.9")).await.0, Ok(Lookup::NotFound));
 
     // Qualys blocks with 409 and says how long (header, or SECONDS_TO_WAIT in the body).
     fake.once("GET", detections, xml(409, fixture("qualys/error_1965_rate.xml")));
     assert_eq!(
-        lookup(&src, &ind(IndicatorKind::Ipv4, "1.1.1.1")).await.0,
+        lookup(&src, &own("1.1.1.1")).await.0,
         Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(68928)) })
     );
     fake.once("GET", detections, xml(409, fixture("qualys/error_1965_rate.xml")).with_header("X-RateLimit-ToWait-Sec", "42"));
     assert_eq!(
-        lookup(&src, &ind(IndicatorKind::Ipv4, "1.1.1.1")).await.0,
+        lookup(&src, &own("1.1.1.1")).await.0,
         Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(42)) })
     );
     // A wrong password: Qualys's bad login, as refused credentials.
     let wrong = qualys::Qualys::new(&fake.url(), "acme_ab12:nope", T).unwrap();
     assert!(
-        matches!(lookup(&wrong, &ind(IndicatorKind::Ipv4, "1.1.1.1")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("Bad Login"))
+        matches!(lookup(&wrong, &own("1.1.1.1")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("Bad Login"))
     );
     assert!(qualys::Qualys::new(&fake.url(), "no-colon", T).is_err());
 
-    faults(&fake, "GET", detections, &src, &ind(IndicatorKind::Ipv4, "1.1.1.1")).await;
+    faults(&fake, "GET", detections, &src, &own("1.1.1.1")).await;
 }
 
 // ---------------------------------------------------------------------------------------- Splunk

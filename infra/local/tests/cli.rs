@@ -568,3 +568,64 @@ async fn doctor_checks_a_deployed_configuration() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("healthy") && !text.contains("FAIL"), "{text}");
 }
+
+/// The premium sources in `run --json`: each in `sources[]` with its status; Recorded Future's
+/// actor for the demo's loader reaches the likely actors, and the ATT&CK group of that name
+/// ranks first among the groups, named by the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premium_sources_report_and_their_actor_names_rank() {
+    use dossier_tests::{fixture, FakeServer, Reply};
+    let rf = FakeServer::start().await;
+    dossier_tests::vendors::recorded_future(&rf, "rf");
+    rf.on(
+        "GET",
+        "/v2/hash/03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b",
+        Reply::json(200, fixture("recordedfuture/hash_malicious.json")),
+    );
+    let gti = FakeServer::start().await;
+    dossier_tests::vendors::gti(&gti, "g");
+    let qualys = FakeServer::start().await;
+    dossier_tests::vendors::qualys(&qualys, "u", "p");
+    qualys.on("POST", "/qps/rest/2.0/search/am/hostasset", Reply::Body(200, fixture("qualys/hostasset_search.xml"), vec![]));
+    qualys.on("GET", "/api/2.0/fo/asset/host/vm/detection/", Reply::Body(200, fixture("qualys/host_detections_empty.xml"), vec![]));
+    let urls = (format!("{}/v2", rf.url()), format!("{}/api/v3", gti.url()), qualys.url());
+    let sample = format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["run", "--extra-data", &sample, "--json"])
+            .env("RUST_LOG", "error")
+            .env("DOSSIER_RECORDEDFUTURE_URL", urls.0)
+            .env("DOSSIER_RECORDEDFUTURE_KEY", "rf")
+            .env("DOSSIER_GTI_URL", urls.1)
+            .env("DOSSIER_GTI_KEY", "g")
+            .env("DOSSIER_QUALYS_URL", urls.2)
+            .env("DOSSIER_QUALYS_KEY", "u:p")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |name: &str| v["sources"].as_array().unwrap().iter().find(|s| s["name"] == name).map(|s| s["status"].clone());
+    assert_eq!(status("recordedfuture"), Some(Value::from("ok")));
+    assert_eq!(status("gti"), Some(Value::from("not_found")), "GTI knows none of them (404 everywhere)");
+    assert_eq!(status("qualys"), Some(Value::from("not_found")), "the host has no open detections");
+    for s in ["splunk", "sentinel"] {
+        assert_eq!(status(s), Some(Value::from("skipped")), "{s} is listed, not configured");
+    }
+    let d = &v["dossier"];
+    assert_eq!(d["named_actors"][0]["name"], "APT28");
+    assert_eq!(d["named_actors"][0]["attack_group"], "G0007");
+    assert_eq!(d["actors"][0]["id"], "G0007", "{}", d["actors"]);
+    assert_eq!(d["actors"][0]["named_by"][0], "recordedfuture");
+    let comment = v["dossier"]["comment"].as_str().unwrap();
+    assert!(comment.contains("APT28 (threat actor; ATT&CK G0007) — named by recordedfuture"), "{comment}");
+    assert!(comment.contains("first seen") || comment.contains("seen 2024-04-29 to 2024-05-01"), "dates per indicator");
+    // The Qualys lookup for the host went by name, through Asset Management, and by IP for none
+    // of the external addresses (it looks at the organisation's own hosts).
+    assert!(qualys.requests().iter().all(|r| !r.query.contains("98.136.103.23")));
+    if std::env::var_os("DOSSIER_SHOW").is_some() {
+        eprintln!("{comment}");
+    }
+}

@@ -253,6 +253,11 @@ impl IndicatorSource for Qualys {
     }
 
     async fn lookup(&self, indicator: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
+        // The scanner knows the organisation's own hosts: an outside address (the attacker's
+        // server) is not asked about, which also spares the hourly call budget.
+        if indicator.kind.is_ip() && !indicator.internal {
+            return Ok(Lookup::NotFound);
+        }
         let filter = match indicator.kind {
             IndicatorKind::Hostname => match self.host_id(&indicator.value, calls).await? {
                 Some(id) => ("ids", id),

@@ -46,8 +46,8 @@ pub struct GroupMatch {
     /// The case's techniques this group is known to use, most distinctive first.
     pub shared: Vec<String>,
     /// 0..1: the weight of the shared techniques over the weight of the case's techniques, each
-    /// weighted by how few groups use it (inverse group frequency). Five techniques that half of
-    /// all groups use score a group no higher than a single rare one.
+    /// weighted by how few groups use it (inverse group frequency); commonplace techniques weigh
+    /// nothing. 0 when the group shares none that is not commonplace.
     pub score: f64,
     /// The shared techniques that are not commonplace, with how many groups use each: what the
     /// score rests on.
@@ -231,7 +231,9 @@ impl Attack {
         let is_commonplace = |n: usize| n as f64 >= COMMONPLACE_SHARE * known_groups as f64;
         let commonplace: Vec<TechniqueUse> =
             used.iter().filter(|(_, n, _)| is_commonplace(*n)).map(|(id, n, _)| TechniqueUse { id: id.clone(), groups: *n }).collect();
-        let total: f64 = used.iter().map(|(_, _, w)| w).sum();
+        // Commonplace techniques weigh nothing: they are reported apart, never as a match.
+        let weight = |t: usize| if is_commonplace(used[t].1) { 0.0 } else { used[t].2 };
+        let total: f64 = (0..used.len()).map(weight).sum();
         let mut ranked: Vec<(usize, f64, Vec<usize>)> = shared
             .into_iter()
             .enumerate()
@@ -240,8 +242,8 @@ impl Attack {
             })
             .map(|(g, mut s)| {
                 s.sort_by(|a, b| used[*b].2.total_cmp(&used[*a].2).then(used[*a].0.cmp(&used[*b].0)));
-                let weight: f64 = s.iter().map(|&t| used[t].2).sum();
-                (g, if total > 0.0 { weight / total } else { 0.0 }, s)
+                let shared_weight: f64 = s.iter().map(|&t| weight(t)).sum();
+                (g, if total > 0.0 { shared_weight / total } else { 0.0 }, s)
             })
             .collect();
         // Named by more intel sources first, then higher score; among equals, groups with a narrower

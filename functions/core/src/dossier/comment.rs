@@ -125,16 +125,16 @@ fn group_lines(d: &Dossier) -> Vec<String> {
         .map(|g| {
             let drivers = g.drivers.iter().map(|t| format!("{} (used by {} of {known} groups)", t.id, t.groups)).collect::<Vec<_>>();
             let common: Vec<&str> = g.shared.iter().filter(|t| !g.drivers.iter().any(|d| &d.id == *t)).map(String::as_str).collect();
-            let mut line = format!("{} ({}): score {:.0}/100", g.name, g.id, g.score * 100.0);
+            let mut line = format!("{} ({})", g.name, g.id);
             if !g.named_by.is_empty() {
                 line.push_str(&format!(" — named by {}", g.named_by.join(", ")));
             }
             if drivers.is_empty() {
-                line.push_str("; shares no distinctive technique");
+                line.push_str("; no technique match beyond commonplace ones");
             } else {
-                line.push_str(&format!("; driven by {}", drivers.join(", ")));
+                line.push_str(&format!(": technique score {:.0}/100, driven by {}", g.score * 100.0, drivers.join(", ")));
             }
-            if !common.is_empty() {
+            if !common.is_empty() && !drivers.is_empty() {
                 line.push_str(&format!("; also {}", common.join(", ")));
             }
             line
