@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod dynamo;
 pub mod env;
+pub mod export;
 pub mod http_client;
 pub mod identity;
 pub mod lambda;

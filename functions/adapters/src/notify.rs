@@ -265,20 +265,23 @@ impl Notifier for SesEmail {
             .content(EmailContent::builder().simple(message).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                use aws_sdk_sesv2::error::ProvideErrorMetadata;
-                let code = e.code().unwrap_or("").to_string();
-                let msg = format!("{code} {}", e.message().unwrap_or("")).trim().to_string();
-                Err(match code.as_str() {
-                    "TooManyRequestsException" | "LimitExceededException" | "" => {
-                        NotifyError::Retryable(if msg.is_empty() { "SES unreachable".into() } else { msg })
-                    }
-                    _ => NotifyError::Refused(msg),
-                })
-            }
+        result.map(|_| ()).map_err(ses_error)
+    }
+}
+
+/// An SES error: throttling and no answer are worth a retry; a refusal is not.
+pub(crate) fn ses_error<E, R>(e: aws_sdk_sesv2::error::SdkError<E, R>) -> NotifyError
+where
+    E: aws_sdk_sesv2::error::ProvideErrorMetadata,
+{
+    use aws_sdk_sesv2::error::ProvideErrorMetadata;
+    let code = e.code().unwrap_or("").to_string();
+    let msg = format!("{code} {}", e.message().unwrap_or("")).trim().to_string();
+    match code.as_str() {
+        "TooManyRequestsException" | "LimitExceededException" | "" => {
+            NotifyError::Retryable(if msg.is_empty() { "SES unreachable".into() } else { msg })
         }
+        _ => NotifyError::Refused(msg),
     }
 }
 

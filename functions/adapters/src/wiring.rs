@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::export::{ServiceNowRecord, SesSummary};
 use dossier_core::config::PipelineConfig;
-use dossier_core::ports::{IdentityAdmin, Notifier, QueueName, SecretStore, SystemClock, XdrApi};
+use dossier_core::ports::{ClosureExport, IdentityAdmin, Notifier, QueueName, SecretStore, SystemClock, XdrApi};
 use dossier_core::signin::SignIn;
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
@@ -261,6 +262,32 @@ impl Aws {
                     .into())
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Where a closed case's summary is handed on: a ServiceNow record when
+    /// `DOSSIER_CLOSURE_SERVICENOW_TABLE` is `incident` or `sn_si_incident` (instance
+    /// `DOSSIER_SERVICENOW_URL`, credentials `DOSSIER_SERVICENOW_SECRET_ARN`), an e-mail to
+    /// `DOSSIER_CLOSURE_EMAIL_TO` (comma-separated) from `DOSSIER_SES_FROM`.
+    pub async fn closure_exports(&self) -> Result<Vec<Arc<dyn ClosureExport>>, WiringError> {
+        let mut out: Vec<Arc<dyn ClosureExport>> = Vec::new();
+        if let Some(table) = env::var("DOSSIER_CLOSURE_SERVICENOW_TABLE") {
+            prepare_https_clients();
+            let url = env::required("DOSSIER_SERVICENOW_URL")?;
+            let credentials = self.secret("DOSSIER_SERVICENOW_SECRET_ARN").await?;
+            let record = ServiceNowRecord::new(&url, credentials.trim(), table.trim(), Duration::from_secs(10))
+                .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_CLOSURE_SERVICENOW_TABLE", reason })?;
+            out.push(Arc::new(record));
+        }
+        if let Some(to) = env::var("DOSSIER_CLOSURE_EMAIL_TO") {
+            let to: Vec<String> = to.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+            if let Some(bad) = to.iter().find(|a| !a.contains('@')) {
+                return Err(
+                    ConfigError::Invalid { name: "DOSSIER_CLOSURE_EMAIL_TO", reason: format!("`{bad}` is not an e-mail address") }.into()
+                );
+            }
+            out.push(Arc::new(SesSummary::new(aws_sdk_sesv2::Client::new(&self.sdk), env::required("DOSSIER_SES_FROM")?, to)));
         }
         Ok(out)
     }

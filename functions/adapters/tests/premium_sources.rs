@@ -187,20 +187,12 @@ async fn qualys_open_detections_by_address_and_by_name() {
 
     // Qualys blocks with 409 and says how long (header, or SECONDS_TO_WAIT in the body).
     fake.once("GET", detections, xml(409, fixture("qualys/error_1965_rate.xml")));
-    assert_eq!(
-        lookup(&src, &own("1.1.1.1")).await.0,
-        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(68928)) })
-    );
+    assert_eq!(lookup(&src, &own("1.1.1.1")).await.0, Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(68928)) }));
     fake.once("GET", detections, xml(409, fixture("qualys/error_1965_rate.xml")).with_header("X-RateLimit-ToWait-Sec", "42"));
-    assert_eq!(
-        lookup(&src, &own("1.1.1.1")).await.0,
-        Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(42)) })
-    );
+    assert_eq!(lookup(&src, &own("1.1.1.1")).await.0, Err(LookupError::RateLimited { retry_after: Some(Duration::from_secs(42)) }));
     // A wrong password: Qualys's bad login, as refused credentials.
     let wrong = qualys::Qualys::new(&fake.url(), "acme_ab12:nope", T).unwrap();
-    assert!(
-        matches!(lookup(&wrong, &own("1.1.1.1")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("Bad Login"))
-    );
+    assert!(matches!(lookup(&wrong, &own("1.1.1.1")).await.0, Err(LookupError::Unauthorized(m)) if m.contains("Bad Login")));
     assert!(qualys::Qualys::new(&fake.url(), "no-colon", T).is_err());
 
     faults(&fake, "GET", detections, &src, &own("1.1.1.1")).await;

@@ -11,11 +11,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     // The secrets at once: against Secrets Manager each read is a network round trip.
-    let (xdr, identity, notifiers) = tokio::try_join!(aws.xdr(), aws.identity(), aws.notifiers())?;
+    let (xdr, identity, notifiers, exports) = tokio::try_join!(aws.xdr(), aws.identity(), aws.notifiers(), aws.closure_exports())?;
     let mut writeback = Writeback::new(aws.context("writeback"), xdr);
     if let Some(identity) = identity {
         writeback = writeback.with_identity(identity);
     }
-    let handler = Arc::new(writeback.with_notifiers(notifiers));
+    let handler = Arc::new(writeback.with_notifiers(notifiers).with_closure_exports(exports));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::writeback()).await
 }

@@ -258,6 +258,12 @@ impl LocalPipeline {
         }
     }
 
+    /// Where posted closure summaries are handed on (a ServiceNow record, an e-mail).
+    pub fn with_closure_exports(mut self, exports: Vec<Arc<dyn dossier_core::ports::ClosureExport>>) -> LocalPipeline {
+        self.writeback = self.writeback.with_closure_exports(exports);
+        self
+    }
+
     /// Approvers sign in (OpenID Connect) before they decide.
     pub fn with_signin(mut self, signin: dossier_core::signin::SignIn) -> LocalPipeline {
         self.approve = self.approve.with_signin(signin);

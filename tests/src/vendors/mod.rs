@@ -10,9 +10,11 @@ use crate::{FakeServer, Recorded, Reply};
 
 mod intel;
 mod qualys;
+mod servicenow_records;
 mod siem;
 pub use intel::{gti, recorded_future};
 pub use qualys::{qualys, qualys_error};
+pub use servicenow_records::{servicenow_records, Records};
 pub use siem::{log_analytics, splunk};
 
 /// Parameters not in `allowed` (a client sending something the vendor does not document).

@@ -98,6 +98,19 @@ pub struct Draft {
     pub ai_generated: bool,
     #[serde(default)]
     pub prompt_version: String,
+    /// Where a closure summary was handed on (target, receipt or why it was refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<Export>,
+}
+
+/// One hand-over of a closure summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub target: String,
+    pub delivered: bool,
+    /// The receipt (ticket number, recipients) or why the target refused it.
+    pub detail: String,
+    pub at_ms: i64,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -121,7 +134,22 @@ impl Draft {
             nudges: 0,
             ai_generated: false,
             prompt_version: String::new(),
+            exports: Vec::new(),
         }
+    }
+
+    /// Whether `target` has had this draft (delivered, or refused for good): it is not sent again.
+    pub fn exported_to(&self, target: &str) -> bool {
+        self.exports.iter().any(|e| e.target == target)
+    }
+
+    /// Records a hand-over once per target; false when one is already recorded.
+    pub fn record_export(&mut self, export: Export) -> bool {
+        if self.kind != DraftKind::Closure || self.exported_to(&export.target) {
+            return false;
+        }
+        self.exports.push(export);
+        true
     }
 
     /// Labels the draft with what wrote it.

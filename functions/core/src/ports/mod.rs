@@ -2,12 +2,14 @@
 //! `crate::embedded` implements them in memory with the same semantics, and one contract suite
 //! runs over both.
 
+mod export;
 mod notify;
 mod oidc;
 mod queue;
 mod store;
 mod xdr;
 
+pub use export::*;
 pub use notify::*;
 pub use oidc::*;
 pub use queue::*;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tracing::{info, warn, Instrument};
 
 use super::{ms_until, Context, Deadline, MessageHandler, StageError};
-use crate::domain::{Action, ActionKind, ActionStatus, CaseKey, Claim, Draft, DraftKind, Execution, Notification, Owner};
+use crate::domain::{Action, ActionKind, ActionStatus, CaseKey, Claim, Draft, DraftKind, Execution, Export, Notification, Owner};
 use crate::messages::Message;
-use crate::ports::{ApprovalNotice, IdentityAdmin, Notifier, NotifyError, QueueName, XdrApi, XdrError};
+use crate::ports::{ApprovalNotice, ClosureExport, ClosureRecord, IdentityAdmin, Notifier, NotifyError, QueueName, XdrApi, XdrError};
 use crate::store::{action_sk, draft_sk, Change, Commit, Committed, Versioned};
 use crate::text::clean_text;
 
@@ -19,6 +19,7 @@ pub struct Writeback {
     xdr: Arc<dyn XdrApi>,
     identity: Option<Arc<dyn IdentityAdmin>>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    exports: Vec<Arc<dyn ClosureExport>>,
 }
 
 /// Delivery attempts per approver and channel before a notification is recorded as failed.
@@ -33,12 +34,18 @@ const ACT_WITHIN_LEASE_MS: i64 = 1_000;
 
 impl Writeback {
     pub fn new(ctx: Context, xdr: Arc<dyn XdrApi>) -> Writeback {
-        Writeback { ctx, xdr, identity: None, notifiers: Vec::new() }
+        Writeback { ctx, xdr, identity: None, notifiers: Vec::new(), exports: Vec::new() }
     }
 
     /// Where approvers are told about actions waiting for them (Slack, Teams, e-mail).
     pub fn with_notifiers(mut self, notifiers: Vec<Arc<dyn Notifier>>) -> Writeback {
         self.notifiers = notifiers;
+        self
+    }
+
+    /// Where a posted closure summary is handed on (a ServiceNow record, an e-mail).
+    pub fn with_closure_exports(mut self, exports: Vec<Arc<dyn ClosureExport>>) -> Writeback {
+        self.exports = exports;
         self
     }
 
@@ -133,12 +140,69 @@ impl Writeback {
         Err(e.into())
     }
 
-    /// A posted dossier settles the case; other drafts change nothing more.
+    /// A posted dossier settles the case; a posted closure summary is handed on to the
+    /// configured targets.
     async fn after_post(&self, key: &CaseKey, draft: &Draft) -> Result<(), StageError> {
-        if draft.kind == DraftKind::Dossier {
-            self.ctx.settle_case(key, true).await?;
+        match draft.kind {
+            DraftKind::Dossier => self.ctx.settle_case(key, true).await,
+            DraftKind::Closure => self.export_closure(key, draft).await,
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Hands the closure summary to each target that has not had it, recording each delivery
+    /// (or refusal) on the draft so a redelivered message sends nothing twice. A target that
+    /// fails for now sends the message back; the others are not repeated. (A worker that dies
+    /// between a delivery and its record delivers again: the ServiceNow target finds its record
+    /// by correlation id and updates it; an e-mail is sent again.)
+    async fn export_closure(&self, key: &CaseKey, draft: &Draft) -> Result<(), StageError> {
+        let pending: Vec<&Arc<dyn ClosureExport>> = self.exports.iter().filter(|e| !draft.exported_to(e.target())).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let case = self.ctx.store.case(key).await?.map(|c| c.value);
+        let record = ClosureRecord {
+            case: key.clone(),
+            title: case.as_ref().and_then(|c| c.incident_name.clone().or_else(|| c.alert_names.first().cloned())).unwrap_or_default(),
+            severity: case.as_ref().map(|c| c.severity).unwrap_or_default(),
+            resolution: case.as_ref().and_then(|c| c.resolution.clone()).unwrap_or_default(),
+            summary: draft.comment.clone(),
+        };
+        let mut retry = None;
+        for target in pending {
+            let export = match target.export(&record).await {
+                Ok(receipt) => Export { target: target.target().into(), delivered: true, detail: receipt, at_ms: self.ctx.now_ms() },
+                Err(NotifyError::Retryable(why)) => {
+                    warn!(target = target.target(), error = %why, "closure summary not handed on; will retry");
+                    retry = Some(why);
+                    continue;
+                }
+                Err(NotifyError::Refused(why)) => {
+                    Export { target: target.target().into(), delivered: false, detail: why, at_ms: self.ctx.now_ms() }
+                }
+            };
+            let event = self.ctx.event(
+                key,
+                if export.delivered { "closure.exported" } else { "closure.export_refused" },
+                format!("{}: {}", export.target, clean_text(&export.detail, 300)),
+            );
+            self.ctx
+                .store
+                .update(&key.storage_id(), &draft_sk(&draft.id), |d: &mut Draft, commit| {
+                    if !d.record_export(export.clone()) {
+                        return Ok::<_, StageError>(Change::Keep(()));
+                    }
+                    commit.audit(&event)?;
+                    Ok(Change::Write(()))
+                })
+                .await?;
+        }
+        match retry {
+            Some(why) => {
+                Err(StageError::RetryLater { reason: format!("closure summary not handed on: {why}"), after: Duration::from_secs(60) })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Time from the incident's creation in XDR to its dossier (MTTA-style), and from the case

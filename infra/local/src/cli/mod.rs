@@ -71,6 +71,17 @@ pub fn local_notifiers() -> Vec<Arc<dyn dossier_core::ports::Notifier>> {
     out
 }
 
+/// A ServiceNow record at closure (`DOSSIER_CLOSURE_SERVICENOW_TABLE` with
+/// `DOSSIER_SERVICENOW_URL` / `DOSSIER_SERVICENOW_KEY`). Closure e-mail needs SES: deployed only.
+pub fn local_closure_exports() -> Result<Vec<Arc<dyn dossier_core::ports::ClosureExport>>, BadInput> {
+    let Some(table) = env("DOSSIER_CLOSURE_SERVICENOW_TABLE") else { return Ok(Vec::new()) };
+    let (Some(url), Some(key)) = (env("DOSSIER_SERVICENOW_URL"), env("DOSSIER_SERVICENOW_KEY")) else {
+        return Err(BadInput("DOSSIER_CLOSURE_SERVICENOW_TABLE needs DOSSIER_SERVICENOW_URL and DOSSIER_SERVICENOW_KEY".into()));
+    };
+    let record = dossier_adapters::export::ServiceNowRecord::new(&url, &key, &table, Duration::from_secs(10)).map_err(BadInput)?;
+    Ok(vec![Arc::new(record)])
+}
+
 /// `DOSSIER_LLM_TIMEOUT_SECONDS`, 60 by default.
 pub fn llm_timeout() -> Duration {
     env("DOSSIER_LLM_TIMEOUT_SECONDS").and_then(|t| t.parse().ok()).map_or(Duration::from_secs(60), Duration::from_secs)
@@ -110,7 +121,8 @@ pub async fn pipeline(
         model,
         identity: None,
         notifiers: local_notifiers(),
-    });
+    })
+    .with_closure_exports(local_closure_exports()?);
     Ok(match oidc {
         // Locally the client secret is the value itself (`DOSSIER_OIDC_CLIENT_SECRET`).
         Some(settings) => {
