@@ -80,9 +80,11 @@ enum Command {
     /// Run the whole pipeline on a recorded `get_incident_extra_data` reply. XDR writes are recorded, not sent.
     Run {
         /// File holding `{"reply": {"incident", "alerts", "network_artifacts", "file_artifacts"}}`.
-        #[arg(long)]
-        extra_data: PathBuf,
-        /// Print one JSON object on stdout.
+        /// Give it more than once: the files run in order in one store, as successive incidents
+        /// of one tenant (later ones see earlier ones as related).
+        #[arg(long, required = true)]
+        extra_data: Vec<PathBuf>,
+        /// Print one JSON object per case on stdout, one per line.
         #[arg(long)]
         json: bool,
         #[arg(long, default_value = "default")]

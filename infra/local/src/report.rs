@@ -94,6 +94,16 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         .filter(|w| w.body.pointer("/request_data/incident_id").and_then(Value::as_str) == Some(incident_id.as_str()))
         .map(|w| json!({"endpoint": w.endpoint, "body": w.body}))
         .collect();
+    let (related, suggestions) = match store.dossier(key).await? {
+        Some(d) => (
+            d.related_cases
+                .iter()
+                .map(|r| json!({"incident_id": r.case.incident_id, "score": r.score, "shared": r.shared_indicators, "shared_techniques": r.shared_techniques, "hours_apart": r.hours_apart, "merge": r.merge}))
+                .collect::<Vec<_>>(),
+            d.suggestions.iter().map(|s| json!({"kind": s.kind, "text": s.text})).collect::<Vec<_>>(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     Ok(json!({
         "case": {"tenant": key.tenant, "incident_id": key.incident_id, "status": case.status.as_str(), "failure": case.failure, "severity": case.severity.as_str(), "alert_count": case.alert_count, "resolution": case.resolution},
         "indicators": indicators,
@@ -101,6 +111,8 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         "sources": sources,
         "dossier": dossier,
         "actions": actions,
+        "related": related,
+        "suggestions": suggestions,
         "xdr_writes": writes,
         "warnings": case.parse_warnings,
     }))

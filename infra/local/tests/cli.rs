@@ -629,3 +629,42 @@ async fn premium_sources_report_and_their_actor_names_rank() {
         eprintln!("{comment}");
     }
 }
+
+/// Two incidents of one intrusion in one run (files in order, one store): the second lists the
+/// first as related, with what they share, a merge suggestion and a gated merge action that
+/// nothing runs without approval. One JSON object per case, one per line.
+#[test]
+fn the_second_of_two_related_incidents_suggests_a_merge() {
+    let first = format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR"));
+    let second = fixture_path("incidents/demo_second_host.json");
+    let out = Command::new(BIN)
+        .args(["run", "--extra-data", &first, "--extra-data", &second, "--json"])
+        .env("RUST_LOG", "error")
+        .env_remove("DOSSIER_VIRUSTOTAL_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one line per case");
+    assert_eq!((lines[0]["case"]["incident_id"].as_str(), lines[1]["case"]["incident_id"].as_str()), (Some("4711"), Some("4712")));
+    assert_eq!(lines[0]["related"], serde_json::json!([]), "the first saw nothing before it");
+    let related = lines[1]["related"].as_array().unwrap();
+    assert_eq!(related.len(), 1, "{related:?}");
+    assert_eq!(related[0]["incident_id"], "4711");
+    let shared: Vec<&str> = related[0]["shared"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    for s in
+        ["domain cdn-update.example.net", "ipv4 98.136.103.23", "sha256 03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b"]
+    {
+        assert!(shared.contains(&s), "{shared:?}");
+    }
+    assert!(!shared.iter().any(|s| s.contains("fin-ws-0231") || s.contains("j.doe")), "another host and user: {shared:?}");
+    assert!(related[0]["score"].as_f64().unwrap() >= 0.6);
+    let suggestions = lines[1]["suggestions"].as_array().unwrap();
+    assert!(suggestions.iter().any(|s| s["kind"] == "merge" && s["text"].as_str().unwrap().contains("incident 4711")), "{suggestions:?}");
+    let merge = lines[1]["actions"].as_array().unwrap().iter().find(|a| a["kind"] == "merge_cases").expect("a gated merge action");
+    assert_eq!((merge["target"].as_str(), merge["status"].as_str()), (Some("4711"), Some("proposed")));
+    // Nothing merged or noted on either incident without an approval.
+    let writes = lines[1]["xdr_writes"].to_string() + &lines[0]["xdr_writes"].to_string();
+    assert!(!writes.contains("Merge approved"), "{writes}");
+    assert!(lines[1]["dossier"]["comment"].as_str().unwrap().contains("SUGGESTIONS"));
+}

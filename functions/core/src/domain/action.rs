@@ -14,6 +14,9 @@ pub enum ActionKind {
     RaiseSeverity,
     BlockHash,
     DisableUser,
+    /// Mark this incident and a related one (the target) as one intrusion. XDR's public API
+    /// documents no merge: the approved decision is posted to both incidents for the console merge.
+    MergeCases,
 }
 
 impl ActionKind {
@@ -23,6 +26,7 @@ impl ActionKind {
             Self::RaiseSeverity => "raise_severity",
             Self::BlockHash => "block_hash",
             Self::DisableUser => "disable_user",
+            Self::MergeCases => "merge_cases",
         }
     }
 
@@ -32,6 +36,7 @@ impl ActionKind {
             Self::RaiseSeverity => "Raise incident severity",
             Self::BlockHash => "Block file hash",
             Self::DisableUser => "Disable user",
+            Self::MergeCases => "Merge with related incident",
         }
     }
 }

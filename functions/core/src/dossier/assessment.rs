@@ -304,6 +304,7 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
             .map(|r| SourceLine { name: r.source.clone(), status: r.status, calls: r.calls, note: r.note.clone() })
             .collect(),
         missing_sources: missing_sources.to_vec(),
+        suggestions: merge_suggestions(reports),
         related_cases: reports.iter().flat_map(|r| r.related_cases.iter().cloned()).collect(),
         asset_criticality,
         timeline: timeline(case),
@@ -312,6 +313,23 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         actor_notes: Vec::new(),
         model_run: None,
     }
+}
+
+/// A merge suggestion per related case close enough to be the same intrusion.
+fn merge_suggestions(reports: &[SourceReport]) -> Vec<crate::dossier::Suggestion> {
+    reports
+        .iter()
+        .flat_map(|r| r.related_cases.iter())
+        .filter(|r| r.merge)
+        .take(3)
+        .map(|r| crate::dossier::Suggestion {
+            kind: "merge".into(),
+            text: format!(
+                "Merge with incident {} (score {:.2}): {}. Proposed as a gated action; nothing is merged without approval.",
+                r.case.incident_id, r.score, r.reason
+            ),
+        })
+        .collect()
 }
 
 /// The severity the evidence supports, why, and the most critical asset criticality seen.

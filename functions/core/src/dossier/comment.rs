@@ -88,6 +88,7 @@ struct CommentView {
     assets: Vec<String>,
     entities: String,
     related: Vec<String>,
+    suggestions: Vec<String>,
     attack_version: &'static str,
     techniques: Vec<String>,
     actors: Vec<String>,
@@ -382,6 +383,7 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             .take(5)
             .map(|r| format!("incident {} ({:.0}%): {}", r.case.incident_id, r.score * 100.0, untrusted(&r.reason, 300)))
             .collect(),
+        suggestions: d.suggestions.iter().take(6).map(|s| format!("{}: {}", s.kind, untrusted(&s.text, 600))).collect(),
         attack_version: crate::domain::ATTACK_VERSION,
         techniques: d
             .techniques

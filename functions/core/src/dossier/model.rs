@@ -75,6 +75,15 @@ pub struct Impacted {
     pub criticality: String,
 }
 
+/// Something the dossier suggests an analyst do that is not a gated action on its own: merge
+/// with a related case, open a campaign investigation, review a detection draft.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    /// `merge`, `campaign`, `detection`, `playbook`.
+    pub kind: String,
+    pub text: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceLine {
     pub name: String,
@@ -124,6 +133,9 @@ pub struct Dossier {
     /// Likely actors or campaigns named by the model, with the basis.
     #[serde(default)]
     pub actor_notes: Vec<(String, String)>,
+    /// Suggestions for the analyst (merges with related cases, ...).
+    #[serde(default)]
+    pub suggestions: Vec<Suggestion>,
     /// The model call behind an AI dossier, or the one whose answer was rejected.
     #[serde(default)]
     pub model_run: Option<crate::synthesis::ModelRun>,

@@ -85,6 +85,10 @@ pub fn propose_actions(case: &Case, dossier: &Dossier, phase: Phase) -> Vec<Prop
             .join("; ");
         push(ActionKind::DisableUser, f.value.clone(), f.value.clone(), format!("identity at risk ({why})"));
     }
+    // A related case close enough to be the same intrusion: merging takes an approver.
+    for r in dossier.related_cases.iter().filter(|r| r.merge).take(2) {
+        push(ActionKind::MergeCases, r.case.incident_id.clone(), format!("incident {}", r.case.incident_id), r.reason.clone());
+    }
     // Raising a severity an analyst set takes evidence they did not have: third-party intel.
     let new_evidence =
         evidence.iter().any(|f| f.verdicts.iter().any(|v| v.verdict == VerdictLevel::Malicious && !v.source.starts_with("XDR ")));
@@ -159,7 +163,7 @@ impl AutoApprove {
                 evidence.indicators.iter().filter(|f| f.kind.is_hash() && f.value.eq_ignore_ascii_case(&action.target)).collect()
             }
             ActionKind::RaiseSeverity => evidence.indicators.iter().filter(|f| !f.internal && !f.kind.is_entity()).collect(),
-            ActionKind::IsolateEndpoint | ActionKind::DisableUser => return false,
+            ActionKind::IsolateEndpoint | ActionKind::DisableUser | ActionKind::MergeCases => return false,
         };
         target_findings.into_iter().any(|f| engines(f) >= self.min_malicious_engines)
     }

@@ -31,10 +31,39 @@ pub struct RelatedCase {
     pub hours_apart: f64,
     pub score: f64,
     pub reason: String,
+    /// Close enough to be one intrusion: the dossier suggests merging (a gated action).
+    #[serde(default)]
+    pub merge: bool,
 }
 
-fn index_pk(kind: IndicatorKind, value: &str) -> String {
-    format!("idx#{kind}:{value}")
+/// Within this many hours, shared evidence can make two cases one intrusion.
+pub const MERGE_WINDOW_HOURS: f64 = 72.0;
+
+impl RelatedCase {
+    /// Two external indicators in common, or one and the same host or user, within the merge
+    /// window: the same intrusion seen twice, not a coincidence of commodity infrastructure.
+    pub fn merge_worthy(external: usize, entities: usize, hours_apart: f64) -> bool {
+        hours_apart <= MERGE_WINDOW_HOURS && (external >= 2 || (external >= 1 && entities >= 1))
+    }
+}
+
+/// The index is per tenant: a case never lists another tenant's case.
+fn index_pk(tenant: &str, kind: IndicatorKind, value: &str) -> String {
+    format!("idx#{tenant}#{kind}:{value}")
+}
+
+/// Whether an indicator can relate two cases: not a process name, not overlong, and not an
+/// address every host has (loopback, link-local, reserved ranges).
+fn relatable(ind: &crate::domain::Indicator) -> bool {
+    use std::net::IpAddr;
+    if ind.kind == IndicatorKind::Process || ind.value.len() > 512 {
+        return false;
+    }
+    match ind.value.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) if ind.kind.is_ip() => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+        Ok(IpAddr::V6(v6)) if ind.kind.is_ip() => !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80),
+        _ => crate::domain::Scope::of(ind.kind, &ind.value, ind.internal) != crate::domain::Scope::Reserved,
+    }
 }
 
 /// Indexes a case under its indicators, hosts and users (written by collect).
@@ -42,9 +71,15 @@ pub async fn index_case(store: &dyn DocStore, case: &Case, now_ms: i64) -> Resul
     let entry =
         IndexEntry { case: case.key.clone(), at_ms: case.hint.created_at_ms.unwrap_or(now_ms), techniques: case.all_technique_ids() };
     let body = serde_json::to_string(&entry).map_err(|e| StoreError::Rejected(e.to_string()))?;
-    for ind in case.indicators.iter().filter(|i| i.kind != IndicatorKind::Process && i.value.len() <= 512).take(INDEX_CAP) {
+    for ind in case.indicators.iter().filter(|i| relatable(i)).take(INDEX_CAP) {
         match store
-            .put_new(Table::Cases, &index_pk(ind.kind, &ind.value), &case.key.storage_id(), &body, Some((now_ms + INDEX_TTL_MS) / 1000))
+            .put_new(
+                Table::Cases,
+                &index_pk(&case.key.tenant, ind.kind, &ind.value),
+                &case.key.storage_id(),
+                &body,
+                Some((now_ms + INDEX_TTL_MS) / 1000),
+            )
             .await?
         {
             PutOutcome::Written | PutOutcome::AlreadyExists => {}
@@ -67,14 +102,25 @@ impl Source for RelatedCases {
 
     async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred> {
         let started = std::time::Instant::now();
-        let mut by_case: BTreeMap<String, (IndexEntry, Vec<String>)> = BTreeMap::new();
+        // Per related case: its entry, what it shares, and how many of those are external
+        // indicators and how many hosts, users or internal addresses.
+        let mut by_case: BTreeMap<String, (IndexEntry, Vec<String>, usize, usize)> = BTreeMap::new();
         let mut errors = Vec::new();
-        for ind in case.indicators.iter().filter(|i| i.kind != IndicatorKind::Process && i.value.len() <= 512).take(INDEX_CAP) {
-            match self.store.query(Table::Cases, &index_pk(ind.kind, &ind.value), "").await {
+        for ind in case.indicators.iter().filter(|i| relatable(i)).take(INDEX_CAP) {
+            match self.store.query(Table::Cases, &index_pk(&case.key.tenant, ind.kind, &ind.value), "").await {
                 Ok(docs) => {
                     for d in docs.into_iter().filter(|d| d.sk != case.key.storage_id()).take(50) {
                         let Ok(entry) = serde_json::from_str::<IndexEntry>(&d.body) else { continue };
-                        by_case.entry(d.sk).or_insert_with(|| (entry, Vec::new())).1.push(format!("{} {}", ind.kind, ind.value));
+                        if entry.case.tenant != case.key.tenant {
+                            continue;
+                        }
+                        let slot = by_case.entry(d.sk).or_insert_with(|| (entry, Vec::new(), 0, 0));
+                        slot.1.push(format!("{} {}", ind.kind, ind.value));
+                        if ind.internal || ind.kind.is_entity() {
+                            slot.3 += 1;
+                        } else {
+                            slot.2 += 1;
+                        }
                     }
                 }
                 Err(e) if errors.len() < 5 => errors.push(e.to_string()),
@@ -85,17 +131,24 @@ impl Source for RelatedCases {
         let at = case.hint.created_at_ms.unwrap_or(case.received_at_ms);
         let mut related: Vec<RelatedCase> = by_case
             .into_values()
-            .map(|(entry, shared)| {
+            .map(|(entry, shared, external, entities)| {
                 let techniques: Vec<String> = entry.techniques.iter().filter(|t| mine.contains(t)).cloned().collect();
                 let hours = (at - entry.at_ms).abs() as f64 / 3_600_000.0;
                 let proximity = if hours <= 24.0 {
                     1.0
+                } else if hours <= MERGE_WINDOW_HOURS {
+                    0.7
                 } else if hours <= 168.0 {
-                    0.5
+                    0.4
                 } else {
                     0.1
                 };
-                let score = (shared.len() as f64).min(5.0) / 5.0 * 0.6 + (techniques.len() as f64).min(3.0) / 3.0 * 0.25 + proximity * 0.15;
+                // External indicators say the most, then the same host or user, then techniques.
+                let score = ((external as f64).min(3.0) / 3.0 * 0.5
+                    + (entities as f64).min(2.0) / 2.0 * 0.2
+                    + (techniques.len() as f64).min(3.0) / 3.0 * 0.15
+                    + proximity * 0.15)
+                    .min(1.0);
                 let mut reason = format!("shares {}", shared.iter().take(3).cloned().collect::<Vec<_>>().join(", "));
                 if shared.len() > 3 {
                     reason.push_str(&format!(" and {} more", shared.len() - 3));
@@ -106,6 +159,7 @@ impl Source for RelatedCases {
                 reason.push_str(&format!("; {hours:.0} h apart"));
                 RelatedCase {
                     case: entry.case,
+                    merge: RelatedCase::merge_worthy(external, entities, hours),
                     shared_indicators: shared,
                     shared_techniques: techniques,
                     hours_apart: hours,

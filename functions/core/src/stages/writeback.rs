@@ -313,6 +313,8 @@ impl Writeback {
                 Some(idp) => idp.is_disabled(&action.target).await?.unwrap_or(false),
                 None => false,
             },
+            // `run` skips each incident that already carries the note: no read-back needed.
+            ActionKind::MergeCases => false,
         };
         Ok(done.then(|| "found already applied on read-back after a worker died mid-call".to_string()))
     }
@@ -340,6 +342,24 @@ impl Writeback {
                 }
                 None => Execution::Failed("no identity provider (Okta or Entra ID) is configured to disable users".into()),
             },
+            ActionKind::MergeCases => {
+                // XDR's public API documents no merge: the approved decision goes on both
+                // incidents, each once (a note already there after a worker died is not repeated).
+                let other = &action.target;
+                let marker = format!("[dossier-merge:{}#{}+{}]", key.tenant, key.incident_id, other);
+                let note = format!(
+                    "[Dossier] Merge approved by {approver}: incidents {} and {other} are one intrusion ({}). Cortex XDR's public API \
+                     has no merge call: merge them in the console (select both incidents, Merge). {marker}",
+                    key.incident_id,
+                    clean_text(&action.rationale, 300)
+                );
+                for incident in [key.incident_id.as_str(), other.as_str()] {
+                    if self.xdr.comment_exists(incident, &marker).await? != Some(true) {
+                        self.xdr.add_comment(incident, &note).await?;
+                    }
+                }
+                Execution::Succeeded { detail: format!("merge noted on incidents {} and {other}", key.incident_id), xdr_action_id: None }
+            }
         })
     }
 

@@ -249,6 +249,8 @@ pub fn validate(text: &str, case: &Case, pack: &EvidencePack, p: &Pseudonyms, ph
             ActionKind::DisableUser => {
                 case.indicators.iter().any(|i| i.kind == IndicatorKind::User && i.value.eq_ignore_ascii_case(&target))
             }
+            // Merges come from Dossier's own case index, never from text a model read.
+            ActionKind::MergeCases => false,
         };
         if !ok {
             return Err(ValidationError::BadAction(format!("{} on `{}` (not an entity of this case)", act.kind.as_str(), act.target)));

@@ -1,4 +1,5 @@
-//! `dossier run`: one recorded `get_incident_extra_data` reply through the whole pipeline.
+//! `dossier run`: recorded `get_incident_extra_data` replies through the whole pipeline, one file
+//! after the other in one store.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,37 +17,52 @@ use super::print::print_text;
 use super::{case_for, config, pipeline, BadInput, RUN_BUDGET};
 
 pub async fn run(
-    path: &std::path::Path,
+    paths: &[std::path::PathBuf],
     json: bool,
     tenant: &str,
     aws_endpoint: Option<&str>,
     model: Option<Arc<dyn LanguageModel>>,
     html: Option<&std::path::Path>,
 ) -> Result<ExitCode, BadInput> {
-    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
-    // Validate fully before anything is stored.
-    let incidents = parse_extra_data(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    // Read and validate every file fully before anything is stored.
+    let mut files = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+        let incidents = parse_extra_data(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+        files.push((text, incidents));
+    }
     let mut config = config()?;
     config.enrich_deadline = config.enrich_deadline.min(Duration::from_secs(90));
-    let xdr = Arc::new(RecordingXdr::serving(text.clone()));
+    let xdr = Arc::new(match &files[..] {
+        [(text, _)] => RecordingXdr::serving(text.clone()),
+        _ => RecordingXdr::with_incidents(
+            files.iter().flat_map(|(text, incidents)| incidents.iter().map(move |d| (d.incident.incident_id.clone(), text.clone()))),
+        ),
+    });
     let pipeline = pipeline(config, xdr.clone(), aws_endpoint, no_webhooks(), model).await?;
-    let now = SystemClock.now_ms();
+    // One file after the other, each settled before the next opens: as successive incidents.
     let mut keys = Vec::new();
-    for data in &incidents {
-        let case = case_for(tenant, data, now)?;
-        keys.push(case.key.clone());
-        if let Err(e) = open_case(&pipeline.ctx, case).await {
-            eprintln!("dossier: could not open the case: {e}");
-            return Ok(ExitCode::from(1));
+    let mut settled = true;
+    for (_, incidents) in &files {
+        let now = SystemClock.now_ms();
+        let mut batch = Vec::new();
+        for data in incidents {
+            let case = case_for(tenant, data, now)?;
+            batch.push(case.key.clone());
+            if let Err(e) = open_case(&pipeline.ctx, case).await {
+                eprintln!("dossier: could not open the case: {e}");
+                return Ok(ExitCode::from(1));
+            }
         }
+        settled &= match pipeline.run_until_settled(&batch, RUN_BUDGET).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("dossier: pipeline error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        keys.extend(batch);
     }
-    let settled = match pipeline.run_until_settled(&keys, RUN_BUDGET).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("dossier: pipeline error: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
     if let (Some(out), Some(key)) = (html, keys.first()) {
         match dossier_local::report::html_page(&pipeline, key).await {
             Ok(page) => std::fs::write(out, page).map_err(|e| BadInput(format!("cannot write {}: {e}", out.display())))?,
@@ -67,11 +83,10 @@ pub async fn run(
             }
         }
     }
-    if json {
-        let out = if reports.len() == 1 { reports.remove(0) } else { serde_json::json!({ "cases": reports }) };
-        println!("{out}");
-    } else {
-        for r in &reports {
+    for r in &reports {
+        if json {
+            println!("{r}");
+        } else {
             print_text(r);
         }
     }
