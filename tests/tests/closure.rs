@@ -17,12 +17,24 @@ use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
 /// A pipeline whose case 4711 has its dossier posted, handing closure summaries to `exports`.
 async fn posted_case(exports: Vec<Arc<dyn ClosureExport>>) -> (LocalPipeline, CaseKey, Arc<RecordingXdr>) {
+    posted_case_with(exports, false).await
+}
+
+/// As `posted_case`; with `knowledge`, a knowledge source over no runbooks (past closure
+/// summaries only).
+async fn posted_case_with(exports: Vec<Arc<dyn ClosureExport>>, knowledge: bool) -> (LocalPipeline, CaseKey, Arc<RecordingXdr>) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = Backend::embedded(clock.clone());
-    let sources: Vec<Arc<dyn Source>> = vec![
+    let mut sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(AttackSource),
         Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
     ];
+    if knowledge {
+        sources.push(Arc::new(dossier_core::sources::KnowledgeSource {
+            retriever: Arc::new(dossier_core::knowledge::KnowledgeIndex::build(&[])),
+            store: Some(backend.store.clone()),
+        }));
+    }
     let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
     let pipeline = LocalPipeline::new(PipelineParts {
         backend,
@@ -231,4 +243,32 @@ async fn servicenow_faults_are_retried_or_recorded_as_refused() {
         dossier_adapters::export::ServiceNowRecord::new(&snow.url(), "x", "cmdb_ci", Duration::from_secs(5)).is_err(),
         "only incident tables"
     );
+}
+
+/// A posted closure summary joins the knowledge later cases of the tenant search: the next case
+/// of the same intrusion cites it.
+#[tokio::test]
+async fn a_closure_summary_is_cited_by_a_later_case() {
+    let (pipeline, _key, _xdr) = posted_case_with(Vec::new(), true).await;
+    assert!(pipeline.intake.handle(&resolved_webhook()).await.status == 202);
+    for _ in 0..20 {
+        pipeline.pump_once().await.unwrap();
+    }
+    let later = CaseKey::new("default", "4712").unwrap();
+    let clock = SystemClock;
+    open_case(&pipeline.ctx, Case::new(later.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&later), Duration::from_secs(30)).await.unwrap());
+    let dossier = pipeline.dossier(&later).await.unwrap().unwrap();
+    let cited: Vec<(&str, &str)> = dossier.citations.iter().map(|c| (c.document.as_str(), c.section.as_str())).collect();
+    assert_eq!(cited, [("closure of incident 4711", "closure summary")], "{cited:?}");
+    assert!(dossier.citations[0].text.contains("EXECUTIVE SUMMARY"));
+    // Another tenant's case does not see it.
+    let theirs = CaseKey::new("globex", "4713").unwrap();
+    open_case(&pipeline.ctx, Case::new(theirs.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default()))
+        .await
+        .unwrap();
+    assert!(pipeline.run_until_settled(std::slice::from_ref(&theirs), Duration::from_secs(30)).await.unwrap());
+    assert!(pipeline.dossier(&theirs).await.unwrap().unwrap().citations.is_empty());
 }

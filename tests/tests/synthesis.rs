@@ -121,7 +121,7 @@ async fn a_valid_openai_answer_becomes_the_ai_dossier() {
     let out = run_case(DEMO.to_string(), Some(openai(&fake).await), Phase(2)).await;
     let d = &out.dossier;
     assert!(d.ai_generated);
-    assert_eq!((d.model.as_deref(), d.prompt_version.as_str()), (Some("fake-gpt"), "dossier-v1"));
+    assert_eq!((d.model.as_deref(), d.prompt_version.as_str()), (Some("fake-gpt"), "dossier-v2"));
     let run = d.model_run.as_ref().unwrap();
     assert_eq!((run.input_tokens, run.output_tokens, run.attempts), (1200, 300, 1));
     assert_eq!(run.prompt_hash, dossier_core::synthesis::prompt_hash());
@@ -529,4 +529,66 @@ async fn every_identifier_form_stays_inside_and_no_credential_goes_anywhere() {
     // Tokens are re-identified in the posted AI dossier; credentials stay redacted.
     assert!(out.dossier.ai_generated, "{:?}", out.dossier.model_run);
     assert!(!out.comment.contains("HOST-") && !out.comment.contains("USER-"), "{}", out.comment);
+}
+
+fn runbooks() -> Arc<dyn Source> {
+    let docs = vec![
+        (
+            "runbooks/encoded-powershell.md".to_string(),
+            include_str!("../../infra/local/samples/knowledge/runbooks/encoded-powershell.md").to_string(),
+        ),
+        ("runbooks/phishing.html".to_string(), include_str!("../../infra/local/samples/knowledge/runbooks/phishing.html").to_string()),
+        ("runbooks/brute-force.md".to_string(), include_str!("../../infra/local/samples/knowledge/runbooks/brute-force.md").to_string()),
+    ];
+    Arc::new(dossier_core::sources::KnowledgeSource {
+        retriever: Arc::new(dossier_core::knowledge::KnowledgeIndex::build(&docs)),
+        store: None,
+    })
+}
+
+/// The model sees the retrieved runbook passages and may cite them by document and section; a
+/// citation of anything that was not retrieved rejects the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_cites_only_retrieved_passages() {
+    let fake = FakeServer::start().await;
+    fake.on(
+        "POST",
+        "/v1/chat/completions",
+        Reply::dynamic(|r| {
+            let prompt = user_message(r);
+            assert!(prompt.contains("runbooks/encoded-powershell.md"), "the passages are in the evidence");
+            let mut a = good_answer(&prompt);
+            a["citations"] = json!([{"document": "runbooks/encoded-powershell.md", "section": "Triage"}]);
+            openai_reply(&a.to_string())
+        }),
+    );
+    let out = run_case_with(DEMO.to_string(), Some(openai(&fake).await), Phase(2), vec![runbooks()]).await;
+    assert!(out.dossier.ai_generated, "{:?}", out.dossier.model_run);
+    assert_eq!(out.dossier.citations.len(), 1);
+    assert_eq!(
+        (out.dossier.citations[0].document.as_str(), out.dossier.citations[0].section.as_str()),
+        ("runbooks/encoded-powershell.md", "Triage")
+    );
+    assert!(out.dossier.citations[0].text.contains("EncodedCommand"), "the retrieved text, not the model's");
+    assert!(out.comment.contains("runbooks/encoded-powershell.md § Triage"), "{}", out.comment);
+
+    for (document, section) in [("runbooks/incident-response-policy.md", "Escalation"), ("runbooks/phishing.html", "Click-through")] {
+        let fake = FakeServer::start().await;
+        let cite = json!([{"document": document, "section": section}]);
+        fake.on(
+            "POST",
+            "/v1/chat/completions",
+            Reply::dynamic(move |r| {
+                let mut a = good_answer(&user_message(r));
+                a["citations"] = cite.clone();
+                openai_reply(&a.to_string())
+            }),
+        );
+        let out = run_case_with(DEMO.to_string(), Some(openai(&fake).await), Phase(2), vec![runbooks()]).await;
+        assert!(!out.dossier.ai_generated, "{document} was not retrieved for this case");
+        let rejected = out.dossier.model_run.as_ref().unwrap().rejected.clone().unwrap();
+        assert!(rejected.contains("was not retrieved"), "{rejected}");
+        // The evidence-built dossier still cites what retrieval found.
+        assert!(out.dossier.citations.iter().any(|c| c.document == "runbooks/encoded-powershell.md"));
+    }
 }

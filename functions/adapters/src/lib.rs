@@ -8,6 +8,7 @@ pub mod env;
 pub mod export;
 pub mod http_client;
 pub mod identity;
+pub mod knowledge;
 pub mod lambda;
 pub mod llm;
 pub mod notify;

@@ -20,7 +20,7 @@ use crate::llm::{Anthropic, Bedrock, OpenAiCompatible};
 use crate::notify::{SesEmail, SlackDirect, SlackWebhook, TeamsWebhook, SLACK_API};
 use crate::oidc::HttpOidcProvider;
 use crate::secrets::SecretsManager;
-use crate::sources::catalog::{self, Shared, SourceSettings};
+use crate::sources::catalog::{self, RetrieverHandle, Shared, SourceSettings};
 use crate::sources::msgraph::GraphCredentials;
 use crate::sqs::SqsQueue;
 use crate::xdr::{XdrCredentials, XdrHttp};
@@ -150,14 +150,27 @@ impl Aws {
             ),
             None => None,
         };
-        let data = match var("PATH") {
-            Some(path) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::Invalid { name: "DOSSIER_<SOURCE>_PATH", reason: format!("{path}: {e}") })?,
-            ),
-            None => None,
-        };
-        let settings = SourceSettings { url: var("URL"), key, data, quota: var("QUOTA"), timeout: None };
+        let mut settings = SourceSettings { url: var("URL"), key, quota: var("QUOTA"), ..SourceSettings::default() };
+        match (var("PATH"), name) {
+            // The knowledge source reads a folder (shipped with the function); a knowledge base
+            // id queries Amazon Bedrock instead.
+            (path, dossier_core::sources::KNOWLEDGE_SOURCE) => {
+                if let Some(id) = var("BASE_ID") {
+                    let client = aws_sdk_bedrockagentruntime::Client::new(&self.sdk);
+                    settings.retriever = Some(RetrieverHandle(Arc::new(crate::knowledge::BedrockKnowledgeBase::new(client, id))));
+                } else if let Some(path) = path {
+                    settings.documents = crate::knowledge::read_folder(std::path::Path::new(&path))
+                        .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_KNOWLEDGE_PATH", reason })?;
+                }
+            }
+            (Some(path), _) => {
+                settings.data = Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| ConfigError::Invalid { name: "DOSSIER_<SOURCE>_PATH", reason: format!("{path}: {e}") })?,
+                )
+            }
+            (None, _) => {}
+        }
         let shared = Shared { store: self.store.clone(), clock: Arc::new(SystemClock), cache: env::var("DOSSIER_CACHE_TABLE").is_some() };
         catalog::build(name, &settings, &shared, &format!("set {prefix}_SECRET_ARN"))
             .map_err(|reason| ConfigError::Invalid { name: "DOSSIER_SOURCE", reason }.into())

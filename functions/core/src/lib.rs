@@ -10,6 +10,7 @@ pub mod dossier;
 pub mod embedded;
 pub mod extract;
 pub mod http;
+pub mod knowledge;
 pub mod messages;
 pub mod metrics;
 pub mod ports;

@@ -70,6 +70,7 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
             "actors": d.actors.iter().map(|g| json!({"id": g.id, "name": g.name, "score": g.score, "shared": g.shared, "drivers": g.drivers, "named_by": g.named_by})).collect::<Vec<_>>(),
             "commonplace_techniques": d.commonplace_techniques,
             "named_actors": d.named_actors,
+            "citations": d.citations,
             "next_steps": d.next_steps.iter().map(|n| json!({"text": n.text, "xql": n.xql})).collect::<Vec<_>>(),
             "missing_sources": d.missing_sources,
             "comment": draft.comment,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_adapters::sources::catalog::{self, Shared, SourceSettings, ALL};
-use dossier_core::sources::Source;
+use dossier_core::sources::{Source, KNOWLEDGE_SOURCE};
 
 use crate::samples::{CMDB_EXPORT, INTEL_FEED};
 
@@ -29,19 +29,26 @@ pub fn local_sources(shared: &Shared) -> Result<Vec<Arc<dyn Source>>, SourceSetu
     ALL.iter()
         .map(|name| {
             let prefix = format!("DOSSIER_{}", name.to_ascii_uppercase().replace('-', "_"));
-            let data = match (env(&format!("{prefix}_PATH")), *name) {
-                (Some(path), _) => Some(std::fs::read_to_string(&path).map_err(|e| SourceSetupError(format!("cannot read {path}: {e}")))?),
-                (None, "intel-feed") => Some(INTEL_FEED.to_string()),
-                (None, "cmdb-export") => Some(CMDB_EXPORT.to_string()),
-                (None, _) => None,
-            };
-            let settings = SourceSettings {
+            let mut settings = SourceSettings {
                 url: env(&format!("{prefix}_URL")),
                 key: env(&format!("{prefix}_KEY")),
-                data,
                 quota: env(&format!("{prefix}_QUOTA")),
                 timeout,
+                ..SourceSettings::default()
             };
+            match (env(&format!("{prefix}_PATH")), *name) {
+                // A folder of runbooks, wiki exports and past reports.
+                (Some(path), KNOWLEDGE_SOURCE) => {
+                    settings.documents = dossier_adapters::knowledge::read_folder(std::path::Path::new(&path))
+                        .map_err(|e| SourceSetupError(format!("DOSSIER_KNOWLEDGE_PATH: {e}")))?
+                }
+                (Some(path), _) => {
+                    settings.data = Some(std::fs::read_to_string(&path).map_err(|e| SourceSetupError(format!("cannot read {path}: {e}")))?)
+                }
+                (None, "intel-feed") => settings.data = Some(INTEL_FEED.to_string()),
+                (None, "cmdb-export") => settings.data = Some(CMDB_EXPORT.to_string()),
+                (None, _) => {}
+            }
             catalog::build(name, &settings, shared, &format!("set {prefix}_KEY")).map_err(|e| SourceSetupError(format!("{name}: {e}")))
         })
         .collect()

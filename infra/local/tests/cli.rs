@@ -379,7 +379,7 @@ async fn run_with_an_openai_compatible_model() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dossier"]["ai_generated"], true);
     assert_eq!(v["dossier"]["model"], "local-test-model");
-    assert_eq!(v["dossier"]["prompt_version"], "dossier-v1");
+    assert_eq!(v["dossier"]["prompt_version"], "dossier-v2");
     assert!(v["dossier"]["summary"].as_str().unwrap().contains("fin-ws-0231"), "re-identified");
     assert_eq!(fake.requests()[0].header("authorization"), Some("Bearer sk-local"));
 }
@@ -667,4 +667,38 @@ fn the_second_of_two_related_incidents_suggests_a_merge() {
     let writes = lines[1]["xdr_writes"].to_string() + &lines[0]["xdr_writes"].to_string();
     assert!(!writes.contains("Merge approved"), "{writes}");
     assert!(lines[1]["dossier"]["comment"].as_str().unwrap().contains("SUGGESTIONS"));
+}
+
+/// With a folder of runbooks (`DOSSIER_KNOWLEDGE_PATH`), the demo incident's dossier cites the
+/// runbook that fits, by document and section; the lab case with its test file cites nothing.
+#[test]
+fn a_folder_of_runbooks_is_cited_where_it_fits() {
+    let folder = format!("{}/samples/knowledge", env!("CARGO_MANIFEST_DIR"));
+    let demo = format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR"));
+    let lab = format!("{}/samples/xdr/get_incident_extra_data.json", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["run", "--extra-data", &demo, "--extra-data", &lab, "--json"])
+        .env("RUST_LOG", "error")
+        .env("DOSSIER_KNOWLEDGE_PATH", &folder)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let citations = lines[0]["dossier"]["citations"].as_array().unwrap();
+    assert_eq!(citations[0]["document"], "runbooks/encoded-powershell.md", "{citations:?}");
+    assert!(citations.iter().any(|c| c["section"] == "Triage"), "{citations:?}");
+    assert!(citations.iter().all(|c| c["text"].as_str().is_some_and(|t| !t.is_empty())));
+    assert!(lines[0]["dossier"]["comment"].as_str().unwrap().contains("runbooks/encoded-powershell.md § Triage"));
+    assert_eq!(lines[1]["dossier"]["citations"], serde_json::json!([]), "a test file on a lab host fits no runbook");
+    let knowledge = lines[0]["sources"].as_array().unwrap().iter().find(|s| s["name"] == "knowledge").unwrap();
+    assert_eq!(knowledge["status"], "ok");
+    // Without a folder the source says how to configure it.
+    let v = run_json(&demo);
+    let knowledge = v["sources"].as_array().unwrap().iter().find(|s| s["name"] == "knowledge").unwrap();
+    assert_eq!(knowledge["status"], "skipped");
+    assert!(knowledge["note"].as_str().unwrap().contains("DOSSIER_KNOWLEDGE_PATH"));
+    // A folder that is not there is a clear error before anything runs.
+    let bad = Command::new(BIN).args(["run", "--extra-data", &demo]).env("DOSSIER_KNOWLEDGE_PATH", "/nonexistent/kb").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("DOSSIER_KNOWLEDGE_PATH"));
 }

@@ -8,10 +8,12 @@ use std::net::IpAddr;
 
 use crate::{FakeServer, Recorded, Reply};
 
+mod bedrock_kb;
 mod intel;
 mod qualys;
 mod servicenow_records;
 mod siem;
+pub use bedrock_kb::bedrock_knowledge_base;
 pub use intel::{gti, recorded_future};
 pub use qualys::{qualys, qualys_error};
 pub use servicenow_records::{servicenow_records, Records};

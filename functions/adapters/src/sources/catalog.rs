@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dossier_core::knowledge::{KnowledgeIndex, Retriever};
 use dossier_core::ports::{Clock, DocStore};
 use dossier_core::ratelimit::{RateLimit, RateLimiter};
 use dossier_core::sources::{
     AttackSource, IndicatorSource, IntelFeed, LookupCache, LookupLimits, NotConfigured, PerIndicator, Quota, Source, ATTACK_SOURCE,
     INTEL_FEED_SOURCE,
 };
-use dossier_core::sources::{CmdbExport, RelatedCases, CMDB_EXPORT_SOURCE, RELATED_CASES_SOURCE};
+use dossier_core::sources::{CmdbExport, KnowledgeSource, RelatedCases, CMDB_EXPORT_SOURCE, KNOWLEDGE_SOURCE, RELATED_CASES_SOURCE};
 
 use super::{
     abuseipdb, gti, msgraph, okta, otx, qualys, recordedfuture, sentinel, servicenow, shodan, splunk, tenable, virustotal, xql_history,
@@ -22,6 +23,7 @@ use crate::xdr::{XdrCredentials, XdrHttp};
 pub const ALL: &[&str] = &[
     ATTACK_SOURCE,
     RELATED_CASES_SOURCE,
+    KNOWLEDGE_SOURCE,
     INTEL_FEED_SOURCE,
     CMDB_EXPORT_SOURCE,
     virustotal::NAME,
@@ -51,6 +53,20 @@ pub struct SourceSettings {
     /// Shared quotas, e.g. `4/min,500/day`; the source's documented default when absent.
     pub quota: Option<String>,
     pub timeout: Option<Duration>,
+    /// Documents for folder-backed sources (the knowledge source): (path, content).
+    pub documents: Vec<(String, String)>,
+    /// A knowledge base to query instead of documents (Bedrock, deployed).
+    pub retriever: Option<RetrieverHandle>,
+}
+
+/// A retriever in settings (printable without its internals).
+#[derive(Clone)]
+pub struct RetrieverHandle(pub Arc<dyn Retriever>);
+
+impl std::fmt::Debug for RetrieverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetrieverHandle")
+    }
 }
 
 /// What every source may share: the store (cache, quotas, related-case index) and the clock.
@@ -129,6 +145,21 @@ pub fn build(name: &str, settings: &SourceSettings, shared: &Shared, how_to_conf
     match name {
         ATTACK_SOURCE => Ok(Arc::new(AttackSource)),
         RELATED_CASES_SOURCE => Ok(Arc::new(RelatedCases { store: shared.store.clone() })),
+        KNOWLEDGE_SOURCE => {
+            let retriever: Arc<dyn Retriever> =
+                match (&settings.retriever, settings.documents.is_empty()) {
+                    (Some(r), _) => r.0.clone(),
+                    (None, false) => Arc::new(KnowledgeIndex::build(&settings.documents)),
+                    (None, true) => return Ok(Arc::new(NotConfigured {
+                        name: name.to_string(),
+                        reason:
+                            "not configured: no runbook folder or knowledge base (set DOSSIER_KNOWLEDGE_PATH or DOSSIER_KNOWLEDGE_BASE_ID)"
+                                .into(),
+                    })),
+                };
+            // Past closure summaries of the tenant are searched alongside.
+            Ok(Arc::new(KnowledgeSource { retriever, store: Some(shared.store.clone()) }))
+        }
         INTEL_FEED_SOURCE => match &settings.data {
             Some(text) => per_indicator(
                 IntelFeed::parse(text).map_err(|e| e.to_string())?,

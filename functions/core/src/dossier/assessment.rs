@@ -305,6 +305,12 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
             .collect(),
         missing_sources: missing_sources.to_vec(),
         suggestions: merge_suggestions(reports),
+        citations: reports
+            .iter()
+            .flat_map(|r| r.passages.iter())
+            .take(3)
+            .map(|p| crate::dossier::Citation { document: p.document.clone(), section: p.section.clone(), text: p.text.clone() })
+            .collect(),
         related_cases: reports.iter().flat_map(|r| r.related_cases.iter().cloned()).collect(),
         asset_criticality,
         timeline: timeline(case),

@@ -89,6 +89,7 @@ struct CommentView {
     entities: String,
     related: Vec<String>,
     suggestions: Vec<String>,
+    citations: Vec<String>,
     attack_version: &'static str,
     techniques: Vec<String>,
     actors: Vec<String>,
@@ -384,6 +385,11 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
             .map(|r| format!("incident {} ({:.0}%): {}", r.case.incident_id, r.score * 100.0, untrusted(&r.reason, 300)))
             .collect(),
         suggestions: d.suggestions.iter().take(6).map(|s| format!("{}: {}", s.kind, untrusted(&s.text, 600))).collect(),
+        citations: d
+            .citations
+            .iter()
+            .map(|c| format!("{} § {}: {}", untrusted(&c.document, 200), untrusted(&c.section, 120), untrusted(&c.text, 300)))
+            .collect(),
         attack_version: crate::domain::ATTACK_VERSION,
         techniques: d
             .techniques

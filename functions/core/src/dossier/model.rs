@@ -75,6 +75,14 @@ pub struct Impacted {
     pub criticality: String,
 }
 
+/// A passage of a runbook, wiki page or past report the dossier cites, as retrieved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    pub document: String,
+    pub section: String,
+    pub text: String,
+}
+
 /// Something the dossier suggests an analyst do that is not a gated action on its own: merge
 /// with a related case, open a campaign investigation, review a detection draft.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,6 +141,9 @@ pub struct Dossier {
     /// Likely actors or campaigns named by the model, with the basis.
     #[serde(default)]
     pub actor_notes: Vec<(String, String)>,
+    /// Runbook and past-report passages that fit the case (only what was retrieved).
+    #[serde(default)]
+    pub citations: Vec<Citation>,
     /// Suggestions for the analyst (merges with related cases, ...).
     #[serde(default)]
     pub suggestions: Vec<Suggestion>,

@@ -6,6 +6,7 @@ mod attack;
 mod cache;
 mod feeds;
 pub mod history;
+mod knowledge;
 mod model;
 mod per_indicator;
 mod related;
@@ -19,6 +20,7 @@ pub use per_indicator::{LookupLimits, PerIndicator, Quota};
 
 use crate::domain::Case;
 
+pub use knowledge::{knowledge_query, remember_closure, KnowledgeSource, KNOWLEDGE_SOURCE};
 pub use related::{index_case, RelatedCase, RelatedCases, RELATED_CASES_SOURCE};
 
 /// A source the deployment has not configured (no key): it reports `skipped` with the reason.

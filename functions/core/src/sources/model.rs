@@ -149,6 +149,9 @@ pub struct SourceReport {
     /// Other cases sharing indicators with this one (the related-cases source).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub related_cases: Vec<crate::sources::RelatedCase>,
+    /// Runbook, wiki and past-report passages that fit the case (the knowledge source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passages: Vec<crate::knowledge::Passage>,
 }
 
 impl SourceReport {
@@ -164,6 +167,7 @@ impl SourceReport {
             groups: Vec::new(),
             errors: Vec::new(),
             related_cases: Vec::new(),
+            passages: Vec::new(),
         }
     }
 }

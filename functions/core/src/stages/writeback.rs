@@ -145,7 +145,11 @@ impl Writeback {
     async fn after_post(&self, key: &CaseKey, draft: &Draft) -> Result<(), StageError> {
         match draft.kind {
             DraftKind::Dossier => self.ctx.settle_case(key, true).await,
-            DraftKind::Closure => self.export_closure(key, draft).await,
+            DraftKind::Closure => {
+                // Posted closure summaries join the knowledge later cases search.
+                crate::sources::remember_closure(self.ctx.store.docs().as_ref(), key, &draft.comment, self.ctx.now_ms()).await?;
+                self.export_closure(key, draft).await
+            }
             _ => Ok(()),
         }
     }

@@ -24,6 +24,8 @@ pub struct EvidencePack {
     pub citable: BTreeSet<String>,
     /// What the budget left out, in words.
     pub cut: Vec<String>,
+    /// The retrieved passages the model may cite, by (document, section).
+    pub knowledge: Vec<(String, String)>,
 }
 
 fn estimate_tokens(v: &Value) -> usize {
@@ -171,6 +173,7 @@ pub fn build_pack(
         "techniques": techniques,
         "attribution": groups,
         "related_cases": related,
+        "knowledge": baseline.citations.iter().map(|c| json!({"document": c.document, "section": c.section, "text": c.text})).collect::<Vec<_>>(),
         "alerts": alerts,
         "other_indicators": unflagged,
         "endpoints": endpoints,
@@ -195,5 +198,6 @@ pub fn build_pack(
         .map(|i| if i.internal { p.hide(&i.value) } else { i.value.clone() })
         .chain(case.endpoints.iter().filter_map(|e| e.endpoint_id.clone()))
         .collect();
-    EvidencePack { prompt, citable, cut }
+    let knowledge = baseline.citations.iter().map(|c| (c.document.clone(), c.section.clone())).collect();
+    EvidencePack { prompt, citable, cut, knowledge }
 }

@@ -3,8 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
-pub const PROMPT_VERSION: &str = "dossier-v1";
-pub const PROMPT_TEXT: &str = include_str!("../../prompts/dossier-v1.md");
+pub const PROMPT_VERSION: &str = "dossier-v2";
+pub const PROMPT_TEXT: &str = include_str!("../../prompts/dossier-v2.md");
 const SCHEMA_TEXT: &str = include_str!("../../prompts/dossier.schema.json");
 
 /// First 16 hex digits of SHA-256 over the prompt and the schema.

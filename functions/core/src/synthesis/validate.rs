@@ -33,6 +33,8 @@ pub enum ValidationError {
     UnknownTechnique(String),
     #[error("the answer proposes an action that is not allowed: {0}")]
     BadAction(String),
+    #[error("the answer cites {0}, which was not retrieved")]
+    UnknownCitation(String),
 }
 
 #[derive(Deserialize)]
@@ -106,6 +108,16 @@ struct RawDossier {
     next_steps: Vec<RawStep>,
     proposed_actions: Vec<RawAction>,
     severity: RawSeverity,
+    /// Retrieved passages the answer rests on (optional for models that predate the field).
+    #[serde(default)]
+    citations: Vec<RawCitation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCitation {
+    document: String,
+    section: String,
 }
 
 /// A validated answer, still pseudonymised.
@@ -260,6 +272,14 @@ pub fn validate(text: &str, case: &Case, pack: &EvidencePack, p: &Pseudonyms, ph
             actions.push((act.kind, target, act.rationale.clone()));
         }
     }
+    // Citations: only passages that were retrieved for this case, by document and section.
+    check_count("citations", raw.citations.len(), 5)?;
+    for c in &raw.citations {
+        let (document, section) = (p.reveal(c.document.trim()), p.reveal(c.section.trim()));
+        if !pack.knowledge.iter().any(|(d, s)| *d == document && *s == section) {
+            return Err(ValidationError::UnknownCitation(format!("{document} § {section}")));
+        }
+    }
     Ok(ModelDossier { raw, techniques, actions, severity })
 }
 
@@ -290,6 +310,18 @@ impl ModelDossier {
         }
         d.technique_notes = self.techniques.iter().filter(|(_, r)| !r.is_empty()).map(|(t, r)| (t.id.clone(), show(r, 400))).collect();
         d.actor_notes = self.raw.actors.iter().map(|a| (show(&a.name, 100), show(&a.basis, 400))).collect();
+        // The passages the model rests on, in its order, with the retrieved text (never the model's).
+        if !self.raw.citations.is_empty() {
+            d.citations = self
+                .raw
+                .citations
+                .iter()
+                .filter_map(|c| {
+                    let (document, section) = (p.reveal(c.document.trim()), p.reveal(c.section.trim()));
+                    baseline.citations.iter().find(|b| b.document == document && b.section == section).cloned()
+                })
+                .collect();
+        }
         d.impacted = self
             .raw
             .impacted
