@@ -104,6 +104,11 @@ async fn a_resolved_incident_gets_one_closure_draft() {
         "NIST CSF 2.0",
         "RESPOND (RS.AN, RS.MI)",
         "Entry point: T1566.001",
+        "SUGGESTIONS FOR REVIEW (drafted from this case; nothing is deployed)",
+        "Detection rule draft (XQL",
+        r#"dns_query_name in ("cdn-update.example.net")"#,
+        "action_file_sha256 in (\"03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b\")",
+        "Playbook update:",
     ] {
         assert!(text.contains(needle), "closure lacks {needle:?}:\n{text}");
     }

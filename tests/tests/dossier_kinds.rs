@@ -71,6 +71,15 @@ fn kinds(actions: &[Action]) -> Vec<ActionKind> {
 // ---------------------------------------------------------------------------------------------
 // XQL: a small checker of the grammar the playbook uses, and the xdr_data fields it may name.
 
+/// `panw_ngfw_url_raw` fields (Cortex Data Lake URL log names, as Palo Alto's CortexDataLake
+/// integration reads them: `url_context_transformer`).
+const NGFW_URL_FIELDS: &[&str] =
+    &["_time", "url_domain", "uri", "source_ip", "source_user", "dest_user", "action", "url_category", "sub_type"];
+
+/// Cortex Data Model fields (the XDM e-mail and user/network schema).
+const XDM_FIELDS: &[&str] =
+    &["_time", "xdm.email.sender", "xdm.email.recipients", "xdm.email.subject", "xdm.source.user.username", "xdm.network.http.domain"];
+
 /// `xdr_data` fields the playbook's queries may use (XQL schema reference, `xdr_data`).
 const XDR_DATA_FIELDS: &[&str] = &[
     "_time",
@@ -167,7 +176,13 @@ fn check_query(q: &str) {
     let time = r#""\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \+0000""#;
     let re = regex_lite(&format!(r#"^config timeframe between {time} and {time}$"#));
     assert!(re(config), "the query must open with an exact timeframe: {q}");
-    assert_eq!(stages[1], "dataset = xdr_data", "{q}");
+    // The phishing templates read the firewall's URL log and the data model's e-mail fields.
+    let fields: &[&str] = match stages[1].as_str() {
+        "dataset = xdr_data" => XDR_DATA_FIELDS,
+        "dataset = panw_ngfw_url_raw" => NGFW_URL_FIELDS,
+        "datamodel dataset = *" => XDM_FIELDS,
+        other => panic!("unknown dataset stage `{other}` in {q}"),
+    };
     let mut defined: Vec<String> = Vec::new();
     for stage in &stages[2..] {
         let (verb, rest) = stage.split_once(' ').unwrap_or((stage, ""));
@@ -191,7 +206,7 @@ fn check_query(q: &str) {
             } else if !(w.chars().all(|c| c.is_ascii_digit())
                 || KEYWORDS.contains(&w.as_str())
                 || FUNCTIONS.contains(&w.as_str())
-                || XDR_DATA_FIELDS.contains(&w.as_str())
+                || fields.contains(&w.as_str())
                 || defined.contains(w))
             {
                 panic!("`{w}` is not an xdr_data field, function or keyword: {q}");
@@ -284,9 +299,22 @@ async fn email_gets_the_message_and_no_endpoint_steps() {
         "subject: Overdue invoice 4471",
         "Pull the message",
         "login[.]invoices-acme[.]top",
+        // The phishing section: the sender's domain and the link's, each with what is known.
+        "PHISHING — THE MESSAGE, ITS SENDER AND ITS LINKS",
+        "sender domain invoices-acme[.]top",
+        "link to login[.]invoices-acme[.]top",
+        // The firewall's verdict is evidence, not noise: malicious first, never "false positive".
+        "The firewall calls the message from billing@invoices-acme.top phishing.",
+        "T1566.002 Spearphishing Link",
+        // Other recipients of the sender and click-through, versioned templates over 90 days.
+        "phishing-xql-v1",
+        r#"filter xdm.email.sender = "billing@invoices-acme.top""#,
+        r#"dataset = panw_ngfw_url_raw | filter url_domain in ("login.invoices-acme.top")"#,
     ] {
         assert!(c.contains(must), "missing `{must}`: {c}");
     }
+    let hypotheses = c.split("HYPOTHESES").nth(1).unwrap();
+    assert!(hypotheses.trim_start().lines().nth(1).unwrap().contains("A phishing message reached"), "{hypotheses}");
     for must_not in ["agent_hostname", "ENUM.PROCESS", "login.invoices-acme.top ["] {
         assert!(!c.contains(must_not), "`{must_not}`: {c}");
     }

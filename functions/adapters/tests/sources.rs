@@ -51,10 +51,11 @@ fn virustotal_objects_become_verdicts() {
     assert!(ip.summary.starts_with("5/87 engines flag it malicious, 2 suspicious"), "{}", ip.summary);
     assert_eq!(ip.fact_value("network_owner"), Some("AS396507 EMERALD-ONION"));
     assert_eq!(ip.link.as_deref(), Some("https://www.virustotal.com/gui/ip-address/8.8.8.8"));
-    assert_eq!(
-        virustotal::verdict_from(&ind(IndicatorKind::Domain, "example.com"), &json_fixture("virustotal/domain.json"), 3).unwrap().verdict,
-        VerdictLevel::Malicious
-    );
+    let domain = virustotal::verdict_from(&ind(IndicatorKind::Domain, "example.com"), &json_fixture("virustotal/domain.json"), 3).unwrap();
+    assert_eq!(domain.verdict, VerdictLevel::Malicious);
+    // The WHOIS registration date (how young a sender's domain is matters for phishing).
+    assert_eq!(domain.fact_value("registered"), Some("2017-01-21 16:26:19 UTC"));
+    assert!(domain.summary.contains("registered 2017-01-21"), "{}", domain.summary);
     assert_eq!(
         virustotal::verdict_from(&ind(IndicatorKind::Url, "http://example.com/"), &json_fixture("virustotal/url.json"), 3).unwrap().verdict,
         VerdictLevel::Malicious

@@ -10,6 +10,9 @@ use std::time::Duration;
 use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 
+/// The fact holding a domain's registration date (shared name: the dossier reads it).
+pub const REGISTERED: &str = dossier_core::sources::intel_facts::REGISTERED;
+
 pub const NAME: &str = "virustotal";
 pub const DEFAULT_BASE_URL: &str = "https://www.virustotal.com/api/v3";
 
@@ -80,6 +83,14 @@ pub fn verdict_from(indicator: &Indicator, body: &Value, threshold: u64) -> Resu
     if let Some(o) = &owner {
         summary.push_str(&format!("; {o}"));
     }
+    // A domain's registration date (WHOIS `creation_date`, epoch seconds): young domains phish.
+    let registered = (indicator.kind == IndicatorKind::Domain)
+        .then(|| attrs.get("creation_date").and_then(Value::as_i64))
+        .flatten()
+        .map(|secs| dossier_core::timefmt::format_utc(secs * 1000));
+    if let Some(r) = &registered {
+        summary.push_str(&format!("; registered {}", &r[..10.min(r.len())]));
+    }
     let gui = match indicator.kind {
         IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => "ip-address",
         IndicatorKind::Domain => "domain",
@@ -92,7 +103,8 @@ pub fn verdict_from(indicator: &Indicator, body: &Value, threshold: u64) -> Resu
         .fact("engines_malicious", malicious.to_string())
         .fact("engines_total", engines.to_string())
         .fact("threat_label", label.unwrap_or_default())
-        .fact("network_owner", owner.unwrap_or_default());
+        .fact("network_owner", owner.unwrap_or_default())
+        .fact(REGISTERED, registered.unwrap_or_default());
     if engines > 0 {
         v = v.score((malicious as f64 / engines as f64 * 1000.0).round() / 10.0);
     }

@@ -147,6 +147,24 @@ pub struct MessageFacts {
     pub subject: Option<String>,
     /// `fw_is_phishing` as the firewall wrote it.
     pub phishing: Option<String>,
+    /// The domains of the links in the message (`fw_url_domain`).
+    #[serde(default)]
+    pub url_domains: Vec<String>,
+}
+
+impl MessageFacts {
+    /// The sender's domain, lower-cased.
+    pub fn sender_domain(&self) -> Option<String> {
+        self.sender.as_deref().and_then(|s| s.trim().rsplit_once('@')).map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+    }
+
+    /// Whether the firewall called the message phishing.
+    pub fn flagged_phishing(&self) -> bool {
+        self.phishing.as_deref().is_some_and(|p| {
+            let p = p.trim().to_ascii_uppercase();
+            p == "PHISHING" || p == "MALICIOUS" || p == "TRUE"
+        })
+    }
 }
 
 /// What XDR says about the incident, read at collect.

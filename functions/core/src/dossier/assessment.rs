@@ -114,6 +114,11 @@ fn weigh(case: &Case, indicators: &[IndicatorFinding], tactic_chain: &[String]) 
     if facts.prevented > 0 {
         for_malicious.push((format!("XDR prevented or blocked {} of {} alert(s)", facts.prevented, facts.alerts_read), 0.05));
     }
+    // The firewall's own verdict on a message weighs like XDR's on a file.
+    if let Some(m) = facts.message.as_ref().filter(|m| m.flagged_phishing()) {
+        let from = m.sender.as_deref().map_or(String::new(), |s| format!(" from {s}"));
+        for_malicious.push((format!("the firewall calls the message{from} phishing"), 0.3));
+    }
     // An exposure is as bad as what attackers can do with it.
     if let Some(e) = &facts.exposure {
         let weaponised: Vec<&str> = e
@@ -160,7 +165,11 @@ fn weigh(case: &Case, indicators: &[IndicatorFinding], tactic_chain: &[String]) 
     if facts.allow_listed > 0 {
         against.push((format!("{} alert(s) on allow-listed activity", facts.allow_listed), 0.2));
     }
-    let any_flag = facts.xdr_malware().is_some() || !malicious.is_empty() || !suspicious.is_empty() || facts.exposure.is_some();
+    let any_flag = facts.xdr_malware().is_some()
+        || !malicious.is_empty()
+        || !suspicious.is_empty()
+        || facts.exposure.is_some()
+        || facts.message.as_ref().is_some_and(|m| m.flagged_phishing());
     if !any_flag {
         against.push(("no verdict from XDR or any enrichment source flags an indicator".to_string(), 0.15));
     }
@@ -236,7 +245,15 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         .take(5)
         .map(|f| format!("{} {} ({})", f.kind, f.value, f.worst.as_str()))
         .collect();
-    if flagged.is_empty() && facts.xdr_malware().is_none() && facts.exposure.is_none() {
+    let phishing = facts.message.as_ref().filter(|m| m.flagged_phishing());
+    if let Some(m) = phishing {
+        let _ = write!(
+            summary,
+            " The firewall calls the message{} phishing.",
+            m.sender.as_deref().map_or(String::new(), |s| format!(" from {}", clean_text(s, 120)))
+        );
+    }
+    if flagged.is_empty() && facts.xdr_malware().is_none() && facts.exposure.is_none() && phishing.is_none() {
         let observables = indicators.iter().filter(|f| !f.kind.is_entity() && f.scope == Scope::External).count();
         let _ = write!(summary, " Neither XDR nor any enrichment source flags any of the {observables} external indicator(s).");
     } else if !flagged.is_empty() {
@@ -262,6 +279,9 @@ pub fn deterministic(case: &Case, reports: &[SourceReport], missing_sources: &[S
         Hypothesis {
             text: match facts.kind {
                 crate::domain::IncidentKind::AttackSurface => "The exposed service is reachable and exploitable from the internet.".into(),
+                crate::domain::IncidentKind::Email if facts.message.as_ref().is_some_and(|m| m.flagged_phishing()) => {
+                    "A phishing message reached its recipients; anyone who opened its link or attachment may have given away credentials or run malware.".into()
+                }
                 _ if tactic_chain.is_empty() => "Malicious activity.".into(),
                 _ => format!("Malicious activity following the ATT&CK chain {}.", tactic_chain.join(" → ")),
             },
@@ -391,6 +411,8 @@ fn assess_severity(
         (Severity::High, format!("{external_malicious} external indicator(s) flagged malicious by threat intel"))
     } else if suspicious > 0 {
         (Severity::Medium, format!("{suspicious} external indicator(s) flagged suspicious, none malicious"))
+    } else if facts.message.as_ref().is_some_and(|m| m.flagged_phishing()) {
+        (case.severity, "the firewall calls the message phishing; no intel flags its sender or links yet — severity left as XDR set it until someone is known to have clicked".to_string())
     } else {
         (case.severity, "neither XDR nor any source flags an indicator; severity left as XDR set it".to_string())
     };

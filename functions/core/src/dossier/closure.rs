@@ -130,6 +130,24 @@ pub fn render_closure(case: &Case, dossier: Option<&Dossier>, actions: &[Action]
         writeln!(s, "- PROTECT (PR.AA, PR.PS, PR.AT): {}", controls.iter().map(|(n, _)| format!("CIS {n}")).collect::<Vec<_>>().join(", "));
     let _ =
         writeln!(s, "- IDENTIFY (ID.RA) / GOVERN (GV.OV): feed the root cause into the risk register; track the lessons above to closure.");
+    // Suggestions for the detection engineers and the playbook owners, from what the case showed.
+    let detection = dossier.and_then(super::playbook::detection_draft);
+    let steps: Vec<String> = dossier.map(|d| d.next_steps.iter().take(3).map(|n| clean_text(&n.text, 200)).collect()).unwrap_or_default();
+    if detection.is_some() || !steps.is_empty() || !executed.is_empty() {
+        let _ = writeln!(s, "\nSUGGESTIONS FOR REVIEW (drafted from this case; nothing is deployed)");
+        if let Some(rule) = detection {
+            let techniques = dossier.map(|d| d.techniques.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            let _ = writeln!(s, "- Detection rule draft (XQL, for a correlation or BIOC rule; techniques {techniques}):\n   {rule}");
+        }
+        if !steps.is_empty() || !executed.is_empty() {
+            let _ = writeln!(
+                s,
+                "- Playbook update: the steps this case called for were: {}{}. Keep the ones that proved useful in the runbook for this kind of incident.",
+                steps.join("; "),
+                if executed.is_empty() { String::new() } else { format!("; response: {}", executed.join("; ")) }
+            );
+        }
+    }
     let _ = writeln!(s, "\n{}", super::draft_marker(&case.key, CLOSURE_DRAFT_ID));
     s
 }

@@ -2,6 +2,7 @@
 
 use crate::domain::{Action, Case, CaseKey, IndicatorKind, Scope};
 use crate::dossier::{Dossier, IndicatorFinding};
+use crate::sources::intel_facts;
 use crate::text::clean_text;
 use crate::timefmt::format_utc;
 
@@ -142,7 +143,8 @@ fn group_lines(d: &Dossier) -> Vec<String> {
             line
         })
         .collect();
-    if !d.commonplace_techniques.is_empty() {
+    // One technique never names a group: saying it is commonplace would be noise.
+    if !d.commonplace_techniques.is_empty() && d.techniques.len() >= 2 {
         let list = d.commonplace_techniques.iter().map(|t| format!("{} ({})", t.id, t.groups)).collect::<Vec<_>>().join(", ");
         lines.push(if d.actors.is_empty() {
             format!("No group stands out: every technique seen is used by a quarter or more of the {known} known groups — {list}.")
@@ -285,6 +287,31 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
         if let Some(p) = &m.phishing {
             message.push(format!("firewall phishing verdict: {}", untrusted(p, 40)));
         }
+        // The sender's domain and the linked domains, with what intel says and how old they are.
+        let about = |domain: &str| {
+            let f = d.indicators.iter().find(|f| f.kind == IndicatorKind::Domain && f.value.eq_ignore_ascii_case(domain));
+            let verdicts = f.map_or(String::new(), |f| {
+                f.verdicts.iter().map(|v| format!("{}: {}", v.source, untrusted(&v.summary, 160))).collect::<Vec<_>>().join("; ")
+            });
+            let registered = f.and_then(|f| f.verdicts.iter().find_map(|v| v.facts.iter().find(|(k, _)| k == intel_facts::REGISTERED)));
+            let age = registered.map_or(String::new(), |(_, when)| format!(" (registered {})", untrusted(when, 40)));
+            let worst = f.map_or("no verdict", |f| f.worst.as_str());
+            format!(
+                "{}{age}: {}",
+                shown_value(IndicatorKind::Domain, domain),
+                if verdicts.is_empty() { worst.to_string() } else { verdicts }
+            )
+        };
+        if let Some(domain) = m.sender_domain() {
+            message.push(format!("sender domain {}", about(&domain)));
+        }
+        for domain in m.url_domains.iter().take(3) {
+            message.push(format!("link to {}", about(domain)));
+        }
+        message.push(
+            "reply-to and return-path: not in the alert (XDR's firewall e-mail alerts carry sender, recipient, subject and link domain)"
+                .into(),
+        );
     }
     let shown: Vec<&IndicatorFinding> =
         d.indicators.iter().filter(|f| !f.kind.is_entity() && f.scope == Scope::External && !f.is_host_address()).collect();

@@ -14,7 +14,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// PowerShell accepts any prefix of `-EncodedCommand` (`-e`, `-ec`, `-enc`…), with `-` or `/`.
-const ENCODED_POWERSHELL: &str = r#"filter event_type = ENUM.PROCESS and action_process_image_name ~= "(?i)^(powershell|pwsh)(\\.exe)?$" and action_process_image_command_line ~= "(?i)\\s[-/]e(c|nc?o?d?e?d?c?o?m?m?a?n?d?)?(\\s|$)""#;
+pub(super) const ENCODED_POWERSHELL: &str = r#"filter event_type = ENUM.PROCESS and action_process_image_name ~= "(?i)^(powershell|pwsh)(\\.exe)?$" and action_process_image_command_line ~= "(?i)\\s[-/]e(c|nc?o?d?e?d?c?o?m?m?a?n?d?)?(\\s|$)""#;
 
 struct Steps {
     steps: Vec<NextStep>,
@@ -56,6 +56,9 @@ pub(super) fn next_steps(case: &Case, indicators: &[IndicatorFinding], technique
                 ));
             }
             s.say("Check whether a recipient opened an attachment or a link from the message (mail gateway click logs, proxy).".into());
+            if let Some(m) = &facts.message {
+                phishing_queries(m, window, &mut s);
+            }
         }
         IncidentKind::Identity => {}
         IncidentKind::Cloud => {
@@ -222,4 +225,76 @@ fn attack_surface(case: &Case, s: &mut Steps) {
             clean_text(&e.domains.iter().cloned().chain(e.certificate.clone()).collect::<Vec<_>>().join(", "), 200)
         ));
     }
+}
+
+/// Version of the phishing query templates (other recipients, click-through).
+pub const PHISHING_TEMPLATES: &str = "phishing-xql-v1";
+
+/// Other recipients of the sender and the recipients' visits to the message's link domains, over
+/// the 90 days up to the message. Recipients come from the Cortex Data Model's e-mail fields
+/// (`xdm.email.*`: an e-mail source mapped to the data model); visits from the firewall's URL
+/// filtering log (`panw_ngfw_url_raw`, Cortex Data Lake field names).
+fn phishing_queries(m: &crate::domain::MessageFacts, window: (i64, i64), s: &mut Steps) {
+    let ninety_days = timeframe(window, 90 * DAY, DAY);
+    if let Some(sender) = &m.sender {
+        s.query(
+            format!("Find every other recipient of mail from {} in the 90 days before the message ({PHISHING_TEMPLATES}; needs an e-mail source in the Cortex Data Model).", clean_text(sender, 120)),
+            format!(
+                "{ninety_days} | datamodel dataset = * | filter xdm.email.sender = {} | fields _time, xdm.email.recipients, xdm.email.subject | limit 200",
+                xql_quote(sender)
+            ),
+        );
+    }
+    if !m.url_domains.is_empty() {
+        let domains = m.url_domains.iter().take(5).map(|d| xql_quote(d)).collect::<Vec<_>>().join(", ");
+        s.query(
+            format!("Find who visited the message's link domains in the 90 days up to the day after it ({PHISHING_TEMPLATES}; firewall URL log): a visit after delivery is a click-through."),
+            format!(
+                "{ninety_days} | dataset = panw_ngfw_url_raw | filter url_domain in ({domains}) | comp count() as visits by source_user, source_ip, url_domain | sort desc visits"
+            ),
+        );
+    }
+}
+
+/// A detection rule draft from what a case showed: the flagged external indicators it carried,
+/// and the behaviour behind its techniques where the playbook knows a query for it. XQL over
+/// `xdr_data`, for an analyst to review and turn into a correlation or BIOC rule; `None` when the
+/// case showed nothing to detect on.
+pub(super) fn detection_draft(dossier: &crate::dossier::Dossier) -> Option<String> {
+    use crate::sources::VerdictLevel;
+    let flagged = |kinds: &[IndicatorKind]| -> Vec<String> {
+        dossier
+            .indicators
+            .iter()
+            .filter(|f| kinds.contains(&f.kind) && f.worst >= VerdictLevel::Suspicious && f.scope == Scope::External && !f.free_text_only)
+            .take(10)
+            .map(|f| xql_quote(&f.value))
+            .collect()
+    };
+    let mut clauses = Vec::new();
+    let domains = flagged(&[IndicatorKind::Domain]);
+    if !domains.is_empty() {
+        let list = domains.join(", ");
+        clauses.push(format!("dns_query_name in ({list}) or action_external_hostname in ({list})"));
+    }
+    let ips = flagged(&[IndicatorKind::Ipv4, IndicatorKind::Ipv6]);
+    if !ips.is_empty() {
+        clauses.push(format!("action_remote_ip in ({})", ips.join(", ")));
+    }
+    let hashes = flagged(&[IndicatorKind::Sha256]);
+    if !hashes.is_empty() {
+        let list = hashes.join(", ");
+        clauses.push(format!("action_file_sha256 in ({list}) or action_process_image_sha256 in ({list})"));
+    }
+    let mut rules = Vec::new();
+    if !clauses.is_empty() {
+        rules.push(format!(
+            "dataset = xdr_data | filter {} | fields _time, agent_hostname, actor_process_image_name, action_external_hostname, action_remote_ip, action_file_sha256",
+            clauses.join(" or ")
+        ));
+    }
+    if dossier.techniques.iter().any(|t| t.id == "T1059.001") && dossier.techniques.iter().any(|t| t.id == "T1027") {
+        rules.push(format!("dataset = xdr_data | {ENCODED_POWERSHELL} | fields _time, agent_hostname, action_process_image_command_line"));
+    }
+    (!rules.is_empty()).then(|| rules.join("\n   "))
 }

@@ -201,6 +201,16 @@ pub fn facts(data: &ExtraData) -> CaseFacts {
             recipients: a.fields.iter().filter(|(k, _)| k == "fw_email_recipient").take(10).map(|(_, v)| clean_text(v, 200)).collect(),
             subject: bounded(field(a, "fw_email_subject"), 200),
             phishing: bounded(field(a, "fw_is_phishing"), 40),
+            url_domains: data
+                .alerts
+                .iter()
+                .flat_map(|al| al.fields.iter().filter(|(k, _)| k == "fw_url_domain").map(|(_, v)| clean_text(v, 200)))
+                .fold(Vec::new(), |mut acc, d| {
+                    if acc.len() < 10 && !acc.contains(&d) {
+                        acc.push(d);
+                    }
+                    acc
+                }),
         }
     });
 

@@ -296,6 +296,12 @@ pub fn extract(data: &ExtraData, names: &InternalNames) -> Extraction {
                 } else {
                     c.add(*kind, value, field);
                 }
+                // The sender's domain is what reputation and age are known for.
+                if field == "fw_email_sender" {
+                    if let Some((_, domain)) = value.trim().rsplit_once('@') {
+                        c.add(IndicatorKind::Domain, domain, "fw_email_sender (domain)");
+                    }
+                }
             } else if TEXT_FIELDS.contains(&field.as_str()) {
                 c.scan_text(value, field);
             } else if MITRE_FIELDS.contains(&field.as_str()) {

@@ -167,6 +167,20 @@ pub const RULES: &[Rule] = &[
         pattern: r"(wildfire malware|local analysis malware|behavioral threat)",
         techniques: &["T1204.002"],
     },
+    Rule {
+        id: "R27",
+        about: "alert: phishing link in e-mail",
+        looks: Looks::AlertName,
+        pattern: r"phishing (url|link)",
+        techniques: &["T1566.002"],
+    },
+    Rule {
+        id: "R28",
+        about: "alert: phishing attachment",
+        looks: Looks::AlertName,
+        pattern: r"phishing attachment",
+        techniques: &["T1566.001"],
+    },
     Rule { id: "R30", about: "category: ransomware", looks: Looks::Category, pattern: r"ransomware", techniques: &["T1486"] },
     Rule { id: "R31", about: "category: exploit", looks: Looks::Category, pattern: r"^exploit", techniques: &["T1203"] },
 ];

@@ -246,6 +246,8 @@ pub mod intel_facts {
     pub const FIRST_SEEN: &str = "first_seen";
     pub const LAST_SEEN: &str = "last_seen";
     pub const CONFIDENCE: &str = "confidence";
+    /// A domain's registration date (WHOIS).
+    pub const REGISTERED: &str = "registered";
 
     /// Joins names for one fact: distinct (ignoring case), in order, at most eight.
     pub fn join<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
