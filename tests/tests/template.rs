@@ -118,7 +118,7 @@ fn every_queue_has_a_dlq_with_an_alarm_and_the_reconciler_runs_on_a_schedule() {
     let unalarmed: Vec<_> = dlqs.iter().filter(|(_, a)| !**a).map(|(n, _)| n).collect();
     assert!(unalarmed.is_empty(), "DLQs without an alarm: {unalarmed:?}");
     let reconcile = functions(&t).into_iter().find(|f| f.binary == "reconcile").expect("a reconcile function");
-    assert_eq!(reconcile.schedules, 1, "the reconciler runs on a schedule");
+    assert_eq!(reconcile.schedules, 2, "the reconciler runs on a schedule, and the hunt hourly");
     assert!(resources.contains_key(&Yaml::String("StuckCasesAlarm".into())));
     // The due index the reconciler reads exists on both tables it reads.
     for table in ["CasesTable", "EffectsTable"] {

@@ -23,7 +23,7 @@ use dossier_core::ports::{Clock, Delivery, DocStore, IdentityAdmin, Notifier, Qu
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
 use dossier_core::stages::{
-    dispose, Approve, Collect, Context, Deadline, Disposition, Enrich, Intake, MessageHandler, Reconciler, StageError, Synthesize,
+    dispose, Approve, Collect, Context, Deadline, Disposition, Enrich, Hunt, Intake, MessageHandler, Reconciler, StageError, Synthesize,
     Writeback,
 };
 use dossier_core::synthesis::LanguageModel;
@@ -145,6 +145,8 @@ pub struct LocalPipeline {
     pub intake: Intake,
     pub approve: Approve,
     pub reconciler: Reconciler,
+    /// The scheduled look for campaigns across recent cases.
+    pub hunt: Hunt,
     collect: Collect,
     enrich: Enrich,
     synthesize: Synthesize,
@@ -244,6 +246,7 @@ impl LocalPipeline {
                 Some(m) => Synthesize::new(ctx("synthesize"), parts.signer.clone()).with_model(m),
                 None => Synthesize::new(ctx("synthesize"), parts.signer.clone()),
             },
+            hunt: Hunt::new(ctx("hunt"), parts.signer.clone()),
             writeback: match parts.identity.clone() {
                 Some(idp) => Writeback::new(ctx("writeback"), parts.xdr.clone()).with_identity(idp),
                 None => Writeback::new(ctx("writeback"), parts.xdr.clone()),

@@ -105,6 +105,16 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         ),
         None => (Vec::new(), Vec::new()),
     };
+    // The hunt's campaign proposals reach a case after its dossier: from its audit trail.
+    let mut suggestions = suggestions;
+    suggestions.extend(
+        store
+            .events(key)
+            .await?
+            .into_iter()
+            .filter(|e| e.event == "campaign.suggested")
+            .map(|e| json!({"kind": "campaign", "text": e.detail})),
+    );
     Ok(json!({
         "case": {"tenant": key.tenant, "incident_id": key.incident_id, "status": case.status.as_str(), "failure": case.failure, "severity": case.severity.as_str(), "alert_count": case.alert_count, "resolution": case.resolution},
         "indicators": indicators,

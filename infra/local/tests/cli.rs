@@ -702,3 +702,36 @@ fn a_folder_of_runbooks_is_cited_where_it_fits() {
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("DOSSIER_KNOWLEDGE_PATH"));
 }
+
+/// Three low-severity incidents of one campaign on three hosts, run in order: after the hunt,
+/// one campaign proposal (a suggestion on each case, a gated action on the newest).
+#[test]
+fn three_quiet_incidents_on_three_hosts_make_one_campaign_proposal() {
+    let demo = std::fs::read_to_string(format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let dir = std::env::temp_dir().join(format!("dossier-campaign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec!["run".to_string()];
+    for (i, host) in ["ws-a", "ws-b", "ws-c"].iter().enumerate() {
+        let mut v: Value =
+            serde_json::from_str(&demo.replace("fin-ws-0231", host).replace("FIN-WS-0231", &host.to_ascii_uppercase())).unwrap();
+        v["reply"]["incident"]["incident_id"] = Value::from(format!("60{i}"));
+        v["reply"]["incident"]["severity"] = Value::from("low");
+        let path = dir.join(format!("{i}.json"));
+        std::fs::write(&path, v.to_string()).unwrap();
+        args.extend(["--extra-data".to_string(), path.to_string_lossy().into_owned()]);
+    }
+    args.push("--json".into());
+    let out = Command::new(BIN).args(&args).env("RUST_LOG", "error").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        let campaign: Vec<&Value> = line["suggestions"].as_array().unwrap().iter().filter(|s| s["kind"] == "campaign").collect();
+        assert_eq!(campaign.len(), 1, "{}", line["suggestions"]);
+    }
+    let proposals: Vec<&Value> =
+        lines.iter().flat_map(|l| l["actions"].as_array().unwrap().iter()).filter(|a| a["kind"] == "open_investigation").collect();
+    assert_eq!(proposals.len(), 1, "one proposal for the cluster");
+    assert_eq!((proposals[0]["target"].as_str(), proposals[0]["status"].as_str()), (Some("600,601,602"), Some("proposed")));
+    std::fs::remove_dir_all(&dir).ok();
+}

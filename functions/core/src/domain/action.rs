@@ -17,6 +17,9 @@ pub enum ActionKind {
     /// Mark this incident and a related one (the target) as one intrusion. XDR's public API
     /// documents no merge: the approved decision is posted to both incidents for the console merge.
     MergeCases,
+    /// Open one investigation for a cluster of cases the hunt found (the target lists their
+    /// incident ids). XDR documents no call for it: the decision is posted to each incident.
+    OpenInvestigation,
 }
 
 impl ActionKind {
@@ -27,6 +30,7 @@ impl ActionKind {
             Self::BlockHash => "block_hash",
             Self::DisableUser => "disable_user",
             Self::MergeCases => "merge_cases",
+            Self::OpenInvestigation => "open_investigation",
         }
     }
 
@@ -37,6 +41,7 @@ impl ActionKind {
             Self::BlockHash => "Block file hash",
             Self::DisableUser => "Disable user",
             Self::MergeCases => "Merge with related incident",
+            Self::OpenInvestigation => "Open a campaign investigation",
         }
     }
 }

@@ -163,7 +163,7 @@ impl AutoApprove {
                 evidence.indicators.iter().filter(|f| f.kind.is_hash() && f.value.eq_ignore_ascii_case(&action.target)).collect()
             }
             ActionKind::RaiseSeverity => evidence.indicators.iter().filter(|f| !f.internal && !f.kind.is_entity()).collect(),
-            ActionKind::IsolateEndpoint | ActionKind::DisableUser | ActionKind::MergeCases => return false,
+            ActionKind::IsolateEndpoint | ActionKind::DisableUser | ActionKind::MergeCases | ActionKind::OpenInvestigation => return false,
         };
         target_findings.into_iter().any(|f| engines(f) >= self.min_malicious_engines)
     }

@@ -66,8 +66,51 @@ fn relatable(ind: &crate::domain::Indicator) -> bool {
     }
 }
 
-/// Indexes a case under its indicators, hosts and users (written by collect).
+/// A recent case as the hunt sees it: when, how severe, where, and what it carried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecentCase {
+    pub case: CaseKey,
+    pub at_ms: i64,
+    pub severity: crate::domain::Severity,
+    /// External indicators, as `kind value`.
+    pub external: Vec<String>,
+    pub hosts: Vec<String>,
+    pub techniques: Vec<String>,
+}
+
+/// How long a case stays in the hunt's window.
+const RECENT_TTL_MS: i64 = 7 * 86_400_000;
+/// The item listing every tenant that has had a case (a set; the hunt reads it).
+pub const TENANTS_PK: &str = "tenants";
+pub const TENANTS_SK: &str = "all";
+
+pub fn recent_pk(tenant: &str) -> String {
+    format!("recent#{tenant}")
+}
+
+/// Indexes a case under its indicators, hosts and users (written by collect), and lists it
+/// among its tenant's recent cases for the hunt.
 pub async fn index_case(store: &dyn DocStore, case: &Case, now_ms: i64) -> Result<(), StoreError> {
+    let recent = RecentCase {
+        case: case.key.clone(),
+        at_ms: case.hint.created_at_ms.unwrap_or(now_ms),
+        severity: case.severity,
+        external: case
+            .indicators
+            .iter()
+            .filter(|i| !i.internal && !i.kind.is_entity() && relatable(i))
+            .take(50)
+            .map(|i| format!("{} {}", i.kind, i.value))
+            .collect(),
+        hosts: case.indicators.iter().filter(|i| i.kind == IndicatorKind::Hostname).take(20).map(|i| i.value.clone()).collect(),
+        techniques: case.all_technique_ids(),
+    };
+    let ttl = Some((now_ms + RECENT_TTL_MS) / 1000);
+    let body = serde_json::to_string(&recent).map_err(|e| StoreError::Rejected(e.to_string()))?;
+    match store.put_new(Table::Cases, &recent_pk(&case.key.tenant), &case.key.storage_id(), &body, ttl).await? {
+        PutOutcome::Written | PutOutcome::AlreadyExists => {}
+    }
+    store.add_to_set(Table::Cases, TENANTS_PK, TENANTS_SK, &case.key.tenant).await?;
     let entry =
         IndexEntry { case: case.key.clone(), at_ms: case.hint.created_at_ms.unwrap_or(now_ms), techniques: case.all_technique_ids() };
     let body = serde_json::to_string(&entry).map_err(|e| StoreError::Rejected(e.to_string()))?;

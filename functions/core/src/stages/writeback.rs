@@ -318,9 +318,20 @@ impl Writeback {
                 None => false,
             },
             // `run` skips each incident that already carries the note: no read-back needed.
-            ActionKind::MergeCases => false,
+            ActionKind::MergeCases | ActionKind::OpenInvestigation => false,
         };
         Ok(done.then(|| "found already applied on read-back after a worker died mid-call".to_string()))
+    }
+
+    /// Posts `note` to each incident that does not carry `marker` yet (a note already there
+    /// after a worker died mid-way is not repeated).
+    async fn note_each(&self, incidents: &[String], marker: &str, note: &str) -> Result<(), XdrError> {
+        for incident in incidents {
+            if self.xdr.comment_exists(incident, marker).await? != Some(true) {
+                self.xdr.add_comment(incident, note).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn run(&self, key: &CaseKey, action: &Action) -> Result<Execution, XdrError> {
@@ -348,7 +359,7 @@ impl Writeback {
             },
             ActionKind::MergeCases => {
                 // XDR's public API documents no merge: the approved decision goes on both
-                // incidents, each once (a note already there after a worker died is not repeated).
+                // incidents for the console merge.
                 let other = &action.target;
                 let marker = format!("[dossier-merge:{}#{}+{}]", key.tenant, key.incident_id, other);
                 let note = format!(
@@ -357,12 +368,21 @@ impl Writeback {
                     key.incident_id,
                     clean_text(&action.rationale, 300)
                 );
-                for incident in [key.incident_id.as_str(), other.as_str()] {
-                    if self.xdr.comment_exists(incident, &marker).await? != Some(true) {
-                        self.xdr.add_comment(incident, &note).await?;
-                    }
-                }
+                let incidents = [key.incident_id.clone(), other.clone()];
+                self.note_each(&incidents, &marker, &note).await?;
                 Execution::Succeeded { detail: format!("merge noted on incidents {} and {other}", key.incident_id), xdr_action_id: None }
+            }
+            ActionKind::OpenInvestigation => {
+                // Nor a call to open one investigation for several incidents: each gets the decision.
+                let incidents: Vec<String> = action.target.split(',').map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect();
+                let marker = format!("[dossier-campaign:{}#{}:{}]", key.tenant, key.incident_id, action.id);
+                let note = format!(
+                    "[Dossier] Campaign investigation approved by {approver}: incidents {} are to be worked as one ({}). {marker}",
+                    incidents.join(", "),
+                    clean_text(&action.rationale, 300)
+                );
+                self.note_each(&incidents, &marker, &note).await?;
+                Execution::Succeeded { detail: format!("campaign noted on incidents {}", incidents.join(", ")), xdr_action_id: None }
             }
         })
     }

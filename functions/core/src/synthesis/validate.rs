@@ -262,7 +262,7 @@ pub fn validate(text: &str, case: &Case, pack: &EvidencePack, p: &Pseudonyms, ph
                 case.indicators.iter().any(|i| i.kind == IndicatorKind::User && i.value.eq_ignore_ascii_case(&target))
             }
             // Merges come from Dossier's own case index, never from text a model read.
-            ActionKind::MergeCases => false,
+            ActionKind::MergeCases | ActionKind::OpenInvestigation => false,
         };
         if !ok {
             return Err(ValidationError::BadAction(format!("{} on `{}` (not an entity of this case)", act.kind.as_str(), act.target)));

@@ -63,6 +63,14 @@ pub async fn run(
         };
         keys.extend(batch);
     }
+    // Several incidents: the hourly hunt runs once over them, as it would deployed.
+    if files.len() > 1 {
+        if let Err(e) = pipeline.hunt.run().await {
+            eprintln!("dossier: hunt failed: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        settled &= pipeline.run_until_settled(&keys, RUN_BUDGET).await.unwrap_or(false);
+    }
     if let (Some(out), Some(key)) = (html, keys.first()) {
         match dossier_local::report::html_page(&pipeline, key).await {
             Ok(page) => std::fs::write(out, page).map_err(|e| BadInput(format!("cannot write {}: {e}", out.display())))?,
