@@ -11,11 +11,10 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Context, StageError};
-use crate::domain::{attack, Action, ActionKind, ApprovalLink, CaseKey, Draft, DraftKind, Proposal, Severity, COMMONPLACE_SHARE};
+use crate::domain::{attack, Action, ActionKind, CaseKey, Draft, DraftKind, Proposal, Severity, COMMONPLACE_SHARE};
 use crate::messages::Message;
 use crate::ports::{PutOutcome, QueueName, Table};
-use crate::random::new_nonce;
-use crate::signing::{LinkClaims, LinkSigner, Scope};
+use crate::signing::LinkSigner;
 use crate::sources::{recent_pk, RecentCase, TENANTS_PK, TENANTS_SK};
 use crate::store::{Commit, Committed};
 
@@ -174,7 +173,7 @@ impl Hunt {
         };
         let expires = now.saturating_add(i64::try_from(self.ctx.config.link_ttl.as_millis()).unwrap_or(i64::MAX / 4));
         let mut action = Action::proposed(&newest, proposal, now, expires, &budgets);
-        action.links = self.links(&newest, &action, expires);
+        action.links = super::approval_links(&self.ctx.config, &self.signer, &newest, &action.id, expires, Severity::Medium);
         if action.links.is_empty() {
             action.record_notifications(Vec::new(), true);
         }
@@ -195,29 +194,6 @@ impl Hunt {
             PutOutcome::Written => Ok(true),
             PutOutcome::AlreadyExists => Ok(false),
         }
-    }
-
-    fn links(&self, key: &CaseKey, action: &Action, expires_at_ms: i64) -> Vec<ApprovalLink> {
-        self.ctx
-            .config
-            .approvers_for(Severity::Medium)
-            .into_iter()
-            .map(|approver| {
-                let token = self.signer.sign(&LinkClaims {
-                    case: key.clone(),
-                    action: action.id.clone(),
-                    scope: Scope::DecideAction,
-                    approver: approver.clone(),
-                    exp: expires_at_ms / 1000,
-                    nonce: new_nonce(),
-                });
-                ApprovalLink {
-                    approver,
-                    url: format!("{}/approve?t={token}", self.ctx.config.public_base_url.trim_end_matches('/')),
-                    expires_at_ms,
-                }
-            })
-            .collect()
     }
 }
 

@@ -41,6 +41,37 @@ use crate::ports::{Clock, DocStore, Queue, QueueError, QueueName, StoreError, Xd
 use crate::ratelimit::{LimitError, RateLimiter};
 use crate::store::{Change, Commit, Store, CASE_SK};
 
+/// One signed approval link per approver of `severity` for an action.
+pub(crate) fn approval_links(
+    config: &PipelineConfig,
+    signer: &crate::signing::LinkSigner,
+    key: &CaseKey,
+    action_id: &str,
+    expires_at_ms: i64,
+    severity: crate::domain::Severity,
+) -> Vec<crate::domain::ApprovalLink> {
+    use crate::signing::{LinkClaims, Scope};
+    config
+        .approvers_for(severity)
+        .into_iter()
+        .map(|approver| {
+            let token = signer.sign(&LinkClaims {
+                case: key.clone(),
+                action: action_id.to_string(),
+                scope: Scope::DecideAction,
+                approver: approver.clone(),
+                exp: expires_at_ms / 1000,
+                nonce: crate::random::new_nonce(),
+            });
+            crate::domain::ApprovalLink {
+                approver,
+                url: format!("{}/approve?t={token}", config.public_base_url.trim_end_matches('/')),
+                expires_at_ms,
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StageError {
     #[error(transparent)]

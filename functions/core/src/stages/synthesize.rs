@@ -351,26 +351,7 @@ impl Synthesize {
     }
 
     fn links(&self, key: &CaseKey, action: &Action, expires_at_ms: i64, severity: Severity) -> Vec<ApprovalLink> {
-        self.ctx
-            .config
-            .approvers_for(severity)
-            .into_iter()
-            .map(|approver| {
-                let token = self.signer.sign(&LinkClaims {
-                    case: key.clone(),
-                    action: action.id.clone(),
-                    scope: Scope::DecideAction,
-                    approver: approver.clone(),
-                    exp: expires_at_ms / 1000,
-                    nonce: new_nonce(),
-                });
-                ApprovalLink {
-                    approver: approver.clone(),
-                    url: format!("{}/approve?t={token}", self.ctx.config.public_base_url.trim_end_matches('/')),
-                    expires_at_ms,
-                }
-            })
-            .collect()
+        super::approval_links(&self.ctx.config, &self.signer, key, &action.id, expires_at_ms, severity)
     }
 }
 
