@@ -735,3 +735,25 @@ fn three_quiet_incidents_on_three_hosts_make_one_campaign_proposal() {
     assert_eq!((proposals[0]["target"].as_str(), proposals[0]["status"].as_str()), (Some("600,601,602"), Some("proposed")));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The demo's attribution: ranked and explained — the groups known to use the malware the intel
+/// feed names first (the one sharing more of the case's techniques ahead), commonplace techniques
+/// named as such, and never "100% overlap" for groups that only share commonplace techniques.
+#[test]
+fn the_demo_attribution_is_ranked_and_explained() {
+    let v = run_json(&format!("{}/samples/xdr/demo_powershell_stager.json", env!("CARGO_MANIFEST_DIR")));
+    let actors = v["dossier"]["actors"].as_array().unwrap();
+    let ranked: Vec<&str> = actors.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(ranked, ["TA2541", "SilverTerrier"], "{actors:?}");
+    assert_eq!(actors[0]["named_by"][0], "intel-feed (uses Agent Tesla)");
+    assert_eq!(actors[0]["shared"].as_array().unwrap().len(), 5);
+    assert_eq!(v["dossier"]["commonplace_techniques"].as_array().unwrap().len(), 5);
+    assert_eq!(v["dossier"]["named_actors"][0]["attack_software"], "S0331 Agent Tesla");
+    let comment = v["dossier"]["comment"].as_str().unwrap();
+    assert!(
+        comment.contains("TA2541 (G1018) — named by intel-feed (uses Agent Tesla); shares 5 of the case's 5 technique(s), all commonplace"),
+        "{comment}"
+    );
+    assert!(comment.contains("Not counted (used by a quarter or more of the 168 known groups): T1566.001 (82)"), "{comment}");
+    assert!(!comment.contains("100% overlap") && !comment.contains("score 100/100"), "{comment}");
+}

@@ -11,6 +11,7 @@ const TECHNIQUES: &str = include_str!("../../data/attack/enterprise-techniques.c
 const TACTICS: &str = include_str!("../../data/attack/enterprise-tactics.csv");
 const RETIRED: &str = include_str!("../../data/attack/enterprise-techniques-retired.csv");
 const GROUP_TECHNIQUES: &str = include_str!("../../data/attack/groups-techniques.csv");
+const GROUP_SOFTWARE: &str = include_str!("../../data/attack/groups-software.csv");
 
 pub const ATTACK_VERSION: &str = "18.1";
 
@@ -65,6 +66,14 @@ pub struct TechniqueUse {
     pub groups: usize,
 }
 
+/// How threat intel names a group for a case: the naming sources, and how strongly (a source
+/// naming the actor outright counts 2, one naming malware the group is known to use 1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Naming {
+    pub sources: Vec<String>,
+    pub strength: u32,
+}
+
 /// Groups ranked for a case, and the techniques left out of the ranking as commonplace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attribution {
@@ -110,6 +119,22 @@ pub struct Attack {
     users: HashMap<String, Vec<usize>>,
     /// Parent technique id → indices of the groups known to use one of its sub-techniques.
     sub_users: HashMap<String, Vec<usize>>,
+    /// Software (malware, tools) by normalised name: its id, name and the groups known to use it.
+    software: HashMap<String, Software>,
+}
+
+/// ATT&CK software and the groups known to use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Software {
+    pub id: String,
+    pub name: String,
+    /// Group ids.
+    pub groups: Vec<String>,
+}
+
+/// `Agent Tesla`, `agenttesla`, `AgentTesla` → `agenttesla`.
+fn software_key(name: &str) -> String {
+    name.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// The embedded tables, parsed on first use.
@@ -170,7 +195,18 @@ impl Attack {
         for list in users.values_mut().chain(sub_users.values_mut()) {
             list.dedup();
         }
-        Attack { techniques, retired, tactics, groups, users, sub_users }
+        let mut software: HashMap<String, Software> = HashMap::new();
+        for r in rows(GROUP_SOFTWARE).filter(|r| r.len() >= 4) {
+            let entry = software.entry(software_key(&r[3])).or_insert_with(|| Software {
+                id: r[2].to_string(),
+                name: r[3].to_string(),
+                groups: Vec::new(),
+            });
+            if !entry.groups.contains(&r[0]) {
+                entry.groups.push(r[0].to_string());
+            }
+        }
+        Attack { techniques, retired, tactics, groups, users, sub_users, software }
     }
 
     pub fn technique(&self, id: &str) -> Option<&Technique> {
@@ -209,8 +245,9 @@ impl Attack {
     }
 
     /// As `groups_overlapping`, with the groups threat intel names for the case's indicators
-    /// (group id → the naming sources): those rank first, whatever techniques they share.
-    pub fn attribution(&self, case_techniques: &[String], named: &BTreeMap<String, Vec<String>>, limit: usize) -> Attribution {
+    /// (group id → how it is named): those rank first, the more strongly named first, whatever
+    /// techniques they share.
+    pub fn attribution(&self, case_techniques: &[String], named: &BTreeMap<String, Naming>, limit: usize) -> Attribution {
         const MIN_SHARED: usize = 2;
         let known_groups = self.groups.len();
         let mut users = Vec::new();
@@ -246,14 +283,16 @@ impl Attack {
                 (g, if total > 0.0 { shared_weight / total } else { 0.0 }, s)
             })
             .collect();
-        // Named by more intel sources first, then higher score; among equals, groups with a narrower
+        // Named by more intel sources first, then higher score, then more techniques shared; among
+        // equals, groups with a narrower
         // repertoire are more specific.
         let size = |i: usize| self.groups[i].techniques.len();
-        let is_named = |i: usize| named.get(&self.groups[i].id).map_or(0, Vec::len);
-        ranked.sort_by(|(a, a_score, _), (b, b_score, _)| {
+        let is_named = |i: usize| named.get(&self.groups[i].id).map_or(0, |n| n.strength);
+        ranked.sort_by(|(a, a_score, a_shared), (b, b_score, b_shared)| {
             is_named(*b)
                 .cmp(&is_named(*a))
                 .then(b_score.total_cmp(a_score))
+                .then(b_shared.len().cmp(&a_shared.len()))
                 .then(size(*a).cmp(&size(*b)))
                 .then_with(|| self.groups[*a].id.cmp(&self.groups[*b].id))
         });
@@ -272,7 +311,7 @@ impl Attack {
                         .filter(|&&t| !is_commonplace(used[t].1))
                         .map(|&t| TechniqueUse { id: used[t].0.clone(), groups: used[t].1 })
                         .collect(),
-                    named_by: named.get(&g.id).cloned().unwrap_or_default(),
+                    named_by: named.get(&g.id).map(|n| n.sources.clone()).unwrap_or_default(),
                 }
             })
             .collect();
@@ -284,6 +323,16 @@ impl Attack {
     pub fn group_named(&self, name: &str) -> Option<&Group> {
         let name = name.trim();
         self.groups.iter().find(|g| g.name.eq_ignore_ascii_case(name) || g.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
+    }
+
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+
+    /// The ATT&CK software of a malware or tool name intel gives (spacing and case ignored).
+    pub fn software_named(&self, name: &str) -> Option<&Software> {
+        let key = software_key(name);
+        (key.len() >= 3).then(|| self.software.get(&key)).flatten()
     }
 
     /// The case techniques a group is known to use.
@@ -435,6 +484,15 @@ mod tests {
             assert!(g.score > 0.0 && g.score <= 1.0);
             assert_eq!(g.shared[0], "T1486", "rarest first");
         }
+    }
+
+    #[test]
+    fn software_names_lead_to_the_groups_that_use_it() {
+        let a = attack();
+        let tesla = a.software_named("agenttesla").expect("Agent Tesla");
+        assert_eq!((tesla.id.as_str(), tesla.name.as_str()), ("S0331", "Agent Tesla"));
+        assert_eq!(tesla.groups, ["G0083", "G1018"]);
+        assert!(a.software_named("msil").is_none() && a.software_named("x").is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{attack, Attribution, Technique};
+use crate::domain::{attack, Attribution, Naming, Technique};
 use crate::dossier::IndicatorFinding;
 use crate::sources::intel_facts;
 
@@ -41,6 +41,12 @@ pub struct NamedActor {
     /// The ATT&CK group of that name or alias, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack_group: Option<String>,
+    /// For malware: the ATT&CK software of that name (`S0331 Agent Tesla`) and the groups known
+    /// to use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack_software: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub software_groups: Vec<String>,
 }
 
 /// At most this many names are kept per case (most corroborated first).
@@ -58,12 +64,19 @@ pub fn named_actors(indicators: &[IndicatorFinding]) -> Vec<NamedActor> {
             ] {
                 let Some(names) = verdict.facts.iter().find(|(k, _)| k == fact).map(|(_, v)| v) else { continue };
                 for name in intel_facts::split(names) {
-                    let entry = by_name.entry((kind, name.to_ascii_lowercase())).or_insert_with(|| NamedActor {
-                        name: name.to_string(),
-                        kind,
-                        sources: Vec::new(),
-                        indicators: Vec::new(),
-                        attack_group: (kind == NamedKind::ThreatActor).then(|| attack().group_named(name).map(|g| g.id.clone())).flatten(),
+                    let entry = by_name.entry((kind, name.to_ascii_lowercase())).or_insert_with(|| {
+                        let software = (kind == NamedKind::Malware).then(|| attack().software_named(name)).flatten();
+                        NamedActor {
+                            name: name.to_string(),
+                            kind,
+                            sources: Vec::new(),
+                            indicators: Vec::new(),
+                            attack_group: (kind == NamedKind::ThreatActor)
+                                .then(|| attack().group_named(name).map(|g| g.id.clone()))
+                                .flatten(),
+                            attack_software: software.map(|s| format!("{} {}", s.id, s.name)),
+                            software_groups: software.map(|s| s.groups.clone()).unwrap_or_default(),
+                        }
                     });
                     if !entry.sources.contains(&verdict.source) {
                         entry.sources.push(verdict.source.clone());
@@ -89,13 +102,20 @@ pub fn named_actors(indicators: &[IndicatorFinding]) -> Vec<NamedActor> {
 
 /// ATT&CK groups ranked for the case's techniques, with the groups intel names ranked first.
 pub fn attribute(techniques: &[Technique], named: &[NamedActor]) -> Attribution {
-    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_group: BTreeMap<String, Naming> = BTreeMap::new();
     for n in named {
-        if let Some(id) = &n.attack_group {
-            let sources = by_group.entry(id.clone()).or_default();
+        // A group named outright (strength 2 per source), or one known to use the malware intel
+        // names (1: commodity malware has many users).
+        let direct = n.attack_group.iter().map(|id| (id, 2, None));
+        let via =
+            n.software_groups.iter().map(|id| (id, 1, n.attack_software.as_deref().map(|s| s.split_once(' ').map_or(s, |(_, name)| name))));
+        for (id, strength, software) in direct.chain(via) {
+            let naming = by_group.entry(id.clone()).or_default();
             for s in &n.sources {
-                if !sources.contains(s) {
-                    sources.push(s.clone());
+                let label = software.map_or(s.clone(), |sw| format!("{s} (uses {sw})"));
+                if !naming.sources.contains(&label) {
+                    naming.sources.push(label);
+                    naming.strength += strength;
                 }
             }
         }
@@ -148,6 +168,8 @@ mod tests {
         assert_eq!(named[0].name, "APT28", "the most corroborated first");
         assert!(named.iter().any(|n| n.kind == NamedKind::Campaign && n.name == "Operation Pawn Storm"));
         assert!(named.iter().any(|n| n.kind == NamedKind::Malware && n.attack_group.is_none()));
+        let x_agent = named.iter().find(|n| n.name == "X-Agent").unwrap();
+        assert_eq!(x_agent.attack_software, None, "X-Agent is CHOPSTICK's alias, not an ATT&CK software name");
 
         // Commonplace techniques only: no group on overlap, but the groups intel names stay, first.
         let a = attack();

@@ -104,7 +104,16 @@ struct CommentView {
 /// Who threat intel names (actors, campaigns, malware), then who the model names and why.
 fn actor_lines(d: &Dossier) -> Vec<String> {
     let named = d.named_actors.iter().take(5).map(|n| {
-        let group = n.attack_group.as_deref().map_or(String::new(), |g| format!("; ATT&CK {g}"));
+        let group = match (&n.attack_group, &n.attack_software) {
+            (Some(g), _) => format!("; ATT&CK {g}"),
+            (None, Some(s)) => {
+                let a = crate::domain::attack();
+                let users: Vec<String> =
+                    n.software_groups.iter().map(|id| a.group(id).map_or(id.clone(), |g| format!("{} ({id})", g.name))).collect();
+                format!("; ATT&CK {s}, used by {}", users.join(", "))
+            }
+            _ => String::new(),
+        };
         format!(
             "{} ({}{group}) — named by {} for {}",
             untrusted(&n.name, 100),
@@ -133,7 +142,10 @@ fn group_lines(d: &Dossier) -> Vec<String> {
                 line.push_str(&format!(" — named by {}", g.named_by.join(", ")));
             }
             if drivers.is_empty() {
-                line.push_str("; no technique match beyond commonplace ones");
+                line.push_str(&match g.shared.len() {
+                    0 => "; shares none of the case's techniques".to_string(),
+                    n => format!("; shares {n} of the case's {} technique(s), all commonplace", d.techniques.len()),
+                });
             } else {
                 line.push_str(&format!(": technique score {:.0}/100, driven by {}", g.score * 100.0, drivers.join(", ")));
             }

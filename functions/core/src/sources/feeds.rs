@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use crate::domain::{normalise, Indicator, IndicatorKind, InternalNames};
 use crate::sources::{CallCounter, IndicatorSource, IndicatorVerdict, Lookup, LookupError, VerdictLevel};
 
-/// An internal intel feed (CSV: `type,value,verdict,score,description,reference`), read once.
+/// An internal intel feed (CSV: `type,value,verdict,score,description[,reference[,actors[,malware]]]`,
+/// actor and malware names separated by `;`), read once.
 pub struct IntelFeed {
     entries: Vec<IndicatorVerdict>,
 }
@@ -44,6 +45,10 @@ impl IntelFeed {
             let mut v = IndicatorVerdict::new(&ind, verdict, cols[4].as_str());
             v.score = score;
             v.link = cols.get(5).cloned().filter(|s| !s.is_empty());
+            let names = |i: usize| {
+                cols.get(i).map(|c| crate::sources::intel_facts::join(crate::sources::intel_facts::split(c))).unwrap_or_default()
+            };
+            v = v.fact(crate::sources::intel_facts::ACTORS, names(6)).fact(crate::sources::intel_facts::MALWARE, names(7));
             entries.push(v);
         }
         Ok(IntelFeed { entries })
