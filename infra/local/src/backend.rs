@@ -170,6 +170,8 @@ pub struct Invocations {
     killed: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Invocation → the queue (stage) it served and the case its message named.
     served: std::sync::Mutex<HashMap<u64, (QueueName, Option<CaseKey>)>>,
+    /// Queue (stage) → invocations and their summed wall time (what Lambda bills).
+    billed: std::sync::Mutex<HashMap<String, (u64, Duration)>>,
 }
 
 impl Invocations {
@@ -193,6 +195,18 @@ impl Invocations {
 
     pub fn was_killed(&self, id: u64) -> bool {
         self.killed.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    }
+
+    fn finished(&self, queue: &QueueName, took: Duration) {
+        let mut billed = self.billed.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = billed.entry(queue.as_str().to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += took;
+    }
+
+    /// Per queue (stage): invocations and their summed wall time.
+    pub fn billed(&self) -> HashMap<String, (u64, Duration)> {
+        self.billed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn killed_count(&self) -> usize {
@@ -383,7 +397,10 @@ impl LocalPipeline {
         let id = self.invocations.start();
         self.invocations.serving(id, &d.queue, &d.body);
         let run = dispose(self.handler_of(&d.queue), self.backend.queue.as_ref(), &d.queue, &d.body, deadline);
-        match INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(times.timeout), run)).await {
+        let started = std::time::Instant::now();
+        let outcome = INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(times.timeout), run)).await;
+        self.invocations.finished(&d.queue, started.elapsed());
+        match outcome {
             Err(_) => {
                 self.invocations.killed(id);
                 warn!(queue = %d.queue, "invocation killed at its timeout; the message returns after its visibility timeout")

@@ -72,6 +72,8 @@ pub struct BenchReport {
     /// Per case, by service and operation (the event source mapping's receives and deletes
     /// included, as SQS bills them).
     pub aws_calls_by_operation: BTreeMap<String, f64>,
+    /// What a case costs on AWS, item by item, beside the usual single-function way.
+    pub cost: crate::cost::CostTable,
 }
 
 /// The bench's webhook secret.
@@ -156,16 +158,24 @@ impl IndicatorSource for SimulatedSource {
     }
 }
 
-/// A model with latency whose answer is valid and cites nothing.
-struct SimulatedModel(Duration);
+/// A model with latency whose answer is valid and cites nothing. Tokens are counted as a real
+/// model would bill them: the prompt actually built (about 4 characters a token) and a typical
+/// dossier answer.
+struct SimulatedModel(Duration, Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>);
+
+/// Output tokens of a typical dossier answer (the golden set's answers run 900–1,500).
+const TYPICAL_ANSWER_TOKENS: u64 = 1200;
 
 #[async_trait]
 impl LanguageModel for SimulatedModel {
     fn id(&self) -> &str {
         "simulated-model"
     }
-    async fn complete(&self, _: &LlmRequest) -> Result<LlmResponse, LlmError> {
+    async fn complete(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
         tokio::time::sleep(self.0).await;
+        let input = ((req.system.len() + req.user.len() + req.schema.to_string().len()) / 4) as u64;
+        self.1 .0.fetch_add(input, std::sync::atomic::Ordering::Relaxed);
+        self.1 .1.fetch_add(TYPICAL_ANSWER_TOKENS, std::sync::atomic::Ordering::Relaxed);
         let answer = json!({"summary": "Simulated narrative.", "timeline": [], "hypotheses": [], "techniques": [], "actors": [], "impacted": [], "next_steps": [], "proposed_actions": [], "severity": {"level": "medium", "reason": "simulated"}});
         Ok(LlmResponse { text: answer.to_string(), input_tokens: 1000, output_tokens: 200 })
     }
@@ -248,8 +258,9 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         posted: Mutex::default(),
         comment_posted: tokio::sync::Notify::new(),
     });
+    let tokens = Arc::new((std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)));
     let model: Option<Arc<dyn LanguageModel>> =
-        (o.model_ms > 0).then(|| Arc::new(SimulatedModel(Duration::from_millis(o.model_ms))) as Arc<dyn LanguageModel>);
+        (o.model_ms > 0).then(|| Arc::new(SimulatedModel(Duration::from_millis(o.model_ms), tokens.clone())) as Arc<dyn LanguageModel>);
     let pipeline = Arc::new(LocalPipeline::new(PipelineParts {
         backend,
         // The bench measures pipeline overhead, not the tenant's 10/min extra-data quota (which
@@ -276,6 +287,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     // intake for each at once): with AWS's latencies, webhooks taken one after another would
     // hold the first cases back until the last was accepted.
     let sent_at: Mutex<HashMap<String, Instant>> = Mutex::default();
+    let intake_time: Mutex<Duration> = Mutex::default();
     let ids: Vec<String> = (0..o.cases).map(|i| format!("{}", 100_000 + i)).collect();
     let mut keys = Vec::new();
     for id in &ids {
@@ -294,7 +306,15 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
                 sent.insert(id.clone(), Instant::now());
             }
             let pipeline = &pipeline;
-            async move { pipeline.intake.handle(&req).await }
+            let intake_time = &intake_time;
+            async move {
+                let started = Instant::now();
+                let answer = pipeline.intake.handle(&req).await;
+                if let Ok(mut t) = intake_time.lock() {
+                    *t += started.elapsed();
+                }
+                answer
+            }
         }))
         .await;
         answers.into_iter().find(|r| r.status != 202).map_or(Ok(()), |r| Err(format!("webhook refused: {} {}", r.status, r.body)))
@@ -363,6 +383,17 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     let p50 = percentile(&latencies, 0.5);
     let (aws_calls_per_case, aws_sequential_calls_per_case) = aws_calls_per_case(&calls, &pipeline, &keys);
     let per_case = |n: u64| n as f64 / o.cases.max(1) as f64;
+    let billed = pipeline.invocations.billed();
+    let intake_time = intake_time.into_inner().map_err(|_| "lock")?;
+    let cost = crate::cost::cost(&crate::cost::Counted {
+        cases: o.cases,
+        billed: &billed,
+        intake: intake_time,
+        aws_calls_by_operation: &calls.by_operation(),
+        aws_units: &calls.units(),
+        model_tokens: (tokens.0.load(std::sync::atomic::Ordering::Relaxed), tokens.1.load(std::sync::atomic::Ordering::Relaxed)),
+        sequential_ms: sequential,
+    });
     Ok(BenchReport {
         backend: if o.aws_endpoint.is_some() { "aws".into() } else { "embedded".into() },
         cases: o.cases,
@@ -390,6 +421,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         aws_calls_per_case,
         aws_sequential_calls_per_case,
         aws_calls_by_operation: calls.by_operation().into_iter().map(|(op, n)| (op, per_case(n))).collect(),
+        cost,
     })
 }
 
@@ -446,5 +478,12 @@ mod tests {
             assert!(*calls >= 1.0 && *calls <= 6.0, "{source}: {calls}");
         }
         assert!(r.peak_rss_mib > 0.0);
+        // The cost table: every stage billed, DynamoDB and SQS counted.
+        let c = &r.cost;
+        for stage in ["intake", "collect", "synthesize", "writeback"] {
+            assert!(c.lambda_gb_s_by_function.get(stage).is_some_and(|g| *g > 0.0), "{stage}: {:?}", c.lambda_gb_s_by_function);
+        }
+        assert!(c.dynamodb_wru > 0.0 && c.dynamodb_rru > 0.0 && c.sqs_requests > 0.0);
+        assert!(c.per_1000_cases_usd["total_without_model"] > 0.0);
     }
 }

@@ -66,6 +66,7 @@ pub struct AwsCalls {
     by_operation: Mutex<BTreeMap<String, u64>>,
     /// Invocation (0: none, the HTTP doors called directly) → calls made in it.
     by_invocation: Mutex<HashMap<u64, u64>>,
+    units: Mutex<BTreeMap<String, u64>>,
     jitter_seed: AtomicU64,
 }
 
@@ -75,6 +76,15 @@ impl AwsCalls {
         self.record_service(operation);
         let invocation = crate::backend::current_invocation().unwrap_or(0);
         *self.by_invocation.lock().unwrap_or_else(|p| p.into_inner()).entry(invocation).or_default() += 1;
+    }
+
+    /// Units that are not calls (the items of a transaction), counted under their own name.
+    fn record_units(&self, name: &str, n: u64) {
+        *self.units.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default() += n;
+    }
+
+    pub fn units(&self) -> BTreeMap<String, u64> {
+        self.units.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A call the platform makes around the functions (the event source mapping's polls).
@@ -137,6 +147,10 @@ impl DocStore for LatentStore {
         } else {
             ("dynamodb:PutItem", self.latency.ddb_write)
         };
+        if writes.len() > 1 {
+            // Billing counts every item of a transaction (twice: prepare and commit).
+            self.calls.record_units("dynamodb:TransactWriteItems (items)", writes.len() as u64);
+        }
         self.calls.take(op, base).await;
         self.inner.write(writes).await
     }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod bench;
 pub mod chaos;
 pub mod coldstart;
+pub mod cost;
 pub mod latency;
 pub mod report;
 pub mod samples;

@@ -39,6 +39,22 @@ pub fn print_bench(r: &dossier_local::bench::BenchReport) {
     for (op, n) in &r.aws_calls_by_operation {
         println!("  {op:<48} {n:.1}");
     }
+    let c = &r.cost;
+    println!("cost per 1,000 cases (prices {}):", c.prices_as_of);
+    for (item, usd) in &c.per_1000_cases_usd {
+        let usual = c.python_baseline_per_1000_cases_usd.get(item).map_or(String::new(), |u| format!("   one Python Lambda: ${u:.4}"));
+        println!("  {item:<22} ${usd:.4}{usual}");
+    }
+    println!(
+        "  per case: {:.4} GB-s over {:.1} invocations, {:.1} RRU, {:.1} WRU, {:.1} SQS requests, {:.0}/{:.0} model tokens in/out",
+        c.lambda_gb_s_by_function.values().sum::<f64>(),
+        c.lambda_invocations,
+        c.dynamodb_rru,
+        c.dynamodb_wru,
+        c.sqs_requests,
+        c.model_input_tokens,
+        c.model_output_tokens
+    );
     println!("wall time            {:.0} ms", r.wall_ms);
 }
 
