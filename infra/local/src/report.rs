@@ -18,6 +18,16 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         None => None,
     };
     let dossier = store.dossier(key).await?;
+    let (related, suggestions) = match &dossier {
+        Some(d) => (
+            d.related_cases
+                .iter()
+                .map(|r| json!({"incident_id": r.case.incident_id, "score": r.score, "shared": r.shared_indicators, "shared_techniques": r.shared_techniques, "hours_apart": r.hours_apart, "merge": r.merge}))
+                .collect::<Vec<_>>(),
+            d.suggestions.iter().map(|s| json!({"kind": s.kind, "text": s.text})).collect::<Vec<_>>(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let actions: Vec<Action> = store.actions(key).await?.into_iter().map(|a| a.value).collect();
     let indicators: Vec<Value> = case
         .indicators
@@ -95,16 +105,6 @@ pub async fn case_report(pipeline: &LocalPipeline, key: &CaseKey, xdr_writes: &[
         .filter(|w| w.body.pointer("/request_data/incident_id").and_then(Value::as_str) == Some(incident_id.as_str()))
         .map(|w| json!({"endpoint": w.endpoint, "body": w.body}))
         .collect();
-    let (related, suggestions) = match store.dossier(key).await? {
-        Some(d) => (
-            d.related_cases
-                .iter()
-                .map(|r| json!({"incident_id": r.case.incident_id, "score": r.score, "shared": r.shared_indicators, "shared_techniques": r.shared_techniques, "hours_apart": r.hours_apart, "merge": r.merge}))
-                .collect::<Vec<_>>(),
-            d.suggestions.iter().map(|s| json!({"kind": s.kind, "text": s.text})).collect::<Vec<_>>(),
-        ),
-        None => (Vec::new(), Vec::new()),
-    };
     // The hunt's campaign proposals reach a case after its dossier: from its audit trail.
     let mut suggestions = suggestions;
     suggestions.extend(

@@ -4,7 +4,6 @@
 //! the Log Analytics query API (Sentinel).
 
 use serde::Deserialize;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -38,10 +37,6 @@ pub struct AppToken {
 impl AppToken {
     pub fn new(http: reqwest::Client, creds: AppCredentials, scope: &'static str) -> AppToken {
         AppToken { http, creds, scope, cached: Mutex::new(None) }
-    }
-
-    pub fn credentials(&self) -> &AppCredentials {
-        &self.creds
     }
 
     /// A valid token, fetched when there is none or it is about to expire.
@@ -78,9 +73,4 @@ impl AppToken {
     pub async fn forget(&self) {
         *self.cached.lock().await = None;
     }
-}
-
-/// Reads `Value` numbers or strings as `u64` (for answers that vary).
-pub fn as_count(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }

@@ -101,72 +101,6 @@ struct CommentView {
     sources: Vec<String>,
 }
 
-/// Who threat intel names (actors, campaigns, malware), then who the model names and why.
-fn actor_lines(d: &Dossier) -> Vec<String> {
-    let named = d.named_actors.iter().take(5).map(|n| {
-        let group = match (&n.attack_group, &n.attack_software) {
-            (Some(g), _) => format!("; ATT&CK {g}"),
-            (None, Some(s)) => {
-                let a = crate::domain::attack();
-                let users: Vec<String> =
-                    n.software_groups.iter().map(|id| a.group(id).map_or(id.clone(), |g| format!("{} ({id})", g.name))).collect();
-                format!("; ATT&CK {s}, used by {}", users.join(", "))
-            }
-            _ => String::new(),
-        };
-        format!(
-            "{} ({}{group}) — named by {} for {}",
-            untrusted(&n.name, 100),
-            n.kind.label(),
-            n.sources.join(", "),
-            untrusted(&n.indicators.iter().take(3).cloned().collect::<Vec<_>>().join(", "), 300)
-        )
-    });
-    let model = d.actor_notes.iter().take(5).map(|(n, b)| format!("{}: {} (model's reading)", untrusted(n, 100), untrusted(b, 300)));
-    named.chain(model).collect()
-}
-
-/// ATT&CK groups ranked by the distinctive techniques they share, with what drives each score,
-/// and the techniques left out as commonplace.
-fn group_lines(d: &Dossier) -> Vec<String> {
-    let known = crate::domain::attack().known_groups();
-    let mut lines: Vec<String> = d
-        .actors
-        .iter()
-        .take(5)
-        .map(|g| {
-            let drivers = g.drivers.iter().map(|t| format!("{} (used by {} of {known} groups)", t.id, t.groups)).collect::<Vec<_>>();
-            let common: Vec<&str> = g.shared.iter().filter(|t| !g.drivers.iter().any(|d| &d.id == *t)).map(String::as_str).collect();
-            let mut line = format!("{} ({})", g.name, g.id);
-            if !g.named_by.is_empty() {
-                line.push_str(&format!(" — named by {}", g.named_by.join(", ")));
-            }
-            if drivers.is_empty() {
-                line.push_str(&match g.shared.len() {
-                    0 => "; shares none of the case's techniques".to_string(),
-                    n => format!("; shares {n} of the case's {} technique(s), all commonplace", d.techniques.len()),
-                });
-            } else {
-                line.push_str(&format!(": technique score {:.0}/100, driven by {}", g.score * 100.0, drivers.join(", ")));
-            }
-            if !common.is_empty() && !drivers.is_empty() {
-                line.push_str(&format!("; also {}", common.join(", ")));
-            }
-            line
-        })
-        .collect();
-    // One technique never names a group: saying it is commonplace would be noise.
-    if !d.commonplace_techniques.is_empty() && d.techniques.len() >= 2 {
-        let list = d.commonplace_techniques.iter().map(|t| format!("{} ({})", t.id, t.groups)).collect::<Vec<_>>().join(", ");
-        lines.push(if d.actors.is_empty() {
-            format!("No group stands out: every technique seen is used by a quarter or more of the {known} known groups — {list}.")
-        } else {
-            format!("Not counted (used by a quarter or more of the {known} known groups): {list}.")
-        });
-    }
-    lines
-}
-
 /// What XDR itself says, one line each.
 fn xdr_lines(case: &Case) -> Vec<String> {
     let f = &case.facts;
@@ -442,8 +376,8 @@ pub fn render_comment(case: &Case, draft_id: &str, d: &Dossier, actions: &[Actio
                 format!("{} {} ({}){basis}", t.id, t.name, t.tactics.join(", "))
             })
             .collect(),
-        actors: actor_lines(d),
-        groups: group_lines(d),
+        actors: super::attribution::actor_lines(d),
+        groups: super::attribution::group_lines(d),
         hypotheses: d
             .hypotheses
             .iter()
