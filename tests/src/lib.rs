@@ -19,6 +19,36 @@ use tokio::net::TcpListener;
 pub mod vendors;
 pub mod xdr_tenant;
 
+/// The approval door's request for a signed link's decision, as the confirmation page posts it.
+pub fn decide(link_url: &str, decision: &str) -> dossier_core::http::HttpRequest {
+    let token = link_url.split("t=").nth(1).unwrap_or_default();
+    dossier_core::http::HttpRequest {
+        method: "POST".into(),
+        path: "/approve".into(),
+        headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+        body: format!("t={token}&decision={decision}").into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// One lookup of an indicator source, with the requests it counted.
+pub async fn lookup(
+    src: &dyn dossier_core::sources::IndicatorSource,
+    i: &dossier_core::domain::Indicator,
+) -> (Result<dossier_core::sources::Lookup, dossier_core::sources::LookupError>, u32) {
+    let calls = dossier_core::sources::CallCounter::default();
+    let r = src.lookup(i, &calls).await;
+    (r, calls.get())
+}
+
+/// The verdict of a lookup that must have found one.
+pub fn found(r: Result<dossier_core::sources::Lookup, dossier_core::sources::LookupError>) -> dossier_core::sources::IndicatorVerdict {
+    match r {
+        Ok(dossier_core::sources::Lookup::Found(v)) => v,
+        other => panic!("expected a verdict, got {other:?}"),
+    }
+}
+
 /// A recorded fixture from `tests/fixtures/` (copied from the shared fixtures; see SOURCES.md).
 pub fn fixture(rel: &str) -> String {
     let path = fixtures_dir().join(rel);

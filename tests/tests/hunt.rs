@@ -9,7 +9,6 @@ use std::time::Duration;
 use dossier_core::config::PipelineConfig;
 use dossier_core::domain::{ActionKind, ActionStatus, Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::RecordingXdr;
-use dossier_core::http::HttpRequest;
 use dossier_core::ports::{Clock, SystemClock};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, RelatedCases, Source};
@@ -88,14 +87,7 @@ async fn low_severity_incidents_sharing_an_indicator_on_three_hosts_make_one_cam
     assert_eq!((action.target.as_str(), action.status), ("501,502,503", ActionStatus::Proposed));
     assert!(action.rationale.contains("ws-a") && action.rationale.contains("3 incident(s)"), "{}", action.rationale);
     assert!(notes_with(&xdr, "Campaign investigation approved").is_empty());
-    let token = action.links[0].url.split("t=").nth(1).unwrap().to_string();
-    let approve = HttpRequest {
-        method: "POST".into(),
-        path: "/approve".into(),
-        headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
-        body: format!("t={token}&decision=approve").into_bytes(),
-        ..Default::default()
-    };
+    let approve = dossier_tests::decide(&action.links[0].url, "approve");
     assert_eq!(pipeline.approve.handle(&approve).await.status, 200);
     for _ in 0..10 {
         pipeline.pump_once().await.unwrap();

@@ -7,7 +7,6 @@ use std::time::Duration;
 use dossier_core::config::PipelineConfig;
 use dossier_core::domain::{ActionKind, ActionStatus, Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::RecordingXdr;
-use dossier_core::http::HttpRequest;
 use dossier_core::messages::Message;
 use dossier_core::ports::{Clock, QueueName, SystemClock};
 use dossier_core::signing::{LinkSigner, SigningKey};
@@ -73,14 +72,7 @@ async fn a_case_sharing_indicators_with_an_earlier_one_names_it() {
             .collect::<Vec<_>>()
     };
     assert!(merge_notes(&xdr).is_empty(), "nothing before an approval");
-    let token = merge.links[0].url.split("t=").nth(1).unwrap().to_string();
-    let approve = HttpRequest {
-        method: "POST".into(),
-        path: "/approve".into(),
-        headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
-        body: format!("t={token}&decision=approve").into_bytes(),
-        ..Default::default()
-    };
+    let approve = dossier_tests::decide(&merge.links[0].url, "approve");
     assert_eq!(pipeline.approve.handle(&approve).await.status, 200);
     for _ in 0..2 {
         pipeline

@@ -181,6 +181,26 @@ async fn bad_answers_end_in_a_labelled_deterministic_dossier() {
             "not an entity of this case",
         ),
         (
+            // Merges and campaign investigations come from Dossier's own case index: a model
+            // (steered by alert text) can propose neither, even with a real incident id.
+            "a merge from the model",
+            Box::new(|r| {
+                let mut a = good_answer(&user_message(r));
+                a["proposed_actions"] = json!([{"kind": "merge_cases", "target": "4711", "rationale": "same actor"}]);
+                openai_reply(&a.to_string())
+            }),
+            "merge_cases on `4711`",
+        ),
+        (
+            "a campaign from the model",
+            Box::new(|r| {
+                let mut a = good_answer(&user_message(r));
+                a["proposed_actions"] = json!([{"kind": "open_investigation", "target": "4711,4712", "rationale": "x"}]);
+                openai_reply(&a.to_string())
+            }),
+            "open_investigation",
+        ),
+        (
             "refusal",
             Box::new(|_| {
                 Reply::json(

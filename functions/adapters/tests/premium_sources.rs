@@ -6,27 +6,14 @@ use std::time::Duration;
 
 use dossier_adapters::sources::{gti, qualys, recordedfuture, sentinel, splunk};
 use dossier_core::domain::{normalise, Indicator, IndicatorKind, InternalNames};
-use dossier_core::sources::{CallCounter, IndicatorSource, Lookup, LookupError, VerdictLevel};
-use dossier_tests::{fixture, vendors, FakeServer, Reply};
+use dossier_core::sources::{IndicatorSource, Lookup, LookupError, VerdictLevel};
+use dossier_tests::{fixture, found, lookup, vendors, FakeServer, Reply};
 
 const T: Duration = Duration::from_secs(5);
 const SHA: &str = "03bd9a94482f180bb047626cb2f27ccf8daa0e201345480b43585580e09c311b";
 
 fn ind(kind: IndicatorKind, v: &str) -> Indicator {
     normalise(kind, v, &InternalNames::default()).unwrap()
-}
-
-async fn lookup(src: &dyn IndicatorSource, i: &Indicator) -> (Result<Lookup, LookupError>, u32) {
-    let calls = CallCounter::default();
-    let r = src.lookup(i, &calls).await;
-    (r, calls.get())
-}
-
-fn found(r: Result<Lookup, LookupError>) -> dossier_core::sources::IndicatorVerdict {
-    match r {
-        Ok(Lookup::Found(v)) => v,
-        other => panic!("expected a verdict, got {other:?}"),
-    }
 }
 
 fn xml(status: u16, body: String) -> Reply {

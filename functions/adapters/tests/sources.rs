@@ -10,8 +10,8 @@ use dossier_adapters::sources::{abuseipdb, msgraph, okta, otx, servicenow, shoda
 use dossier_core::domain::{normalise, Indicator, IndicatorKind, InternalNames};
 use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::embedded::{ManualClock, MemoryStore};
-use dossier_core::sources::{CallCounter, IndicatorSource, Lookup, LookupError, PerIndicator, Source, SourceStatus, VerdictLevel};
-use dossier_tests::{fixture, vendors, FakeServer, Reply};
+use dossier_core::sources::{IndicatorSource, Lookup, LookupError, PerIndicator, Source, SourceStatus, VerdictLevel};
+use dossier_tests::{fixture, found, lookup, vendors, FakeServer, Reply};
 
 fn json_fixture(rel: &str) -> Value {
     serde_json::from_str(&fixture(rel)).unwrap()
@@ -25,19 +25,6 @@ fn case_with(values: &[(IndicatorKind, &str)]) -> Case {
     let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0, &Default::default());
     c.indicators = values.iter().map(|(k, v)| ind(*k, v)).collect();
     c
-}
-
-async fn lookup(src: &dyn IndicatorSource, i: &Indicator) -> (Result<Lookup, LookupError>, u32) {
-    let calls = CallCounter::default();
-    let r = src.lookup(i, &calls).await;
-    (r, calls.get())
-}
-
-fn found(r: Result<Lookup, LookupError>) -> dossier_core::sources::IndicatorVerdict {
-    match r {
-        Ok(Lookup::Found(v)) => v,
-        other => panic!("expected a verdict, got {other:?}"),
-    }
 }
 
 const T: Duration = Duration::from_secs(5);

@@ -138,3 +138,34 @@ impl Source for KnowledgeSource {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{normalise, IncidentHint, InternalNames, Trigger};
+
+    /// A query to an external knowledge base never carries a host or user name; a local index
+    /// (inside the function) may use them.
+    #[test]
+    fn internal_names_stay_out_of_external_queries() {
+        let names = InternalNames::default();
+        let mut case = Case::new(CaseKey::new("acme", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0, &Default::default());
+        case.alert_names = vec!["Suspicious PowerShell Command Line".into()];
+        case.indicators = [
+            (IndicatorKind::Hostname, "fin-ws-0231"),
+            (IndicatorKind::User, "CORP\\j.doe"),
+            (IndicatorKind::Process, "powershell.exe"),
+            (IndicatorKind::Ipv4, "10.20.31.45"),
+        ]
+        .iter()
+        .filter_map(|(k, v)| normalise(*k, v, &names))
+        .collect();
+        let external = knowledge_query(&case, true);
+        for secret in ["fin-ws-0231", "j.doe", "10.20.31.45"] {
+            assert!(!external.to_lowercase().contains(secret), "`{secret}` in an external query: {external}");
+        }
+        assert!(external.contains("powershell.exe") && external.contains("Suspicious PowerShell Command Line"), "{external}");
+        let local = knowledge_query(&case, false);
+        assert!(local.contains("fin-ws-0231"), "{local}");
+    }
+}
