@@ -1,6 +1,6 @@
 //! Next steps per kind of incident, with XQL anchored to the incident's own time window (an
 //! analyst running a query next month still sees the incident) and only where an agent's data
-//! exists. Field names follow the `xdr_data` schema; `tests/tests/dossier_kinds.rs` checks each
+//! exists. Field names follow the `xdr_data` schema; `tests/tests/e2e/dossier_kinds.rs` checks each
 //! query against an XQL grammar and that schema.
 
 use std::time::Duration;

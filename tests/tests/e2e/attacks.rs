@@ -18,8 +18,8 @@ use dossier_core::stages::HttpHandler;
 use dossier_core::xdr::{sign_body, WebhookSecrets};
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
-const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
-const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
+const DEMO: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+const FEED: &str = include_str!("../../../infra/local/samples/intel-feed.csv");
 const ACME: &str = "acme-webhook-secret-0001";
 const GLOBEX: &str = "globex-webhook-secret-002";
 

@@ -15,7 +15,7 @@ use dossier_core::sources::{AttackSource, Source};
 use dossier_core::stages::Poller;
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
-const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
+const DEMO: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
 
 /// The demo incident under another id, last modified `ago` before now, with this status.
 fn incident(id: &str, ago: Duration, status: &str, severity: &str) -> (String, String) {

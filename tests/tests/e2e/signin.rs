@@ -28,8 +28,8 @@ use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::{fixture, FakeServer, Recorded, Reply};
 use sha2::{Digest, Sha256};
 
-const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
-const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
+const DEMO: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+const FEED: &str = include_str!("../../../infra/local/samples/intel-feed.csv");
 const SECRET: &str = "acme-webhook-secret-0001";
 const CLIENT_ID: &str = "dossier-approvals";
 const CLIENT_SECRET: &str = "s3cret&with:odd=chars";

@@ -16,7 +16,7 @@ use dossier_core::stages::{open_case, HttpHandler};
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
 fn reply(id: &str) -> String {
-    let mut v: Value = serde_json::from_str(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json")).unwrap();
+    let mut v: Value = serde_json::from_str(include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json")).unwrap();
     v["reply"]["incident"]["incident_id"] = Value::from(id);
     v.to_string()
 }

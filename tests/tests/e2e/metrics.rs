@@ -18,8 +18,8 @@ use dossier_core::stages::HttpHandler;
 use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
-const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
-const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
+const DEMO: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+const FEED: &str = include_str!("../../../infra/local/samples/intel-feed.csv");
 
 /// A model that is down: the case must still complete, and the fallback must be counted.
 struct DownModel;

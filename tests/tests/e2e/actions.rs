@@ -67,10 +67,10 @@ async fn approved_and_policy_approved_actions_run_once_and_report_back() {
     };
     let sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(AttackSource),
-        Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+        Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../../infra/local/samples/intel-feed.csv")).unwrap())),
         catalog::build("virustotal", &vt_settings, &shared, "").unwrap(),
     ];
-    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
     let idp = Arc::new(FakeIdp(Mutex::default()));
     let config = PipelineConfig {
         auto_approve: vec![AutoApprove::parse("raise_severity:malicious_engines>=5").unwrap()],
@@ -212,7 +212,7 @@ async fn notified_case(
     notifiers: Vec<Arc<dyn dossier_core::ports::Notifier>>,
 ) -> (LocalPipeline, CaseKey, Arc<RecordingXdr>) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
     let pipeline = LocalPipeline::new(PipelineParts {
         backend: Backend::embedded(clock.clone()),
         config,
@@ -220,7 +220,7 @@ async fn notified_case(
         xdr: xdr.clone(),
         sources: vec![
             Arc::new(AttackSource),
-            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+            Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../../infra/local/samples/intel-feed.csv")).unwrap())),
         ],
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![8; 32] }]).unwrap()),
         webhook_secrets: dossier_local::backend::no_webhooks(),

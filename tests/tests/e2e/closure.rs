@@ -27,7 +27,7 @@ async fn posted_case_with(exports: Vec<Arc<dyn ClosureExport>>, knowledge: bool)
     let backend = Backend::embedded(clock.clone());
     let mut sources: Vec<Arc<dyn Source>> = vec![
         Arc::new(AttackSource),
-        Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../infra/local/samples/intel-feed.csv")).unwrap())),
+        Arc::new(PerIndicator::new(IntelFeed::from_csv(include_str!("../../../infra/local/samples/intel-feed.csv")).unwrap())),
     ];
     if knowledge {
         sources.push(Arc::new(dossier_core::sources::KnowledgeSource {
@@ -35,7 +35,7 @@ async fn posted_case_with(exports: Vec<Arc<dyn ClosureExport>>, knowledge: bool)
             store: Some(backend.store.clone()),
         }));
     }
-    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
+    let xdr = Arc::new(RecordingXdr::serving(include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json").to_string()));
     let pipeline = LocalPipeline::new(PipelineParts {
         backend,
         config: PipelineConfig::default(),

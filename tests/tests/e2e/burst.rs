@@ -24,7 +24,7 @@ const MINUTE: Duration = Duration::from_millis(600);
 const PER_MINUTE: usize = 10;
 
 fn reply_for(incident_id: &str) -> String {
-    let template: Value = serde_json::from_str(include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json")).unwrap();
+    let template: Value = serde_json::from_str(include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json")).unwrap();
     let mut v = template;
     v["reply"]["incident"]["incident_id"] = json!(incident_id);
     v.to_string()

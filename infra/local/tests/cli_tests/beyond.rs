@@ -4,8 +4,7 @@
 use serde_json::Value;
 use std::process::Command;
 
-mod common;
-use common::*;
+use super::common::*;
 
 /// The premium sources in `run --json`: each in `sources[]` with its status; Recorded Future's
 /// actor for the demo's loader reaches the likely actors, and the ATT&CK group of that name

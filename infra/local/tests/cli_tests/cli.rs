@@ -3,8 +3,7 @@
 use serde_json::Value;
 use std::process::Command;
 
-mod common;
-use common::*;
+use super::common::*;
 
 fn assert_report_shape(v: &Value) {
     for key in ["case", "indicators", "techniques", "sources", "dossier", "actions", "xdr_writes"] {

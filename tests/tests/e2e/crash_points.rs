@@ -24,8 +24,8 @@ use dossier_core::store::{Commit, CASE_SK};
 use dossier_local::backend::{current_invocation, Backend, FunctionTimes, LocalPipeline, PipelineParts, Timings};
 use dossier_local::chaos::ScaledClock;
 
-const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
-const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
+const DEMO: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+const FEED: &str = include_str!("../../../infra/local/samples/intel-feed.csv");
 const SECRET: &str = "crash-points-webhook-secret";
 
 /// Where the worker dies: at the first write (made inside an invocation) that matches.

@@ -325,7 +325,7 @@ async fn secrets_manager_on_moto() {
 
 // -------------------------------------------------------------------------------------- XdrApi
 
-const DEMO_INCIDENT: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+const DEMO_INCIDENT: &str = include_str!("../../../../infra/local/samples/xdr/demo_powershell_stager.json");
 
 /// The demo incident under `id`, last modified at `modified_ms`.
 fn recorded_incident(id: &str, modified_ms: i64) -> String {

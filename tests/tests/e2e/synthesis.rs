@@ -22,10 +22,10 @@ use dossier_core::synthesis::LanguageModel;
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::{FakeServer, Recorded, Reply};
 
-const DEMO: &str = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json");
-const FEED: &str = include_str!("../../infra/local/samples/intel-feed.csv");
+const DEMO: &str = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json");
+const FEED: &str = include_str!("../../../infra/local/samples/intel-feed.csv");
 /// Its owner column holds an internal e-mail address: context that must not leave in clear either.
-const CMDB: &str = include_str!("../../infra/local/samples/cmdb-export.csv");
+const CMDB: &str = include_str!("../../../infra/local/samples/cmdb-export.csv");
 
 struct Outcome {
     #[allow(dead_code)]
@@ -555,10 +555,10 @@ fn runbooks() -> Arc<dyn Source> {
     let docs = vec![
         (
             "runbooks/encoded-powershell.md".to_string(),
-            include_str!("../../infra/local/samples/knowledge/runbooks/encoded-powershell.md").to_string(),
+            include_str!("../../../infra/local/samples/knowledge/runbooks/encoded-powershell.md").to_string(),
         ),
-        ("runbooks/phishing.html".to_string(), include_str!("../../infra/local/samples/knowledge/runbooks/phishing.html").to_string()),
-        ("runbooks/brute-force.md".to_string(), include_str!("../../infra/local/samples/knowledge/runbooks/brute-force.md").to_string()),
+        ("runbooks/phishing.html".to_string(), include_str!("../../../infra/local/samples/knowledge/runbooks/phishing.html").to_string()),
+        ("runbooks/brute-force.md".to_string(), include_str!("../../../infra/local/samples/knowledge/runbooks/brute-force.md").to_string()),
     ];
     Arc::new(dossier_core::sources::KnowledgeSource {
         retriever: Arc::new(dossier_core::knowledge::KnowledgeIndex::build(&docs)),

@@ -17,7 +17,7 @@ use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 
 /// The demo intrusion as a low-severity incident `id` on host `host`.
 fn quiet_incident(id: &str, host: &str, hour: i64) -> String {
-    let text = include_str!("../../infra/local/samples/xdr/demo_powershell_stager.json")
+    let text = include_str!("../../../infra/local/samples/xdr/demo_powershell_stager.json")
         .replace("fin-ws-0231", host)
         .replace("FIN-WS-0231", &host.to_ascii_uppercase());
     let mut v: Value = serde_json::from_str(&text).unwrap();
