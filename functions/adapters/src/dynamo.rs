@@ -5,9 +5,10 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use dossier_core::ports::{due_shard, Condition, DocStore, DueItem, StoreError, StoredDoc, Table, Write, WriteOutcome, DUE_SHARDS};
 
@@ -86,6 +87,41 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// One BatchWriteItem of at most 25 puts; unprocessed items (throttling) are sent again with
+    /// exponential backoff, as the DynamoDB guide asks, a bounded number of times.
+    async fn batch_write(&self, chunk: Vec<Write>) -> Result<(), StoreError> {
+        let mut pending: HashMap<String, Vec<WriteRequest>> = HashMap::new();
+        for w in chunk {
+            let Item { table, item, .. } = self.put(w);
+            let put =
+                PutRequest::builder().set_item(Some(item)).build().map_err(|e| StoreError::Rejected(format!("BatchWriteItem: {e}")))?;
+            pending.entry(table).or_default().push(WriteRequest::builder().put_request(put).build());
+        }
+        for attempt in 0..BATCH_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .set_request_items(Some(std::mem::take(&mut pending)))
+                .send()
+                .await
+                .map_err(|e| classify("BatchWriteItem", e))?;
+            pending = out.unprocessed_items.unwrap_or_default().into_iter().filter(|(_, w)| !w.is_empty()).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        let left: usize = pending.values().map(Vec::len).sum();
+        Err(StoreError::Unavailable(format!("BatchWriteItem: {left} items left unprocessed after {BATCH_ATTEMPTS} attempts")))
+    }
+}
+
+/// Tries of a batch call before unprocessed items are an error (the message is retried).
+const BATCH_ATTEMPTS: u32 = 5;
+
 /// One PutItem: the table, the item, and its condition (an expression and the version it names).
 struct Item {
     table: String,
@@ -152,9 +188,12 @@ impl DocStore for DynamoStore {
         for chunk in unique.chunks(100) {
             let mut pending: Vec<HashMap<String, AttributeValue>> = chunk.iter().map(|(p, s)| key(p, s)).collect();
             // Unprocessed keys (throttling) are asked again, a bounded number of times.
-            for _ in 0..5 {
+            for attempt in 0..BATCH_ATTEMPTS {
                 if pending.is_empty() {
                     break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
                 }
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut pending)))
@@ -260,6 +299,14 @@ impl DocStore for DynamoStore {
                 Err(classify("TransactWriteItems", e))
             }
         }
+    }
+
+    async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        dossier_core::ports::check_put_all(&writes)?;
+        let chunks: Vec<Vec<Write>> = writes.chunks(dossier_core::ports::MAX_WRITES_PER_BATCH).map(<[Write]>::to_vec).collect();
+        // The chunks go side by side: one round trip however many there are.
+        futures_util::future::try_join_all(chunks.into_iter().map(|chunk| self.batch_write(chunk))).await?;
+        Ok(())
     }
 
     async fn add_to_set(&self, table: Table, pk: &str, sk: &str, member: &str) -> Result<Vec<String>, StoreError> {

@@ -1,5 +1,6 @@
-//! Messages between stages. They carry keys, never payloads (SQS caps a message at 256 KB), and
-//! every consumer is idempotent to redelivery.
+//! Messages between stages. They carry keys, and at most a small snapshot of the record the
+//! sender just wrote (so the next stage need not read it back); every consumer is idempotent to
+//! redelivery.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,34 @@ pub enum SynthesisReason {
     Deadline,
 }
 
+/// A record as its sender committed it: the stored body and the version it got. A consumer uses
+/// it instead of reading the record back, and only where that grants nothing its sender could
+/// not do itself: enrich reads the case collect fanned out; write-back claims the draft
+/// synthesis created (the functions that may send to write-back are the ones that may write
+/// drafts: approve, synthesize, write-back, reconcile), and only its claim, a conditional write
+/// at this version, uses the copy: a stale snapshot is a conflict, then a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u64,
+    pub body: String,
+}
+
+impl Snapshot {
+    /// Bodies up to this size ride on the message (SQS bills each 64 KB of a message as one
+    /// request); a larger record is read by the consumer instead.
+    pub const MAX_BYTES: usize = 48 * 1024;
+
+    pub fn of<R: Serialize>(record: &R, version: u64) -> Option<Snapshot> {
+        let body = serde_json::to_string(record).ok()?;
+        (body.len() <= Self::MAX_BYTES).then_some(Snapshot { version, body })
+    }
+
+    /// The record, or `None` if it does not read as one (then the consumer reads the store).
+    pub fn value<R: serde::de::DeserializeOwned>(&self) -> Option<crate::store::Versioned<R>> {
+        serde_json::from_str(&self.body).ok().map(|value| crate::store::Versioned { value, version: self.version })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
@@ -23,6 +52,9 @@ pub enum Message {
     Enrich {
         case: CaseKey,
         source: String,
+        /// The case as collected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<Snapshot>,
     },
     Synthesize {
         case: CaseKey,
@@ -31,6 +63,9 @@ pub enum Message {
     WriteComment {
         case: CaseKey,
         draft_id: String,
+        /// The draft as created.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<Snapshot>,
     },
     ExecuteAction {
         case: CaseKey,
@@ -127,7 +162,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "virustotal".into() };
+        let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "virustotal".into(), snapshot: None };
         let body = m.to_body();
         assert!(body.contains("\"v\":1"));
         assert_eq!(Message::parse(&body).unwrap(), m);

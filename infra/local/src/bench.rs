@@ -26,7 +26,7 @@ use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
 use dossier_core::xdr::WebhookSecrets;
 
 use crate::backend::{Backend, LocalPipeline, PipelineParts};
-use crate::latency::{AwsCalls, AwsLatency, LatentQueue, LatentStore};
+use crate::latency::{AwsCalls, AwsLatency, LatentQueue, LatentStore, TracedCall, HAND_OFF};
 use crate::samples::SAMPLES;
 
 #[derive(Clone, Debug)]
@@ -43,6 +43,9 @@ pub struct BenchOptions {
     pub progress: bool,
     /// The embedded store and queue take AWS's per-call time (none: they take none).
     pub aws_latency: Option<AwsLatency>,
+    /// Print every AWS call, in order, with its stage and the table and key (or queue) it
+    /// touched, to stderr (best with `--cases 1`).
+    pub trace_calls: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -72,6 +75,9 @@ pub struct BenchReport {
     /// Per case, by service and operation (the event source mapping's receives and deletes
     /// included, as SQS bills them).
     pub aws_calls_by_operation: BTreeMap<String, f64>,
+    /// Per case, by stage (`webhook` for the door, `enrich` for all sources together) and
+    /// operation: where the calls are made.
+    pub aws_calls_by_stage: BTreeMap<String, BTreeMap<String, f64>>,
     /// What a case costs on AWS, item by item, beside the usual single-function way.
     pub cost: crate::cost::CostTable,
 }
@@ -92,6 +98,8 @@ struct SimulatedXdr {
     write_latency: Duration,
     posted: Mutex<HashMap<String, Instant>>,
     comment_posted: tokio::sync::Notify,
+    /// Where the post is marked as the end of the case's critical path.
+    calls: Arc<AwsCalls>,
 }
 
 #[async_trait]
@@ -108,6 +116,7 @@ impl XdrApi for SimulatedXdr {
         self.inner.add_comment(id, text).await?;
         // The dossier comment (not action results) ends the measured path.
         self.posted.lock().map_err(|_| XdrError::Server("lock".into()))?.entry(id.to_string()).or_insert_with(Instant::now);
+        self.calls.hand_off("xdr comment posted");
         self.comment_posted.notify_waiters();
         Ok(())
     }
@@ -257,6 +266,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         write_latency: Duration::from_millis(o.writeback_ms),
         posted: Mutex::default(),
         comment_posted: tokio::sync::Notify::new(),
+        calls: calls.clone(),
     });
     let tokens = Arc::new((std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)));
     let model: Option<Arc<dyn LanguageModel>> =
@@ -353,6 +363,9 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         eprintln!();
     }
     let cpu = cpu_ms() - cpu_before;
+    // The pipeline's calls, before the bench reads anything back itself.
+    let trace = calls.trace();
+    let by_operation = calls.by_operation();
     let posted = xdr.posted.lock().map_err(|_| "lock")?.clone();
     let mut latencies: Vec<f64> =
         posted.iter().filter_map(|(id, at)| sent_at.get(id).map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)).collect();
@@ -381,7 +394,23 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     let critical = (o.xdr_ms + o.source_ms * rounds + o.model_ms + o.writeback_ms) as f64;
     let sequential = (o.xdr_ms + o.source_ms * rounds * sim_sources.len() as u64 + o.model_ms + o.writeback_ms) as f64;
     let p50 = percentile(&latencies, 0.5);
-    let (aws_calls_per_case, aws_sequential_calls_per_case) = aws_calls_per_case(&calls, &pipeline, &keys);
+    let served = pipeline.invocations.served();
+    let (aws_calls_per_case, aws_sequential_calls_per_case) = aws_calls_per_case(&trace, &served, o.cases);
+    let stage_of = |invocation: u64| match served.get(&invocation) {
+        None => "webhook".to_string(),
+        Some((queue, _)) if queue.as_str().starts_with("enrich") => "enrich".to_string(),
+        Some((queue, _)) => queue.as_str().to_string(),
+    };
+    let mut by_stage: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for c in &trace {
+        let stage = stage_of(c.invocation);
+        if o.trace_calls {
+            eprintln!("{stage:<11} #{:<5} wave {:<2} {:<28} {}", c.invocation, c.wave, c.operation, c.what);
+        }
+        if c.operation != HAND_OFF {
+            *by_stage.entry(stage).or_default().entry(c.operation.clone()).or_default() += 1.0 / o.cases.max(1) as f64;
+        }
+    }
     let per_case = |n: u64| n as f64 / o.cases.max(1) as f64;
     let billed = pipeline.invocations.billed();
     let intake_time = intake_time.into_inner().map_err(|_| "lock")?;
@@ -389,7 +418,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         cases: o.cases,
         billed: &billed,
         intake: intake_time,
-        aws_calls_by_operation: &calls.by_operation(),
+        aws_calls_by_operation: &by_operation,
         aws_units: &calls.units(),
         model_tokens: (tokens.0.load(std::sync::atomic::Ordering::Relaxed), tokens.1.load(std::sync::atomic::Ordering::Relaxed)),
         sequential_ms: sequential,
@@ -420,33 +449,42 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         }),
         aws_calls_per_case,
         aws_sequential_calls_per_case,
-        aws_calls_by_operation: calls.by_operation().into_iter().map(|(op, n)| (op, per_case(n))).collect(),
+        aws_calls_by_operation: by_operation.into_iter().map(|(op, n)| (op, per_case(n))).collect(),
+        aws_calls_by_stage: by_stage,
         cost,
     })
 }
 
-/// AWS calls per case, in all and on the critical path: the doors' calls (made outside any
-/// queue invocation), then per case the calls of each stage's invocations in turn — all of them
-/// for collect, synthesize and write-back, the slowest source's for enrichment (the sources run
-/// side by side).
-fn aws_calls_per_case(calls: &AwsCalls, pipeline: &LocalPipeline, keys: &[CaseKey]) -> (f64, f64) {
-    let by_invocation = calls.by_invocation();
-    let cases = keys.len().max(1) as f64;
-    let total: u64 = by_invocation.values().sum();
-    let doors = by_invocation.get(&0).copied().unwrap_or(0) as f64 / cases;
-    let mut per_case: HashMap<CaseKey, (u64, HashMap<String, u64>)> = HashMap::new();
-    for (id, (queue, case)) in pipeline.invocations.served() {
-        let (Some(case), Some(n)) = (case, by_invocation.get(&id)) else { continue };
-        let entry = per_case.entry(case).or_default();
-        if queue.as_str().starts_with("enrich") {
-            *entry.1.entry(queue.as_str().to_string()).or_default() += n;
-        } else {
-            entry.0 += n;
-        }
+/// AWS calls per case, in all and on the critical path. The critical path is the chain from
+/// the webhook to the comment in XDR: the door's calls, then per case the invocation of each
+/// stage that handed the case on (collect's fan-out, the enrichment that completed the fan-in,
+/// synthesis's hand-over, write-back's post), each counted in waves up to its hand-off (calls
+/// made side by side are one wave; what a function writes after its hand-off is off the path).
+fn aws_calls_per_case(
+    trace: &[TracedCall],
+    served: &HashMap<u64, (dossier_core::ports::QueueName, Option<CaseKey>)>,
+    cases: usize,
+) -> (f64, f64) {
+    let cases_f = cases.max(1) as f64;
+    let total = trace.iter().filter(|c| c.operation != HAND_OFF).count() as f64;
+    // The doors run for all cases at once: their calls per case are made one after another.
+    let doors = trace.iter().filter(|c| c.invocation == 0 && c.operation != HAND_OFF).count() as f64 / cases_f;
+    // Per invocation, the wave of its hand-off: its last send to the next stage, or the post.
+    let mut hand_off: HashMap<u64, u32> = HashMap::new();
+    for c in trace.iter().filter(|c| c.invocation != 0 && (c.operation == HAND_OFF || c.operation == "sqs:SendMessage")) {
+        let w = hand_off.entry(c.invocation).or_default();
+        *w = (*w).max(c.wave);
     }
-    let sequential: f64 =
-        per_case.values().map(|(serial, enrich)| (serial + enrich.values().max().copied().unwrap_or(0)) as f64).sum::<f64>() / cases;
-    (total as f64 / cases, doors + sequential)
+    // Per case and stage, the longest chain of waves among the invocations that handed it on.
+    let mut per_case: HashMap<&CaseKey, HashMap<String, u32>> = HashMap::new();
+    for (invocation, waves) in hand_off {
+        let Some((queue, Some(case))) = served.get(&invocation) else { continue };
+        let stage = if queue.as_str().starts_with("enrich") { "enrich".to_string() } else { queue.as_str().to_string() };
+        let w = per_case.entry(case).or_default().entry(stage).or_default();
+        *w = (*w).max(waves);
+    }
+    let sequential = per_case.values().map(|stages| stages.values().sum::<u32>()).sum::<u32>() as f64 / cases_f;
+    (total / cases_f, doors + sequential)
 }
 
 #[cfg(test)]
@@ -466,6 +504,7 @@ mod tests {
             concurrency: 2,
             progress: false,
             aws_latency: None,
+            trace_calls: false,
         };
         let r = run(&o).await.expect("bench runs");
         assert_eq!(r.cases, 6);

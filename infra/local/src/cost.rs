@@ -79,9 +79,13 @@ pub fn cost(c: &Counted) -> CostTable {
     }
     let invocations = invocations / cases;
     let op = |name: &str| c.aws_calls_by_operation.get(name).copied().unwrap_or(0) as f64 / cases;
-    let rru = op("dynamodb:GetItem") + op("dynamodb:Query") + op("dynamodb:BatchGetItem");
-    let transaction_items = c.aws_units.get("dynamodb:TransactWriteItems (items)").copied().unwrap_or(0) as f64 / cases;
-    let wru = op("dynamodb:PutItem") + op("dynamodb:UpdateItem") + 2.0 * transaction_items;
+    let units = |name: &str| c.aws_units.get(name).copied().unwrap_or(0) as f64 / cases;
+    // Batches are billed per item: a BatchGetItem of 5 keys is 5 reads.
+    let rru = op("dynamodb:GetItem") + op("dynamodb:Query") + units("dynamodb:BatchGetItem (items)");
+    let wru = op("dynamodb:PutItem")
+        + op("dynamodb:UpdateItem")
+        + 2.0 * units("dynamodb:TransactWriteItems (items)")
+        + units("dynamodb:BatchWriteItem (items)");
     let sqs: f64 = c.aws_calls_by_operation.iter().filter(|(k, _)| k.starts_with("sqs:")).map(|(_, n)| *n as f64).sum::<f64>() / cases;
     let (tokens_in, tokens_out) = (c.model_tokens.0 as f64 / cases, c.model_tokens.1 as f64 / cases);
     let thousand = 1000.0;

@@ -60,22 +60,83 @@ impl AwsLatency {
     }
 }
 
+/// One AWS call a function made (or a hand-off: the moment its work reached the next stage or
+/// XDR).
+#[derive(Clone, Debug)]
+pub struct TracedCall {
+    /// The invocation that made it (0: the HTTP doors, called outside any queue invocation).
+    pub invocation: u64,
+    pub operation: String,
+    /// The table and key, or the queue.
+    pub what: String,
+    /// Which of the invocation's waves it belongs to: calls made while another call of the same
+    /// invocation was in flight share a wave (they run side by side); a call made when none was
+    /// starts the next one. The waves are the calls in sequence.
+    pub wave: u32,
+}
+
+/// An invocation's calls in flight and waves so far.
+#[derive(Default)]
+struct Waves {
+    in_flight: u32,
+    waves: u32,
+}
+
 /// Every AWS call the pipeline made: by service and operation, and by invocation.
 #[derive(Default)]
 pub struct AwsCalls {
     by_operation: Mutex<BTreeMap<String, u64>>,
-    /// Invocation (0: none, the HTTP doors called directly) → calls made in it.
-    by_invocation: Mutex<HashMap<u64, u64>>,
     units: Mutex<BTreeMap<String, u64>>,
+    /// Every call functions made, in order.
+    trace: Mutex<Vec<TracedCall>>,
+    waves: Mutex<HashMap<u64, Waves>>,
     jitter_seed: AtomicU64,
 }
 
+/// The operation name of a hand-off mark in the trace.
+pub const HAND_OFF: &str = "hand-off";
+
 impl AwsCalls {
-    /// A call a function makes (and waits for).
-    fn record(&self, operation: &str) {
+    /// A call a function makes (and waits for); `what` names the table and key or the queue.
+    /// Returns the invocation, to end the call with [`AwsCalls::ended`].
+    fn started(&self, operation: &str, what: String) -> u64 {
         self.record_service(operation);
         let invocation = crate::backend::current_invocation().unwrap_or(0);
-        *self.by_invocation.lock().unwrap_or_else(|p| p.into_inner()).entry(invocation).or_default() += 1;
+        let mut waves = self.waves.lock().unwrap_or_else(|p| p.into_inner());
+        let w = waves.entry(invocation).or_default();
+        if w.in_flight == 0 {
+            w.waves += 1;
+        }
+        w.in_flight += 1;
+        let wave = w.waves;
+        drop(waves);
+        self.trace.lock().unwrap_or_else(|p| p.into_inner()).push(TracedCall { invocation, operation: operation.to_string(), what, wave });
+        invocation
+    }
+
+    fn ended(&self, invocation: u64) {
+        let mut waves = self.waves.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = waves.get_mut(&invocation) {
+            w.in_flight = w.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Marks the moment the calling invocation's work reached XDR (the comment posted): the calls
+    /// after it are not on the way to the dossier.
+    pub fn hand_off(&self, what: &str) {
+        let invocation = crate::backend::current_invocation().unwrap_or(0);
+        let wave = self.waves.lock().unwrap_or_else(|p| p.into_inner()).get(&invocation).map_or(0, |w| w.waves);
+        self.trace.lock().unwrap_or_else(|p| p.into_inner()).push(TracedCall {
+            invocation,
+            operation: HAND_OFF.to_string(),
+            what: what.to_string(),
+            wave,
+        });
+    }
+
+    /// Every call functions made (and the hand-off marks), in order.
+    pub fn trace(&self) -> Vec<TracedCall> {
+        self.trace.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Units that are not calls (the items of a transaction), counted under their own name.
@@ -96,10 +157,6 @@ impl AwsCalls {
         self.by_operation.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn by_invocation(&self) -> HashMap<u64, u64> {
-        self.by_invocation.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     pub fn total(&self) -> u64 {
         self.by_operation().values().sum()
     }
@@ -112,12 +169,30 @@ impl AwsCalls {
         base.mul_f64(0.6 + 0.8 * unit)
     }
 
-    async fn take(&self, operation: &str, base: Duration) {
-        self.record(operation);
-        if !base.is_zero() {
+    /// Runs `call` as one AWS call taking `base` (± jitter). Without a latency the call still
+    /// yields once, so calls a function makes side by side overlap and count as one wave.
+    async fn take<T>(&self, operation: &str, what: String, base: Duration, call: impl std::future::Future<Output = T>) -> T {
+        self.take_n(1, operation, what, base, call).await
+    }
+
+    /// `n` calls of one operation made side by side (the chunks of a batch), as one wave.
+    async fn take_n<T>(&self, n: usize, operation: &str, what: String, base: Duration, call: impl std::future::Future<Output = T>) -> T {
+        let invocations: Vec<u64> = (0..n.max(1)).map(|_| self.started(operation, what.clone())).collect();
+        if base.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
             tokio::time::sleep(self.jittered(base)).await;
         }
+        let out = call.await;
+        for invocation in invocations {
+            self.ended(invocation);
+        }
+        out
     }
+}
+
+fn key(table: Table, pk: &str, sk: &str) -> String {
+    format!("{}[{pk} / {sk}]", table.as_str())
 }
 
 /// A store whose calls take DynamoDB's time.
@@ -130,16 +205,17 @@ pub struct LatentStore {
 #[async_trait]
 impl DocStore for LatentStore {
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<StoredDoc>, StoreError> {
-        self.calls.take("dynamodb:GetItem", self.latency.ddb_read).await;
-        self.inner.get(table, pk, sk).await
+        self.calls.take("dynamodb:GetItem", key(table, pk, sk), self.latency.ddb_read, self.inner.get(table, pk, sk)).await
     }
     async fn get_many(&self, table: Table, keys: &[(String, String)]) -> Result<Vec<Option<StoredDoc>>, StoreError> {
-        self.calls.take("dynamodb:BatchGetItem", self.latency.ddb_read).await;
-        self.inner.get_many(table, keys).await
+        let what = keys.iter().map(|(pk, sk)| key(table, pk, sk)).collect::<Vec<_>>().join(", ");
+        self.calls.record_units("dynamodb:BatchGetItem (items)", keys.len() as u64);
+        self.calls.take("dynamodb:BatchGetItem", what, self.latency.ddb_read, self.inner.get_many(table, keys)).await
     }
     async fn query(&self, table: Table, pk: &str, sk_prefix: &str) -> Result<Vec<StoredDoc>, StoreError> {
-        self.calls.take("dynamodb:Query", self.latency.ddb_read).await;
-        self.inner.query(table, pk, sk_prefix).await
+        self.calls
+            .take("dynamodb:Query", key(table, pk, &format!("{sk_prefix}*")), self.latency.ddb_read, self.inner.query(table, pk, sk_prefix))
+            .await
     }
     async fn write(&self, writes: Vec<Write>) -> Result<WriteOutcome, StoreError> {
         let (op, base) = if writes.len() > 1 {
@@ -151,24 +227,41 @@ impl DocStore for LatentStore {
             // Billing counts every item of a transaction (twice: prepare and commit).
             self.calls.record_units("dynamodb:TransactWriteItems (items)", writes.len() as u64);
         }
-        self.calls.take(op, base).await;
-        self.inner.write(writes).await
+        let what = writes.iter().map(|w| key(w.table, &w.pk, &w.sk)).collect::<Vec<_>>().join(", ");
+        self.calls.take(op, what, base, self.inner.write(writes)).await
+    }
+    async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return self.inner.put_all(writes).await;
+        }
+        // One BatchWriteItem per 25 items, sent side by side (one wave).
+        let what = writes.iter().map(|w| key(w.table, &w.pk, &w.sk)).collect::<Vec<_>>().join(", ");
+        let calls = writes.len().div_ceil(dossier_core::ports::MAX_WRITES_PER_BATCH);
+        self.calls.record_units("dynamodb:BatchWriteItem (items)", writes.len() as u64);
+        self.calls.take_n(calls, "dynamodb:BatchWriteItem", what, self.latency.ddb_write, self.inner.put_all(writes)).await
     }
     async fn add_to_set(&self, table: Table, pk: &str, sk: &str, member: &str) -> Result<Vec<String>, StoreError> {
-        self.calls.take("dynamodb:UpdateItem", self.latency.ddb_write).await;
-        self.inner.add_to_set(table, pk, sk, member).await
+        self.calls
+            .take("dynamodb:UpdateItem", key(table, pk, sk), self.latency.ddb_write, self.inner.add_to_set(table, pk, sk, member))
+            .await
     }
     async fn count_up(&self, table: Table, pk: &str, sk: &str, limit: u64, expires_at_s: i64) -> Result<Option<u64>, StoreError> {
-        self.calls.take("dynamodb:UpdateItem", self.latency.ddb_write).await;
-        self.inner.count_up(table, pk, sk, limit, expires_at_s).await
+        self.calls
+            .take(
+                "dynamodb:UpdateItem",
+                key(table, pk, sk),
+                self.latency.ddb_write,
+                self.inner.count_up(table, pk, sk, limit, expires_at_s),
+            )
+            .await
     }
     async fn set_members(&self, table: Table, pk: &str, sk: &str) -> Result<Vec<String>, StoreError> {
-        self.calls.take("dynamodb:GetItem", self.latency.ddb_read).await;
-        self.inner.set_members(table, pk, sk).await
+        self.calls.take("dynamodb:GetItem", key(table, pk, sk), self.latency.ddb_read, self.inner.set_members(table, pk, sk)).await
     }
     async fn due(&self, table: Table, until_ms: i64, limit: usize) -> Result<Vec<DueItem>, StoreError> {
-        self.calls.take("dynamodb:Query", self.latency.ddb_read).await;
-        self.inner.due(table, until_ms, limit).await
+        self.calls
+            .take("dynamodb:Query", format!("{} due index", table.as_str()), self.latency.ddb_read, self.inner.due(table, until_ms, limit))
+            .await
     }
 }
 
@@ -185,10 +278,11 @@ pub struct LatentQueue {
 #[async_trait]
 impl Queue for LatentQueue {
     async fn send(&self, queue: &QueueName, body: &str, delay: Duration) -> Result<(), QueueError> {
-        self.calls.take("sqs:SendMessage", self.latency.sqs_send).await;
         // The mapping picks the message up a moment after it is visible.
         let trigger = self.calls.jittered(self.latency.trigger);
-        self.inner.send(queue, body, delay + trigger).await
+        self.calls
+            .take("sqs:SendMessage", queue.as_str().to_string(), self.latency.sqs_send, self.inner.send(queue, body, delay + trigger))
+            .await
     }
 }
 

@@ -139,6 +139,9 @@ enum Command {
         /// With --aws-latency: from a message's send to its function's invocation, in ms.
         #[arg(long, requires = "aws_latency")]
         trigger_ms: Option<u64>,
+        /// Print every AWS call in order (stage, operation, table and key or queue) to stderr.
+        #[arg(long)]
+        trace_calls: bool,
         #[arg(long)]
         json: bool,
     },
@@ -268,6 +271,7 @@ async fn main() -> ExitCode {
             ddb_ms,
             sqs_ms,
             trigger_ms,
+            trace_calls,
             json,
         } => {
             let o = dossier_local::bench::BenchOptions {
@@ -281,6 +285,7 @@ async fn main() -> ExitCode {
                 aws_endpoint,
                 concurrency,
                 progress: !json,
+                trace_calls,
             };
             match dossier_local::bench::run(&o).await {
                 Ok(r) => {

@@ -172,8 +172,8 @@ async fn the_closure_summary_reaches_servicenow_and_email_once() {
     // The closure message again (a duplicate delivery), and the draft's post redelivered.
     for message in [
         Message::Close { case: key.clone(), resolution: "resolved_true_positive".into() },
-        Message::WriteComment { case: key.clone(), draft_id: "closure-1".into() },
-        Message::WriteComment { case: key.clone(), draft_id: "closure-1".into() },
+        Message::WriteComment { case: key.clone(), draft_id: "closure-1".into(), snapshot: None },
+        Message::WriteComment { case: key.clone(), draft_id: "closure-1".into(), snapshot: None },
     ] {
         let queue = if matches!(message, Message::Close { .. }) { QueueName::synthesize() } else { QueueName::writeback() };
         pipeline.backend.queue.send(&queue, &message.to_body(), Duration::ZERO).await.unwrap();

@@ -106,6 +106,9 @@ impl DocStore for CrashAt {
         }
         Ok(out)
     }
+    async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.inner.put_all(writes).await
+    }
     async fn add_to_set(&self, t: Table, pk: &str, sk: &str, m: &str) -> Result<Vec<String>, StoreError> {
         self.inner.add_to_set(t, pk, sk, m).await
     }

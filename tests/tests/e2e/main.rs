@@ -16,5 +16,6 @@ mod metrics;
 mod poller;
 mod related;
 mod signin;
+mod snapshots;
 mod synthesis;
 mod template;

@@ -10,7 +10,8 @@ use dossier_adapters::sqs::SqsQueue;
 use dossier_adapters::xdr::{AuthKind, Generation, XdrCredentials, XdrHttp};
 use dossier_core::embedded::{MemoryQueue, MemoryStore};
 use dossier_core::ports::{
-    Condition, DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, SystemClock, Table, Write, WriteOutcome, XdrApi,
+    Condition, DocStore, PutOutcome, Queue, QueueConsumer, QueueName, ReplaceOutcome, StoreError, SystemClock, Table, Write, WriteOutcome,
+    XdrApi,
 };
 use dossier_tests::{moto_endpoint, unique_prefix};
 
@@ -74,6 +75,30 @@ async fn doc_store_contract(store: &dyn DocStore) {
     // The same key twice in one commit is refused outright.
     let twice = vec![w(Table::Cache, "src", "k", "3", Condition::Overwrite), w(Table::Cache, "src", "k", "4", Condition::Overwrite)];
     assert!(store.write(twice).await.is_err());
+
+    // Unconditional batches: more items than one BatchWriteItem takes, over two tables, an
+    // existing item overwritten; every item readable at version 1.
+    let mut batch: Vec<Write> =
+        (0..30).map(|i| w(Table::Cache, "batch", &format!("k{i:02}"), &format!("{i}"), Condition::Overwrite)).collect();
+    batch.push(w(Table::Cases, "idx#t#ipv4:203.0.113.9", "t#1", "entry", Condition::Overwrite));
+    batch.push(w(Table::Cache, "src", "k", "overwritten", Condition::Overwrite));
+    store.put_all(batch).await.unwrap();
+    let batched = store.query(Table::Cache, "batch", "k").await.unwrap();
+    assert_eq!(batched.len(), 30);
+    assert!(batched.iter().enumerate().all(|(i, d)| d.body == i.to_string() && d.version == 1), "{batched:?}");
+    assert_eq!(store.get(Table::Cases, "idx#t#ipv4:203.0.113.9", "t#1").await.unwrap().unwrap().body, "entry");
+    assert_eq!(store.get(Table::Cache, "src", "k").await.unwrap().unwrap().body, "overwritten");
+    store.put_all(vec![w(Table::Cache, "src", "k", "2", Condition::Overwrite)]).await.unwrap();
+    store.put_all(Vec::new()).await.unwrap();
+    // A batch has no conditions and no key twice: such a batch is refused whole.
+    let conditional =
+        vec![w(Table::Cache, "batch", "new", "x", Condition::Overwrite), w(Table::Cases, "t#1", "case", "{}", Condition::Version(3))];
+    assert!(matches!(store.put_all(conditional).await, Err(StoreError::Rejected(_))));
+    let doubled =
+        vec![w(Table::Cache, "batch", "new", "x", Condition::Overwrite), w(Table::Cache, "batch", "new", "y", Condition::Overwrite)];
+    assert!(matches!(store.put_all(doubled).await, Err(StoreError::Rejected(_))));
+    assert!(store.get(Table::Cache, "batch", "new").await.unwrap().is_none(), "nothing of a refused batch is written");
+    assert_eq!(store.get(Table::Cases, "t#1", "case").await.unwrap().unwrap().body, r#"{"a":9}"#);
 
     // Several items at once, in the order asked, missing ones as None.
     let keys = vec![("src".to_string(), "k".to_string()), ("src".to_string(), "none".to_string()), ("t#1".to_string(), "case".to_string())];

@@ -93,6 +93,20 @@ impl DocStore for MemoryStore {
         Ok(WriteOutcome::Written)
     }
 
+    async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        crate::ports::check_put_all(&writes)?;
+        for chunk in writes.chunks(crate::ports::MAX_WRITES_PER_BATCH) {
+            self.count("BatchWriteItem");
+            let mut items = lock(&self.items);
+            for w in chunk {
+                let due_at_ms = if w.table.has_due_index() { w.due_at_ms } else { None };
+                items
+                    .insert((w.table, w.pk.clone(), w.sk.clone()), Item { body: w.body.clone(), version: 1, due_at_ms, ..Item::default() });
+            }
+        }
+        Ok(())
+    }
+
     async fn add_to_set(&self, table: Table, pk: &str, sk: &str, member: &str) -> Result<Vec<String>, StoreError> {
         self.count("UpdateItem");
         let mut items = lock(&self.items);

@@ -159,6 +159,12 @@ pub trait DocStore: Send + Sync {
     /// Writes all of `writes` or none (at most [`MAX_WRITES_PER_COMMIT`], each key once).
     async fn write(&self, writes: Vec<Write>) -> Result<WriteOutcome, StoreError>;
 
+    /// Writes records nobody versions (cache answers, index entries: every write
+    /// `Condition::Overwrite`) in as few calls as the store allows (BatchWriteItem, 25 a call).
+    /// Not atomic: a crash midway leaves some written, which is why only records that are
+    /// rewritten whole on the next attempt go this way.
+    async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
     /// Adds `member` to the string set of item (pk, sk), creating it; returns the whole set.
     /// Adding twice is adding once, so a redelivered message counts once (the fan-in).
     async fn add_to_set(&self, table: Table, pk: &str, sk: &str, member: &str) -> Result<Vec<String>, StoreError>;
@@ -208,6 +214,27 @@ pub fn check_writes(writes: &[Write]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// What DynamoDB refuses in a BatchWriteItem, and what `put_all` promises: no conditions.
+pub fn check_put_all(writes: &[Write]) -> Result<(), StoreError> {
+    let mut keys = BTreeSet::new();
+    for w in writes {
+        if w.condition != Condition::Overwrite {
+            return Err(StoreError::Rejected(format!("{}/{}: put_all takes only unconditional writes", w.pk, w.sk)));
+        }
+        // Twice in one batch: which one stays would depend on the order the chunks land.
+        if !keys.insert((w.table, w.pk.as_str(), w.sk.as_str())) {
+            return Err(StoreError::Rejected(format!("{}/{} written twice in one batch", w.pk, w.sk)));
+        }
+        if w.body.len() + w.pk.len() + w.sk.len() > 400 * 1024 {
+            return Err(StoreError::Rejected(format!("{}/{}: item larger than 400 KB", w.pk, w.sk)));
+        }
+    }
+    Ok(())
+}
+
+/// Items per BatchWriteItem call.
+pub const MAX_WRITES_PER_BATCH: usize = 25;
 
 /// Which shard of the due index an item is listed under (a few partitions, not one hot one).
 pub fn due_shard(pk: &str) -> String {

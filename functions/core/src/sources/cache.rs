@@ -75,7 +75,19 @@ impl LookupCache {
             .collect()
     }
 
-    pub async fn put(&self, source: &str, indicator: &Indicator, lookup: &Lookup) {
+    /// Stores answers now (a deferred report, which is not stored, must not lose what was
+    /// answered). A cache that cannot be written costs lookups later, nothing else.
+    pub async fn remember(&self, writes: Vec<crate::ports::Write>) {
+        if writes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.put_all(writes).await {
+            tracing::warn!(error = %e, "cache write failed");
+        }
+    }
+
+    /// The write that caches one answer (until its TTL: found and unknown answers age apart).
+    pub fn answer(&self, source: &str, indicator: &Indicator, lookup: &Lookup) -> Option<crate::ports::Write> {
         let ttl = match lookup {
             Lookup::Found(_) => self.positive_ttl,
             Lookup::NotFound => self.negative_ttl,
@@ -85,13 +97,11 @@ impl LookupCache {
             Lookup::Found(v) => Some(v.clone()),
             Lookup::NotFound => None,
         };
-        let Ok(body) = serde_json::to_string(&Cached { expires_at_ms, found }) else { return };
-        // A cache answer is nobody's versioned record: the newest simply replaces it, in one write.
-        let write = crate::ports::Write::new(Table::Cache, source, Self::key(indicator), body, crate::ports::Condition::Overwrite)
-            .expires(Some(expires_at_ms / 1000));
-        if let Err(e) = self.store.write(vec![write]).await {
-            // Losing a cache write costs one more lookup later, nothing else.
-            tracing::warn!(error = %e, "cache write failed");
-        }
+        let body = serde_json::to_string(&Cached { expires_at_ms, found }).ok()?;
+        // A cache answer is nobody's versioned record: the newest simply replaces it.
+        Some(
+            crate::ports::Write::new(Table::Cache, source, Self::key(indicator), body, crate::ports::Condition::Overwrite)
+                .expires(Some(expires_at_ms / 1000)),
+        )
     }
 }

@@ -21,7 +21,9 @@ pub use per_indicator::{LookupLimits, PerIndicator, Quota};
 use crate::domain::Case;
 
 pub use knowledge::{knowledge_query, remember_closure, KnowledgeSource, KNOWLEDGE_SOURCE};
-pub use related::{index_case, recent_pk, RecentCase, RelatedCase, RelatedCases, RELATED_CASES_SOURCE, TENANTS_PK, TENANTS_SK};
+pub use related::{
+    index_case, recent_pk, KnownTenants, RecentCase, RelatedCase, RelatedCases, RELATED_CASES_SOURCE, TENANTS_PK, TENANTS_SK,
+};
 
 /// A source the deployment has not configured (no key): it reports `skipped` with the reason.
 pub struct NotConfigured {

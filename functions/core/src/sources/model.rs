@@ -152,6 +152,10 @@ pub struct SourceReport {
     /// Runbook, wiki and past-report passages that fit the case (the knowledge source).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passages: Vec<crate::knowledge::Passage>,
+    /// Answers for the shared lookup cache, not part of the report: the enrich stage writes them
+    /// beside the report, in the same round trip. A report never stored loses only these.
+    #[serde(skip)]
+    pub to_cache: Vec<crate::ports::Write>,
 }
 
 impl SourceReport {
@@ -168,6 +172,7 @@ impl SourceReport {
             errors: Vec::new(),
             related_cases: Vec::new(),
             passages: Vec::new(),
+            to_cache: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::{Case, Indicator};
+use crate::ports::Write;
 use crate::ratelimit::{LimitError, RateLimit, RateLimiter};
 use crate::sources::{CallCounter, Deferred, IndicatorSource, Lookup, LookupCache, LookupError, Source, SourceReport, SourceStatus};
 
@@ -102,9 +103,15 @@ impl<S: IndicatorSource> PerIndicator<S> {
     /// indicator running meanwhile hands its answer over through the turn, and only one that
     /// finished in the moment between that read and this turn is repeated (a rare second call,
     /// where reading every miss twice cost every case a store round trip per indicator).
-    async fn one(&self, ind: &Indicator, cached: Option<Lookup>, calls: &CallCounter) -> (Result<Lookup, LookupError>, bool) {
+    /// Returns the answer, whether it came from the cache, and the write that caches a new one.
+    async fn one(
+        &self,
+        ind: &Indicator,
+        cached: Option<Lookup>,
+        calls: &CallCounter,
+    ) -> (Result<Lookup, LookupError>, bool, Option<Write>) {
         if let Some(hit) = cached {
-            return (Ok(hit), true);
+            return (Ok(hit), true, None);
         }
         let name = self.inner.name();
         // Without a cache a waiter would have no answer to read: no coalescing then.
@@ -115,14 +122,16 @@ impl<S: IndicatorSource> PerIndicator<S> {
         };
         // The holder before us found the answer: ours too, without asking the store again.
         if let Some(found) = held.as_ref().and_then(|h| h.as_ref()) {
-            return (Ok(found.clone()), true);
+            return (Ok(found.clone()), true, None);
         }
         if let Some(q) = &self.quota {
             for limit in &q.limits {
                 match q.limiter.acquire(limit).await {
                     Ok(()) => {}
-                    Err(LimitError::Exhausted { after, .. }) => return (Err(LookupError::RateLimited { retry_after: Some(after) }), false),
-                    Err(LimitError::Store(e)) => return (Err(LookupError::Transport(format!("quota store: {e}"))), false),
+                    Err(LimitError::Exhausted { after, .. }) => {
+                        return (Err(LookupError::RateLimited { retry_after: Some(after) }), false, None)
+                    }
+                    Err(LimitError::Store(e)) => return (Err(LookupError::Transport(format!("quota store: {e}"))), false, None),
                 }
             }
         }
@@ -130,13 +139,14 @@ impl<S: IndicatorSource> PerIndicator<S> {
             Ok(r) => r,
             Err(_) => Err(LookupError::Timeout),
         };
+        let mut to_cache = None;
         if let (Some(cache), Ok(lookup)) = (&self.cache, &result) {
-            cache.put(name, ind, lookup).await;
+            to_cache = cache.answer(name, ind, lookup);
             if let Some(h) = held.as_mut() {
                 **h = Some(lookup.clone());
             }
         }
-        (result, false)
+        (result, false, to_cache)
     }
 }
 
@@ -175,10 +185,10 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
                 (ind, hit)
             })
             .collect();
-        let results: Vec<(Indicator, Result<Lookup, LookupError>, bool)> = stream::iter(with_cached)
+        let results: Vec<(Indicator, Result<Lookup, LookupError>, bool, Option<Write>)> = stream::iter(with_cached)
             .map(|(ind, hit): (Indicator, Option<Lookup>)| async move {
-                let (r, cached) = self.one(&ind, hit, calls_ref).await;
-                (ind, r, cached)
+                let (r, cached, to_cache) = self.one(&ind, hit, calls_ref).await;
+                (ind, r, cached, to_cache)
             })
             .buffer_unordered(self.limits.concurrency.max(1))
             .collect()
@@ -188,8 +198,9 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
         report.calls = calls.get();
         let (mut found, mut not_found, mut timeouts, mut cached) = (0usize, 0usize, 0usize, 0usize);
         let mut retry_after: Option<Duration> = None;
-        for (ind, r, was_cached) in results {
+        for (ind, r, was_cached, to_cache) in results {
             cached += usize::from(was_cached);
+            report.to_cache.extend(to_cache);
             match r {
                 Ok(Lookup::Found(v)) => {
                     found += 1;
@@ -210,7 +221,10 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             }
         }
         if let Some(after) = retry_after {
-            // What was answered is cached; the retry spends quota only on the rest.
+            // What was answered is cached now; the retry spends quota only on the rest.
+            if let Some(cache) = &self.cache {
+                cache.remember(std::mem::take(&mut report.to_cache)).await;
+            }
             return Err(Deferred { source_name: name.to_string(), after, reason: "quota exhausted or rate limited by the source".into() });
         }
         report.verdicts.sort_by(|a, b| b.verdict.cmp(&a.verdict).then_with(|| a.value.cmp(&b.value)));
@@ -307,10 +321,14 @@ mod tests {
         let cache = LookupCache::new(Arc::new(MemoryStore::new()), clock.clone());
         let src = PerIndicator::new(Recording(Default::default(), None)).with_cache(cache);
         let c = case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8")], vec![]);
-        assert_eq!(src.enrich(&c).await.unwrap().calls, 1);
+        // The answer comes back for the cache, written where the report is (the enrich stage).
+        let first = src.enrich(&c).await.unwrap();
+        assert_eq!((first.calls, first.to_cache.len()), (1, 1));
+        let cache = src.cache.as_ref().unwrap();
+        cache.remember(first.to_cache).await;
         for _ in 0..100 {
             let r = src.enrich(&c).await.unwrap();
-            assert_eq!((r.calls, r.status), (0, SourceStatus::NotFound));
+            assert_eq!((r.calls, r.status, r.to_cache.len()), (0, SourceStatus::NotFound, 0));
         }
         // Negative answers live 6 hours.
         clock.advance(Duration::from_secs(6 * 3600 + 1));
@@ -366,6 +384,7 @@ mod tests {
         let quota = Quota { limiter, limits: vec![RateLimit { name: "rec-minute".into(), limit: 2, window: Duration::from_secs(60) }] };
         let src = PerIndicator::new(Recording(Default::default(), None))
             .with_quota(quota)
+            .with_cache(LookupCache::new(Arc::new(MemoryStore::new()), clock.clone()))
             .with_limits(LookupLimits { concurrency: 1, ..LookupLimits::default() });
         let c = case_with(
             vec![ind(IndicatorKind::Ipv4, "8.8.8.8"), ind(IndicatorKind::Ipv4, "9.9.9.9"), ind(IndicatorKind::Ipv4, "1.1.1.1")],
@@ -374,6 +393,11 @@ mod tests {
         let deferred = src.enrich(&c).await.unwrap_err();
         assert!(deferred.after <= Duration::from_secs(61), "{deferred:?}");
         assert_eq!(src.inner.0.lock().unwrap().len(), 2, "only the quota's worth of calls");
+        // A deferred report is not stored, but what was answered is cached at once: the retry in
+        // the next window asks only for the rest.
+        clock.advance(Duration::from_secs(61));
+        let r = src.enrich(&c).await.unwrap();
+        assert_eq!((r.calls, src.inner.0.lock().unwrap().len()), (1, 3));
     }
 
     #[tokio::test]

@@ -2,11 +2,11 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::domain::{Case, CaseKey, IndicatorKind};
-use crate::ports::{DocStore, PutOutcome, StoreError, Table};
+use crate::ports::{Condition, DocStore, StoreError, Table, Write};
 use crate::sources::{Deferred, Source, SourceReport, SourceStatus};
 
 pub const RELATED_CASES_SOURCE: &str = "related-cases";
@@ -88,9 +88,25 @@ pub fn recent_pk(tenant: &str) -> String {
     format!("recent#{tenant}")
 }
 
-/// Indexes a case under its indicators, hosts and users (written by collect), and lists it
-/// among its tenant's recent cases for the hunt.
-pub async fn index_case(store: &dyn DocStore, case: &Case, now_ms: i64) -> Result<(), StoreError> {
+/// Tenants this process has already put in the tenant set: a warm function adds each once,
+/// not once per case (adding twice changes nothing, so a cold start adding again is harmless).
+#[derive(Default)]
+pub struct KnownTenants(std::sync::Mutex<BTreeSet<String>>);
+
+impl KnownTenants {
+    fn is_new(&self, tenant: &str) -> bool {
+        !self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(tenant)
+    }
+
+    fn remember(&self, tenant: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_string());
+    }
+}
+
+/// Lists a collected case where later cases and the hunt look: the tenant's recent cases and
+/// the related-case index under each of its relatable indicators. All are records nobody
+/// versions, rewritten whole on a redelivery, so they go as one batch (one round trip).
+pub async fn index_case(store: &dyn DocStore, case: &Case, now_ms: i64, known: &KnownTenants) -> Result<(), StoreError> {
     let recent = RecentCase {
         case: case.key.clone(),
         at_ms: case.hint.created_at_ms.unwrap_or(now_ms),
@@ -105,28 +121,26 @@ pub async fn index_case(store: &dyn DocStore, case: &Case, now_ms: i64) -> Resul
         hosts: case.indicators.iter().filter(|i| i.kind == IndicatorKind::Hostname).take(20).map(|i| i.value.clone()).collect(),
         techniques: case.all_technique_ids(),
     };
-    let ttl = Some((now_ms + RECENT_TTL_MS) / 1000);
-    let body = serde_json::to_string(&recent).map_err(|e| StoreError::Rejected(e.to_string()))?;
-    match store.put_new(Table::Cases, &recent_pk(&case.key.tenant), &case.key.storage_id(), &body, ttl).await? {
-        PutOutcome::Written | PutOutcome::AlreadyExists => {}
-    }
-    store.add_to_set(Table::Cases, TENANTS_PK, TENANTS_SK, &case.key.tenant).await?;
+    let recent = serde_json::to_string(&recent).map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let mut writes = vec![Write::new(Table::Cases, recent_pk(&case.key.tenant), case.key.storage_id(), recent, Condition::Overwrite)
+        .expires(Some((now_ms + RECENT_TTL_MS) / 1000))];
     let entry =
         IndexEntry { case: case.key.clone(), at_ms: case.hint.created_at_ms.unwrap_or(now_ms), techniques: case.all_technique_ids() };
     let body = serde_json::to_string(&entry).map_err(|e| StoreError::Rejected(e.to_string()))?;
+    let mut indexed = BTreeSet::new();
     for ind in case.indicators.iter().filter(|i| relatable(i)).take(INDEX_CAP) {
-        match store
-            .put_new(
-                Table::Cases,
-                &index_pk(&case.key.tenant, ind.kind, &ind.value),
-                &case.key.storage_id(),
-                &body,
-                Some((now_ms + INDEX_TTL_MS) / 1000),
-            )
-            .await?
-        {
-            PutOutcome::Written | PutOutcome::AlreadyExists => {}
+        let pk = index_pk(&case.key.tenant, ind.kind, &ind.value);
+        if indexed.insert(pk.clone()) {
+            writes.push(
+                Write::new(Table::Cases, pk, case.key.storage_id(), body.clone(), Condition::Overwrite)
+                    .expires(Some((now_ms + INDEX_TTL_MS) / 1000)),
+            );
         }
+    }
+    store.put_all(writes).await?;
+    if known.is_new(&case.key.tenant) {
+        store.add_to_set(Table::Cases, TENANTS_PK, TENANTS_SK, &case.key.tenant).await?;
+        known.remember(&case.key.tenant);
     }
     Ok(())
 }

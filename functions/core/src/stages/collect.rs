@@ -9,7 +9,7 @@ use tracing::{info, warn, Instrument};
 use super::{Context, Deadline, MessageHandler, StageError};
 use crate::domain::{Case, CaseKey, CaseStatus};
 use crate::extract::extract;
-use crate::messages::{Message, SynthesisReason};
+use crate::messages::{Message, Snapshot, SynthesisReason};
 use crate::ports::{QueueName, XdrApi, XdrError};
 use crate::store::{Commit, Committed, Versioned};
 use crate::xdr::{parse_extra_data, ExtraData};
@@ -17,26 +17,30 @@ use crate::xdr::{parse_extra_data, ExtraData};
 pub struct Collect {
     ctx: Context,
     xdr: Arc<dyn XdrApi>,
+    known_tenants: crate::sources::KnownTenants,
 }
 
 impl Collect {
     pub fn new(ctx: Context, xdr: Arc<dyn XdrApi>) -> Collect {
-        Collect { ctx, xdr }
+        Collect { ctx, xdr, known_tenants: Default::default() }
     }
 
     async fn collect(&self, key: &CaseKey) -> Result<(), StageError> {
-        let Some(stored) = self.ctx.store.case(key).await? else {
+        // 10 requests/minute per tenant, shared by every invocation: wait in the queue, not in
+        // XDR. The token is taken while the case is read (one round trip, not two); a redelivery
+        // of a case collected already spends one it does not use, a rare cost.
+        let limit = self.ctx.config.xdr_extra_data_limit.clone();
+        let (stored, token) = tokio::join!(self.ctx.store.case(key), self.ctx.limits.acquire(&limit));
+        let Some(stored) = stored? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
         match stored.value.status {
             CaseStatus::Received | CaseStatus::Collecting => {}
             // A redelivery after the fan-out was (maybe partly) sent: send it again, consumers dedupe.
-            CaseStatus::Enriching => return self.fan_out(&stored.value).await,
+            CaseStatus::Enriching => return self.fan_out(&stored.value, stored.version).await,
             _ => return Ok(()),
         }
-        // 10 requests/minute per tenant, shared by every invocation: wait in the queue, not in XDR.
-        let limit = self.ctx.config.xdr_extra_data_limit.clone();
-        if let Err(e) = self.ctx.limits.acquire(&limit).await {
+        if let Err(e) = token {
             self.waiting(&stored).await?;
             return Err(e.into());
         }
@@ -73,6 +77,7 @@ impl Collect {
         let config = self.ctx.config.clone();
         let now = self.ctx.now_ms();
         let deadline = now + i64::try_from(config.enrich_deadline.as_millis()).unwrap_or(i64::MAX / 4);
+        let stored_version = stored.version;
         let mut case = stored.value;
         // What the tenant's own data shows it owns is internal from the first lookup on.
         let learned = crate::extract::learned_suffixes(&data);
@@ -83,7 +88,7 @@ impl Collect {
             return Ok(());
         }
         let mut commit = Commit::new();
-        commit.save(&case, stored.version)?;
+        commit.save(&case, stored_version)?;
         commit.audit(&self.ctx.event(key, "xdr.get_incident_extra_data", format!("{} bytes", raw.len())))?;
         commit.audit(&self.ctx.event(
             key,
@@ -102,8 +107,8 @@ impl Collect {
         }
         info!(indicators = case.indicators.len(), techniques = case.techniques.len(), alerts = case.alert_count, "collected");
         // The fan-out first: the related-case index is not on the way to the dossier.
-        self.fan_out(&case).await?;
-        crate::sources::index_case(self.ctx.store.docs().as_ref(), &case, now).await?;
+        self.fan_out(&case, stored_version + 1).await?;
+        crate::sources::index_case(self.ctx.store.docs().as_ref(), &case, now, &self.known_tenants).await?;
         Ok(())
     }
 
@@ -137,14 +142,20 @@ impl Collect {
         Ok(())
     }
 
-    async fn fan_out(&self, case: &Case) -> Result<(), StageError> {
+    /// Sends each source its message (with the case as collected at `version`, when small
+    /// enough to carry) and the deadline message, side by side.
+    async fn fan_out(&self, case: &Case, version: u64) -> Result<(), StageError> {
         let now = self.ctx.now_ms();
+        let snapshot = Snapshot::of(case, version);
         let delay = Duration::from_millis(u64::try_from(case.enrich_deadline_ms.unwrap_or(now) - now).unwrap_or(0))
             .min(crate::ports::MAX_QUEUE_DELAY);
         let mut messages: Vec<(QueueName, Message, Duration)> = case
             .expected_sources
             .iter()
-            .map(|s| (QueueName::enrich(s), Message::Enrich { case: case.key.clone(), source: s.clone() }, Duration::ZERO))
+            .map(|s| {
+                let message = Message::Enrich { case: case.key.clone(), source: s.clone(), snapshot: snapshot.clone() };
+                (QueueName::enrich(s), message, Duration::ZERO)
+            })
             .collect();
         messages.push((QueueName::synthesize(), Message::Synthesize { case: case.key.clone(), reason: SynthesisReason::Deadline }, delay));
         self.ctx.send_all(messages).await

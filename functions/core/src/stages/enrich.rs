@@ -1,20 +1,20 @@
-//! enrich: one source, one case. Records the source's report (the first one stands), adds the
-//! source to the case's fan-in set in one atomic step, and the worker that completes the set
-//! hands the case to synthesis. Enrich writes only reports and the fan-in set: never the case.
+//! enrich: one source, one case (carried on the message as collected). Records the source's
+//! report with its audit record (the first one stands), then adds the source to the case's
+//! fan-in set in one atomic step; the worker that completes the set hands the case to
+//! synthesis. Enrich writes only reports, the fan-in set and the lookup cache: never the case.
 
 use crate::metrics::{Metric, MetricSet};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
 use super::{Context, Deadline, MessageHandler, StageError};
-use crate::domain::{CaseKey, CaseStatus};
-use crate::messages::{Message, SynthesisReason};
+use crate::domain::{Case, CaseKey, CaseStatus};
+use crate::messages::{Message, Snapshot, SynthesisReason};
 use crate::ports::QueueName;
 use crate::sources::{Source, SourceReport, SourceStatus};
-use crate::store::Commit;
 
 pub struct Enrich {
     ctx: Context,
@@ -27,23 +27,33 @@ impl Enrich {
         Enrich { ctx, sources: sources.into_iter().map(|s| (s.name().to_string(), s)).collect() }
     }
 
-    async fn enrich(&self, key: &CaseKey, source_name: &str, deadline: Deadline) -> Result<(), StageError> {
+    async fn enrich(&self, key: &CaseKey, source_name: &str, snapshot: Option<Snapshot>, deadline: Deadline) -> Result<(), StageError> {
         let source = self
             .sources
             .get(source_name)
             .ok_or_else(|| StageError::BadMessage(format!("this function does not serve source `{source_name}`")))?;
-        let Some(case) = self.ctx.store.case(key).await? else {
-            return Err(StageError::BadMessage(format!("no case {key}")));
+        let now = self.ctx.now_ms();
+        // The case as collect fanned it out (its indicators do not change after collection).
+        // Past the fan-in deadline synthesis may have begun: then the stored case decides.
+        let carried = snapshot
+            .and_then(|s| s.value::<Case>())
+            .map(|v| v.value)
+            .filter(|c| c.key == *key && c.status == CaseStatus::Enriching && c.enrich_deadline_ms.is_some_and(|d| now < d));
+        let case = match carried {
+            Some(c) => c,
+            None => match self.ctx.store.case(key).await? {
+                Some(stored) => stored.value,
+                None => return Err(StageError::BadMessage(format!("no case {key}"))),
+            },
         };
-        let case = case.value;
         if !matches!(case.status, CaseStatus::Enriching) {
             // Synthesis already has what it will use: spending quota now would change nothing.
             info!(source = source_name, status = %case.status, "case past enrichment; source not asked");
             return Ok(());
         }
         // The source gets what is left of the invocation, minus a little for the writes.
-        let budget = deadline.remaining(self.ctx.now_ms()).saturating_sub(Duration::from_secs(2));
-        let report = match tokio::time::timeout(budget, source.enrich(&case)).await {
+        let budget = deadline.remaining(now).saturating_sub(Duration::from_secs(2));
+        let mut report = match tokio::time::timeout(budget, source.enrich(&case)).await {
             Ok(Ok(r)) => r,
             Ok(Err(deferred)) => {
                 info!(source = source_name, after = ?deferred.after, "source deferred");
@@ -55,9 +65,18 @@ impl Enrich {
                 r
             }
         };
-        let (first, reported) = self.ctx.store.report(key, &report).await?;
+        // The report with its audit record, and the answers for the shared cache, side by side.
+        let to_cache = std::mem::take(&mut report.to_cache);
+        let mut event = self.ctx.event(
+            key,
+            "source.reported",
+            format!("{source_name}: {} ({} calls, {} ms)", report.status.as_str(), report.calls, report.latency_ms),
+        );
+        event.once_key = Some(format!("source.reported#{source_name}"));
+        let (stored, ()) = tokio::join!(self.ctx.store.report(key, &report, &event), self.remember(to_cache));
+        let (first, reported) = stored?;
         if first {
-            self.reported(key, &report).await?;
+            self.reported(&report);
         }
         // Fan-in: the set is the same however often a report arrives; whoever sees it complete
         // sends, and synthesis claims the work once.
@@ -73,7 +92,18 @@ impl Enrich {
         Ok(())
     }
 
-    async fn reported(&self, key: &CaseKey, report: &SourceReport) -> Result<(), StageError> {
+    /// Answers for the shared cache. Losing them costs lookups later, never the report.
+    async fn remember(&self, to_cache: Vec<crate::ports::Write>) {
+        if to_cache.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.store.docs().put_all(to_cache).await {
+            warn!(error = %e, "cache write failed");
+        }
+    }
+
+    /// The first stored report of a source: logged and counted once.
+    fn reported(&self, report: &SourceReport) {
         let name = report.source.as_str();
         info!(source = name, status = report.status.as_str(), calls = report.calls, latency_ms = report.latency_ms, "source reported");
         let failed = matches!(report.status, SourceStatus::Error | SourceStatus::TimedOut);
@@ -85,26 +115,16 @@ impl Enrich {
             ])
             .with_dimension("Source", name),
         );
-        let mut event = self.ctx.event(
-            key,
-            "source.reported",
-            format!("{name}: {} ({} calls, {} ms)", report.status.as_str(), report.calls, report.latency_ms),
-        );
-        event.once_key = Some(format!("source.reported#{name}"));
-        let mut commit = Commit::new();
-        commit.audit(&event)?;
-        self.ctx.store.commit(commit).await?;
-        Ok(())
     }
 }
 
 #[async_trait]
 impl MessageHandler for Enrich {
     async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError> {
-        let Message::Enrich { case, source } = Message::parse(body)? else {
+        let Message::Enrich { case, source, snapshot } = Message::parse(body)? else {
             return Err(StageError::BadMessage("enrich accepts only `enrich` messages".into()));
         };
         let span = tracing::info_span!("case", case = %case, stage = "enrich", source = %source);
-        self.enrich(&case, &source, deadline).instrument(span).await
+        self.enrich(&case, &source, snapshot, deadline).instrument(span).await
     }
 }

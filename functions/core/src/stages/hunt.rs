@@ -161,7 +161,7 @@ impl Hunt {
             }
             messages.push((
                 QueueName::writeback(),
-                Message::WriteComment { case: key.clone(), draft_id: draft_id.clone() },
+                Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: None },
                 Duration::ZERO,
             ));
         }

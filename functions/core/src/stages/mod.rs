@@ -224,23 +224,31 @@ impl Context {
     /// Moves the case on from waiting for actions once none is open (`dossier_posted`: the
     /// dossier comment is in XDR, so a case still writing back may settle too).
     pub async fn settle_case(&self, key: &CaseKey, dossier_posted: bool) -> Result<(), StageError> {
-        let actions = self.store.actions(key).await?;
+        self.settled_case(key, dossier_posted).await.map(|_| ())
+    }
+
+    /// [`Context::settle_case`], returning the case as settled (`None` if there is none).
+    pub async fn settled_case(&self, key: &CaseKey, dossier_posted: bool) -> Result<Option<Case>, StageError> {
+        // The actions and the case side by side: one round trip.
+        let (actions, case) = tokio::join!(self.store.actions(key), self.store.case(key));
+        let (actions, Some(case)) = (actions?, case?) else { return Ok(None) };
         let open_due = actions.iter().filter(|a| a.value.status.is_open()).map(|a| a.value.due_at_ms.unwrap_or(i64::MAX)).min();
         let open = OpenActions { any: open_due.is_some(), due_at_ms: open_due };
         let now = self.now_ms();
-        self.store
-            .update(&key.storage_id(), CASE_SK, |c: &mut Case, commit| {
+        let settled = self
+            .store
+            .update_versioned_from(&key.storage_id(), CASE_SK, case, |c: &mut Case, commit| {
                 let before = c.status;
                 if !c.settle(&open, dossier_posted, now) {
-                    return Ok::<_, StageError>(Change::Keep(()));
+                    return Ok::<_, StageError>(Change::Keep(c.clone()));
                 }
                 if c.status != before {
                     commit.audit(&self.event(key, "case.settled", c.status.as_str()))?;
                 }
-                Ok(Change::Write(()))
+                Ok(Change::Write(c.clone()))
             })
             .await?;
-        Ok(())
+        Ok(settled.map(|(c, _)| c))
     }
 
     /// When a lease taken now must end: past this invocation's deadline (so it outlives the

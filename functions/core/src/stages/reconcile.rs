@@ -152,7 +152,9 @@ impl Reconciler {
             Some(CaseOverdue::Synthesize) => {
                 (QueueName::synthesize(), Message::Synthesize { case: key.clone(), reason: SynthesisReason::Deadline })
             }
-            Some(CaseOverdue::WriteComment { draft_id }) => (QueueName::writeback(), Message::WriteComment { case: key.clone(), draft_id }),
+            Some(CaseOverdue::WriteComment { draft_id }) => {
+                (QueueName::writeback(), Message::WriteComment { case: key.clone(), draft_id, snapshot: None })
+            }
         };
         self.ctx.send(&message.0, &message.1, Duration::ZERO).await?;
         Ok(Done::Nudged)
@@ -225,7 +227,7 @@ impl Reconciler {
         match owed {
             None => Ok(Done::Nothing),
             Some((DraftOverdue::Post, _)) => {
-                let m = Message::WriteComment { case: key.clone(), draft_id: id.to_string() };
+                let m = Message::WriteComment { case: key.clone(), draft_id: id.to_string(), snapshot: None };
                 self.ctx.send(&QueueName::writeback(), &m, Duration::ZERO).await?;
                 Ok(Done::Nudged)
             }

@@ -15,7 +15,7 @@ use crate::domain::{
     Action, ActionStatus, ApprovalLink, Case, CaseKey, CaseStatus, Claim, Decision, Draft, DraftKind, Owner, Proposal, Severity,
 };
 use crate::dossier::{deterministic, propose_actions, render_closure, render_comment, Dossier, CLOSURE_DRAFT_ID};
-use crate::messages::{Message, SynthesisReason};
+use crate::messages::{Message, Snapshot, SynthesisReason};
 use crate::ports::QueueName;
 use crate::random::new_nonce;
 use crate::signing::{LinkClaims, LinkSigner, Scope};
@@ -48,7 +48,10 @@ impl Synthesize {
     }
 
     async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason, deadline: Deadline) -> Result<(), StageError> {
-        let Some(stored) = self.ctx.store.case(key).await? else {
+        // The case and the reports side by side: one round trip. Reports only grow, and the
+        // complete fan-in set that sent an `all_reported` message was written after every report.
+        let (stored, reports) = tokio::join!(self.ctx.store.case(key), self.ctx.store.reports(key));
+        let Some(stored) = stored? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
         let now = self.ctx.now_ms();
@@ -65,7 +68,13 @@ impl Synthesize {
             CaseStatus::WritingBack => {
                 return match stored.value.draft_id {
                     Some(draft_id) => {
-                        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id }, Duration::ZERO).await
+                        self.ctx
+                            .send(
+                                &QueueName::writeback(),
+                                &Message::WriteComment { case: key.clone(), draft_id, snapshot: None },
+                                Duration::ZERO,
+                            )
+                            .await
                     }
                     None => Ok(()),
                 }
@@ -74,10 +83,11 @@ impl Synthesize {
         }
         let owner = Owner::new(self.ctx.actor);
         let lease_until = self.ctx.lease_until(deadline);
+        // Claimed from the copy just read: no second read unless another worker wrote meanwhile.
         let claim = self
             .ctx
             .store
-            .update_versioned(&key.storage_id(), CASE_SK, |c: &mut Case, commit| {
+            .update_versioned_from(&key.storage_id(), CASE_SK, stored, |c: &mut Case, commit| {
                 let claim = c.claim_synthesis(&owner, lease_until, now);
                 if let Claim::Granted { reclaimed } = claim {
                     let detail = if reclaimed { "lease taken over from a worker that did not finish" } else { "claimed" };
@@ -95,7 +105,7 @@ impl Synthesize {
             }
             Claim::Done | Claim::Refused(_) => return Ok(()),
         }
-        match self.build(Versioned { value: case, version }, &owner, deadline).await? {
+        match self.build(Versioned { value: case, version }, reports?, &owner, deadline).await? {
             Some(hand_over) => self.ctx.send_all(hand_over.messages).await,
             None => {
                 info!("synthesis claim lost to another worker; nothing sent");
@@ -112,11 +122,16 @@ impl Synthesize {
 
     /// Builds the dossier and commits it with the case's hand-over; `None` when the claim was
     /// lost meanwhile (nothing was written).
-    async fn build(&self, stored: Versioned<Case>, owner: &Owner, deadline: Deadline) -> Result<Option<HandOver>, StageError> {
+    async fn build(
+        &self,
+        stored: Versioned<Case>,
+        reports: Vec<crate::sources::SourceReport>,
+        owner: &Owner,
+        deadline: Deadline,
+    ) -> Result<Option<HandOver>, StageError> {
         let case = stored.value;
         let key = case.key.clone();
         let config = self.ctx.config.clone();
-        let reports = self.ctx.store.reports(&key).await?;
         let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
         let baseline = deterministic(&case, &reports, &missing);
         let rules_proposed = propose_actions(&case, &baseline, config.phase);
@@ -210,8 +225,9 @@ impl Synthesize {
             }
         }
         info!(draft = DRAFT_ID, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
-        let mut messages =
-            vec![(QueueName::writeback(), Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into() }, Duration::ZERO)];
+        // The draft rides along as created (version 1): write-back claims it without reading it.
+        let comment = Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into(), snapshot: Snapshot::of(&draft, 1) };
+        let mut messages = vec![(QueueName::writeback(), comment, Duration::ZERO)];
         for a in &actions {
             match a.status {
                 ActionStatus::Approved => messages.push((
@@ -331,7 +347,7 @@ impl Synthesize {
         self.ctx
             .send(
                 &QueueName::writeback(),
-                &Message::WriteComment { case: key.clone(), draft_id: CLOSURE_DRAFT_ID.to_string() },
+                &Message::WriteComment { case: key.clone(), draft_id: CLOSURE_DRAFT_ID.to_string(), snapshot: None },
                 Duration::ZERO,
             )
             .await

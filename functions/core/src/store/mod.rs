@@ -183,15 +183,40 @@ impl Store {
     }
 
     /// [`Store::update`], also returning the record's version afterwards.
-    pub async fn update_versioned<R, T, E, F>(&self, pk: &str, sk: &str, mut decide: F) -> Result<Option<(T, u64)>, E>
+    pub async fn update_versioned<R, T, E, F>(&self, pk: &str, sk: &str, decide: F) -> Result<Option<(T, u64)>, E>
     where
         R: Record,
         E: From<StoreError>,
         F: FnMut(&mut R, &mut Commit) -> Result<Change<T>, E>,
     {
+        let Some(current) = self.get::<R>(R::TABLE, pk, sk).await? else {
+            return Ok(None);
+        };
+        self.update_versioned_from(pk, sk, current, decide).await
+    }
+
+    /// [`Store::update_versioned`] starting from a copy already in hand (just read, or carried
+    /// on the message): no read before the first write; a conflict reads and decides again.
+    pub async fn update_versioned_from<R, T, E, F>(
+        &self,
+        pk: &str,
+        sk: &str,
+        first: Versioned<R>,
+        mut decide: F,
+    ) -> Result<Option<(T, u64)>, E>
+    where
+        R: Record,
+        E: From<StoreError>,
+        F: FnMut(&mut R, &mut Commit) -> Result<Change<T>, E>,
+    {
+        let mut first = Some(first);
         for _ in 0..CONFLICT_RETRIES {
-            let Some(mut current) = self.get::<R>(R::TABLE, pk, sk).await? else {
-                return Ok(None);
+            let mut current = match first.take() {
+                Some(c) => c,
+                None => match self.get::<R>(R::TABLE, pk, sk).await? {
+                    Some(c) => c,
+                    None => return Ok(None),
+                },
             };
             let mut others = Commit::new();
             match decide(&mut current.value, &mut others)? {
@@ -241,12 +266,20 @@ impl Store {
         Ok(self.query::<SourceReport>(Table::Reports, &key.storage_id(), SOURCE_PREFIX).await?.into_iter().map(|v| v.value).collect())
     }
 
-    /// Records a source's report (the first one stands) and adds the source to the case's
-    /// fan-in set; returns the sources that have reported so far.
-    pub async fn report(&self, key: &CaseKey, report: &SourceReport) -> Result<(bool, Vec<String>), StoreError> {
+    /// Records a source's report with its audit record (the first report stands), then adds the
+    /// source to the case's fan-in set: a source is in the set only once its report is stored.
+    /// Returns whether this report was the first, and the sources that have reported so far.
+    pub async fn report(&self, key: &CaseKey, report: &SourceReport, audit: &AuditEvent) -> Result<(bool, Vec<String>), StoreError> {
         let pk = key.storage_id();
-        let w = Write::new(Table::Reports, &pk, source_sk(&report.source), encode(report)?, Condition::Absent);
-        let first = self.docs.write(vec![w]).await? == WriteOutcome::Written;
+        let mut commit = Commit::new();
+        commit.push(Write::new(Table::Reports, &pk, source_sk(&report.source), encode(report)?, Condition::Absent))?;
+        commit.audit(audit)?;
+        let first = match self.commit(commit).await? {
+            Committed::Written => true,
+            // Stored before, with its audit record, by an earlier delivery.
+            Committed::Conflict { index: 0 } => false,
+            Committed::Conflict { index } => return Err(StoreError::Rejected(format!("{pk}: write {index} of a report conflicted"))),
+        };
         let reported = self.docs.add_to_set(Table::Reports, &pk, FAN_IN_SK, &report.source).await?;
         Ok((first, reported))
     }

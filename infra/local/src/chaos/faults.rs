@@ -127,6 +127,14 @@ impl DocStore for CrashingStore {
         }
         Ok(outcome)
     }
+    async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let die_after = self.before().await;
+        self.inner.put_all(writes).await?;
+        if die_after {
+            die().await;
+        }
+        Ok(())
+    }
     async fn add_to_set(&self, table: Table, pk: &str, sk: &str, member: &str) -> Result<Vec<String>, StoreError> {
         let die_after = self.before().await;
         let out = self.inner.add_to_set(table, pk, sk, member).await?;

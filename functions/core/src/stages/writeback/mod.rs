@@ -12,7 +12,7 @@ mod notify;
 
 use super::{ms_until, Context, Deadline, MessageHandler, StageError};
 use crate::domain::{Action, ActionKind, ActionStatus, CaseKey, Claim, Draft, DraftKind, Execution, Owner};
-use crate::messages::Message;
+use crate::messages::{Message, Snapshot};
 use crate::ports::{ClosureExport, IdentityAdmin, Notifier, QueueName, XdrApi, XdrError};
 use crate::store::{action_sk, draft_sk, Change, Commit, Committed, Versioned};
 use crate::text::clean_text;
@@ -58,22 +58,31 @@ impl Writeback {
     // -----------------------------------------------------------------------------------------
     // Comments
 
-    async fn write_comment(&self, key: &CaseKey, draft_id: &str, deadline: Deadline) -> Result<(), StageError> {
+    async fn write_comment(&self, key: &CaseKey, draft_id: &str, snapshot: Option<Snapshot>, deadline: Deadline) -> Result<(), StageError> {
         let owner = Owner::new(self.ctx.actor);
         let now = self.ctx.now_ms();
         let lease_until = self.ctx.lease_until(deadline);
-        let claimed = self
-            .ctx
-            .store
-            .update_versioned(&key.storage_id(), &draft_sk(draft_id), |d: &mut Draft, _| {
-                let claim = d.claim_post(&owner, lease_until, now);
-                Ok::<_, StageError>(match claim {
-                    Claim::Granted { .. } => Change::Write((claim, d.clone())),
-                    _ => Change::Keep((claim, d.clone())),
-                })
+        let decide = |d: &mut Draft, _: &mut Commit| {
+            let claim = d.claim_post(&owner, lease_until, now);
+            Ok::<_, StageError>(match claim {
+                Claim::Granted { .. } => Change::Write((claim, d.clone())),
+                _ => Change::Keep((claim, d.clone())),
             })
-            .await?
-            .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?;
+        };
+        let (pk, sk) = (key.storage_id(), draft_sk(draft_id));
+        // The draft as synthesis created it: claimed at that version without reading it first
+        // (a draft changed since is a conflict, and then it is read).
+        let carried = snapshot.and_then(|s| s.value::<Draft>()).filter(|d| d.value.case == *key && d.value.id == draft_id);
+        let claimed = match carried {
+            // Only a conditional write checks a carried copy against the store: any other
+            // outcome (posted already, busy, refused) is decided again on the stored draft.
+            Some(first) => match self.ctx.store.update_versioned_from(&pk, &sk, first, decide).await? {
+                Some(granted @ ((Claim::Granted { .. }, _), _)) => Some(granted),
+                _ => self.ctx.store.update_versioned(&pk, &sk, decide).await?,
+            },
+            None => self.ctx.store.update_versioned(&pk, &sk, decide).await?,
+        }
+        .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?;
         let ((claim, draft), version) = claimed;
         let reclaimed = match claim {
             Claim::Granted { reclaimed } => reclaimed,
@@ -120,7 +129,9 @@ impl Writeback {
         }
         info!(draft = draft_id, chars, "comment posted");
         if posted.kind == DraftKind::Dossier {
-            self.dossier_posted_metrics(key, posted_at).await?;
+            let case = self.ctx.settled_case(key, true).await?;
+            self.dossier_posted_metrics(case.as_ref(), posted_at);
+            return Ok(());
         }
         self.after_post(key, &posted).await
     }
@@ -156,17 +167,17 @@ impl Writeback {
 
     /// Time from the incident's creation in XDR to its dossier (MTTA-style), and from the case
     /// reaching Dossier to its dossier.
-    async fn dossier_posted_metrics(&self, key: &CaseKey, posted_at: i64) -> Result<(), StageError> {
+    /// `case` as settled (read for the settling, not again for the metrics).
+    fn dossier_posted_metrics(&self, case: Option<&crate::domain::Case>, posted_at: i64) {
         use crate::metrics::{Metric, MetricSet};
         let mut metrics = vec![Metric::count("DossiersPosted", 1.0)];
-        if let Some(case) = self.ctx.store.case(key).await? {
-            metrics.push(Metric::ms("CaseLatency", posted_at - case.value.received_at_ms));
-            if let Some(created) = case.value.hint.created_at_ms {
+        if let Some(case) = case {
+            metrics.push(Metric::ms("CaseLatency", posted_at - case.received_at_ms));
+            if let Some(created) = case.hint.created_at_ms {
                 metrics.push(Metric::ms("TimeToDossier", posted_at - created));
             }
         }
         self.ctx.metric(MetricSet::new(metrics));
-        Ok(())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -367,8 +378,11 @@ impl Writeback {
             }
         }
         info!(action = %done.id, status = done.status.as_str(), "action executed");
-        let mut next =
-            vec![(QueueName::writeback(), Message::WriteComment { case: key.clone(), draft_id: note_id(&done.id) }, Duration::ZERO)];
+        let mut next = vec![(
+            QueueName::writeback(),
+            Message::WriteComment { case: key.clone(), draft_id: note_id(&done.id), snapshot: None },
+            Duration::ZERO,
+        )];
         if done.status == ActionStatus::Executed && done.xdr_action_id.is_some() && done.kind == ActionKind::IsolateEndpoint {
             next.push((
                 QueueName::writeback(),
@@ -425,7 +439,9 @@ impl Writeback {
                 Ok(Change::Write(()))
             })
             .await?;
-        self.ctx.send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id: note_id }, Duration::ZERO).await
+        self.ctx
+            .send(&QueueName::writeback(), &Message::WriteComment { case: key.clone(), draft_id: note_id, snapshot: None }, Duration::ZERO)
+            .await
     }
 }
 
@@ -441,7 +457,7 @@ impl MessageHandler for Writeback {
         let span = tracing::info_span!("case", case = %message.case(), stage = "writeback");
         async {
             match message {
-                Message::WriteComment { case, draft_id } => self.write_comment(&case, &draft_id, deadline).await,
+                Message::WriteComment { case, draft_id, snapshot } => self.write_comment(&case, &draft_id, snapshot, deadline).await,
                 Message::ExecuteAction { case, action_id } => self.execute_action(&case, &action_id, deadline).await,
                 Message::Notify { case, action_id, attempt } => self.notify(&case, &action_id, attempt).await,
                 Message::CheckAction { case, action_id, attempt } => self.check_action(&case, &action_id, attempt).await,
