@@ -69,9 +69,11 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws_latency_ms: Option<BTreeMap<String, u64>>,
     /// AWS calls the functions made per case (DynamoDB and SQS sends; not the event source
-    /// mapping's polls), and how many of them follow one another on a case's critical path.
+    /// mapping's polls), and how many of them follow one another on a case's critical path
+    /// (counted with `--aws-latency` only: without a latency, calls made side by side do not
+    /// overlap in time and could not be told from calls made one after another).
     pub aws_calls_per_case: f64,
-    pub aws_sequential_calls_per_case: f64,
+    pub aws_sequential_calls_per_case: Option<f64>,
     /// Per case, by service and operation (the event source mapping's receives and deletes
     /// included, as SQS bills them).
     pub aws_calls_by_operation: BTreeMap<String, f64>,
@@ -448,7 +450,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
             ])
         }),
         aws_calls_per_case,
-        aws_sequential_calls_per_case,
+        aws_sequential_calls_per_case: o.aws_latency.map(|_| aws_sequential_calls_per_case),
         aws_calls_by_operation: by_operation.into_iter().map(|(op, n)| (op, per_case(n))).collect(),
         aws_calls_by_stage: by_stage,
         cost,

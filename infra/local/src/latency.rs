@@ -169,8 +169,10 @@ impl AwsCalls {
         base.mul_f64(0.6 + 0.8 * unit)
     }
 
-    /// Runs `call` as one AWS call taking `base` (± jitter). Without a latency the call still
-    /// yields once, so calls a function makes side by side overlap and count as one wave.
+    /// Runs `call` as one AWS call taking `base` (± jitter). Without a latency calls made side by
+    /// side do not overlap in time (each completes when polled), so waves are counted only with
+    /// one: a yield here to make them overlap would itself queue every call behind the other
+    /// cases' tasks and change what the bench measures.
     async fn take<T>(&self, operation: &str, what: String, base: Duration, call: impl std::future::Future<Output = T>) -> T {
         self.take_n(1, operation, what, base, call).await
     }
@@ -178,9 +180,7 @@ impl AwsCalls {
     /// `n` calls of one operation made side by side (the chunks of a batch), as one wave.
     async fn take_n<T>(&self, n: usize, operation: &str, what: String, base: Duration, call: impl std::future::Future<Output = T>) -> T {
         let invocations: Vec<u64> = (0..n.max(1)).map(|_| self.started(operation, what.clone())).collect();
-        if base.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
+        if !base.is_zero() {
             tokio::time::sleep(self.jittered(base)).await;
         }
         let out = call.await;

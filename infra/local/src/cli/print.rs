@@ -32,10 +32,10 @@ pub fn print_bench(r: &dossier_local::bench::BenchReport) {
         let l: Vec<String> = l.iter().map(|(k, v)| format!("{k} {v} ms")).collect();
         println!("AWS latency          {}", l.join(", "));
     }
-    println!(
-        "AWS calls per case   {:.1} ({:.1} one after another on the critical path)",
-        r.aws_calls_per_case, r.aws_sequential_calls_per_case
-    );
+    match r.aws_sequential_calls_per_case {
+        Some(seq) => println!("AWS calls per case   {:.1} ({seq:.1} one after another on the critical path)", r.aws_calls_per_case),
+        None => println!("AWS calls per case   {:.1} (those in sequence are counted with --aws-latency)", r.aws_calls_per_case),
+    }
     for (op, n) in &r.aws_calls_by_operation {
         println!("  {op:<48} {n:.1}");
     }
