@@ -4,6 +4,9 @@
 //! in-memory implementations of the ports with the same semantics as the AWS ones, for the local
 //! CLI and for tests.
 
+// The fuzz targets run without a sanitizer on the strength of this.
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod domain;
 pub mod dossier;

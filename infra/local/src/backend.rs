@@ -172,6 +172,8 @@ pub struct Invocations {
     served: std::sync::Mutex<HashMap<u64, (QueueName, Option<CaseKey>)>>,
     /// Queue (stage) → invocations and their summed wall time (what Lambda bills).
     billed: std::sync::Mutex<HashMap<String, (u64, Duration)>>,
+    /// Queue (stage) → the summed on-CPU time of its invocations.
+    cpu: std::sync::Mutex<HashMap<String, Duration>>,
 }
 
 impl Invocations {
@@ -204,6 +206,15 @@ impl Invocations {
         entry.1 += took;
     }
 
+    fn spent_cpu(&self, queue: &str, cpu: Duration) {
+        *self.cpu.lock().unwrap_or_else(|p| p.into_inner()).entry(queue.to_string()).or_default() += cpu;
+    }
+
+    /// Per queue (stage): the summed on-CPU time of its invocations.
+    pub fn cpu(&self) -> HashMap<String, Duration> {
+        self.cpu.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Per queue (stage): invocations and their summed wall time.
     pub fn billed(&self) -> HashMap<String, (u64, Duration)> {
         self.billed.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -211,6 +222,31 @@ impl Invocations {
 
     pub fn killed_count(&self) -> usize {
         self.killed.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A future with its own on-CPU time: the polling thread's CPU clock read around each poll (a
+/// poll runs on one thread, so the sum is this future's work alone, whatever else the runtime
+/// runs meanwhile on the same threads).
+pub struct CpuTimed<F> {
+    inner: std::pin::Pin<Box<F>>,
+    spent: Duration,
+}
+
+impl<F: std::future::Future> CpuTimed<F> {
+    pub fn new(inner: F) -> CpuTimed<F> {
+        CpuTimed { inner: Box::pin(inner), spent: Duration::ZERO }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CpuTimed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let before = cpu_time::ThreadTime::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.spent += before.elapsed();
+        polled.map(|out| (out, self.spent))
     }
 }
 
@@ -398,8 +434,9 @@ impl LocalPipeline {
         self.invocations.serving(id, &d.queue, &d.body);
         let run = dispose(self.handler_of(&d.queue), self.backend.queue.as_ref(), &d.queue, &d.body, deadline);
         let started = std::time::Instant::now();
-        let outcome = INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(times.timeout), run)).await;
+        let (outcome, cpu) = CpuTimed::new(INVOCATION.scope(id, tokio::time::timeout(self.clock.wall(times.timeout), run))).await;
         self.invocations.finished(&d.queue, started.elapsed());
+        self.invocations.spent_cpu(d.queue.as_str(), cpu);
         match outcome {
             Err(_) => {
                 self.invocations.killed(id);

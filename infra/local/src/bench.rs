@@ -82,6 +82,9 @@ pub struct BenchReport {
     pub aws_calls_by_stage: BTreeMap<String, BTreeMap<String, f64>>,
     /// What a case costs on AWS, item by item, beside the usual single-function way.
     pub cost: crate::cost::CostTable,
+    /// Per function (`intake`, `collect`, `enrich` for every source, `synthesize`, `writeback`):
+    /// CPU and wall time per invocation, projected to Lambda's memory sizes.
+    pub functions: BTreeMap<String, crate::cost::FunctionFigures>,
 }
 
 /// The bench's webhook secret.
@@ -199,7 +202,12 @@ const SOURCE_NAMES: [&str; 8] = ["sim-ti-1", "sim-ti-2", "sim-ti-3", "sim-ti-4",
 /// for a few cases). Threads that already exited are not counted: the runtime's workers live as
 /// long as the bench.
 fn cpu_ms() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    cpu_ms_of("self")
+}
+
+/// On-CPU time of every thread of a process (`self` or a pid), from the scheduler's counters.
+pub fn cpu_ms_of(pid: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
     let ns: u64 = tasks
@@ -300,6 +308,7 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     // hold the first cases back until the last was accepted.
     let sent_at: Mutex<HashMap<String, Instant>> = Mutex::default();
     let intake_time: Mutex<Duration> = Mutex::default();
+    let intake_cpu: Mutex<Duration> = Mutex::default();
     let ids: Vec<String> = (0..o.cases).map(|i| format!("{}", 100_000 + i)).collect();
     let mut keys = Vec::new();
     for id in &ids {
@@ -318,12 +327,13 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
                 sent.insert(id.clone(), Instant::now());
             }
             let pipeline = &pipeline;
-            let intake_time = &intake_time;
+            let (intake_time, intake_cpu) = (&intake_time, &intake_cpu);
             async move {
                 let started = Instant::now();
-                let answer = pipeline.intake.handle(&req).await;
-                if let Ok(mut t) = intake_time.lock() {
+                let (answer, cpu) = crate::backend::CpuTimed::new(pipeline.intake.handle(&req)).await;
+                if let (Ok(mut t), Ok(mut c)) = (intake_time.lock(), intake_cpu.lock()) {
                     *t += started.elapsed();
+                    *c += cpu;
                 }
                 answer
             }
@@ -416,10 +426,14 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
     let per_case = |n: u64| n as f64 / o.cases.max(1) as f64;
     let billed = pipeline.invocations.billed();
     let intake_time = intake_time.into_inner().map_err(|_| "lock")?;
+    let intake_cpu = intake_cpu.into_inner().map_err(|_| "lock")?;
+    let functions = function_figures(&billed, &pipeline.invocations.cpu(), (intake_cpu, intake_time), o.cases);
     let cost = crate::cost::cost(&crate::cost::Counted {
         cases: o.cases,
         billed: &billed,
+        cpu: &pipeline.invocations.cpu(),
         intake: intake_time,
+        intake_cpu,
         aws_calls_by_operation: &by_operation,
         aws_units: &calls.units(),
         model_tokens: (tokens.0.load(std::sync::atomic::Ordering::Relaxed), tokens.1.load(std::sync::atomic::Ordering::Relaxed)),
@@ -454,7 +468,28 @@ pub async fn run(o: &BenchOptions) -> Result<BenchReport, String> {
         aws_calls_by_operation: by_operation.into_iter().map(|(op, n)| (op, per_case(n))).collect(),
         aws_calls_by_stage: by_stage,
         cost,
+        functions,
     })
+}
+
+/// Per function: its queues' invocations (every source's enrich queue is one function's code),
+/// and the webhook's for intake.
+fn function_figures(
+    billed: &HashMap<String, (u64, Duration)>,
+    cpu: &HashMap<String, Duration>,
+    intake: (Duration, Duration),
+    cases: usize,
+) -> BTreeMap<String, crate::cost::FunctionFigures> {
+    let mut summed: BTreeMap<String, (u64, Duration, Duration)> = BTreeMap::new();
+    summed.insert("intake".into(), (cases as u64, intake.0, intake.1));
+    for (queue, (n, wall)) in billed {
+        let function = if queue.starts_with("enrich") { "enrich" } else { queue.as_str() };
+        let entry = summed.entry(function.to_string()).or_default();
+        entry.0 += n;
+        entry.1 += cpu.get(queue).copied().unwrap_or_default();
+        entry.2 += *wall;
+    }
+    summed.into_iter().map(|(f, (n, cpu, wall))| (f.clone(), crate::cost::function_figures(&f, n, cpu, wall, cases))).collect()
 }
 
 /// AWS calls per case, in all and on the critical path. The critical path is the chain from

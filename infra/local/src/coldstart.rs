@@ -26,6 +26,10 @@ pub struct ColdStart {
     pub init_ms: f64,
     /// Highest over the runs (VmHWM when the function first asks for work).
     pub peak_rss_mib: f64,
+    /// Median on-CPU time of init here (every thread, a full core), and what it becomes at the
+    /// template's memory size if init gets that size's share of a vCPU.
+    pub init_cpu_ms: f64,
+    pub init_cpu_ms_at_memory: f64,
     pub zip_bytes: u64,
 }
 
@@ -95,7 +99,7 @@ fn environment(function: &str, api: &str, endpoint: &str) -> Vec<(String, String
     let vars: Vec<(&str, String)> = vec![
         ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", format!("dossier-{function}")),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/dossier-{function}")),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "cold-start".into()),
@@ -105,6 +109,8 @@ fn environment(function: &str, api: &str, endpoint: &str) -> Vec<(String, String
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ("RUST_LOG", "warn".into()),
         ("DOSSIER_CASES_TABLE", "cold-cases".into()),
+        ("DOSSIER_EFFECTS_TABLE", "cold-effects".into()),
+        ("DOSSIER_REPORTS_TABLE", "cold-reports".into()),
         ("DOSSIER_AUDIT_TABLE", "cold-audit".into()),
         ("DOSSIER_CACHE_TABLE", "cold-cache".into()),
         ("DOSSIER_PUBLIC_BASE_URL", "https://dossier.example".into()),
@@ -157,6 +163,7 @@ pub async fn run(o: &ColdStartOptions) -> Result<Vec<ColdStart>, String> {
             format!("no release binary for {function} in {} (cargo build --release --workspace --bins)", o.bin_dir.display())
         })?;
         let mut inits = Vec::new();
+        let mut cpus = Vec::new();
         let mut peak = 0.0f64;
         for _ in 0..o.runs.max(1) {
             while next_calls.try_recv().is_ok() {}
@@ -173,6 +180,7 @@ pub async fn run(o: &ColdStartOptions) -> Result<Vec<ColdStart>, String> {
             let ready = tokio::time::timeout(Duration::from_secs(10), next_calls.recv()).await;
             let init = started.elapsed();
             peak = peak.max(crate::bench::peak_rss_mib_of(&pid.to_string()));
+            cpus.push(crate::bench::cpu_ms_of(&pid.to_string()));
             child.start_kill().ok();
             let output = child.wait_with_output().await.map_err(|e| e.to_string())?;
             if !matches!(ready, Ok(Some(()))) {
@@ -182,10 +190,15 @@ pub async fn run(o: &ColdStartOptions) -> Result<Vec<ColdStart>, String> {
             inits.push(init.as_secs_f64() * 1000.0);
         }
         inits.sort_by(f64::total_cmp);
+        cpus.sort_by(f64::total_cmp);
+        let init_cpu_ms = cpus[cpus.len() / 2];
+        let share = (crate::cost::FULL_VCPU_MB / crate::cost::memory_mb(function)).max(1.0);
         out.push(ColdStart {
             function: function.to_string(),
             init_ms: inits[inits.len() / 2],
             peak_rss_mib: peak,
+            init_cpu_ms,
+            init_cpu_ms_at_memory: init_cpu_ms * share,
             zip_bytes: zip_bytes(&bin)?,
         });
     }

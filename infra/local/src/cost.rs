@@ -27,11 +27,75 @@ pub const PYTHON_BASELINE_MB: f64 = 512.0;
 
 /// Memory (MB) of the function serving a queue, as `template.yaml` sets it (synthesize 256,
 /// every other function the 128 of the globals).
-pub fn memory_mb(queue: &str) -> f64 {
-    if queue == "synthesize" {
-        256.0
-    } else {
-        128.0
+pub fn memory_mb(_function: &str) -> f64 {
+    // Every function runs at the template's global 128 MB (chosen per function: README, "Memory
+    // per function"; `tests/tests/e2e/template.rs` keeps this in step with the template).
+    TEMPLATE_MEMORY_MB
+}
+
+/// The template's global `MemorySize`.
+pub const TEMPLATE_MEMORY_MB: f64 = 128.0;
+
+/// The memory sizes a function's figures are projected to (the last is one full vCPU).
+pub const MEMORY_CANDIDATES_MB: [u32; 5] = [128, 256, 512, 1024, 1769];
+/// Lambda gives one full vCPU at 1,769 MB and a proportional share below.
+pub const FULL_VCPU_MB: f64 = 1769.0;
+
+/// One function measured in the bench (a full core here), and projected to Lambda's sizes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FunctionFigures {
+    pub invocations_per_case: f64,
+    /// On-CPU time per invocation here, and its wall time (the rest is waiting on I/O).
+    pub cpu_ms: f64,
+    pub wall_ms: f64,
+    /// What the template gives it, and what its CPU per invocation becomes there.
+    pub memory_mb: f64,
+    pub cpu_ms_at_memory: f64,
+    /// Per candidate size: duration per invocation and USD per million invocations (compute
+    /// and request), as AWS Lambda Power Tuning weighs them.
+    pub candidates: Vec<MemoryCandidate>,
+    /// The size with the least cost × duration.
+    pub best_memory_mb: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemoryCandidate {
+    pub memory_mb: u32,
+    pub duration_ms: f64,
+    pub usd_per_million: f64,
+}
+
+/// A function's figures from `invocations` invocations that took `cpu` on-CPU and `wall` in
+/// all, over `cases` cases: the waiting part stays, the CPU part stretches by the share of a
+/// vCPU each size gets.
+pub fn function_figures(function: &str, invocations: u64, cpu: Duration, wall: Duration, cases: usize) -> FunctionFigures {
+    let n = invocations.max(1) as f64;
+    let cpu_ms = cpu.as_secs_f64() * 1000.0 / n;
+    let wall_ms = wall.as_secs_f64() * 1000.0 / n;
+    let wait_ms = (wall_ms - cpu_ms).max(0.0);
+    let stretch = |mb: f64| (FULL_VCPU_MB / mb).max(1.0);
+    let candidates: Vec<MemoryCandidate> = MEMORY_CANDIDATES_MB
+        .iter()
+        .map(|&mb| {
+            // Billed by the millisecond, at least one.
+            let duration_ms = (wait_ms + cpu_ms * stretch(f64::from(mb))).ceil().max(1.0);
+            let usd = duration_ms / 1000.0 * f64::from(mb) / 1024.0 * LAMBDA_ARM64_USD_PER_GB_S + LAMBDA_USD_PER_REQUEST;
+            MemoryCandidate { memory_mb: mb, duration_ms, usd_per_million: usd * 1e6 }
+        })
+        .collect();
+    let best = candidates
+        .iter()
+        .min_by(|a, b| (a.usd_per_million * a.duration_ms).total_cmp(&(b.usd_per_million * b.duration_ms)))
+        .map_or(128, |c| c.memory_mb);
+    let memory_mb = memory_mb(function);
+    FunctionFigures {
+        invocations_per_case: invocations as f64 / cases.max(1) as f64,
+        cpu_ms,
+        wall_ms,
+        memory_mb,
+        cpu_ms_at_memory: cpu_ms * stretch(memory_mb),
+        candidates,
+        best_memory_mb: best,
     }
 }
 
@@ -59,8 +123,11 @@ pub struct Counted<'a> {
     pub cases: usize,
     /// Queue → (invocations, summed wall time).
     pub billed: &'a HashMap<String, (u64, Duration)>,
-    /// The webhook door's summed wall time.
+    /// Queue → summed on-CPU time (a full core here).
+    pub cpu: &'a HashMap<String, Duration>,
+    /// The webhook door's summed wall time and on-CPU time.
     pub intake: Duration,
+    pub intake_cpu: Duration,
     pub aws_calls_by_operation: &'a BTreeMap<String, u64>,
     pub aws_units: &'a BTreeMap<String, u64>,
     pub model_tokens: (u64, u64),
@@ -72,10 +139,15 @@ pub fn cost(c: &Counted) -> CostTable {
     let cases = c.cases.max(1) as f64;
     let mut gb_s: BTreeMap<String, f64> = BTreeMap::new();
     let mut invocations = cases; // the webhook, one per case
-    gb_s.insert("intake".into(), c.intake.as_secs_f64() * 128.0 / 1024.0 / cases);
+                                 // Billed: the wall time here with its CPU part stretched to the function's share of a vCPU.
+    let billed_s = |function: &str, wall: Duration, cpu: Duration| {
+        wall.as_secs_f64() + cpu.as_secs_f64() * ((FULL_VCPU_MB / memory_mb(function)).max(1.0) - 1.0)
+    };
+    gb_s.insert("intake".into(), billed_s("intake", c.intake, c.intake_cpu) * memory_mb("intake") / 1024.0 / cases);
     for (queue, (n, took)) in c.billed {
         invocations += *n as f64;
-        *gb_s.entry(queue.clone()).or_default() += took.as_secs_f64() * memory_mb(queue) / 1024.0 / cases;
+        let cpu = c.cpu.get(queue).copied().unwrap_or_default();
+        *gb_s.entry(queue.clone()).or_default() += billed_s(queue, *took, cpu) * memory_mb(queue) / 1024.0 / cases;
     }
     let invocations = invocations / cases;
     let op = |name: &str| c.aws_calls_by_operation.get(name).copied().unwrap_or(0) as f64 / cases;
@@ -146,13 +218,17 @@ mod tests {
         let t = cost(&Counted {
             cases: 1,
             billed: &billed,
+            cpu: &HashMap::from([("synthesize".to_string(), Duration::from_millis(10))]),
             intake: Duration::from_millis(100),
+            intake_cpu: Duration::ZERO,
             aws_calls_by_operation: &ops,
             aws_units: &units,
             model_tokens: (4000, 1200),
             sequential_ms: 6000.0,
         });
-        assert!((t.lambda_gb_s_by_function["synthesize"] - 0.5).abs() < 1e-9, "2 s at 256 MB");
+        // 2 s at 128 MB, its 10 ms of CPU taking 1,769 / 128 times as long there.
+        let expected = (2.0 + 0.010 * (FULL_VCPU_MB / 128.0 - 1.0)) * 128.0 / 1024.0;
+        assert!((t.lambda_gb_s_by_function["synthesize"] - expected).abs() < 1e-9, "{}", t.lambda_gb_s_by_function["synthesize"]);
         assert_eq!((t.dynamodb_rru, t.dynamodb_wru, t.sqs_requests, t.lambda_invocations), (10.0, 10.0, 5.0, 4.0));
         let model = t.per_1000_cases_usd["model"];
         assert!((model - (4000.0 * 0.8 + 1200.0 * 4.0) / 1e3).abs() < 1e-9, "{model}");

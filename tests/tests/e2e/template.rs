@@ -25,6 +25,7 @@ struct Function {
     name: String,
     binary: String,
     timeout: i64,
+    memory_mb: i64,
     lease: Option<i64>,
     /// (queue logical id, batch size)
     queues: Vec<(String, i64)>,
@@ -33,6 +34,7 @@ struct Function {
 
 fn functions(t: &Yaml) -> Vec<Function> {
     let default_timeout = num(&t["Globals"]["Function"]["Timeout"]).expect("Globals.Function.Timeout");
+    let default_memory = num(&t["Globals"]["Function"]["MemorySize"]).expect("Globals.Function.MemorySize");
     let resources = t["Resources"].as_hash().expect("Resources");
     let mut out = Vec::new();
     for (name, r) in resources {
@@ -56,6 +58,7 @@ fn functions(t: &Yaml) -> Vec<Function> {
             name: name.as_str().unwrap_or_default().to_string(),
             binary: r["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap_or_default().to_string(),
             timeout: num(&p["Timeout"]).unwrap_or(default_timeout),
+            memory_mb: num(&p["MemorySize"]).unwrap_or(default_memory),
             lease: num(&p["Environment"]["Variables"]["DOSSIER_WRITE_LEASE_SECONDS"]),
             queues,
             schedules,
@@ -124,5 +127,15 @@ fn every_queue_has_a_dlq_with_an_alarm_and_the_reconciler_runs_on_a_schedule() {
     for table in ["CasesTable", "EffectsTable"] {
         let index = &t["Resources"][table]["Properties"]["GlobalSecondaryIndexes"][0];
         assert_eq!(index["IndexName"].as_str(), Some("due"), "{table}");
+    }
+}
+
+/// The bench prices and projects each function at its memory size: the sizes it assumes are
+/// the template's (chosen by measured cost × duration, README "Memory per function").
+#[test]
+fn the_bench_prices_functions_at_the_template_memory_sizes() {
+    let fs = functions(&template());
+    for f in fs.iter().filter(|f| !f.binary.is_empty()) {
+        assert_eq!(f.memory_mb as f64, dossier_local::cost::memory_mb(&f.binary), "{} ({})", f.name, f.binary);
     }
 }

@@ -7,9 +7,15 @@ pub fn print_cold_start(report: &[dossier_local::coldstart::ColdStart], json: bo
         println!("{}", serde_json::to_string(report).unwrap_or_default());
         return;
     }
-    println!("{:<12} {:>9} {:>14} {:>12}", "function", "init ms", "peak RSS MiB", "zip bytes");
+    println!(
+        "{:<12} {:>9} {:>13} {:>20} {:>14} {:>12}",
+        "function", "init ms", "init CPU ms", "CPU at template MB", "peak RSS MiB", "zip bytes"
+    );
     for c in report {
-        println!("{:<12} {:>9.1} {:>14.1} {:>12}", c.function, c.init_ms, c.peak_rss_mib, c.zip_bytes);
+        println!(
+            "{:<12} {:>9.1} {:>13.1} {:>20.1} {:>14.1} {:>12}",
+            c.function, c.init_ms, c.init_cpu_ms, c.init_cpu_ms_at_memory, c.peak_rss_mib, c.zip_bytes
+        );
     }
 }
 
@@ -23,6 +29,13 @@ pub fn print_bench(r: &dossier_local::bench::BenchReport) {
     println!("sequential would be  {:.1} ms ({:.1}x the p50)", r.sequential_ms, r.sequential_ratio);
     println!("CPU per case         {:.2} ms", r.cpu_ms_per_case);
     println!("peak RSS             {:.1} MiB", r.peak_rss_mib);
+    println!("per function         invocations/case  CPU/invocation  wall/invocation  at template memory  best memory (cost × duration)");
+    for (f, x) in &r.functions {
+        println!(
+            "  {f:<18} {:>10.2} {:>12.3} ms {:>13.1} ms {:>10.2} ms at {} MB {:>12} MB",
+            x.invocations_per_case, x.cpu_ms, x.wall_ms, x.cpu_ms_at_memory, x.memory_mb, x.best_memory_mb
+        );
+    }
     let mut calls: Vec<_> = r.calls_per_indicator.iter().collect();
     calls.sort_by(|a, b| a.0.cmp(b.0));
     for (s, c) in calls {
