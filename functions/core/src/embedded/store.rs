@@ -78,7 +78,8 @@ impl DocStore for MemoryStore {
             let current = items.get(&(w.table, w.pk.clone(), w.sk.clone())).map_or(0, |i| i.version);
             let holds = match w.condition {
                 Condition::Absent => current == 0,
-                Condition::Version(v) => current == v,
+                // As DynamoDB's `ver = :expected`: a missing item matches no version.
+                Condition::Version(v) => current != 0 && current == v,
                 Condition::Overwrite => true,
             };
             if !holds {

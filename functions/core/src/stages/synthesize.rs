@@ -132,6 +132,11 @@ impl Synthesize {
         let case = stored.value;
         let key = case.key.clone();
         let config = self.ctx.config.clone();
+        // The reports were read before the claim: one stored since (a deadline message a moment
+        // early) is read now rather than left out. Only when some are missing: one read more.
+        let lacks =
+            |reports: &[crate::sources::SourceReport]| case.expected_sources.iter().any(|s| !reports.iter().any(|r| &r.source == s));
+        let reports = if lacks(&reports) { self.ctx.store.reports(&key).await? } else { reports };
         let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
         let baseline = deterministic(&case, &reports, &missing);
         let rules_proposed = propose_actions(&case, &baseline, config.phase);
