@@ -117,6 +117,19 @@ impl Aws {
             .map_err(|e| WiringError::Secret { var: "DOSSIER_LINK_KEY_SECRET_ARN", reason: e.to_string() })
     }
 
+    /// The key that tags records carried on messages (`DOSSIER_SNAPSHOT_KEY_SECRET_ARN`, shared by
+    /// collect, enrich, synthesize and write-back); without it nothing is carried and each
+    /// consumer reads the store.
+    pub async fn snapshot_key(&self) -> Result<Option<Arc<LinkSigner>>, WiringError> {
+        if env::var("DOSSIER_SNAPSHOT_KEY_SECRET_ARN").is_none() {
+            return Ok(None);
+        }
+        let text = self.secret("DOSSIER_SNAPSHOT_KEY_SECRET_ARN").await?;
+        LinkSigner::from_secret(&text)
+            .map(|k| Some(Arc::new(k)))
+            .map_err(|e| WiringError::Secret { var: "DOSSIER_SNAPSHOT_KEY_SECRET_ARN", reason: e.to_string() })
+    }
+
     /// Approver sign-in with OpenID Connect when `DOSSIER_OIDC_ISSUER` and `DOSSIER_OIDC_CLIENT_ID`
     /// are set; the client secret (if the provider issued one) from `DOSSIER_OIDC_CLIENT_SECRET_ARN`.
     pub async fn signin(&self, signer: Arc<LinkSigner>) -> Result<Option<SignIn>, WiringError> {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::CaseKey;
+use crate::signing::LinkSigner;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,30 +16,45 @@ pub enum SynthesisReason {
     Deadline,
 }
 
-/// A record as its sender committed it: the stored body and the version it got. A consumer uses
-/// it instead of reading the record back, and only where that grants nothing its sender could
-/// not do itself: enrich reads the case collect fanned out; write-back claims the draft
-/// synthesis created (the functions that may send to write-back are the ones that may write
-/// drafts: approve, synthesize, write-back, reconcile), and only its claim, a conditional write
-/// at this version, uses the copy: a stale snapshot is a conflict, then a read.
+/// A record as its sender committed it: the stored body, the version it got, and a tag under
+/// the pipeline's snapshot key (a secret only the functions that send or read snapshots hold).
+/// A consumer uses it instead of reading the record back: enrich reads the case collect fanned
+/// out; write-back claims the draft synthesis created, a conditional write at this version (a
+/// stale snapshot is a conflict, then a read). Whoever can send to a queue without the key can
+/// still name a case, never dictate its content: an untagged or altered snapshot is ignored and
+/// the store decides.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: u64,
     pub body: String,
+    pub tag: String,
 }
 
+/// The MAC purpose of snapshot tags (never valid as a link or a cookie).
+const SNAPSHOT_PURPOSE: &str = "snapshot";
+
 impl Snapshot {
-    /// Bodies up to this size ride on the message (SQS bills each 64 KB of a message as one
-    /// request); a larger record is read by the consumer instead.
+    /// Bodies up to this size, as escaped inside the message, ride on it (SQS bills each 64 KB
+    /// of a message as one request); a larger record is read by the consumer instead.
     pub const MAX_BYTES: usize = 48 * 1024;
 
-    pub fn of<R: Serialize>(record: &R, version: u64) -> Option<Snapshot> {
+    pub fn of<R: Serialize>(record: &R, version: u64, key: &LinkSigner) -> Option<Snapshot> {
         let body = serde_json::to_string(record).ok()?;
-        (body.len() <= Self::MAX_BYTES).then_some(Snapshot { version, body })
+        // Inside the message the body is a JSON string: each quote and backslash gains one.
+        let escaped = body.len() + body.bytes().filter(|b| matches!(b, b'"' | b'\\')).count();
+        if escaped > Self::MAX_BYTES {
+            return None;
+        }
+        let tag = key.tag(SNAPSHOT_PURPOSE, &[version.to_string().as_bytes(), body.as_bytes()]);
+        Some(Snapshot { version, body, tag })
     }
 
-    /// The record, or `None` if it does not read as one (then the consumer reads the store).
-    pub fn value<R: serde::de::DeserializeOwned>(&self) -> Option<crate::store::Versioned<R>> {
+    /// The record, or `None` if its tag does not verify or it does not read as one (then the
+    /// consumer reads the store).
+    pub fn value<R: serde::de::DeserializeOwned>(&self, key: &LinkSigner) -> Option<crate::store::Versioned<R>> {
+        if !key.check_tag(SNAPSHOT_PURPOSE, &[self.version.to_string().as_bytes(), self.body.as_bytes()], &self.tag) {
+            return None;
+        }
         serde_json::from_str(&self.body).ok().map(|value| crate::store::Versioned { value, version: self.version })
     }
 }
@@ -173,5 +189,33 @@ mod tests {
         assert_eq!(Message::parse(&again).unwrap(), m, "a deferred message is the same message");
         let twice = Message::deferred(&again, 2).unwrap();
         assert_eq!(Message::deferred(&twice, 2), Err(MessageError::DeferredTooOften(2)));
+    }
+
+    fn key(fill: u8) -> LinkSigner {
+        LinkSigner::new(vec![crate::signing::SigningKey { id: "s1".into(), secret: vec![fill; 32] }]).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_is_read_only_as_tagged() {
+        let record = serde_json::json!({"comment": "as created", "quote": "\"q\""});
+        let s = Snapshot::of(&record, 3, &key(1)).unwrap();
+        assert_eq!(s.value::<serde_json::Value>(&key(1)).unwrap().value, record);
+        assert_eq!(s.value::<serde_json::Value>(&key(1)).unwrap().version, 3);
+        assert!(s.value::<serde_json::Value>(&key(2)).is_none(), "another key");
+        let altered = Snapshot { body: s.body.replace("as created", "FORGED"), ..s.clone() };
+        assert!(altered.value::<serde_json::Value>(&key(1)).is_none(), "altered body");
+        assert!(Snapshot { version: 4, ..s.clone() }.value::<serde_json::Value>(&key(1)).is_none(), "another version");
+        assert!(Snapshot { tag: String::new(), ..s }.value::<serde_json::Value>(&key(1)).is_none(), "untagged");
+    }
+
+    #[test]
+    fn the_size_cap_counts_the_escaping_inside_the_message() {
+        // Quotes double inside the message: a body under the cap raw but over it escaped.
+        let quotes = "\"".repeat(Snapshot::MAX_BYTES / 3);
+        assert!(serde_json::to_string(&quotes).unwrap().len() <= Snapshot::MAX_BYTES);
+        assert!(Snapshot::of(&quotes, 1, &key(1)).is_none());
+        let s = Snapshot::of(&"x".repeat(Snapshot::MAX_BYTES - 4), 1, &key(1)).expect("two quotes, escaped: at the cap");
+        let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "otx".into(), snapshot: Some(s) };
+        assert!(m.to_body().len() < Snapshot::MAX_BYTES + 1024);
     }
 }

@@ -157,6 +157,33 @@ impl LinkSigner {
         serde_json::from_slice(&raw).map_err(|_| LinkError::Malformed)
     }
 
+    /// A detached tag over `parts` for `purpose` with the current key: `<kid>.<base64url(MAC)>`.
+    /// Each part is length-prefixed, so no other split of the same bytes carries the same tag.
+    pub fn tag(&self, purpose: &str, parts: &[&[u8]]) -> String {
+        let key = &self.keys[0];
+        format!("{}.{}", key.id, URL_SAFE_NO_PAD.encode(Self::parts_mac(key, purpose, parts).finalize().into_bytes()))
+    }
+
+    /// Whether `tag` is a tag over `parts` for `purpose` under one of the keys (constant time).
+    pub fn check_tag(&self, purpose: &str, parts: &[&[u8]], tag: &str) -> bool {
+        let Some((kid, sig)) = tag.split_once('.') else { return false };
+        let (Some(key), Ok(sig)) = (self.keys.iter().find(|k| k.id == kid), URL_SAFE_NO_PAD.decode(sig)) else {
+            return false;
+        };
+        Self::parts_mac(key, purpose, parts).verify_slice(&sig).is_ok()
+    }
+
+    fn parts_mac(key: &SigningKey, purpose: &str, parts: &[&[u8]]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&key.secret).expect("HMAC accepts any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(b"|");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
     pub fn sign(&self, claims: &LinkClaims) -> String {
         self.seal(LINK_PURPOSE, claims)
     }
@@ -251,6 +278,22 @@ mod tests {
         assert_eq!(s.open::<LinkClaims>("session", &cookie), Err(LinkError::BadSignature));
         assert_eq!(s.verify(&cookie, 0), Err(LinkError::BadSignature));
         assert_eq!(s.open::<LinkClaims>("signin", &link), Err(LinkError::BadSignature));
+    }
+
+    #[test]
+    fn a_detached_tag_checks_its_parts_purpose_and_key() {
+        let s = LinkSigner::new(vec![key("k1", 7)]).unwrap();
+        let t = s.tag("snapshot", &[b"1", b"body"]);
+        assert!(s.check_tag("snapshot", &[b"1", b"body"], &t));
+        assert!(!s.check_tag("snapshot", &[b"1", b"bodY"], &t));
+        assert!(!s.check_tag("snapshot", &[b"2", b"body"], &t));
+        assert!(!s.check_tag("snapshot", &[b"1b", b"ody"], &t), "parts are length-prefixed");
+        assert!(!s.check_tag("cookie", &[b"1", b"body"], &t));
+        assert!(!LinkSigner::new(vec![key("k1", 8)]).unwrap().check_tag("snapshot", &[b"1", b"body"], &t));
+        assert!(LinkSigner::new(vec![key("k2", 2), key("k1", 7)]).unwrap().check_tag("snapshot", &[b"1", b"body"], &t));
+        for bad in ["", "k1", "k1.", "k1.!!", "k9.AAAA", &t[..t.len() - 3]] {
+            assert!(!s.check_tag("snapshot", &[b"1", b"body"], bad), "{bad}");
+        }
     }
 
     #[test]

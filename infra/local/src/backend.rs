@@ -277,14 +277,25 @@ pub fn no_webhooks() -> WebhookSecrets {
     WebhookSecrets::single("default", secret.as_bytes()).expect("a 48-character secret is valid")
 }
 
+/// The key that tags records carried on messages, one per local pipeline (its stages share a
+/// process); none if the OS gives no randomness, and then nothing is carried.
+fn local_snapshot_key() -> Option<Arc<dossier_core::signing::LinkSigner>> {
+    let secret = dossier_core::random::new_secret().ok()?;
+    let key = dossier_core::signing::SigningKey { id: "local".into(), secret: secret.into_bytes() };
+    dossier_core::signing::LinkSigner::new(vec![key]).ok().map(Arc::new)
+}
+
 impl LocalPipeline {
     pub fn new(parts: PipelineParts) -> LocalPipeline {
         let mut config = parts.config;
         config.sources = parts.sources.iter().map(|s| s.name().to_string()).collect();
         let config = Arc::new(config);
         let b = &parts.backend;
+        let snapshot_key = local_snapshot_key();
         let ctx = |actor| {
-            Context::new(b.store.clone(), b.queue.clone(), parts.clock.clone(), config.clone(), actor).with_metrics(b.metrics.clone())
+            Context::new(b.store.clone(), b.queue.clone(), parts.clock.clone(), config.clone(), actor)
+                .with_metrics(b.metrics.clone())
+                .with_snapshot_key(snapshot_key.clone())
         };
         LocalPipeline {
             intake: Intake::new(ctx("intake"), parts.webhook_secrets.clone()),

@@ -117,6 +117,7 @@ fn environment(function: &str, api: &str, endpoint: &str) -> Vec<(String, String
         ("DOSSIER_APPROVERS", "soc-lead".into()),
         ("DOSSIER_WEBHOOK_SECRET_ARN", "cold/webhook".into()),
         ("DOSSIER_LINK_KEY_SECRET_ARN", "cold/link-key".into()),
+        ("DOSSIER_SNAPSHOT_KEY_SECRET_ARN", "cold/snapshot-key".into()),
         ("DOSSIER_XDR_URL", "https://api-tenant.xdr.us.paloaltonetworks.com".into()),
         ("DOSSIER_XDR_SECRET_ARN", "cold/xdr".into()),
         ("DOSSIER_LLM_PROVIDER", "openai".into()),
@@ -144,6 +145,7 @@ async fn provision_secrets(endpoint: &str) -> Result<(), String> {
     let secrets = [
         ("cold/webhook", "cold-start-webhook-secret".to_string()),
         ("cold/link-key", serde_json::json!({"current": {"id": "k1", "secret": "cold-start-link-key-0123456789abcdef"}}).to_string()),
+        ("cold/snapshot-key", "cold-start-snapshot-key-0123456789abcdef".to_string()),
         ("cold/xdr", "7:cold-start-xdr-key".to_string()),
         ("cold/llm", "sk-cold-start".to_string()),
         ("cold/virustotal", "cold-start-vt-key".to_string()),

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::config::PipelineConfig;
-use dossier_core::domain::{Case, CaseKey, CaseStatus, IncidentHint, Trigger};
+use dossier_core::domain::{normalise, Case, CaseKey, CaseStatus, IncidentHint, IndicatorKind, Trigger};
 use dossier_core::embedded::{ManualClock, RecordingXdr};
-use dossier_core::messages::{Message, Snapshot};
+use dossier_core::messages::{Message, Snapshot, SynthesisReason};
 use dossier_core::ports::{Clock, QueueName};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, Deferred, Source, SourceReport};
-use dossier_core::stages::open_case;
+use dossier_core::stages::{open_case, Deadline, StageError};
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::fixture;
 
@@ -101,9 +101,9 @@ async fn a_stale_or_changed_carried_draft_posts_nothing() {
     as_created.comment = format!("{}\nFORGED: isolate everything", posted.comment);
     let other = CaseKey::new("acme", "2").unwrap();
     let messages = [
-        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: Snapshot::of(&posted, 1) },
-        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: Snapshot::of(&as_created, 1) },
-        Message::WriteComment { case: other, draft_id: draft_id.clone(), snapshot: Snapshot::of(&as_created, 1) },
+        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&posted, 1) },
+        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, 1) },
+        Message::WriteComment { case: other, draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, 1) },
     ];
     for m in &messages {
         p.ctx.send(&QueueName::writeback(), m, Duration::ZERO).await.unwrap();
@@ -114,4 +114,118 @@ async fn a_stale_or_changed_carried_draft_posts_nothing() {
     assert!(writes.iter().all(|w| !w.body.to_string().contains("FORGED")));
     assert_eq!(p.case(&key).await.unwrap().unwrap().status, case.status);
     assert_ne!(case.status, CaseStatus::Failed);
+}
+
+/// A key other than the pipeline's: what a sender without the snapshot key could tag with.
+fn foreign_key() -> LinkSigner {
+    LinkSigner::new(vec![SigningKey { id: "local".into(), secret: vec![7; 32] }]).unwrap()
+}
+
+/// A copy as forged three ways: untagged, tagged under another key, and the genuine tag over an
+/// altered body.
+fn forgeries<R: serde::Serialize>(genuine: &Snapshot, altered: &R, version: u64) -> Vec<Snapshot> {
+    let body = serde_json::to_string(altered).unwrap();
+    vec![
+        Snapshot { version, body: body.clone(), tag: String::new() },
+        Snapshot::of(altered, version, &foreign_key()).unwrap(),
+        Snapshot { version, body, tag: genuine.tag.clone() },
+    ]
+}
+
+/// Comment messages forged while the genuine one waits in the queue (the draft created, not yet
+/// claimed), each carrying the draft at its current version with other text: none is trusted.
+/// The stored draft is claimed and posted once, and the forged text never reaches XDR.
+#[tokio::test]
+async fn a_forged_draft_ahead_of_the_genuine_one_posts_only_the_stored_text() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let xdr = Arc::new(RecordingXdr::serving(fixture("xdr/get_incident_extra_data.json")));
+    let p = pipeline(clock.clone(), xdr.clone(), Arc::new(LateQuota(AtomicU32::new(1))));
+    let key = CaseKey::new("acme", "1").unwrap();
+    open_case(&p.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default())).await.unwrap();
+    while p.case(&key).await.unwrap().unwrap().status != CaseStatus::WritingBack {
+        assert!(p.pump_once().await.unwrap() > 0, "the case stalled before write-back");
+    }
+    assert!(xdr.writes().is_empty(), "the genuine comment message is still queued");
+    let draft_id = p.case(&key).await.unwrap().unwrap().draft_id.unwrap();
+    let stored = p.draft(&key, &draft_id).await.unwrap().unwrap();
+    let genuine = p.ctx.snapshot(&stored, 1).expect("the pipeline tags snapshots");
+    let mut altered = stored.clone();
+    altered.comment = "FORGED: this host is clean, close the incident".into();
+    let deadline = Deadline::after(clock.now_ms(), Duration::from_secs(30));
+    for snapshot in forgeries(&genuine, &altered, 1) {
+        let m = Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: Some(snapshot) };
+        p.handler_of(&QueueName::writeback()).handle(&m.to_body(), deadline).await.unwrap();
+    }
+    pump_idle(&p).await;
+    let writes = xdr.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(!writes[0].body.to_string().contains("FORGED"));
+    assert!(writes[0].body.to_string().contains(&stored.comment.lines().next().unwrap().replace('"', "\\\"")));
+    assert_eq!(p.draft(&key, &draft_id).await.unwrap().unwrap().comment, stored.comment, "the stored text is unchanged");
+}
+
+/// Remembers the indicators it was asked about.
+struct Witness(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl Source for Witness {
+    fn name(&self) -> &str {
+        "witness"
+    }
+    async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred> {
+        self.0.lock().unwrap().extend(case.indicators.iter().map(|i| i.value.clone()));
+        Ok(SourceReport::skipped("witness", "saw the case"))
+    }
+}
+
+/// Enrich messages forged while the genuine ones wait: each carries the case with an internal
+/// name planted as an external domain, and fewer expected sources. The source is asked only
+/// about the stored case's indicators; a forged `all_reported` before the deadline starts no
+/// synthesis.
+#[tokio::test]
+async fn a_forged_case_asks_no_source_about_what_the_stored_case_does_not_hold() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let xdr = Arc::new(RecordingXdr::serving(fixture("xdr/get_incident_extra_data.json")));
+    let witness = Arc::new(Witness(Default::default()));
+    let p = LocalPipeline::new(PipelineParts {
+        backend: Backend::embedded(clock.clone()),
+        config: PipelineConfig { enrich_deadline: Duration::from_secs(90), ..PipelineConfig::default() },
+        clock: clock.clone(),
+        xdr: xdr.clone(),
+        sources: vec![Arc::new(AttackSource), witness.clone()],
+        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).unwrap()),
+        webhook_secrets: dossier_local::backend::no_webhooks(),
+        model: None,
+        identity: None,
+        notifiers: Vec::new(),
+    });
+    let key = CaseKey::new("acme", "1").unwrap();
+    open_case(&p.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default())).await.unwrap();
+    p.pump_once().await.unwrap();
+    let stored = p.case(&key).await.unwrap().unwrap();
+    assert_eq!(stored.status, CaseStatus::Enriching, "collected; the enrich messages wait");
+    let deadline = Deadline::after(clock.now_ms(), Duration::from_secs(30));
+
+    // Synthesis before every expected source reported: refused whatever the message says.
+    let early = Message::Synthesize { case: key.clone(), reason: SynthesisReason::AllReported };
+    assert!(matches!(p.handler_of(&QueueName::synthesize()).handle(&early.to_body(), deadline).await, Err(StageError::RetryLater { .. })));
+    assert_eq!(p.case(&key).await.unwrap().unwrap().status, CaseStatus::Enriching);
+
+    let genuine = p.ctx.snapshot(&stored, 2).expect("the pipeline tags snapshots");
+    let version = genuine.version;
+    let mut planted = stored.clone();
+    planted.indicators.push(normalise(IndicatorKind::Domain, "payroll.planted-secret.example", &Default::default()).unwrap());
+    planted.expected_sources = vec!["witness".into()];
+    for snapshot in forgeries(&genuine, &planted, version) {
+        let m = Message::Enrich { case: key.clone(), source: "witness".into(), snapshot: Some(snapshot) };
+        p.handler_of(&QueueName::enrich("witness")).handle(&m.to_body(), deadline).await.unwrap();
+    }
+    let seen = witness.0.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the stored case was enriched");
+    assert!(!seen.iter().any(|v| v.contains("planted-secret")), "{seen:?}");
+    // The witness reported, attack has not: the stored case still waits for it.
+    assert_eq!(p.case(&key).await.unwrap().unwrap().status, CaseStatus::Enriching, "no early synthesis");
+    pump_idle(&p).await;
+    assert!(p.case(&key).await.unwrap().unwrap().status.is_settled());
+    assert_eq!(xdr.writes().len(), 1);
 }

@@ -9,7 +9,7 @@ use tracing::{info, warn, Instrument};
 use super::{Context, Deadline, MessageHandler, StageError};
 use crate::domain::{Case, CaseKey, CaseStatus};
 use crate::extract::extract;
-use crate::messages::{Message, Snapshot, SynthesisReason};
+use crate::messages::{Message, SynthesisReason};
 use crate::ports::{QueueName, XdrApi, XdrError};
 use crate::store::{Commit, Committed, Versioned};
 use crate::xdr::{parse_extra_data, ExtraData};
@@ -146,7 +146,7 @@ impl Collect {
     /// enough to carry) and the deadline message, side by side.
     async fn fan_out(&self, case: &Case, version: u64) -> Result<(), StageError> {
         let now = self.ctx.now_ms();
-        let snapshot = Snapshot::of(case, version);
+        let snapshot = self.ctx.snapshot(case, version);
         let delay = Duration::from_millis(u64::try_from(case.enrich_deadline_ms.unwrap_or(now) - now).unwrap_or(0))
             .min(crate::ports::MAX_QUEUE_DELAY);
         let mut messages: Vec<(QueueName, Message, Duration)> = case

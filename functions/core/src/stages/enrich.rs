@@ -35,8 +35,9 @@ impl Enrich {
         let now = self.ctx.now_ms();
         // The case as collect fanned it out (its indicators do not change after collection).
         // Past the fan-in deadline synthesis may have begun: then the stored case decides.
-        let carried = snapshot
-            .and_then(|s| s.value::<Case>())
+        let carried = self
+            .ctx
+            .carried::<Case>(snapshot)
             .map(|v| v.value)
             .filter(|c| c.key == *key && c.status == CaseStatus::Enriching && c.enrich_deadline_ms.is_some_and(|d| now < d));
         let case = match carried {

@@ -36,10 +36,11 @@ use std::time::Duration;
 
 use crate::config::PipelineConfig;
 use crate::domain::{AuditEvent, Case, CaseKey, OpenActions};
-use crate::messages::{Message, MessageError};
+use crate::messages::{Message, MessageError, Snapshot};
 use crate::ports::{Clock, DocStore, Queue, QueueError, QueueName, StoreError, XdrError};
 use crate::ratelimit::{LimitError, RateLimiter};
-use crate::store::{Change, Commit, Store, CASE_SK};
+use crate::signing::LinkSigner;
+use crate::store::{Change, Commit, Store, Versioned, CASE_SK};
 
 /// One signed approval link per approver of `severity` for an action.
 pub(crate) fn approval_links(
@@ -139,6 +140,9 @@ pub struct Context {
     pub actor: &'static str,
     pub limits: RateLimiter,
     pub metrics: Arc<dyn crate::metrics::Metrics>,
+    /// Tags the records carried on messages (see [`Snapshot`]); without it nothing is carried
+    /// and every consumer reads the store.
+    snapshot_key: Option<Arc<LinkSigner>>,
 }
 
 impl Context {
@@ -157,7 +161,29 @@ impl Context {
             config,
             actor,
             metrics: Arc::new(crate::metrics::NoMetrics),
+            snapshot_key: None,
         }
+    }
+
+    /// Carries records on messages, tagged with this key (shared by the senders and readers).
+    pub fn with_snapshot_key(mut self, key: Option<Arc<LinkSigner>>) -> Context {
+        self.snapshot_key = key;
+        self
+    }
+
+    /// `record` at `version`, tagged to ride on a message (none without a key, or too large).
+    pub fn snapshot<R: serde::Serialize>(&self, record: &R, version: u64) -> Option<Snapshot> {
+        Snapshot::of(record, version, self.snapshot_key.as_deref()?)
+    }
+
+    /// The record a message carries, if its tag verifies under this pipeline's key.
+    pub fn carried<R: serde::de::DeserializeOwned>(&self, snapshot: Option<Snapshot>) -> Option<Versioned<R>> {
+        let key = self.snapshot_key.as_deref()?;
+        let carried = snapshot?.value(key);
+        if carried.is_none() {
+            tracing::warn!("a carried record failed its tag or did not parse; the store decides");
+        }
+        carried
     }
 
     pub fn with_metrics(mut self, metrics: Arc<dyn crate::metrics::Metrics>) -> Context {

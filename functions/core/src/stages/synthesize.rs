@@ -15,7 +15,7 @@ use crate::domain::{
     Action, ActionStatus, ApprovalLink, Case, CaseKey, CaseStatus, Claim, Decision, Draft, DraftKind, Owner, Proposal, Severity,
 };
 use crate::dossier::{deterministic, propose_actions, render_closure, render_comment, Dossier, CLOSURE_DRAFT_ID};
-use crate::messages::{Message, Snapshot, SynthesisReason};
+use crate::messages::{Message, SynthesisReason};
 use crate::ports::QueueName;
 use crate::random::new_nonce;
 use crate::signing::{LinkClaims, LinkSigner, Scope};
@@ -54,11 +54,19 @@ impl Synthesize {
         let Some(stored) = stored? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
         };
+        let reports = reports?;
         let now = self.ctx.now_ms();
         match stored.value.status {
             CaseStatus::Enriching => {
                 let due = stored.value.enrich_deadline_ms.unwrap_or(now);
-                if reason == SynthesisReason::Deadline && now < due && !self.all_reported(&stored.value).await? {
+                // Before the deadline only a complete set of reports starts synthesis, whatever
+                // the message says: the stored case names the sources (a report is stored
+                // before its source joins the fan-in set, so a complete set is never early).
+                let complete = stored.value.expected_sources.iter().all(|s| reports.iter().any(|r| r.source == *s));
+                if now < due && !complete {
+                    if reason == SynthesisReason::AllReported {
+                        warn!("`all_reported` before every expected source reported; waiting for the deadline");
+                    }
                     // Deadlines beyond the queue's longest delay come back in hops.
                     return Err(StageError::RetryLater { reason: "fan-in deadline not reached".into(), after: ms_until(now, due) });
                 }
@@ -105,19 +113,13 @@ impl Synthesize {
             }
             Claim::Done | Claim::Refused(_) => return Ok(()),
         }
-        match self.build(Versioned { value: case, version }, reports?, &owner, deadline).await? {
+        match self.build(Versioned { value: case, version }, reports, &owner, deadline).await? {
             Some(hand_over) => self.ctx.send_all(hand_over.messages).await,
             None => {
                 info!("synthesis claim lost to another worker; nothing sent");
                 Ok(())
             }
         }
-    }
-
-    /// Whether every expected source is in the case's fan-in set.
-    async fn all_reported(&self, case: &Case) -> Result<bool, StageError> {
-        let reported = self.ctx.store.reported(&case.key).await?;
-        Ok(case.expected_sources.iter().all(|s| reported.contains(s)))
     }
 
     /// Builds the dossier and commits it with the case's hand-over; `None` when the claim was
@@ -231,7 +233,7 @@ impl Synthesize {
         }
         info!(draft = DRAFT_ID, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
         // The draft rides along as created (version 1): write-back claims it without reading it.
-        let comment = Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into(), snapshot: Snapshot::of(&draft, 1) };
+        let comment = Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into(), snapshot: self.ctx.snapshot(&draft, 1) };
         let mut messages = vec![(QueueName::writeback(), comment, Duration::ZERO)];
         for a in &actions {
             match a.status {

@@ -284,11 +284,6 @@ impl Store {
         Ok((first, reported))
     }
 
-    /// The sources that have reported for a case so far.
-    pub async fn reported(&self, key: &CaseKey) -> Result<Vec<String>, StoreError> {
-        self.docs.set_members(Table::Reports, &key.storage_id(), FAN_IN_SK).await
-    }
-
     /// The audit trail of a case, oldest first.
     pub async fn events(&self, key: &CaseKey) -> Result<Vec<AuditEvent>, StoreError> {
         let mut events: Vec<AuditEvent> =

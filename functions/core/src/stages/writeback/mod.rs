@@ -72,7 +72,7 @@ impl Writeback {
         let (pk, sk) = (key.storage_id(), draft_sk(draft_id));
         // The draft as synthesis created it: claimed at that version without reading it first
         // (a draft changed since is a conflict, and then it is read).
-        let carried = snapshot.and_then(|s| s.value::<Draft>()).filter(|d| d.value.case == *key && d.value.id == draft_id);
+        let carried = self.ctx.carried::<Draft>(snapshot).filter(|d| d.value.case == *key && d.value.id == draft_id);
         let claimed = match carried {
             // Only a conditional write checks a carried copy against the store: any other
             // outcome (posted already, busy, refused) is decided again on the stored draft.
