@@ -38,7 +38,7 @@ async fn pump_idle(p: &LocalPipeline) {
     while p.pump_once().await.unwrap() > 0 {}
 }
 
-fn pipeline(clock: Arc<ManualClock>, xdr: Arc<RecordingXdr>, late: Arc<LateQuota>) -> LocalPipeline {
+fn pipeline(clock: Arc<ManualClock>, xdr: Arc<RecordingXdr>, late: Arc<dyn Source>) -> LocalPipeline {
     LocalPipeline::new(PipelineParts {
         backend: Backend::embedded(clock.clone()),
         config: PipelineConfig { enrich_deadline: Duration::from_secs(90), ..PipelineConfig::default() },
@@ -187,18 +187,7 @@ async fn a_forged_case_asks_no_source_about_what_the_stored_case_does_not_hold()
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let xdr = Arc::new(RecordingXdr::serving(fixture("xdr/get_incident_extra_data.json")));
     let witness = Arc::new(Witness(Default::default()));
-    let p = LocalPipeline::new(PipelineParts {
-        backend: Backend::embedded(clock.clone()),
-        config: PipelineConfig { enrich_deadline: Duration::from_secs(90), ..PipelineConfig::default() },
-        clock: clock.clone(),
-        xdr: xdr.clone(),
-        sources: vec![Arc::new(AttackSource), witness.clone()],
-        signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![1; 32] }]).unwrap()),
-        webhook_secrets: dossier_local::backend::no_webhooks(),
-        model: None,
-        identity: None,
-        notifiers: Vec::new(),
-    });
+    let p = pipeline(clock.clone(), xdr.clone(), witness.clone());
     let key = CaseKey::new("acme", "1").unwrap();
     open_case(&p.ctx, Case::new(key.clone(), Trigger::Local, IncidentHint::default(), clock.now_ms(), &Default::default())).await.unwrap();
     p.pump_once().await.unwrap();
