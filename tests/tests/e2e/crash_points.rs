@@ -107,7 +107,15 @@ impl DocStore for CrashAt {
         Ok(out)
     }
     async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.inner.put_all(writes).await
+        let crash = self.take(&writes);
+        if crash == Some(When::Before) {
+            die().await;
+        }
+        self.inner.put_all(writes).await?;
+        if crash == Some(When::After) {
+            die().await;
+        }
+        Ok(())
     }
     async fn add_to_set(&self, t: Table, pk: &str, sk: &str, m: &str) -> Result<Vec<String>, StoreError> {
         self.inner.add_to_set(t, pk, sk, m).await
@@ -312,6 +320,12 @@ impl Rig {
         })
     }
 
+    /// Whether the case is in its tenant's related-case index (the recent-case entry).
+    async fn indexed(&self) -> bool {
+        let recent = dossier_core::sources::recent_pk(&self.key.tenant);
+        self.pipeline.backend.store.get(Table::Cases, &recent, &self.key.storage_id()).await.unwrap().is_some()
+    }
+
     async fn action(&self, kind: ActionKind) -> dossier_core::domain::Action {
         self.pipeline.actions(&self.key).await.unwrap().into_iter().find(|a| a.kind == kind).unwrap()
     }
@@ -484,6 +498,27 @@ async fn collect_dies_after_its_commit_and_its_redelivery_fans_out() {
     assert!(r.crash.fired());
     let reports = r.pipeline.reports(&r.key).await.unwrap();
     assert_eq!(reports.len(), 2, "both sources were asked and answered");
+    assert!(r.indexed().await, "the redelivery wrote the related-case index");
+}
+
+/// Collect dies after the fan-out, before the related-case index: the redelivery finds the case
+/// enriching, fans out again (consumers dedupe) and writes the index, so later cases of the
+/// tenant still find this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_dies_before_the_related_index_and_its_redelivery_writes_it() {
+    let r = rig(true);
+    r.crash.arm(When::Before, |w| w.table == Table::Cases && w.pk.starts_with("recent#"));
+    r.open().await;
+    r.until("dossier posted", awaiting).await;
+    assert!(r.crash.fired());
+    // The dead invocation's message comes back when its visibility lapses.
+    let started = std::time::Instant::now();
+    while !r.indexed().await {
+        assert!(started.elapsed() < Duration::from_secs(20), "the redelivery never wrote the related-case index");
+        while r.pipeline.pump_once().await.unwrap() > 0 {}
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(r.xdr.dossier_comments(), 1, "one dossier");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,9 +36,21 @@ impl Collect {
         };
         match stored.value.status {
             CaseStatus::Received | CaseStatus::Collecting => {}
-            // A redelivery after the fan-out was (maybe partly) sent: send it again, consumers dedupe.
-            CaseStatus::Enriching => return self.fan_out(&stored.value, stored.version).await,
-            _ => return Ok(()),
+            // A redelivery after the commit: the worker before may have died before its fan-out
+            // or its related-case index. While enriching the fan-out is sent again (consumers
+            // dedupe); once collected at all, the index is written again (the same items).
+            _ => {
+                let case = &stored.value;
+                if case.status == CaseStatus::Enriching {
+                    self.fan_out(case, stored.version).await?;
+                }
+                if let Some(deadline) = case.enrich_deadline_ms {
+                    let enrich_ms = i64::try_from(self.ctx.config.enrich_deadline.as_millis()).unwrap_or(i64::MAX / 4);
+                    let collected_at = deadline.saturating_sub(enrich_ms);
+                    crate::sources::index_case(self.ctx.store.docs().as_ref(), case, collected_at, &self.known_tenants).await?;
+                }
+                return Ok(());
+            }
         }
         if let Err(e) = token {
             self.waiting(&stored).await?;
