@@ -191,6 +191,13 @@ pub struct Deferred {
 pub trait Source: Send + Sync {
     fn name(&self) -> &str;
     async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred>;
+
+    /// [`Source::enrich`] that reports within `budget` with what it has by then (the enrich
+    /// stage's invocation ends after it). A source that looks up many things one by one
+    /// overrides it, so answers found before the end are reported and cached, not dropped.
+    async fn enrich_within(&self, case: &Case, _budget: Duration) -> Result<SourceReport, Deferred> {
+        self.enrich(case).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

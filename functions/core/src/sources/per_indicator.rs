@@ -109,6 +109,7 @@ impl<S: IndicatorSource> PerIndicator<S> {
         ind: &Indicator,
         cached: Option<Lookup>,
         calls: &CallCounter,
+        left: Duration,
     ) -> (Result<Lookup, LookupError>, bool, Option<Write>) {
         if let Some(hit) = cached {
             return (Ok(hit), true, None);
@@ -135,7 +136,7 @@ impl<S: IndicatorSource> PerIndicator<S> {
                 }
             }
         }
-        let result = match tokio::time::timeout(self.limits.per_lookup_timeout, self.inner.lookup(ind, calls)).await {
+        let result = match tokio::time::timeout(self.limits.per_lookup_timeout.min(left), self.inner.lookup(ind, calls)).await {
             Ok(r) => r,
             Err(_) => Err(LookupError::Timeout),
         };
@@ -157,7 +158,15 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
     }
 
     async fn enrich(&self, case: &Case) -> Result<SourceReport, Deferred> {
+        self.enrich_within(case, Duration::from_secs(24 * 3600)).await
+    }
+
+    /// Lookups start only before `budget` runs out and each gets at most what is left of it;
+    /// those not started are named in the note. The report, and the answers it carries for the
+    /// cache, are ready by the end of the budget.
+    async fn enrich_within(&self, case: &Case, budget: Duration) -> Result<SourceReport, Deferred> {
         let started = Instant::now();
+        let stop_at = started.checked_add(budget).unwrap_or(started + Duration::from_secs(24 * 3600));
         let name = self.inner.name();
         let eligible: Vec<&Indicator> = case
             .indicators
@@ -185,10 +194,15 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
                 (ind, hit)
             })
             .collect();
-        let results: Vec<(Indicator, Result<Lookup, LookupError>, bool, Option<Write>)> = stream::iter(with_cached)
+        // `None`: not asked, the budget was spent.
+        let results: Vec<(Indicator, Option<Result<Lookup, LookupError>>, bool, Option<Write>)> = stream::iter(with_cached)
             .map(|(ind, hit): (Indicator, Option<Lookup>)| async move {
-                let (r, cached, to_cache) = self.one(&ind, hit, calls_ref).await;
-                (ind, r, cached, to_cache)
+                let left = stop_at.saturating_duration_since(Instant::now());
+                if hit.is_none() && left.is_zero() {
+                    return (ind, None, false, None);
+                }
+                let (r, cached, to_cache) = self.one(&ind, hit, calls_ref, left).await;
+                (ind, Some(r), cached, to_cache)
             })
             .buffer_unordered(self.limits.concurrency.max(1))
             .collect()
@@ -196,11 +210,15 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
         let mut report = SourceReport::skipped(name, "");
         report.note = None;
         report.calls = calls.get();
-        let (mut found, mut not_found, mut timeouts, mut cached) = (0usize, 0usize, 0usize, 0usize);
+        let (mut found, mut not_found, mut timeouts, mut cached, mut unasked) = (0usize, 0usize, 0usize, 0usize, 0usize);
         let mut retry_after: Option<Duration> = None;
         for (ind, r, was_cached, to_cache) in results {
             cached += usize::from(was_cached);
             report.to_cache.extend(to_cache);
+            let Some(r) = r else {
+                unasked += 1;
+                continue;
+            };
             match r {
                 Ok(Lookup::Found(v)) => {
                     found += 1;
@@ -233,7 +251,7 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
             SourceStatus::Ok
         } else if not_found > 0 {
             SourceStatus::NotFound
-        } else if timeouts > 0 && timeouts == failed {
+        } else if (timeouts > 0 || unasked > 0) && timeouts == failed {
             SourceStatus::TimedOut
         } else {
             SourceStatus::Error
@@ -244,6 +262,9 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
         }
         if failed > 0 {
             note.push_str(&format!(", {failed} failed"));
+        }
+        if unasked > 0 {
+            note.push_str(&format!(", {unasked} not looked up within the invocation's {:.1} s", budget.as_secs_f64()));
         }
         if over_cap > 0 {
             note.push_str(&format!(", {over_cap} not looked up (cap {})", self.limits.max_lookups));
@@ -337,7 +358,7 @@ mod tests {
     }
 
     /// Answers after a pause, so that lookups from several cases overlap.
-    struct Slow(std::sync::atomic::AtomicU32);
+    struct Slow(std::sync::atomic::AtomicU32, Duration);
 
     #[async_trait]
     impl IndicatorSource for Slow {
@@ -353,7 +374,7 @@ mod tests {
         async fn lookup(&self, _: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
             calls.add(1);
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(self.1).await;
             Ok(Lookup::NotFound)
         }
     }
@@ -362,7 +383,7 @@ mod tests {
     async fn concurrent_lookups_of_one_indicator_make_one_call() {
         use crate::embedded::MemoryStore;
         let cache = LookupCache::new(Arc::new(MemoryStore::new()), Arc::new(crate::ports::SystemClock));
-        let src = PerIndicator::new(Slow(Default::default())).with_cache(cache);
+        let src = PerIndicator::new(Slow(Default::default(), Duration::from_millis(30))).with_cache(cache);
         let c = case_with(vec![ind(IndicatorKind::Ipv4, "8.8.8.8"), ind(IndicatorKind::Ipv4, "9.9.9.9")], vec![]);
         let reports = futures_util::future::join_all((0..20).map(|_| src.enrich(&c))).await;
         assert_eq!(src.inner.0.load(std::sync::atomic::Ordering::SeqCst), 2, "one call per indicator for 20 concurrent cases");
@@ -371,9 +392,28 @@ mod tests {
         assert!(reports.iter().all(|r| r.as_ref().unwrap().status == SourceStatus::NotFound));
         assert!(src.in_flight.map().is_empty(), "no entry outlives its lookups");
         // Without a cache there is no answer to share: each case calls.
-        let uncached = PerIndicator::new(Slow(Default::default()));
+        let uncached = PerIndicator::new(Slow(Default::default(), Duration::from_millis(30)));
         futures_util::future::join_all((0..3).map(|_| uncached.enrich(&c))).await;
         assert_eq!(uncached.inner.0.load(std::sync::atomic::Ordering::SeqCst), 6);
+    }
+
+    /// A budget shorter than the lookups: the report comes when it ends, with the answers found
+    /// by then (and their cache writes) and the rest named as not looked up.
+    #[tokio::test]
+    async fn a_spent_budget_reports_what_was_found_and_keeps_it_for_the_cache() {
+        use crate::embedded::MemoryStore;
+        let cache = LookupCache::new(Arc::new(MemoryStore::new()), Arc::new(crate::ports::SystemClock));
+        let src = PerIndicator::new(Slow(Default::default(), Duration::from_millis(200)))
+            .with_cache(cache)
+            .with_limits(LookupLimits { concurrency: 1, ..LookupLimits::default() });
+        let ips: Vec<Indicator> = (1..=8).map(|n| ind(IndicatorKind::Ipv4, &format!("8.8.8.{n}"))).collect();
+        let r = src.enrich_within(&case_with(ips, vec![]), Duration::from_millis(500)).await.unwrap();
+        let asked = src.inner.0.load(std::sync::atomic::Ordering::SeqCst) as usize;
+        assert!((1..8).contains(&asked), "some asked, not all: {asked}");
+        assert!(!r.to_cache.is_empty() && r.to_cache.len() <= asked, "answers found are kept for the cache: {}", r.to_cache.len());
+        let note = r.note.unwrap();
+        assert!(note.contains(&format!("{} not looked up within the invocation's 0.5 s", 8 - asked)), "{note}");
+        assert_eq!(r.status, SourceStatus::NotFound, "what was answered still counts");
     }
 
     #[tokio::test]

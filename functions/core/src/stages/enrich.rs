@@ -52,9 +52,12 @@ impl Enrich {
             info!(source = source_name, status = %case.status, "case past enrichment; source not asked");
             return Ok(());
         }
-        // The source gets what is left of the invocation, minus a little for the writes.
+        // The source gets what is left of the invocation, minus a little for the writes, and
+        // reports what it found a second before that (its answers then reach the cache); the
+        // outer bound is for a source that cannot stop early.
         let budget = deadline.remaining(now).saturating_sub(Duration::from_secs(2));
-        let mut report = match tokio::time::timeout(budget, source.enrich(&case)).await {
+        let source_budget = budget.saturating_sub(Duration::from_secs(1));
+        let mut report = match tokio::time::timeout(budget, source.enrich_within(&case, source_budget)).await {
             Ok(Ok(r)) => r,
             Ok(Err(deferred)) => {
                 info!(source = source_name, after = ?deferred.after, "source deferred");
