@@ -226,6 +226,28 @@ fn rig(reads_back: bool) -> Rig {
 }
 
 fn rig_with(reads_back: bool, extra: Vec<Arc<dyn Source>>) -> Rig {
+    rig_full(reads_back, extra, None)
+}
+
+/// A model that counts its calls and is down (the deterministic dossier stands in).
+#[derive(Default)]
+struct CountingModel(std::sync::atomic::AtomicU32);
+
+#[async_trait]
+impl dossier_core::synthesis::LanguageModel for CountingModel {
+    fn id(&self) -> &str {
+        "counting-model"
+    }
+    async fn complete(
+        &self,
+        _: &dossier_core::synthesis::LlmRequest,
+    ) -> Result<dossier_core::synthesis::LlmResponse, dossier_core::synthesis::LlmError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(dossier_core::synthesis::LlmError::Unavailable("counted, then down".into()))
+    }
+}
+
+fn rig_full(reads_back: bool, extra: Vec<Arc<dyn Source>>, model: Option<Arc<CountingModel>>) -> Rig {
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(1_800_000_000_000, 200.0));
     let backend = Backend::embedded_with(clock.clone(), Duration::from_secs(180));
     let crash =
@@ -258,7 +280,7 @@ fn rig_with(reads_back: bool, extra: Vec<Arc<dyn Source>>) -> Rig {
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![5; 32] }]).unwrap()),
         webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", SECRET.as_bytes()).unwrap(),
-        model: None,
+        model: model.map(|m| m as Arc<dyn dossier_core::synthesis::LanguageModel>),
         identity: None,
         notifiers: Vec::new(),
     })
@@ -372,7 +394,8 @@ async fn synthesis_dies_after_its_claim_and_another_worker_finishes_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_lost_the_synthesis_claim_writes_and_sends_nothing() {
-    let r = rig(true);
+    let model = Arc::new(CountingModel::default());
+    let r = rig_full(true, Vec::new(), Some(model.clone()));
     // Another worker holds a live lease on the synthesis.
     r.open().await;
     // Collect only: the sources' messages wait in their queues.
@@ -415,6 +438,7 @@ async fn a_worker_that_lost_the_synthesis_claim_writes_and_sends_nothing() {
     assert!(r.pipeline.actions(&r.key).await.unwrap().is_empty(), "no action, no link");
     assert_eq!(q.sent_count(), before + 1, "only its own deferral was sent");
     assert_eq!(r.status().await, CaseStatus::Synthesizing);
+    assert_eq!(model.0.load(std::sync::atomic::Ordering::SeqCst), 0, "the model was never asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

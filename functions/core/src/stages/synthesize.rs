@@ -28,8 +28,24 @@ pub struct Synthesize {
     model: Option<Arc<dyn LanguageModel>>,
 }
 
+/// How long synthesis waits for a report the fan-in set already names (its write was in
+/// flight when the set completed).
+const REPORT_IN_FLIGHT: Duration = Duration::from_secs(2);
+
 /// The one dossier draft of a case.
 pub const DRAFT_ID: &str = "dossier-1";
+
+/// A dossier drafted, not yet committed.
+struct Generated {
+    dossier: Dossier,
+    proposals: Vec<Proposal>,
+    rules_proposed: Vec<Proposal>,
+    baseline: Dossier,
+    /// Expected sources without a report.
+    missing: usize,
+    /// Audit records of the drafting (the model's call or refusal).
+    events: Vec<crate::domain::AuditEvent>,
+}
 
 /// What the worker that committed the dossier must send next.
 struct HandOver {
@@ -48,8 +64,7 @@ impl Synthesize {
     }
 
     async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason, deadline: Deadline) -> Result<(), StageError> {
-        // The case and the reports side by side: one round trip. Reports only grow, and the
-        // complete fan-in set that sent an `all_reported` message was written after every report.
+        // The case and the reports side by side: one round trip (reports only grow).
         let (stored, reports) = tokio::join!(self.ctx.store.case(key), self.ctx.store.reports(key));
         let Some(stored) = stored? else {
             return Err(StageError::BadMessage(format!("no case {key}")));
@@ -60,12 +75,16 @@ impl Synthesize {
             CaseStatus::Enriching => {
                 let due = stored.value.enrich_deadline_ms.unwrap_or(now);
                 // Before the deadline only a complete set of reports starts synthesis, whatever
-                // the message says: the stored case names the sources (a report is stored
-                // before its source joins the fan-in set, so a complete set is never early).
+                // the message says: the stored case names the sources.
                 let complete = stored.value.expected_sources.iter().all(|s| reports.iter().any(|r| r.source == *s));
                 if now < due && !complete {
                     if reason == SynthesisReason::AllReported {
-                        warn!("`all_reported` before every expected source reported; waiting for the deadline");
+                        // A source joins the fan-in set while its report is being stored: one
+                        // may be a moment behind the set. Read again shortly (a forged message
+                        // only makes reads until the deadline).
+                        info!("`all_reported` with a report not stored yet; reading again shortly");
+                        let after = ms_until(now, due).min(REPORT_IN_FLIGHT);
+                        return Err(StageError::RetryLater { reason: "a report is still being stored".into(), after });
                     }
                     // Deadlines beyond the queue's longest delay come back in hops.
                     return Err(StageError::RetryLater { reason: "fan-in deadline not reached".into(), after: ms_until(now, due) });
@@ -92,19 +111,29 @@ impl Synthesize {
         let owner = Owner::new(self.ctx.actor);
         let lease_until = self.ctx.lease_until(deadline);
         // Claimed from the copy just read: no second read unless another worker wrote meanwhile.
-        let claim = self
-            .ctx
-            .store
-            .update_versioned_from(&key.storage_id(), CASE_SK, stored, |c: &mut Case, commit| {
-                let claim = c.claim_synthesis(&owner, lease_until, now);
-                if let Claim::Granted { reclaimed } = claim {
-                    let detail = if reclaimed { "lease taken over from a worker that did not finish" } else { "claimed" };
-                    commit.audit(&self.ctx.event(key, "synthesis.claimed", detail))?;
-                    return Ok::<_, StageError>(Change::Write((claim, c.clone())));
-                }
-                Ok(Change::Keep((claim, c.clone())))
-            })
-            .await?;
+        let pk = key.storage_id();
+        let case_as_read = stored.value.clone();
+        let claim = self.ctx.store.update_versioned_from(&pk, CASE_SK, stored, |c: &mut Case, commit| {
+            let claim = c.claim_synthesis(&owner, lease_until, now);
+            if let Claim::Granted { reclaimed } = claim {
+                let detail = if reclaimed { "lease taken over from a worker that did not finish" } else { "claimed" };
+                commit.audit(&self.ctx.event(key, "synthesis.claimed", detail))?;
+                return Ok::<_, StageError>(Change::Write((claim, c.clone())));
+            }
+            Ok(Change::Keep((claim, c.clone())))
+        });
+        // The dossier is drafted while the claim is written: the claim costs a round trip, not
+        // a round trip before the model. A lost claim drops the draft, and the model call with
+        // it (only a worker delivered the same case within that round trip ever starts one).
+        let mut generation = std::pin::pin!(self.generate(&case_as_read, reports, deadline));
+        let mut claim = std::pin::pin!(claim);
+        // The claim first: decided on the copy read (busy, done), it returns before the model is
+        // ever asked.
+        let (claim, early) = tokio::select! {
+            biased;
+            claimed = &mut claim => (claimed?, None),
+            generated = &mut generation => (claim.as_mut().await?, Some(generated)),
+        };
         let Some(((claim, case), version)) = claim else { return Ok(()) };
         match claim {
             Claim::Granted { .. } => {}
@@ -113,7 +142,11 @@ impl Synthesize {
             }
             Claim::Done | Claim::Refused(_) => return Ok(()),
         }
-        match self.build(Versioned { value: case, version }, reports, &owner, deadline).await? {
+        let generated = match early {
+            Some(generated) => generated?,
+            None => generation.as_mut().await?,
+        };
+        match self.hand_over(Versioned { value: case, version }, generated, &owner).await? {
             Some(hand_over) => self.ctx.send_all(hand_over.messages).await,
             None => {
                 info!("synthesis claim lost to another worker; nothing sent");
@@ -122,16 +155,9 @@ impl Synthesize {
         }
     }
 
-    /// Builds the dossier and commits it with the case's hand-over; `None` when the claim was
-    /// lost meanwhile (nothing was written).
-    async fn build(
-        &self,
-        stored: Versioned<Case>,
-        reports: Vec<crate::sources::SourceReport>,
-        owner: &Owner,
-        deadline: Deadline,
-    ) -> Result<Option<HandOver>, StageError> {
-        let case = stored.value;
+    /// The dossier and the actions proposed for it: the model within what is left of the
+    /// invocation, else the evidence alone. Writes nothing.
+    async fn generate(&self, case: &Case, reports: Vec<crate::sources::SourceReport>, deadline: Deadline) -> Result<Generated, StageError> {
         let key = case.key.clone();
         let config = self.ctx.config.clone();
         // The reports were read before the claim: one stored since (a deadline message a moment
@@ -140,8 +166,8 @@ impl Synthesize {
             |reports: &[crate::sources::SourceReport]| case.expected_sources.iter().any(|s| !reports.iter().any(|r| &r.source == s));
         let reports = if lacks(&reports) { self.ctx.store.reports(&key).await? } else { reports };
         let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
-        let baseline = deterministic(&case, &reports, &missing);
-        let rules_proposed = propose_actions(&case, &baseline, config.phase);
+        let baseline = deterministic(case, &reports, &missing);
+        let rules_proposed = propose_actions(case, &baseline, config.phase);
         let mut events = Vec::new();
         let (dossier, proposals) = match &self.model {
             None => (baseline.clone(), rules_proposed.clone()),
@@ -150,7 +176,7 @@ impl Synthesize {
                 let budget = ModelBudget { until, per_call: config.model_timeout };
                 match synthesis::with_model(
                     model.as_ref(),
-                    &case,
+                    case,
                     &reports,
                     &baseline,
                     config.phase,
@@ -190,6 +216,16 @@ impl Synthesize {
                 }
             }
         };
+        Ok(Generated { dossier, proposals, rules_proposed, baseline, missing: missing.len(), events })
+    }
+
+    /// Commits the dossier with the case's hand-over (the case as claimed, at its version);
+    /// `None` when the claim was lost meanwhile (nothing was written).
+    async fn hand_over(&self, stored: Versioned<Case>, generated: Generated, owner: &Owner) -> Result<Option<HandOver>, StageError> {
+        let Generated { dossier, proposals, rules_proposed, baseline, missing, mut events } = generated;
+        let case = stored.value;
+        let key = case.key.clone();
+        let config = self.ctx.config.clone();
         let now = self.ctx.now_ms();
         let actions = self.actions(&case, proposals, &rules_proposed, &baseline, &dossier, now);
         let feedback = self.feedback_link(&key, now);
@@ -231,7 +267,7 @@ impl Synthesize {
                 ))))
             }
         }
-        info!(draft = DRAFT_ID, actions = actions.len(), missing = missing.len(), ai, "dossier drafted");
+        info!(draft = DRAFT_ID, actions = actions.len(), missing, ai, "dossier drafted");
         // The draft rides along as created (version 1): write-back claims it without reading it.
         let comment = Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into(), snapshot: self.ctx.snapshot(&draft, 1) };
         let mut messages = vec![(QueueName::writeback(), comment, Duration::ZERO)];
