@@ -96,11 +96,17 @@ pub struct AwsCalls {
 /// The operation name of a hand-off mark in the trace.
 pub const HAND_OFF: &str = "hand-off";
 
+/// The operation name of work outside AWS in the trace (XDR, a source, the model): not an AWS
+/// call, but AWS calls made while it runs add no time to the path.
+pub const EXTERNAL: &str = "external";
+
 impl AwsCalls {
     /// A call a function makes (and waits for); `what` names the table and key or the queue.
     /// Returns the invocation, to end the call with [`AwsCalls::ended`].
     fn started(&self, operation: &str, what: String) -> u64 {
-        self.record_service(operation);
+        if operation != EXTERNAL {
+            self.record_service(operation);
+        }
         let invocation = crate::backend::current_invocation().unwrap_or(0);
         let mut waves = self.waves.lock().unwrap_or_else(|p| p.into_inner());
         let w = waves.entry(invocation).or_default();
@@ -119,6 +125,15 @@ impl AwsCalls {
         if let Some(w) = waves.get_mut(&invocation) {
             w.in_flight = w.in_flight.saturating_sub(1);
         }
+    }
+
+    /// Runs `work` done outside AWS (a call to XDR, a source or the model) in the calling
+    /// invocation's waves: AWS calls made while it runs share its wave.
+    pub async fn external<T>(&self, what: &str, work: impl std::future::Future<Output = T>) -> T {
+        let invocation = self.started(EXTERNAL, what.to_string());
+        let out = work.await;
+        self.ended(invocation);
+        out
     }
 
     /// Marks the moment the calling invocation's work reached XDR (the comment posted): the calls
