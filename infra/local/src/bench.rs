@@ -440,7 +440,8 @@ async fn measure(o: &BenchOptions) -> Result<BenchReport, String> {
     for c in &trace {
         let stage = stage_of(c.invocation);
         if o.trace_calls {
-            eprintln!("{stage:<11} #{:<5} wave {:<2} {:<28} {}", c.invocation, c.wave, c.operation, c.what);
+            let at = c.at.saturating_duration_since(started).as_secs_f64() * 1000.0;
+            eprintln!("{at:>8.1} ms  {stage:<11} #{:<5} wave {:<2} {:<28} {}", c.invocation, c.wave, c.operation, c.what);
         }
         if c.operation != HAND_OFF && c.operation != EXTERNAL {
             *by_stage.entry(stage).or_default().entry(c.operation.clone()).or_default() += 1.0 / o.cases.max(1) as f64;

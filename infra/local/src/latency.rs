@@ -73,6 +73,8 @@ pub struct TracedCall {
     /// invocation was in flight share a wave (they run side by side); a call made when none was
     /// starts the next one. The waves are the calls in sequence.
     pub wave: u32,
+    /// When it started.
+    pub at: std::time::Instant,
 }
 
 /// An invocation's calls in flight and waves so far.
@@ -116,7 +118,13 @@ impl AwsCalls {
         w.in_flight += 1;
         let wave = w.waves;
         drop(waves);
-        self.trace.lock().unwrap_or_else(|p| p.into_inner()).push(TracedCall { invocation, operation: operation.to_string(), what, wave });
+        self.trace.lock().unwrap_or_else(|p| p.into_inner()).push(TracedCall {
+            invocation,
+            operation: operation.to_string(),
+            what,
+            wave,
+            at: std::time::Instant::now(),
+        });
         invocation
     }
 
@@ -146,6 +154,7 @@ impl AwsCalls {
             operation: HAND_OFF.to_string(),
             what: what.to_string(),
             wave,
+            at: std::time::Instant::now(),
         });
     }
 

@@ -342,6 +342,17 @@ impl Rig {
         })
     }
 
+    /// Runs the queues until the case is in the related-case index (a dead collect's message
+    /// comes back when its visibility lapses).
+    async fn until_indexed(&self) {
+        let started = std::time::Instant::now();
+        while !self.indexed().await {
+            assert!(started.elapsed() < Duration::from_secs(20), "the redelivery never wrote the related-case index");
+            while self.pipeline.pump_once().await.unwrap() > 0 {}
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Whether the case is in its tenant's related-case index (the recent-case entry).
     async fn indexed(&self) -> bool {
         let recent = dossier_core::sources::recent_pk(&self.key.tenant);
@@ -513,16 +524,25 @@ async fn execution_dies_after_xdr_isolated_and_the_retry_reads_back() {
     assert!(a.execution_result.unwrap().contains("read-back"));
 }
 
+/// Collect sends its fan-out beside its commit. Dying after the commit: the sources already
+/// have their messages and the case finishes; the redelivery writes the related-case index.
+/// Dying before it (the fan-out sent, the case not yet stored as collected): the sources answer,
+/// synthesis will not start on a case the store does not show collected, and the redelivery
+/// collects again and fans out again — the reports already stored stand — and the case
+/// finishes with one dossier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collect_dies_after_its_commit_and_its_redelivery_fans_out() {
-    let r = rig(true);
-    r.crash.arm(When::After, |w| w.table == Table::Cases && w.sk == CASE_SK && w.body.contains("\"status\":\"enriching\""));
-    r.open().await;
-    r.until("dossier posted", awaiting).await;
-    assert!(r.crash.fired());
-    let reports = r.pipeline.reports(&r.key).await.unwrap();
-    assert_eq!(reports.len(), 2, "both sources were asked and answered");
-    assert!(r.indexed().await, "the redelivery wrote the related-case index");
+async fn collect_dies_beside_its_commit_and_the_case_still_finishes_once() {
+    for when in [When::After, When::Before] {
+        let r = rig(true);
+        r.crash.arm(when, |w| w.table == Table::Cases && w.sk == CASE_SK && w.body.contains("\"status\":\"enriching\""));
+        r.open().await;
+        r.until("dossier posted", awaiting).await;
+        assert!(r.crash.fired());
+        let reports = r.pipeline.reports(&r.key).await.unwrap();
+        assert_eq!(reports.len(), 2, "both sources were asked and answered");
+        r.until_indexed().await;
+        assert_eq!(r.xdr.dossier_comments(), 1, "one dossier");
+    }
 }
 
 /// Collect dies after the fan-out, before the related-case index: the redelivery finds the case
@@ -535,13 +555,7 @@ async fn collect_dies_before_the_related_index_and_its_redelivery_writes_it() {
     r.open().await;
     r.until("dossier posted", awaiting).await;
     assert!(r.crash.fired());
-    // The dead invocation's message comes back when its visibility lapses.
-    let started = std::time::Instant::now();
-    while !r.indexed().await {
-        assert!(started.elapsed() < Duration::from_secs(20), "the redelivery never wrote the related-case index");
-        while r.pipeline.pump_once().await.unwrap() > 0 {}
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    r.until_indexed().await;
     assert_eq!(r.xdr.dossier_comments(), 1, "one dossier");
 }
 

@@ -1,5 +1,5 @@
 //! enrich: one source, one case (carried on the message as collected). Records the source's
-//! report with its audit record (the first one stands), then adds the source to the case's
+//! report with its audit record (the first one stands) while adding the source to the case's
 //! fan-in set in one atomic step; the worker that completes the set hands the case to
 //! synthesis. Enrich writes only reports, the fan-in set and the lookup cache: never the case.
 
@@ -77,23 +77,23 @@ impl Enrich {
             format!("{source_name}: {} ({} calls, {} ms)", report.status.as_str(), report.calls, report.latency_ms),
         );
         event.once_key = Some(format!("source.reported#{source_name}"));
-        let (stored, ()) = tokio::join!(self.ctx.store.report(key, &report, &event), self.remember(to_cache));
-        let (first, reported) = stored?;
-        if first {
+        // The report, the fan-in and the cache side by side: the source joins the set while its
+        // report is being stored, and whoever sees the set complete sends at once (synthesis
+        // that finds a report not stored yet reads again moments later; it claims the work
+        // once). A failed write leaves the message to come back: every step is idempotent.
+        let fan_in = async {
+            let reported = self.ctx.store.join_fan_in(key, source_name).await?;
+            if case.expected_sources.iter().all(|s| reported.contains(s)) {
+                let all = Message::Synthesize { case: key.clone(), reason: SynthesisReason::AllReported };
+                self.ctx.send(&QueueName::synthesize(), &all, Duration::ZERO).await?;
+            }
+            Ok::<_, StageError>(())
+        };
+        let (stored, fanned_in, ()) = tokio::join!(self.ctx.store.report(key, &report, &event), fan_in, self.remember(to_cache));
+        if stored? {
             self.reported(&report);
         }
-        // Fan-in: the set is the same however often a report arrives; whoever sees it complete
-        // sends, and synthesis claims the work once.
-        if case.expected_sources.iter().all(|s| reported.contains(s)) {
-            self.ctx
-                .send(
-                    &QueueName::synthesize(),
-                    &Message::Synthesize { case: key.clone(), reason: SynthesisReason::AllReported },
-                    Duration::ZERO,
-                )
-                .await?;
-        }
-        Ok(())
+        fanned_in
     }
 
     /// Answers for the shared cache. Losing them costs lookups later, never the report.

@@ -266,25 +266,25 @@ impl Store {
         Ok(self.query::<SourceReport>(Table::Reports, &key.storage_id(), SOURCE_PREFIX).await?.into_iter().map(|v| v.value).collect())
     }
 
-    /// Records a source's report with its audit record (the first report stands) and adds the
-    /// source to the case's fan-in set, side by side (one round trip, not two). So another
-    /// source can see the set complete a moment before this report is stored: synthesis that
-    /// finds a report missing from a complete set waits a moment and reads again. Returns
-    /// whether this report was the first, and the sources that have reported so far; an error
-    /// of either leaves the message to be delivered again (both writes are idempotent).
-    pub async fn report(&self, key: &CaseKey, report: &SourceReport, audit: &AuditEvent) -> Result<(bool, Vec<String>), StoreError> {
+    /// Records a source's report with its audit record, in one transaction; the first report
+    /// stands. Returns whether this one was the first.
+    pub async fn report(&self, key: &CaseKey, report: &SourceReport, audit: &AuditEvent) -> Result<bool, StoreError> {
         let pk = key.storage_id();
         let mut commit = Commit::new();
         commit.push(Write::new(Table::Reports, &pk, source_sk(&report.source), encode(report)?, Condition::Absent))?;
         commit.audit(audit)?;
-        let (stored, reported) = tokio::join!(self.commit(commit), self.docs.add_to_set(Table::Reports, &pk, FAN_IN_SK, &report.source));
-        let first = match stored? {
-            Committed::Written => true,
+        match self.commit(commit).await? {
+            Committed::Written => Ok(true),
             // Stored before, with its audit record, by an earlier delivery.
-            Committed::Conflict { index: 0 } => false,
-            Committed::Conflict { index } => return Err(StoreError::Rejected(format!("{pk}: write {index} of a report conflicted"))),
-        };
-        Ok((first, reported?))
+            Committed::Conflict { index: 0 } => Ok(false),
+            Committed::Conflict { index } => Err(StoreError::Rejected(format!("{pk}: write {index} of a report conflicted"))),
+        }
+    }
+
+    /// Adds a source to the case's fan-in set (the same set however often it is added); returns
+    /// the sources in it now.
+    pub async fn join_fan_in(&self, key: &CaseKey, source: &str) -> Result<Vec<String>, StoreError> {
+        self.docs.add_to_set(Table::Reports, &key.storage_id(), FAN_IN_SK, source).await
     }
 
     /// The audit trail of a case, oldest first.
