@@ -10,7 +10,7 @@ use dossier_core::ports::{ClosureExport, IdentityAdmin, Notifier, QueueName, Sec
 use dossier_core::signin::SignIn;
 use dossier_core::signing::LinkSigner;
 use dossier_core::sources::Source;
-use dossier_core::stages::Context;
+use dossier_core::stages::{Context, SnapshotKey};
 use dossier_core::synthesis::LanguageModel;
 
 use crate::dynamo::{DynamoStore, TableNames};
@@ -69,6 +69,26 @@ fn prepare_https_clients() {
     drop(tokio::task::spawn_blocking(|| drop(crate::tls::client_config())));
 }
 
+/// The snapshot key read from secret `id` by a task of its own; the cell is set when it is in,
+/// and stays empty without an id or when it cannot be read (logged).
+pub fn snapshot_key_in_background(secrets: Arc<dyn SecretStore>, id: Option<String>) -> SnapshotKey {
+    let cell = SnapshotKey::default();
+    let Some(id) = id else { return cell };
+    let filled = cell.clone();
+    tokio::spawn(async move {
+        let key = match secrets.get_secret(&id).await {
+            Ok(text) => LinkSigner::from_secret(&text).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match key {
+            // Only this task sets the cell.
+            Ok(key) => drop(filled.set(Arc::new(key))),
+            Err(reason) => tracing::error!(%reason, "snapshot key unavailable: records are not carried on messages"),
+        }
+    });
+    cell
+}
+
 impl Aws {
     pub async fn from_env() -> Result<Aws, WiringError> {
         let sdk = crate::aws::sdk_config().await;
@@ -118,16 +138,12 @@ impl Aws {
     }
 
     /// The key that tags records carried on messages (`DOSSIER_SNAPSHOT_KEY_SECRET_ARN`, shared by
-    /// collect, enrich, synthesize and write-back); without it nothing is carried and each
-    /// consumer reads the store.
-    pub async fn snapshot_key(&self) -> Result<Option<Arc<LinkSigner>>, WiringError> {
-        if env::var("DOSSIER_SNAPSHOT_KEY_SECRET_ARN").is_none() {
-            return Ok(None);
-        }
-        let text = self.secret("DOSSIER_SNAPSHOT_KEY_SECRET_ARN").await?;
-        LinkSigner::from_secret(&text)
-            .map(|k| Some(Arc::new(k)))
-            .map_err(|e| WiringError::Secret { var: "DOSSIER_SNAPSHOT_KEY_SECRET_ARN", reason: e.to_string() })
+    /// collect, enrich, synthesize and write-back), read in the background: carrying records
+    /// saves reads, it is not needed to work, so the function does not wait for it at start.
+    /// Until it is in (or if it cannot be read: logged) nothing is carried and each consumer
+    /// reads the store.
+    pub fn snapshot_key(&self) -> SnapshotKey {
+        snapshot_key_in_background(self.secrets.clone(), env::var("DOSSIER_SNAPSHOT_KEY_SECRET_ARN"))
     }
 
     /// Approver sign-in with OpenID Connect when `DOSSIER_OIDC_ISSUER` and `DOSSIER_OIDC_CLIENT_ID`

@@ -9,8 +9,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
-    // Both secrets at once: against Secrets Manager each read is a network round trip.
-    let (xdr, snapshot_key) = tokio::try_join!(aws.xdr(), aws.snapshot_key())?;
-    let handler = Arc::new(Collect::new(aws.context("collect").with_snapshot_key(snapshot_key), xdr));
+    let snapshot_key = aws.snapshot_key();
+    let handler = Arc::new(Collect::new(aws.context("collect").with_snapshot_key(snapshot_key), aws.xdr().await?));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::collect()).await
 }

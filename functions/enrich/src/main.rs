@@ -11,8 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     let source_name = env::required("DOSSIER_SOURCE")?;
-    // Both secrets at once: against Secrets Manager each read is a network round trip.
-    let (source, snapshot_key) = tokio::try_join!(aws.source(&source_name), aws.snapshot_key())?;
-    let handler = Arc::new(Enrich::new(aws.context("enrich").with_snapshot_key(snapshot_key), vec![source]));
+    let snapshot_key = aws.snapshot_key();
+    let handler = Arc::new(Enrich::new(aws.context("enrich").with_snapshot_key(snapshot_key), vec![aws.source(&source_name).await?]));
     lambda::serve_queue(handler, aws.queue.clone(), QueueName::enrich(&source_name)).await
 }

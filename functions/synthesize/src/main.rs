@@ -10,7 +10,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     // Both secrets at once: against Secrets Manager each read is a network round trip.
-    let (signer, model, snapshot_key) = tokio::try_join!(aws.link_signer(), aws.model(), aws.snapshot_key())?;
+    let snapshot_key = aws.snapshot_key();
+    let (signer, model) = tokio::try_join!(aws.link_signer(), aws.model())?;
     let mut synthesize = Synthesize::new(aws.context("synthesize").with_snapshot_key(snapshot_key), signer);
     if let Some(model) = model {
         synthesize = synthesize.with_model(model);

@@ -11,8 +11,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_json();
     let aws = Aws::from_env().await?;
     // The secrets at once: against Secrets Manager each read is a network round trip.
-    let (xdr, identity, notifiers, exports, snapshot_key) =
-        tokio::try_join!(aws.xdr(), aws.identity(), aws.notifiers(), aws.closure_exports(), aws.snapshot_key())?;
+    let snapshot_key = aws.snapshot_key();
+    let (xdr, identity, notifiers, exports) = tokio::try_join!(aws.xdr(), aws.identity(), aws.notifiers(), aws.closure_exports())?;
     let mut writeback = Writeback::new(aws.context("writeback").with_snapshot_key(snapshot_key), xdr);
     if let Some(identity) = identity {
         writeback = writeback.with_identity(identity);

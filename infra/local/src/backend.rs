@@ -279,10 +279,17 @@ pub fn no_webhooks() -> WebhookSecrets {
 
 /// The key that tags records carried on messages, one per local pipeline (its stages share a
 /// process); none if the OS gives no randomness, and then nothing is carried.
-fn local_snapshot_key() -> Option<Arc<dossier_core::signing::LinkSigner>> {
-    let secret = dossier_core::random::new_secret().ok()?;
-    let key = dossier_core::signing::SigningKey { id: "local".into(), secret: secret.into_bytes() };
-    dossier_core::signing::LinkSigner::new(vec![key]).ok().map(Arc::new)
+fn local_snapshot_key() -> dossier_core::stages::SnapshotKey {
+    let cell = dossier_core::stages::SnapshotKey::default();
+    let signer = dossier_core::random::new_secret().ok().and_then(|secret| {
+        let key = dossier_core::signing::SigningKey { id: "local".into(), secret: secret.into_bytes() };
+        dossier_core::signing::LinkSigner::new(vec![key]).ok()
+    });
+    if let Some(signer) = signer {
+        // A fresh cell: it cannot be set already.
+        drop(cell.set(Arc::new(signer)));
+    }
+    cell
 }
 
 impl LocalPipeline {

@@ -348,6 +348,38 @@ async fn secrets_manager_on_moto() {
     assert!(matches!(mem.get_secret("does-not-exist").await, Err(SecretError::NotFound(_))));
 }
 
+/// The snapshot key is read in the background from Secrets Manager: the cell fills once it is
+/// in, and stays empty (nothing carried, every consumer reads the store) for a secret that is
+/// missing or too short to be a key, or without one configured.
+#[tokio::test]
+async fn the_snapshot_key_fills_in_the_background_or_stays_empty() {
+    use dossier_adapters::wiring::snapshot_key_in_background;
+    let sdk = dossier_adapters::aws::sdk_config_for(&moto_endpoint()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let prefix = unique_prefix("snapshot");
+    let (good, short) = (format!("{prefix}key"), format!("{prefix}short"));
+    client.create_secret().name(&good).secret_string("0123456789abcdef0123456789abcdef-snapshot").send().await.unwrap();
+    client.create_secret().name(&short).secret_string("too-short").send().await.unwrap();
+    let store: Arc<dyn dossier_core::ports::SecretStore> = Arc::new(dossier_adapters::secrets::SecretsManager::new(client));
+    let filled = snapshot_key_in_background(store.clone(), Some(good));
+    let empty = [
+        snapshot_key_in_background(store.clone(), Some(short)),
+        snapshot_key_in_background(store.clone(), Some(format!("{prefix}missing"))),
+        snapshot_key_in_background(store, None),
+    ];
+    for _ in 0..100 {
+        if filled.get().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = filled.get().expect("the key was read");
+    let tag = key.tag("snapshot", &[b"1", b"body"]);
+    assert!(key.check_tag("snapshot", &[b"1", b"body"], &tag));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(empty.iter().all(|c| c.get().is_none()), "no key from a short, a missing or no secret");
+}
+
 // -------------------------------------------------------------------------------------- XdrApi
 
 const DEMO_INCIDENT: &str = include_str!("../../../../infra/local/samples/xdr/demo_powershell_stager.json");

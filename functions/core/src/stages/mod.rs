@@ -140,10 +140,14 @@ pub struct Context {
     pub actor: &'static str,
     pub limits: RateLimiter,
     pub metrics: Arc<dyn crate::metrics::Metrics>,
-    /// Tags the records carried on messages (see [`Snapshot`]); without it nothing is carried
-    /// and every consumer reads the store.
-    snapshot_key: Option<Arc<LinkSigner>>,
+    /// Tags the records carried on messages (see [`Snapshot`]); until it is set (a function
+    /// loads it in the background after it starts) nothing is carried and every consumer reads
+    /// the store.
+    snapshot_key: SnapshotKey,
 }
+
+/// The key that tags carried records, once loaded.
+pub type SnapshotKey = Arc<std::sync::OnceLock<Arc<LinkSigner>>>;
 
 impl Context {
     pub fn new(
@@ -161,24 +165,25 @@ impl Context {
             config,
             actor,
             metrics: Arc::new(crate::metrics::NoMetrics),
-            snapshot_key: None,
+            snapshot_key: SnapshotKey::default(),
         }
     }
 
-    /// Carries records on messages, tagged with this key (shared by the senders and readers).
-    pub fn with_snapshot_key(mut self, key: Option<Arc<LinkSigner>>) -> Context {
+    /// Carries records on messages, tagged with this key (shared by the senders and readers)
+    /// once it is set.
+    pub fn with_snapshot_key(mut self, key: SnapshotKey) -> Context {
         self.snapshot_key = key;
         self
     }
 
     /// `record` at `version`, tagged to ride on a message (none without a key, or too large).
     pub fn snapshot<R: serde::Serialize>(&self, record: &R, version: u64) -> Option<Snapshot> {
-        Snapshot::of(record, version, self.snapshot_key.as_deref()?)
+        Snapshot::of(record, version, self.snapshot_key.get()?)
     }
 
     /// The record a message carries, if its tag verifies under this pipeline's key.
     pub fn carried<R: serde::de::DeserializeOwned>(&self, snapshot: Option<Snapshot>) -> Option<Versioned<R>> {
-        let key = self.snapshot_key.as_deref()?;
+        let key = self.snapshot_key.get()?;
         let carried = snapshot?.value(key);
         if carried.is_none() {
             tracing::warn!("a carried record failed its tag or did not parse; the store decides");
