@@ -70,20 +70,32 @@ fn prepare_https_clients() {
 }
 
 /// The snapshot key read from secret `id` by a task of its own; the cell is set when it is in,
-/// and stays empty without an id or when it cannot be read (logged).
+/// and stays empty without an id, when the secret is not a key, or when Secrets Manager still
+/// fails after a few tries spaced out over ~30 s (logged).
 pub fn snapshot_key_in_background(secrets: Arc<dyn SecretStore>, id: Option<String>) -> SnapshotKey {
+    const TRIES: u32 = 5;
     let cell = SnapshotKey::default();
     let Some(id) = id else { return cell };
     let filled = cell.clone();
     tokio::spawn(async move {
-        let key = match secrets.get_secret(&id).await {
-            Ok(text) => LinkSigner::from_secret(&text).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match key {
-            // Only this task sets the cell.
-            Ok(key) => drop(filled.set(Arc::new(key))),
-            Err(reason) => tracing::error!(%reason, "snapshot key unavailable: records are not carried on messages"),
+        for attempt in 1..=TRIES {
+            match secrets.get_secret(&id).await {
+                Ok(text) => {
+                    match LinkSigner::from_secret(&text) {
+                        // Only this task sets the cell.
+                        Ok(key) => drop(filled.set(Arc::new(key))),
+                        Err(e) => tracing::error!(reason = %e, "snapshot key unusable: records are not carried on messages"),
+                    }
+                    return;
+                }
+                Err(e) if attempt == TRIES => {
+                    tracing::error!(reason = %e, "snapshot key unavailable: records are not carried on messages");
+                }
+                Err(e) => {
+                    tracing::warn!(reason = %e, attempt, "snapshot key not read yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                }
+            }
         }
     });
     cell

@@ -27,6 +27,9 @@ pub enum SynthesisReason {
 pub struct Snapshot {
     pub version: u64,
     pub body: String,
+    /// Absent on messages sent before snapshots were tagged: such a copy reads as untagged
+    /// (ignored), never as a malformed message.
+    #[serde(default)]
     pub tag: String,
 }
 
@@ -161,6 +164,11 @@ impl Message {
     }
 
     pub fn parse(body: &str) -> Result<Message, MessageError> {
+        Self::parse_counted(body).map(|(message, _)| message)
+    }
+
+    /// The message and how often it was sent again to wait so far.
+    pub fn parse_counted(body: &str) -> Result<(Message, u32), MessageError> {
         let env: Envelope = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
         if env.v != MESSAGE_VERSION {
             return Err(MessageError::Version(env.v));
@@ -168,7 +176,7 @@ impl Message {
         // Keys inside a message are validated like keys at the door.
         let case = env.message.case();
         CaseKey::new(&case.tenant, &case.incident_id).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        Ok(env.message)
+        Ok((env.message, env.deferred))
     }
 }
 
@@ -206,6 +214,14 @@ mod tests {
         assert!(altered.value::<serde_json::Value>(&key(1)).is_none(), "altered body");
         assert!(Snapshot { version: 4, ..s.clone() }.value::<serde_json::Value>(&key(1)).is_none(), "another version");
         assert!(Snapshot { tag: String::new(), ..s }.value::<serde_json::Value>(&key(1)).is_none(), "untagged");
+    }
+
+    #[test]
+    fn a_message_with_an_untagged_snapshot_still_parses() {
+        let body =
+            r#"{"v":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":"{}"}}"#;
+        let Ok(Message::Enrich { snapshot: Some(s), .. }) = Message::parse(body) else { panic!("{body}") };
+        assert!(s.tag.is_empty() && s.value::<serde_json::Value>(&key(1)).is_none());
     }
 
     #[test]

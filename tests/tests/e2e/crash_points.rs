@@ -524,14 +524,11 @@ async fn execution_dies_after_xdr_isolated_and_the_retry_reads_back() {
     assert!(a.execution_result.unwrap().contains("read-back"));
 }
 
-/// Collect sends its fan-out beside its commit. Dying after the commit: the sources already
-/// have their messages and the case finishes; the redelivery writes the related-case index.
-/// Dying before it (the fan-out sent, the case not yet stored as collected): the sources answer,
-/// synthesis will not start on a case the store does not show collected, and the redelivery
-/// collects again and fans out again — the reports already stored stand — and the case
-/// finishes with one dossier.
+/// Collect dies right before or right after its commit (before the fan-out): the redelivery
+/// collects (or finds the case collected), fans out, and writes the related-case index; the
+/// case finishes with one dossier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collect_dies_beside_its_commit_and_the_case_still_finishes_once() {
+async fn collect_dies_around_its_commit_and_the_case_still_finishes_once() {
     for when in [When::After, When::Before] {
         let r = rig(true);
         r.crash.arm(when, |w| w.table == Table::Cases && w.sk == CASE_SK && w.body.contains("\"status\":\"enriching\""));

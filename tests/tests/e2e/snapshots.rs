@@ -213,7 +213,11 @@ async fn a_forged_case_asks_no_source_about_what_the_stored_case_does_not_hold()
     assert!(!seen.is_empty(), "the stored case was enriched");
     assert!(!seen.iter().any(|v| v.contains("planted-secret")), "{seen:?}");
     // The witness reported, attack has not: the stored case still waits for it.
-    assert_eq!(p.case(&key).await.unwrap().unwrap().status, CaseStatus::Enriching, "no early synthesis");
+    assert_eq!(
+        p.case(&key).await.unwrap().unwrap().status,
+        CaseStatus::Enriching,
+        "the forged copies named only `witness` as expected: the stored case still waits for `attack`"
+    );
     pump_idle(&p).await;
     assert!(p.case(&key).await.unwrap().unwrap().status.is_settled());
     assert_eq!(xdr.writes().len(), 1);

@@ -25,6 +25,9 @@ impl Default for LookupLimits {
     }
 }
 
+/// Below this much time left in the budget a lookup is not started.
+const MIN_LOOKUP_TIME: Duration = Duration::from_millis(250);
+
 /// Quotas shared by every invocation of a source (e.g. VirusTotal public: 4/min and 500/day).
 #[derive(Clone)]
 pub struct Quota {
@@ -109,7 +112,7 @@ impl<S: IndicatorSource> PerIndicator<S> {
         ind: &Indicator,
         cached: Option<Lookup>,
         calls: &CallCounter,
-        left: Duration,
+        stop_at: Instant,
     ) -> (Result<Lookup, LookupError>, bool, Option<Write>) {
         if let Some(hit) = cached {
             return (Ok(hit), true, None);
@@ -135,6 +138,12 @@ impl<S: IndicatorSource> PerIndicator<S> {
                     Err(LimitError::Store(e)) => return (Err(LookupError::Transport(format!("quota store: {e}"))), false, None),
                 }
             }
+        }
+        // What is left of the budget after waiting for the turn and the quota: too little for a
+        // lookup to answer, and none is started (the call and the quota would be spent for nothing).
+        let left = stop_at.saturating_duration_since(Instant::now());
+        if left < MIN_LOOKUP_TIME {
+            return (Err(LookupError::Timeout), false, None);
         }
         let result = match tokio::time::timeout(self.limits.per_lookup_timeout.min(left), self.inner.lookup(ind, calls)).await {
             Ok(r) => r,
@@ -197,11 +206,10 @@ impl<S: IndicatorSource> Source for PerIndicator<S> {
         // `None`: not asked, the budget was spent.
         let results: Vec<(Indicator, Option<Result<Lookup, LookupError>>, bool, Option<Write>)> = stream::iter(with_cached)
             .map(|(ind, hit): (Indicator, Option<Lookup>)| async move {
-                let left = stop_at.saturating_duration_since(Instant::now());
-                if hit.is_none() && left.is_zero() {
+                if hit.is_none() && stop_at.saturating_duration_since(Instant::now()) < MIN_LOOKUP_TIME {
                     return (ind, None, false, None);
                 }
-                let (r, cached, to_cache) = self.one(&ind, hit, calls_ref, left).await;
+                let (r, cached, to_cache) = self.one(&ind, hit, calls_ref, stop_at).await;
                 (ind, Some(r), cached, to_cache)
             })
             .buffer_unordered(self.limits.concurrency.max(1))

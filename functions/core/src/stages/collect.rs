@@ -112,18 +112,14 @@ impl Collect {
                 case.expected_sources.len()
             ),
         ))?;
-        // The fan-out beside the commit (one round trip, not two): each message carries the
-        // case as committed here, so no source waits for the store. If the commit fails or
-        // another delivery collected first, the messages sent are duplicates of what the retry
-        // or that delivery sends (reports: the first stands), and synthesis reads the stored
-        // case, never the messages.
-        let (committed, sent) = tokio::join!(self.ctx.store.commit(commit), self.fan_out(&case, stored_version + 1));
-        if let Committed::Conflict { .. } = committed? {
+        // The commit before the fan-out: a message never describes a case the store does not
+        // hold (a commit lost to a resolution or another delivery sends nothing).
+        if let Committed::Conflict { .. } = self.ctx.store.commit(commit).await? {
             info!("collected by another worker");
             return Ok(());
         }
-        sent?;
         info!(indicators = case.indicators.len(), techniques = case.techniques.len(), alerts = case.alert_count, "collected");
+        self.fan_out(&case, stored_version + 1).await?;
         // The related-case index is not on the way to the dossier: after the hand-off.
         crate::sources::index_case(self.ctx.store.docs().as_ref(), &case, now, &self.known_tenants).await?;
         Ok(())

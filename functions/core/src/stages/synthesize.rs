@@ -32,6 +32,9 @@ pub struct Synthesize {
 /// flight when the set completed).
 const REPORT_IN_FLIGHT: Duration = Duration::from_secs(2);
 
+/// How many times an `all_reported` message reads again for such a report.
+const REPORT_IN_FLIGHT_READS: u32 = 5;
+
 /// The one dossier draft of a case.
 pub const DRAFT_ID: &str = "dossier-1";
 
@@ -63,7 +66,8 @@ impl Synthesize {
         self
     }
 
-    async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason, deadline: Deadline) -> Result<(), StageError> {
+    /// `waited`: how often this message was sent again to wait.
+    async fn synthesize(&self, key: &CaseKey, reason: SynthesisReason, waited: u32, deadline: Deadline) -> Result<(), StageError> {
         // The case and the reports side by side: one round trip (reports only grow).
         let (stored, reports) = tokio::join!(self.ctx.store.case(key), self.ctx.store.reports(key));
         let Some(stored) = stored? else {
@@ -80,8 +84,14 @@ impl Synthesize {
                 if now < due && !complete {
                     if reason == SynthesisReason::AllReported {
                         // A source joins the fan-in set while its report is being stored: one
-                        // may be a moment behind the set. Read again shortly (a forged message
-                        // only makes reads until the deadline).
+                        // may be a moment behind the set. Read again shortly, a few times; then
+                        // the message is done (a source whose write keeps failing sends again
+                        // when it succeeds, and the deadline message is queued; a forged one
+                        // costs a few reads).
+                        if waited >= REPORT_IN_FLIGHT_READS {
+                            warn!(waited, "`all_reported` but a report is still missing; the deadline decides");
+                            return Ok(());
+                        }
                         info!("`all_reported` with a report not stored yet; reading again shortly");
                         let after = ms_until(now, due).min(REPORT_IN_FLIGHT);
                         return Err(StageError::RetryLater { reason: "a report is still being stored".into(), after });
@@ -434,12 +444,12 @@ fn model_metrics(run: &crate::synthesis::ModelRun, fell_back: bool, price: Optio
 #[async_trait]
 impl MessageHandler for Synthesize {
     async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError> {
-        match Message::parse(body)? {
-            Message::Synthesize { case, reason } => {
+        match Message::parse_counted(body)? {
+            (Message::Synthesize { case, reason }, waited) => {
                 let span = tracing::info_span!("case", case = %case, stage = "synthesize");
-                self.synthesize(&case, reason, deadline).instrument(span).await
+                self.synthesize(&case, reason, waited, deadline).instrument(span).await
             }
-            Message::Close { case, resolution } => {
+            (Message::Close { case, resolution }, _) => {
                 let span = tracing::info_span!("case", case = %case, stage = "closure");
                 self.close(&case, &resolution).instrument(span).await
             }
