@@ -103,12 +103,35 @@ pub async fn serve_http(handler: Arc<dyn HttpHandler>) -> Result<(), lambda_runt
 
 /// Runs a queue consumer as a Lambda behind an SQS event source mapping with
 /// `ReportBatchItemFailures`.
+/// Set when the function received its first event: init is over.
+static SERVING: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+static SERVING_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn mark_serving() {
+    if SERVING.set(()).is_ok() {
+        SERVING_CHANGED.notify_waiters();
+    }
+}
+
+/// Resolves once the function has received its first event: for work that must not lengthen
+/// init (a cold start) nor compete with it for the network.
+pub async fn serving() {
+    loop {
+        let changed = SERVING_CHANGED.notified();
+        if SERVING.get().is_some() {
+            return;
+        }
+        changed.await;
+    }
+}
+
 pub async fn serve_queue(
     handler: Arc<dyn MessageHandler>,
     queue: Arc<dyn Queue>,
     queue_name: QueueName,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        mark_serving();
         let (handler, queue, queue_name) = (handler.clone(), queue.clone(), queue_name.clone());
         let deadline = Deadline { at_ms: i64::try_from(event.context.deadline).unwrap_or(i64::MAX) };
         async move { Ok::<_, lambda_runtime::Error>(process_sqs_batch(&*handler, &*queue, &queue_name, event.payload, deadline).await) }

@@ -69,15 +69,20 @@ fn prepare_https_clients() {
     drop(tokio::task::spawn_blocking(|| drop(crate::tls::client_config())));
 }
 
-/// The snapshot key read from secret `id` by a task of its own; the cell is set when it is in,
-/// and stays empty without an id, when the secret is not a key, or when Secrets Manager still
-/// fails after a few tries spaced out over ~30 s (logged).
-pub fn snapshot_key_in_background(secrets: Arc<dyn SecretStore>, id: Option<String>) -> SnapshotKey {
+/// The snapshot key read from secret `id` by a task of its own, once `after` resolves; the cell
+/// is set when it is in, and stays empty without an id, when the secret is not a key, or when
+/// Secrets Manager still fails after a few tries spaced out over ~30 s (logged).
+pub fn snapshot_key_in_background(
+    secrets: Arc<dyn SecretStore>,
+    id: Option<String>,
+    after: impl std::future::Future<Output = ()> + Send + 'static,
+) -> SnapshotKey {
     const TRIES: u32 = 5;
     let cell = SnapshotKey::default();
     let Some(id) = id else { return cell };
     let filled = cell.clone();
     tokio::spawn(async move {
+        after.await;
         for attempt in 1..=TRIES {
             match secrets.get_secret(&id).await {
                 Ok(text) => {
@@ -150,12 +155,14 @@ impl Aws {
     }
 
     /// The key that tags records carried on messages (`DOSSIER_SNAPSHOT_KEY_SECRET_ARN`, shared by
-    /// collect, enrich, synthesize and write-back), read in the background: carrying records
-    /// saves reads, it is not needed to work, so the function does not wait for it at start.
+    /// collect, enrich, synthesize and write-back), read in the background once the function
+    /// serves: carrying records saves reads, it is not needed to work, so a cold start does not
+    /// wait for it.
     /// Until it is in (or if it cannot be read: logged) nothing is carried and each consumer
     /// reads the store.
     pub fn snapshot_key(&self) -> SnapshotKey {
-        snapshot_key_in_background(self.secrets.clone(), env::var("DOSSIER_SNAPSHOT_KEY_SECRET_ARN"))
+        // Read once the function serves: init neither waits for it nor shares its round trips.
+        snapshot_key_in_background(self.secrets.clone(), env::var("DOSSIER_SNAPSHOT_KEY_SECRET_ARN"), crate::lambda::serving())
     }
 
     /// Approver sign-in with OpenID Connect when `DOSSIER_OIDC_ISSUER` and `DOSSIER_OIDC_CLIENT_ID`

@@ -361,11 +361,18 @@ async fn the_snapshot_key_fills_in_the_background_or_stays_empty() {
     client.create_secret().name(&good).secret_string("0123456789abcdef0123456789abcdef-snapshot").send().await.unwrap();
     client.create_secret().name(&short).secret_string("too-short").send().await.unwrap();
     let store: Arc<dyn dossier_core::ports::SecretStore> = Arc::new(dossier_adapters::secrets::SecretsManager::new(client));
-    let filled = snapshot_key_in_background(store.clone(), Some(good));
+    // Read only once the function serves (here: when told).
+    let (serving, started) = tokio::sync::oneshot::channel::<()>();
+    let filled = snapshot_key_in_background(store.clone(), Some(good), async move {
+        started.await.ok();
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(filled.get().is_none(), "not read before the function serves");
+    serving.send(()).unwrap();
     let empty = [
-        snapshot_key_in_background(store.clone(), Some(short)),
-        snapshot_key_in_background(store.clone(), Some(format!("{prefix}missing"))),
-        snapshot_key_in_background(store, None),
+        snapshot_key_in_background(store.clone(), Some(short), std::future::ready(())),
+        snapshot_key_in_background(store.clone(), Some(format!("{prefix}missing")), std::future::ready(())),
+        snapshot_key_in_background(store, None, std::future::ready(())),
     ];
     for _ in 0..100 {
         if filled.get().is_some() {
