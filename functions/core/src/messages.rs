@@ -36,26 +36,42 @@ pub struct Snapshot {
 /// The MAC purpose of snapshot tags (never valid as a link or a cookie).
 const SNAPSHOT_PURPOSE: &str = "snapshot";
 
+/// A record that may ride on a message. Its kind is part of the tag: a case's tag never
+/// verifies a draft, nor a draft's a case.
+pub trait Carried: Serialize + serde::de::DeserializeOwned {
+    const KIND: &'static str;
+}
+
+impl Carried for crate::domain::Case {
+    const KIND: &'static str = "case";
+}
+
+impl Carried for crate::domain::Draft {
+    const KIND: &'static str = "draft";
+}
+
 impl Snapshot {
     /// Bodies up to this size, as escaped inside the message, ride on it (SQS bills each 64 KB
     /// of a message as one request); a larger record is read by the consumer instead.
     pub const MAX_BYTES: usize = 48 * 1024;
 
-    pub fn of<R: Serialize>(record: &R, version: u64, key: &LinkSigner) -> Option<Snapshot> {
+    pub fn of<R: Carried>(record: &R, version: u64, key: &LinkSigner) -> Option<Snapshot> {
         let body = serde_json::to_string(record).ok()?;
         // Inside the message the body is a JSON string: each quote and backslash gains one.
         let escaped = body.len() + body.bytes().filter(|b| matches!(b, b'"' | b'\\')).count();
         if escaped > Self::MAX_BYTES {
             return None;
         }
-        let tag = key.tag(SNAPSHOT_PURPOSE, &[version.to_string().as_bytes(), body.as_bytes()]);
+        let tag = key.tag(SNAPSHOT_PURPOSE, &[R::KIND.as_bytes(), version.to_string().as_bytes(), body.as_bytes()]);
         Some(Snapshot { version, body, tag })
     }
 
     /// The record, or `None` if its tag does not verify or it does not read as one (then the
     /// consumer reads the store).
-    pub fn value<R: serde::de::DeserializeOwned>(&self, key: &LinkSigner) -> Option<crate::store::Versioned<R>> {
-        if !key.check_tag(SNAPSHOT_PURPOSE, &[self.version.to_string().as_bytes(), self.body.as_bytes()], &self.tag) {
+    pub fn value<R: Carried>(&self, key: &LinkSigner) -> Option<crate::store::Versioned<R>> {
+        let version = self.version.to_string();
+        let parts: [&[u8]; 3] = [R::KIND.as_bytes(), version.as_bytes(), self.body.as_bytes()];
+        if !key.check_tag(SNAPSHOT_PURPOSE, &parts, &self.tag) {
             return None;
         }
         serde_json::from_str(&self.body).ok().map(|value| crate::store::Versioned { value, version: self.version })
@@ -199,21 +215,34 @@ mod tests {
         assert_eq!(Message::deferred(&twice, 2), Err(MessageError::DeferredTooOften(2)));
     }
 
+    /// A record for the tests, and another kind with the same shape.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Note(serde_json::Value);
+    impl Carried for Note {
+        const KIND: &'static str = "note";
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Other(serde_json::Value);
+    impl Carried for Other {
+        const KIND: &'static str = "other";
+    }
+
     fn key(fill: u8) -> LinkSigner {
         LinkSigner::new(vec![crate::signing::SigningKey { id: "s1".into(), secret: vec![fill; 32] }]).unwrap()
     }
 
     #[test]
     fn a_snapshot_is_read_only_as_tagged() {
-        let record = serde_json::json!({"comment": "as created", "quote": "\"q\""});
+        let record = Note(serde_json::json!({"comment": "as created", "quote": "\"q\""}));
         let s = Snapshot::of(&record, 3, &key(1)).unwrap();
-        assert_eq!(s.value::<serde_json::Value>(&key(1)).unwrap().value, record);
-        assert_eq!(s.value::<serde_json::Value>(&key(1)).unwrap().version, 3);
-        assert!(s.value::<serde_json::Value>(&key(2)).is_none(), "another key");
+        assert!(s.value::<Other>(&key(1)).is_none(), "another kind of record");
+        assert_eq!(s.value::<Note>(&key(1)).unwrap().value, record);
+        assert_eq!(s.value::<Note>(&key(1)).unwrap().version, 3);
+        assert!(s.value::<Note>(&key(2)).is_none(), "another key");
         let altered = Snapshot { body: s.body.replace("as created", "FORGED"), ..s.clone() };
-        assert!(altered.value::<serde_json::Value>(&key(1)).is_none(), "altered body");
-        assert!(Snapshot { version: 4, ..s.clone() }.value::<serde_json::Value>(&key(1)).is_none(), "another version");
-        assert!(Snapshot { tag: String::new(), ..s }.value::<serde_json::Value>(&key(1)).is_none(), "untagged");
+        assert!(altered.value::<Note>(&key(1)).is_none(), "altered body");
+        assert!(Snapshot { version: 4, ..s.clone() }.value::<Note>(&key(1)).is_none(), "another version");
+        assert!(Snapshot { tag: String::new(), ..s }.value::<Note>(&key(1)).is_none(), "untagged");
     }
 
     #[test]
@@ -221,7 +250,7 @@ mod tests {
         let body =
             r#"{"v":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":"{}"}}"#;
         let Ok(Message::Enrich { snapshot: Some(s), .. }) = Message::parse(body) else { panic!("{body}") };
-        assert!(s.tag.is_empty() && s.value::<serde_json::Value>(&key(1)).is_none());
+        assert!(s.tag.is_empty() && s.value::<Note>(&key(1)).is_none());
     }
 
     #[test]
@@ -229,8 +258,8 @@ mod tests {
         // Quotes double inside the message: a body under the cap raw but over it escaped.
         let quotes = "\"".repeat(Snapshot::MAX_BYTES / 3);
         assert!(serde_json::to_string(&quotes).unwrap().len() <= Snapshot::MAX_BYTES);
-        assert!(Snapshot::of(&quotes, 1, &key(1)).is_none());
-        let s = Snapshot::of(&"x".repeat(Snapshot::MAX_BYTES - 4), 1, &key(1)).expect("two quotes, escaped: at the cap");
+        assert!(Snapshot::of(&Note(quotes.into()), 1, &key(1)).is_none());
+        let s = Snapshot::of(&Note("x".repeat(Snapshot::MAX_BYTES - 4).into()), 1, &key(1)).expect("two quotes, escaped: at the cap");
         let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "otx".into(), snapshot: Some(s) };
         assert!(m.to_body().len() < Snapshot::MAX_BYTES + 1024);
     }

@@ -123,7 +123,7 @@ fn foreign_key() -> LinkSigner {
 
 /// A copy as forged three ways: untagged, tagged under another key, and the genuine tag over an
 /// altered body.
-fn forgeries<R: serde::Serialize>(genuine: &Snapshot, altered: &R, version: u64) -> Vec<Snapshot> {
+fn forgeries<R: dossier_core::messages::Carried>(genuine: &Snapshot, altered: &R, version: u64) -> Vec<Snapshot> {
     let body = serde_json::to_string(altered).unwrap();
     vec![
         Snapshot { version, body: body.clone(), tag: String::new() },

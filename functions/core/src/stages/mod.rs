@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::config::PipelineConfig;
 use crate::domain::{AuditEvent, Case, CaseKey, OpenActions};
-use crate::messages::{Message, MessageError, Snapshot};
+use crate::messages::{Carried, Message, MessageError, Snapshot};
 use crate::ports::{Clock, DocStore, Queue, QueueError, QueueName, StoreError, XdrError};
 use crate::ratelimit::{LimitError, RateLimiter};
 use crate::signing::LinkSigner;
@@ -177,12 +177,12 @@ impl Context {
     }
 
     /// `record` at `version`, tagged to ride on a message (none without a key, or too large).
-    pub fn snapshot<R: serde::Serialize>(&self, record: &R, version: u64) -> Option<Snapshot> {
+    pub fn snapshot<R: Carried>(&self, record: &R, version: u64) -> Option<Snapshot> {
         Snapshot::of(record, version, self.snapshot_key.get()?)
     }
 
     /// The record a message carries, if its tag verifies under this pipeline's key.
-    pub fn carried<R: serde::de::DeserializeOwned>(&self, snapshot: Option<Snapshot>) -> Option<Versioned<R>> {
+    pub fn carried<R: Carried>(&self, snapshot: Option<Snapshot>) -> Option<Versioned<R>> {
         let key = self.snapshot_key.get()?;
         let carried = snapshot?.value(key);
         if carried.is_none() {
