@@ -101,8 +101,6 @@ pub async fn serve_http(handler: Arc<dyn HttpHandler>) -> Result<(), lambda_runt
     .await
 }
 
-/// Runs a queue consumer as a Lambda behind an SQS event source mapping with
-/// `ReportBatchItemFailures`.
 /// Set when the function received its first event: init is over.
 static SERVING: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 static SERVING_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
@@ -125,6 +123,8 @@ pub async fn serving() {
     }
 }
 
+/// Runs a queue consumer as a Lambda behind an SQS event source mapping with
+/// `ReportBatchItemFailures`.
 pub async fn serve_queue(
     handler: Arc<dyn MessageHandler>,
     queue: Arc<dyn Queue>,

@@ -316,6 +316,16 @@ impl Case {
         }
     }
 
+    /// The expected sources not among `reported` (source names), in the order they were asked.
+    pub fn missing_sources<S: AsRef<str>>(&self, reported: &[S]) -> Vec<String> {
+        self.expected_sources.iter().filter(|s| !reported.iter().any(|r| r.as_ref() == s.as_str())).cloned().collect()
+    }
+
+    /// When the case last entered `status`, if it ever did.
+    pub fn entered(&self, status: CaseStatus) -> Option<i64> {
+        self.history.iter().rev().find(|c| c.status == status).map(|c| c.at_ms)
+    }
+
     /// The one place a status changes: checks the table, records the change, and starts the new
     /// status's budget afresh.
     fn move_to(&mut self, next: CaseStatus, due_at_ms: Option<i64>, now_ms: i64) -> Result<(), InvalidTransition> {
@@ -528,6 +538,17 @@ mod tests {
             (AwaitingApproval, Failed),
         ]
     };
+
+    #[test]
+    fn missing_sources_and_when_a_status_was_entered() {
+        let mut c = case();
+        assert_eq!(c.entered(CaseStatus::Enriching), None);
+        assert!(c.collected(vec!["attack".into(), "otx".into(), "vt".into()], 90_000, 5_000));
+        assert_eq!(c.entered(CaseStatus::Enriching), Some(5_000));
+        assert_eq!(c.entered(CaseStatus::Received), Some(c.received_at_ms));
+        assert_eq!(c.missing_sources(&["otx"]), vec!["attack".to_string(), "vt".to_string()]);
+        assert!(c.missing_sources(&["vt", "attack", "otx", "other"]).is_empty());
+    }
 
     #[test]
     fn the_transition_table_allows_exactly_the_listed_moves() {

@@ -44,9 +44,7 @@ impl Collect {
                 if case.status == CaseStatus::Enriching {
                     self.fan_out(case, stored.version).await?;
                 }
-                if let Some(deadline) = case.enrich_deadline_ms {
-                    let enrich_ms = i64::try_from(self.ctx.config.enrich_deadline.as_millis()).unwrap_or(i64::MAX / 4);
-                    let collected_at = deadline.saturating_sub(enrich_ms);
+                if let Some(collected_at) = case.entered(CaseStatus::Enriching) {
                     crate::sources::index_case(self.ctx.store.docs().as_ref(), case, collected_at, &self.known_tenants).await?;
                 }
                 return Ok(());

@@ -83,7 +83,7 @@ impl Enrich {
         // once). A failed write leaves the message to come back: every step is idempotent.
         let fan_in = async {
             let reported = self.ctx.store.join_fan_in(key, source_name).await?;
-            if case.expected_sources.iter().all(|s| reported.contains(s)) {
+            if case.missing_sources(&reported).is_empty() {
                 let all = Message::Synthesize { case: key.clone(), reason: SynthesisReason::AllReported };
                 self.ctx.send(&QueueName::synthesize(), &all, Duration::ZERO).await?;
             }

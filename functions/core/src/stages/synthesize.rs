@@ -38,6 +38,11 @@ const REPORT_IN_FLIGHT_READS: u32 = 5;
 /// The one dossier draft of a case.
 pub const DRAFT_ID: &str = "dossier-1";
 
+/// The sources the case expects that have no report among `reports`.
+fn missing_reports(case: &Case, reports: &[crate::sources::SourceReport]) -> Vec<String> {
+    case.missing_sources(&reports.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
+}
+
 /// A dossier drafted, not yet committed.
 struct Generated {
     dossier: Dossier,
@@ -80,8 +85,7 @@ impl Synthesize {
                 let due = stored.value.enrich_deadline_ms.unwrap_or(now);
                 // Before the deadline only a complete set of reports starts synthesis, whatever
                 // the message says: the stored case names the sources.
-                let complete = stored.value.expected_sources.iter().all(|s| reports.iter().any(|r| r.source == *s));
-                if now < due && !complete {
+                if now < due && !missing_reports(&stored.value, &reports).is_empty() {
                     if reason == SynthesisReason::AllReported {
                         // A source joins the fan-in set while its report is being stored: one
                         // may be a moment behind the set. Read again shortly, a few times; then
@@ -172,10 +176,8 @@ impl Synthesize {
         let config = self.ctx.config.clone();
         // The reports were read before the claim: one stored since (a deadline message a moment
         // early) is read now rather than left out. Only when some are missing: one read more.
-        let lacks =
-            |reports: &[crate::sources::SourceReport]| case.expected_sources.iter().any(|s| !reports.iter().any(|r| &r.source == s));
-        let reports = if lacks(&reports) { self.ctx.store.reports(&key).await? } else { reports };
-        let missing: Vec<String> = case.expected_sources.iter().filter(|s| !reports.iter().any(|r| &r.source == *s)).cloned().collect();
+        let reports = if missing_reports(case, &reports).is_empty() { reports } else { self.ctx.store.reports(&key).await? };
+        let missing = missing_reports(case, &reports);
         let baseline = deterministic(case, &reports, &missing);
         let rules_proposed = propose_actions(case, &baseline, config.phase);
         let mut events = Vec::new();
