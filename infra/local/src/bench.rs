@@ -2,7 +2,6 @@
 //! latencies (XDR, each source, the model, the write-back), measuring webhook-to-comment latency,
 //! the overhead over the critical path, CPU per case, peak memory and calls per indicator.
 
-use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -12,22 +11,20 @@ use std::time::{Duration, Instant};
 
 use dossier_core::config::{Phase, PipelineConfig};
 use dossier_core::domain::{Case, CaseKey};
-use dossier_core::domain::{Indicator, IndicatorKind};
 use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::HttpRequest;
-use dossier_core::ports::{Clock, IncidentRef, SystemClock, XdrApi, XdrError};
+use dossier_core::ports::{Clock, SystemClock};
 use dossier_core::ratelimit::RateLimit;
 use dossier_core::signing::{LinkSigner, SigningKey};
-use dossier_core::sources::{
-    AttackSource, CallCounter, IndicatorSource, Lookup, LookupCache, LookupError, LookupLimits, PerIndicator, Source,
-};
+use dossier_core::sources::{AttackSource, LookupCache, LookupLimits, PerIndicator, Source};
 use dossier_core::stages::HttpHandler;
-use dossier_core::synthesis::{LanguageModel, LlmError, LlmRequest, LlmResponse};
+use dossier_core::synthesis::LanguageModel;
 use dossier_core::xdr::WebhookSecrets;
 
 use crate::backend::{Backend, LocalPipeline, PipelineParts};
-use crate::latency::{AwsCalls, AwsLatency, LatentQueue, LatentStore, TracedCall, EXTERNAL, HAND_OFF};
+use crate::latency::{AwsCalls, AwsLatency, LatentQueue, LatentStore, EXTERNAL, HAND_OFF};
 use crate::samples::SAMPLES;
+use crate::simulated::{SimulatedModel, SimulatedSource, SimulatedXdr, BENCH_SECRET, ID_PLACEHOLDER};
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -85,115 +82,6 @@ pub struct BenchReport {
     /// Per function (`intake`, `collect`, `enrich` for every source, `synthesize`, `writeback`):
     /// CPU and wall time per invocation, projected to Lambda's memory sizes.
     pub functions: BTreeMap<String, crate::cost::FunctionFigures>,
-}
-
-/// The bench's webhook secret.
-const BENCH_SECRET: &str = "bench-webhook-secret-0001";
-
-/// Stands for the incident id in the served sample, replaced per request.
-const ID_PLACEHOLDER: &str = "bench-incident-id-placeholder";
-
-/// XDR with latency: serves the sample incident under any id, records when each comment lands.
-struct SimulatedXdr {
-    inner: RecordingXdr,
-    /// The sample with `ID_PLACEHOLDER` as its incident id (serialised once, not per request:
-    /// the simulator's CPU is not Dossier's).
-    extra_data: String,
-    latency: Duration,
-    write_latency: Duration,
-    posted: Mutex<HashMap<String, Instant>>,
-    comment_posted: tokio::sync::Notify,
-    /// Where the post is marked as the end of the case's critical path.
-    calls: Arc<AwsCalls>,
-}
-
-#[async_trait]
-impl XdrApi for SimulatedXdr {
-    async fn list_modified(&self, from: i64, to: i64) -> Result<Vec<IncidentRef>, XdrError> {
-        self.inner.list_modified(from, to).await
-    }
-    async fn get_incident_extra_data(&self, id: &str) -> Result<String, XdrError> {
-        self.calls.external("xdr get_incident_extra_data", tokio::time::sleep(self.latency)).await;
-        Ok(self.extra_data.replace(ID_PLACEHOLDER, id))
-    }
-    async fn add_comment(&self, id: &str, text: &str) -> Result<(), XdrError> {
-        self.calls.external("xdr add comment", tokio::time::sleep(self.write_latency)).await;
-        self.inner.add_comment(id, text).await?;
-        // The dossier comment (not action results) ends the measured path.
-        self.posted.lock().map_err(|_| XdrError::Server("lock".into()))?.entry(id.to_string()).or_insert_with(Instant::now);
-        self.calls.hand_off("xdr comment posted");
-        self.comment_posted.notify_waiters();
-        Ok(())
-    }
-    async fn set_severity(&self, id: &str, s: &str) -> Result<(), XdrError> {
-        self.inner.set_severity(id, s).await
-    }
-    async fn isolate_endpoint(&self, e: &str, id: &str) -> Result<String, XdrError> {
-        self.inner.isolate_endpoint(e, id).await
-    }
-    async fn block_hash(&self, h: &str, c: &str, id: &str) -> Result<(), XdrError> {
-        self.inner.block_hash(h, c, id).await
-    }
-    async fn action_status(&self, a: &str) -> Result<Vec<(String, String)>, XdrError> {
-        self.inner.action_status(a).await
-    }
-    async fn comment_exists(&self, id: &str, marker: &str) -> Result<Option<bool>, XdrError> {
-        self.inner.comment_exists(id, marker).await
-    }
-    async fn endpoint_isolated(&self, e: &str) -> Result<Option<bool>, XdrError> {
-        self.inner.endpoint_isolated(e).await
-    }
-    async fn manual_severity(&self, id: &str) -> Result<Option<String>, XdrError> {
-        self.inner.manual_severity(id).await
-    }
-}
-
-/// A threat-intel source with latency: one "call" per lookup, behind the real cache.
-struct SimulatedSource {
-    name: &'static str,
-    latency: Duration,
-    calls: Arc<AwsCalls>,
-}
-
-#[async_trait]
-impl IndicatorSource for SimulatedSource {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn accepts(&self, kind: IndicatorKind) -> bool {
-        !kind.is_entity()
-    }
-    fn sends_externally(&self) -> bool {
-        true
-    }
-    async fn lookup(&self, _: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
-        calls.add(1);
-        self.calls.external(self.name, tokio::time::sleep(self.latency)).await;
-        Ok(Lookup::NotFound)
-    }
-}
-
-/// A model with latency whose answer is valid and cites nothing. Tokens are counted as a real
-/// model would bill them: the prompt actually built (about 4 characters a token) and a typical
-/// dossier answer.
-struct SimulatedModel(Duration, Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>, Arc<AwsCalls>);
-
-/// Output tokens of a typical dossier answer (the golden set's answers run 900–1,500).
-const TYPICAL_ANSWER_TOKENS: u64 = 1200;
-
-#[async_trait]
-impl LanguageModel for SimulatedModel {
-    fn id(&self) -> &str {
-        "simulated-model"
-    }
-    async fn complete(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        self.2.external("model", tokio::time::sleep(self.0)).await;
-        let input = ((req.system.len() + req.user.len() + req.schema.to_string().len()) / 4) as u64;
-        self.1 .0.fetch_add(input, std::sync::atomic::Ordering::Relaxed);
-        self.1 .1.fetch_add(TYPICAL_ANSWER_TOKENS, std::sync::atomic::Ordering::Relaxed);
-        let answer = json!({"summary": "Simulated narrative.", "timeline": [], "hypotheses": [], "techniques": [], "actors": [], "impacted": [], "next_steps": [], "proposed_actions": [], "severity": {"level": "medium", "reason": "simulated"}});
-        Ok(LlmResponse { text: answer.to_string(), input_tokens: 1000, output_tokens: 200 })
-    }
 }
 
 const SOURCE_NAMES: [&str; 8] = ["sim-ti-1", "sim-ti-2", "sim-ti-3", "sim-ti-4", "sim-ti-5", "sim-ti-6", "sim-ti-7", "sim-ti-8"];
@@ -430,7 +318,7 @@ async fn measure(o: &BenchOptions) -> Result<BenchReport, String> {
     let sequential = (o.xdr_ms + o.source_ms * rounds * sim_sources.len() as u64 + o.model_ms + o.writeback_ms) as f64;
     let p50 = percentile(&latencies, 0.5);
     let served = pipeline.invocations.served();
-    let (aws_calls_per_case, aws_sequential_calls_per_case) = aws_calls_per_case(&trace, &served, o.cases);
+    let (aws_calls_per_case, aws_sequential_calls_per_case) = crate::latency::calls_per_case(&trace, &served, o.cases);
     let stage_of = |invocation: u64| match served.get(&invocation) {
         None => "webhook".to_string(),
         Some((queue, _)) if queue.as_str().starts_with("enrich") => "enrich".to_string(),
@@ -514,55 +402,6 @@ fn function_figures(
         entry.2 += *wall;
     }
     summed.into_iter().map(|(f, (n, cpu, wall))| (f.clone(), crate::cost::function_figures(&f, n, cpu, wall, cases))).collect()
-}
-
-/// AWS calls per case, in all and on the critical path. The critical path is the chain from
-/// the webhook to the comment in XDR: the door's calls, then per case the invocation of each
-/// stage that handed the case on (collect's fan-out, the enrichment that completed the fan-in,
-/// synthesis's hand-over, write-back's post), each counted in waves up to its hand-off (calls
-/// made side by side are one wave; what a function writes after its hand-off is off the path;
-/// calls made while XDR, a source or the model works add no time and are not counted).
-fn aws_calls_per_case(
-    trace: &[TracedCall],
-    served: &HashMap<u64, (dossier_core::ports::QueueName, Option<CaseKey>)>,
-    cases: usize,
-) -> (f64, f64) {
-    let cases_f = cases.max(1) as f64;
-    let is_aws = |c: &&TracedCall| c.operation != HAND_OFF && c.operation != EXTERNAL;
-    let total = trace.iter().filter(is_aws).count() as f64;
-    // The doors run for all cases at once: their calls per case are made one after another.
-    let doors = trace.iter().filter(|c| c.invocation == 0).filter(is_aws).count() as f64 / cases_f;
-    // Per invocation, its waves with an AWS call, and those where outside work also ran.
-    let mut aws_waves: HashMap<u64, std::collections::BTreeSet<u32>> = HashMap::new();
-    let mut external_waves: HashMap<u64, std::collections::BTreeSet<u32>> = HashMap::new();
-    for c in trace.iter().filter(|c| c.invocation != 0) {
-        let waves = match c.operation.as_str() {
-            HAND_OFF => continue,
-            EXTERNAL => &mut external_waves,
-            _ => &mut aws_waves,
-        };
-        waves.entry(c.invocation).or_default().insert(c.wave);
-    }
-    // Per invocation, the wave of its hand-off: its last send to the next stage, or the post.
-    let mut hand_off: HashMap<u64, u32> = HashMap::new();
-    for c in trace.iter().filter(|c| c.invocation != 0 && (c.operation == HAND_OFF || c.operation == "sqs:SendMessage")) {
-        let w = hand_off.entry(c.invocation).or_default();
-        *w = (*w).max(c.wave);
-    }
-    // Per case and stage, the longest chain of waves among the invocations that handed it on.
-    let mut per_case: HashMap<&CaseKey, HashMap<String, u32>> = HashMap::new();
-    for (invocation, last) in hand_off {
-        let Some((queue, Some(case))) = served.get(&invocation) else { continue };
-        let stage = if queue.as_str().starts_with("enrich") { "enrich".to_string() } else { queue.as_str().to_string() };
-        let hidden = external_waves.get(&invocation);
-        let waves = aws_waves
-            .get(&invocation)
-            .map_or(0, |w| w.iter().filter(|&&n| n <= last && !hidden.is_some_and(|h| h.contains(&n))).count() as u32);
-        let w = per_case.entry(case).or_default().entry(stage).or_default();
-        *w = (*w).max(waves);
-    }
-    let sequential = per_case.values().map(|stages| stages.values().sum::<u32>()).sum::<u32>() as f64 / cases_f;
-    (total / cases_f, doors + sequential)
 }
 
 #[cfg(test)]

@@ -327,3 +327,52 @@ impl QueueConsumer for LatentQueue {
         self.consumer.retry_later(delivery, delay).await
     }
 }
+
+/// AWS calls per case, in all and on the critical path. The critical path is the chain from
+/// the webhook to the comment in XDR: the door's calls, then per case the invocation of each
+/// stage that handed the case on (collect's fan-out, the enrichment that completed the fan-in,
+/// synthesis's hand-over, write-back's post), each counted in waves up to its hand-off (calls
+/// made side by side are one wave; what a function writes after its hand-off is off the path;
+/// calls made while XDR, a source or the model works add no time and are not counted).
+pub fn calls_per_case(
+    trace: &[TracedCall],
+    served: &HashMap<u64, (dossier_core::ports::QueueName, Option<dossier_core::domain::CaseKey>)>,
+    cases: usize,
+) -> (f64, f64) {
+    let cases_f = cases.max(1) as f64;
+    let is_aws = |c: &&TracedCall| c.operation != HAND_OFF && c.operation != EXTERNAL;
+    let total = trace.iter().filter(is_aws).count() as f64;
+    // The doors run for all cases at once: their calls per case are made one after another.
+    let doors = trace.iter().filter(|c| c.invocation == 0).filter(is_aws).count() as f64 / cases_f;
+    // Per invocation, its waves with an AWS call, and those where outside work also ran.
+    let mut aws_waves: HashMap<u64, std::collections::BTreeSet<u32>> = HashMap::new();
+    let mut external_waves: HashMap<u64, std::collections::BTreeSet<u32>> = HashMap::new();
+    for c in trace.iter().filter(|c| c.invocation != 0) {
+        let waves = match c.operation.as_str() {
+            HAND_OFF => continue,
+            EXTERNAL => &mut external_waves,
+            _ => &mut aws_waves,
+        };
+        waves.entry(c.invocation).or_default().insert(c.wave);
+    }
+    // Per invocation, the wave of its hand-off: its last send to the next stage, or the post.
+    let mut hand_off: HashMap<u64, u32> = HashMap::new();
+    for c in trace.iter().filter(|c| c.invocation != 0 && (c.operation == HAND_OFF || c.operation == "sqs:SendMessage")) {
+        let w = hand_off.entry(c.invocation).or_default();
+        *w = (*w).max(c.wave);
+    }
+    // Per case and stage, the longest chain of waves among the invocations that handed it on.
+    let mut per_case: HashMap<&dossier_core::domain::CaseKey, HashMap<String, u32>> = HashMap::new();
+    for (invocation, last) in hand_off {
+        let Some((queue, Some(case))) = served.get(&invocation) else { continue };
+        let stage = if queue.as_str().starts_with("enrich") { "enrich".to_string() } else { queue.as_str().to_string() };
+        let hidden = external_waves.get(&invocation);
+        let waves = aws_waves
+            .get(&invocation)
+            .map_or(0, |w| w.iter().filter(|&&n| n <= last && !hidden.is_some_and(|h| h.contains(&n))).count() as u32);
+        let w = per_case.entry(case).or_default().entry(stage).or_default();
+        *w = (*w).max(waves);
+    }
+    let sequential = per_case.values().map(|stages| stages.values().sum::<u32>()).sum::<u32>() as f64 / cases_f;
+    (total / cases_f, doors + sequential)
+}

@@ -11,4 +11,5 @@ pub mod latency;
 pub mod report;
 pub mod samples;
 pub mod server;
+pub mod simulated;
 pub mod sources;
