@@ -106,6 +106,10 @@ const NOT_PEOPLE: &[&str] = &["public", "default", "default user", "all users", 
 /// Identifiers in free text, with the text each was found as.
 pub fn identifiers(text: &str) -> Vec<(Identifier, String)> {
     let mut out: Vec<(Identifier, String)> = Vec::new();
+    // Every pattern needs a backslash, a slash, an `@` or a SID's prefix.
+    if !text.contains(['\\', '/', '@']) && !text.contains("S-1-5-21-") {
+        return out;
+    }
     for (kind, re) in identifier_patterns() {
         for c in re.captures_iter(text) {
             let Some(m) = c.get(1).or_else(|| c.get(0)) else { continue };

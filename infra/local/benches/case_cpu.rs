@@ -7,12 +7,13 @@
 //! so extraction has a thousand alerts' worth of distinct indicators to find, normalise and rank.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use dossier_core::config::Phase;
 use dossier_core::domain::InternalNames;
 use dossier_core::domain::{Case, CaseKey, IncidentHint, Trigger};
 use dossier_core::dossier::{deterministic, render_comment};
 use dossier_core::extract::extract;
 use dossier_core::stages::apply_extra_data;
-use dossier_core::synthesis::Pseudonyms;
+use dossier_core::synthesis::{build_pack, Pseudonyms, DEFAULT_TOKEN_BUDGET};
 use dossier_core::xdr::parse_extra_data;
 use dossier_local::samples::SAMPLES;
 
@@ -78,6 +79,14 @@ fn per_case(c: &mut Criterion) {
             b.iter(|| {
                 let d = deterministic(black_box(&case), &[], &[]);
                 render_comment(&case, "draft-1", &d, &[])
+            })
+        });
+        // The prompt as synthesis builds it: the evidence pack, masked string by string.
+        let baseline = deterministic(&case, &[], &[]);
+        c.bench_function(&format!("synthesis: evidence pack and prompt ({})", sample.name), |b| {
+            b.iter(|| {
+                let mut p = Pseudonyms::for_case(black_box(&case));
+                build_pack(&case, &[], &baseline, &mut p, &names, Phase(2), DEFAULT_TOKEN_BUDGET)
             })
         });
         let evidence = serde_json::to_string(&case.indicators).expect("indicators serialize");

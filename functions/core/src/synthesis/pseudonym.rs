@@ -73,34 +73,56 @@ impl Pseudonyms {
     /// internal address in a command line): internal IPs, internal domains and e-mails whose
     /// domain is internal or whose local part is a known user get tokens too.
     pub fn learn(&mut self, text: &str, names: &crate::domain::InternalNames) {
-        let mut c = crate::extract::Collector::new(names);
-        c.scan_text(text, "pack");
-        let (found, _) = c.finish();
-        let users: Vec<String> = self
-            .pairs
+        let users = self.user_names();
+        self.learn_values(text, names, &users);
+        self.sort();
+    }
+
+    /// The bare names of the case's users (`j.doe` of `CORP\j.doe`), lower case.
+    fn user_names(&self) -> Vec<String> {
+        self.pairs
             .iter()
             .filter(|(_, t)| t.starts_with("USER-"))
             .map(|(r, _)| r.rsplit_once('\\').map_or(r.as_str(), |(_, u)| u).to_ascii_lowercase())
-            .collect();
-        let next = |prefix: &str, pairs: &Vec<(String, String)>| pairs.iter().filter(|(_, t)| t.starts_with(prefix)).count() + 1;
+            .collect()
+    }
+
+    /// [`Pseudonyms::learn`] without restoring the longest-first order (the caller sorts once).
+    fn learn_values(&mut self, text: &str, names: &crate::domain::InternalNames, users: &[String]) {
+        // An address, a domain or an e-mail needs a dot or a colon, or a defanged `[dot]`.
+        if !text.contains(['.', ':']) && !text.contains("dot") && !text.contains("DOT") {
+            return;
+        }
+        let mut c = crate::extract::Collector::new(names);
+        c.scan_text(text, "pack");
+        let (found, _) = c.finish();
         for ind in found {
             if self.token_of(&ind.value).is_some() {
                 continue;
             }
             let (prefix, hide) = match ind.kind {
                 IndicatorKind::Email => {
-                    let local = ind.value.split('@').next().unwrap_or("").to_string();
-                    ("EMAIL", ind.internal || users.contains(&local))
+                    let local = ind.value.split('@').next().unwrap_or("");
+                    ("EMAIL", ind.internal || users.iter().any(|u| u == local))
                 }
                 IndicatorKind::Ipv4 | IndicatorKind::Ipv6 => ("IP", ind.internal),
                 IndicatorKind::Domain => ("DOMAIN", ind.internal),
                 _ => continue,
             };
             if hide && ind.value.len() >= 3 {
-                let n = next(prefix, &self.pairs);
-                self.pairs.push((ind.value.clone(), format!("{prefix}-{n}")));
+                self.push_next(prefix, ind.value);
             }
         }
+    }
+
+    /// Adds `real` under the next free token of its kind.
+    fn push_next(&mut self, prefix: &str, real: String) {
+        let n = self.pairs.iter().filter(|(_, t)| t.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('-'))).count() + 1;
+        self.pairs.push((real, format!("{prefix}-{n}")));
+    }
+
+    /// Longest real value first (stable: equal lengths keep the order they were learned in).
+    fn sort(&mut self) {
         self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
@@ -108,9 +130,13 @@ impl Pseudonyms {
     /// `DOMAIN\user` and profile-path accounts, SIDs, addresses cut by truncation, and names under
     /// an internal domain whatever their top-level domain (`dc01.corp.local`).
     pub fn learn_identifiers(&mut self, text: &str, names: &crate::domain::InternalNames) {
+        self.learn_identifier_values(text, names);
+        self.sort();
+    }
+
+    /// [`Pseudonyms::learn_identifiers`] without restoring the longest-first order.
+    fn learn_identifier_values(&mut self, text: &str, names: &crate::domain::InternalNames) {
         use crate::redact::Identifier;
-        let next =
-            |prefix: &str, pairs: &Vec<(String, String)>| pairs.iter().filter(|(_, t)| t.starts_with(&format!("{prefix}-"))).count() + 1;
         let mut found: Vec<(&str, String)> = crate::redact::identifiers(text)
             .into_iter()
             .map(|(kind, value)| {
@@ -144,16 +170,15 @@ impl Pseudonyms {
             if value.len() < 3 || self.token_of(&value).is_some() {
                 continue;
             }
-            let n = next(prefix, &self.pairs);
-            self.pairs.push((value, format!("{prefix}-{n}")));
+            self.push_next(prefix, value);
         }
-        self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
     /// Masks every string of a JSON value in place, before it is serialised (so escaping cannot
     /// hide a value from the table): credentials redacted, identifiers learned, then every known
     /// value replaced by its token. Truncated text was cut after collect's credential redaction,
-    /// and cut addresses are caught as such.
+    /// and cut addresses are caught as such. A string seen before teaches nothing new: each
+    /// distinct one is read once.
     pub fn mask_json(&mut self, value: &mut serde_json::Value, names: &crate::domain::InternalNames) {
         fn strings(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
             match v {
@@ -163,19 +188,58 @@ impl Pseudonyms {
                 _ => {}
             }
         }
+        // Each distinct string, as found, to its redacted form.
+        let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        // Users learned from one string count for the e-mails of the next.
+        let (mut users, mut known) = (self.user_names(), self.pairs.len());
         strings(value, &mut |s: &mut String| {
-            *s = crate::redact::credentials(s);
-            self.learn(s, names);
-            self.learn_identifiers(s, names);
+            if let Some(redacted) = seen.get(s.as_str()) {
+                s.clone_from(redacted);
+                return;
+            }
+            let redacted = crate::redact::credentials(s);
+            if self.pairs.len() != known {
+                (users, known) = (self.user_names(), self.pairs.len());
+            }
+            self.learn_values(&redacted, names, &users);
+            self.learn_identifier_values(&redacted, names);
+            seen.insert(std::mem::replace(s, redacted.clone()), redacted);
         });
-        strings(value, &mut |s: &mut String| *s = self.hide(s));
+        self.sort();
+        let needles = self.needles();
+        strings(value, &mut |s: &mut String| {
+            if let Some(hidden) = self.hide_with(&needles, s) {
+                *s = hidden;
+            }
+        });
     }
 
     /// Replaces every internal value (case-insensitive) with its token.
     pub fn hide(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for (real, token) in &self.pairs {
-            out = replace_ignore_case(&out, real, token);
+        self.hide_with(&self.needles(), text).unwrap_or_else(|| text.to_string())
+    }
+
+    /// The real values lower-cased, in the table's order.
+    fn needles(&self) -> Vec<String> {
+        self.pairs.iter().map(|(real, _)| real.to_lowercase()).collect()
+    }
+
+    /// `text` with every real value replaced, longest first, or `None` when it holds none. In
+    /// ASCII text each value is first looked for in one lower-cased copy, and only one found is
+    /// replaced (elsewhere lower-casing can change lengths: every value is tried).
+    fn hide_with(&self, needles: &[String], text: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        let ascii = text.is_ascii();
+        let mut lower = if ascii { text.to_ascii_lowercase() } else { String::new() };
+        for ((real, token), needle) in self.pairs.iter().zip(needles) {
+            if ascii && !lower.contains(needle.as_str()) {
+                continue;
+            }
+            let replaced = replace_ignore_case(out.as_deref().unwrap_or(text), real, token);
+            if ascii {
+                lower = replaced.to_ascii_lowercase();
+            }
+            out = Some(replaced);
         }
         out
     }
