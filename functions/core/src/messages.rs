@@ -127,14 +127,33 @@ pub enum Message {
 
 pub const MESSAGE_VERSION: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
-struct Envelope {
+/// A message on the wire: `{"v":1,"deferred":2,"type":"enrich",…}`.
+#[derive(Serialize)]
+struct Envelope<'a> {
     v: u32,
     /// Times this message was sent again to wait (a quota, a lease, a deadline).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     deferred: u32,
     #[serde(flatten)]
-    message: Message,
+    message: &'a Message,
+}
+
+/// Reads an envelope in one pass over the body. (A derived reader with `flatten` buffers the
+/// message and then copies every string of it twice more, a carried record included.)
+fn read_envelope(body: &str) -> Result<(u32, u32, Message), MessageError> {
+    let malformed = |e: String| MessageError::Malformed(e);
+    let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
+    let mut number = |name: &str, required: bool| -> Result<u32, MessageError> {
+        match fields.remove(name) {
+            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| malformed(format!("`{name}` is not a count"))),
+            None if required => Err(malformed(format!("missing field `{name}`"))),
+            None => Ok(0),
+        }
+    };
+    let v = number("v", true)?;
+    let deferred = number("deferred", false)?;
+    let message = Message::deserialize(serde_json::Value::Object(fields)).map_err(|e| malformed(e.to_string()))?;
+    Ok((v, deferred, message))
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -166,17 +185,17 @@ impl Message {
     }
 
     pub fn to_body(&self) -> String {
-        serde_json::to_string(&Envelope { v: MESSAGE_VERSION, deferred: 0, message: self.clone() }).expect("messages serialise")
+        serde_json::to_string(&Envelope { v: MESSAGE_VERSION, deferred: 0, message: self }).expect("messages serialise")
     }
 
     /// The body to send again when a message waits: the same message, its deferral counted.
     pub fn deferred(body: &str, max_deferrals: u32) -> Result<String, MessageError> {
-        let mut env: Envelope = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        if env.deferred >= max_deferrals {
-            return Err(MessageError::DeferredTooOften(env.deferred));
+        let (v, deferred, message) = read_envelope(body)?;
+        if deferred >= max_deferrals {
+            return Err(MessageError::DeferredTooOften(deferred));
         }
-        env.deferred += 1;
-        serde_json::to_string(&env).map_err(|e| MessageError::Malformed(e.to_string()))
+        serde_json::to_string(&Envelope { v, deferred: deferred + 1, message: &message })
+            .map_err(|e| MessageError::Malformed(e.to_string()))
     }
 
     pub fn parse(body: &str) -> Result<Message, MessageError> {
@@ -185,14 +204,14 @@ impl Message {
 
     /// The message and how often it was sent again to wait so far.
     pub fn parse_counted(body: &str) -> Result<(Message, u32), MessageError> {
-        let env: Envelope = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        if env.v != MESSAGE_VERSION {
-            return Err(MessageError::Version(env.v));
+        let (v, deferred, message) = read_envelope(body)?;
+        if v != MESSAGE_VERSION {
+            return Err(MessageError::Version(v));
         }
         // Keys inside a message are validated like keys at the door.
-        let case = env.message.case();
+        let case = message.case();
         CaseKey::new(&case.tenant, &case.incident_id).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        Ok((env.message, env.deferred))
+        Ok((message, deferred))
     }
 }
 
@@ -243,6 +262,27 @@ mod tests {
         assert!(altered.value::<Note>(&key(1)).is_none(), "altered body");
         assert!(Snapshot { version: 4, ..s.clone() }.value::<Note>(&key(1)).is_none(), "another version");
         assert!(Snapshot { tag: String::new(), ..s }.value::<Note>(&key(1)).is_none(), "untagged");
+    }
+
+    #[test]
+    fn the_wire_format_holds_and_a_deferred_message_keeps_its_record() {
+        // As sent before the envelope was read in one pass (messages in flight at a deploy).
+        let body = r#"{"v":1,"deferred":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":"{\"comment\":\"q\\\"\"}","tag":"t"}}"#;
+        let (m, deferred) = Message::parse_counted(body).unwrap();
+        assert_eq!(deferred, 1);
+        let Message::Enrich { snapshot: Some(s), .. } = &m else { panic!("{m:?}") };
+        assert_eq!((s.version, s.body.as_str(), s.tag.as_str()), (2, r#"{"comment":"q\""}"#, "t"));
+        assert_eq!(Message::parse(&m.to_body()).unwrap(), m);
+        let again = Message::deferred(body, 5).unwrap();
+        assert_eq!(Message::parse_counted(&again).unwrap(), (m, 2));
+        for bad in [
+            r#"{"v":"1","type":"collect","case":{"tenant":"a","incident_id":"1"}}"#,
+            r#"{"type":"collect","case":{"tenant":"a","incident_id":"1"}}"#,
+            r#"{"v":1,"deferred":-1,"type":"collect","case":{"tenant":"a","incident_id":"1"}}"#,
+            "[]",
+        ] {
+            assert!(matches!(Message::parse(bad), Err(MessageError::Malformed(_))), "{bad}");
+        }
     }
 
     #[test]

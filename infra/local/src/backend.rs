@@ -182,7 +182,13 @@ impl Invocations {
     }
 
     fn serving(&self, id: u64, queue: &QueueName, body: &str) {
-        let case = dossier_core::messages::Message::parse(body).ok().map(|m| m.case().clone());
+        /// Only the case a message is about: the bookkeeping must not parse a carried record
+        /// the function will parse again (its CPU would count against the pipeline).
+        #[derive(serde::Deserialize)]
+        struct About {
+            case: Option<CaseKey>,
+        }
+        let case = serde_json::from_str::<About>(body).ok().and_then(|a| a.case);
         self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (queue.clone(), case));
     }
 
