@@ -3,6 +3,7 @@
 //! redelivery.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::domain::CaseKey;
 use crate::signing::LinkSigner;
@@ -23,10 +24,13 @@ pub enum SynthesisReason {
 /// stale snapshot is a conflict, then a read). Whoever can send to a queue without the key can
 /// still name a case, never dictate its content: an untagged or altered snapshot is ignored and
 /// the store decides.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: u64,
-    pub body: String,
+    /// The record's JSON as written, raw inside the message: neither escaped into a string on
+    /// the way out nor unescaped on the way in. (Sent before it was raw, it is a JSON string
+    /// whose tag does not verify: ignored.)
+    pub body: Box<RawValue>,
     /// Absent on messages sent before snapshots were tagged: such a copy reads as untagged
     /// (ignored), never as a malformed message.
     #[serde(default)]
@@ -50,19 +54,25 @@ impl Carried for crate::domain::Draft {
     const KIND: &'static str = "draft";
 }
 
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Snapshot) -> bool {
+        (self.version, self.body.get(), &self.tag) == (other.version, other.body.get(), &other.tag)
+    }
+}
+
+impl Eq for Snapshot {}
+
 impl Snapshot {
-    /// Bodies up to this size, as escaped inside the message, ride on it (SQS bills each 64 KB
-    /// of a message as one request); a larger record is read by the consumer instead.
+    /// Bodies up to this size ride on the message (SQS bills each 64 KB of a message as one
+    /// request); a larger record is read by the consumer instead.
     pub const MAX_BYTES: usize = 48 * 1024;
 
     pub fn of<R: Carried>(record: &R, version: u64, key: &LinkSigner) -> Option<Snapshot> {
-        let body = serde_json::to_string(record).ok()?;
-        // Inside the message the body is a JSON string: each quote and backslash gains one.
-        let escaped = body.len() + body.bytes().filter(|b| matches!(b, b'"' | b'\\')).count();
-        if escaped > Self::MAX_BYTES {
+        let body = serde_json::value::to_raw_value(record).ok()?;
+        if body.get().len() > Self::MAX_BYTES {
             return None;
         }
-        let tag = key.tag(SNAPSHOT_PURPOSE, &[R::KIND.as_bytes(), version.to_string().as_bytes(), body.as_bytes()]);
+        let tag = key.tag(SNAPSHOT_PURPOSE, &[R::KIND.as_bytes(), version.to_string().as_bytes(), body.get().as_bytes()]);
         Some(Snapshot { version, body, tag })
     }
 
@@ -70,11 +80,11 @@ impl Snapshot {
     /// consumer reads the store).
     pub fn value<R: Carried>(&self, key: &LinkSigner) -> Option<crate::store::Versioned<R>> {
         let version = self.version.to_string();
-        let parts: [&[u8]; 3] = [R::KIND.as_bytes(), version.as_bytes(), self.body.as_bytes()];
+        let parts: [&[u8]; 3] = [R::KIND.as_bytes(), version.as_bytes(), self.body.get().as_bytes()];
         if !key.check_tag(SNAPSHOT_PURPOSE, &parts, &self.tag) {
             return None;
         }
-        serde_json::from_str(&self.body).ok().map(|value| crate::store::Versioned { value, version: self.version })
+        serde_json::from_str(self.body.get()).ok().map(|value| crate::store::Versioned { value, version: self.version })
     }
 }
 
@@ -87,8 +97,8 @@ pub enum Message {
     Enrich {
         case: CaseKey,
         source: String,
-        /// The case as collected.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The case as collected (read apart from the message: see `read_envelope`).
+        #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
         snapshot: Option<Snapshot>,
     },
     Synthesize {
@@ -98,8 +108,8 @@ pub enum Message {
     WriteComment {
         case: CaseKey,
         draft_id: String,
-        /// The draft as created.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The draft as created (read apart from the message: see `read_envelope`).
+        #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
         snapshot: Option<Snapshot>,
     },
     ExecuteAction {
@@ -138,21 +148,34 @@ struct Envelope<'a> {
     message: &'a Message,
 }
 
-/// Reads an envelope in one pass over the body. (A derived reader with `flatten` buffers the
-/// message and then copies every string of it twice more, a carried record included.)
+/// Reads an envelope in one pass over the body, each field kept as written; the message is then
+/// read from its small fields, and a carried record only copied (a tagged message enum read
+/// whole would buffer every string, the record included, and unescape and copy it again).
 fn read_envelope(body: &str) -> Result<(u32, u32, Message), MessageError> {
     let malformed = |e: String| MessageError::Malformed(e);
-    let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
+    let mut fields: std::collections::HashMap<String, Box<RawValue>> = serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
     let mut number = |name: &str, required: bool| -> Result<u32, MessageError> {
         match fields.remove(name) {
-            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| malformed(format!("`{name}` is not a count"))),
+            Some(raw) => serde_json::from_str::<u32>(raw.get()).map_err(|_| malformed(format!("`{name}` is not a count"))),
             None if required => Err(malformed(format!("missing field `{name}`"))),
             None => Ok(0),
         }
     };
     let v = number("v", true)?;
     let deferred = number("deferred", false)?;
-    let message = Message::deserialize(serde_json::Value::Object(fields)).map_err(|e| malformed(e.to_string()))?;
+    let carried: Option<Snapshot> = match fields.remove("snapshot") {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| malformed(format!("snapshot: {e}")))?,
+        None => None,
+    };
+    let rest = fields
+        .into_iter()
+        .map(|(name, raw)| serde_json::from_str::<serde_json::Value>(raw.get()).map(|value| (name, value)))
+        .collect::<Result<serde_json::Map<String, serde_json::Value>, _>>()
+        .map_err(|e| malformed(e.to_string()))?;
+    let mut message = Message::deserialize(serde_json::Value::Object(rest)).map_err(|e| malformed(e.to_string()))?;
+    if let Message::Enrich { snapshot, .. } | Message::WriteComment { snapshot, .. } = &mut message {
+        *snapshot = carried;
+    }
     Ok((v, deferred, message))
 }
 
@@ -258,7 +281,7 @@ mod tests {
         assert_eq!(s.value::<Note>(&key(1)).unwrap().value, record);
         assert_eq!(s.value::<Note>(&key(1)).unwrap().version, 3);
         assert!(s.value::<Note>(&key(2)).is_none(), "another key");
-        let altered = Snapshot { body: s.body.replace("as created", "FORGED"), ..s.clone() };
+        let altered = Snapshot { body: raw(&s.body.get().replace("as created", "FORGED")), ..s.clone() };
         assert!(altered.value::<Note>(&key(1)).is_none(), "altered body");
         assert!(Snapshot { version: 4, ..s.clone() }.value::<Note>(&key(1)).is_none(), "another version");
         assert!(Snapshot { tag: String::new(), ..s }.value::<Note>(&key(1)).is_none(), "untagged");
@@ -267,11 +290,12 @@ mod tests {
     #[test]
     fn the_wire_format_holds_and_a_deferred_message_keeps_its_record() {
         // As sent before the envelope was read in one pass (messages in flight at a deploy).
-        let body = r#"{"v":1,"deferred":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":"{\"comment\":\"q\\\"\"}","tag":"t"}}"#;
+        let body = r#"{"v":1,"deferred":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":{"comment":"q\""},"tag":"t"}}"#;
         let (m, deferred) = Message::parse_counted(body).unwrap();
         assert_eq!(deferred, 1);
         let Message::Enrich { snapshot: Some(s), .. } = &m else { panic!("{m:?}") };
-        assert_eq!((s.version, s.body.as_str(), s.tag.as_str()), (2, r#"{"comment":"q\""}"#, "t"));
+        assert_eq!((s.version, s.body.get(), s.tag.as_str()), (2, r#"{"comment":"q\""}"#, "t"));
+        assert!(m.to_body().contains(r#""body":{"comment":"q\""}"#), "the record rides raw: {}", m.to_body());
         assert_eq!(Message::parse(&m.to_body()).unwrap(), m);
         let again = Message::deferred(body, 5).unwrap();
         assert_eq!(Message::parse_counted(&again).unwrap(), (m, 2));
@@ -288,18 +312,35 @@ mod tests {
     #[test]
     fn a_message_with_an_untagged_snapshot_still_parses() {
         let body =
-            r#"{"v":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":"{}"}}"#;
+            r#"{"v":1,"type":"enrich","case":{"tenant":"acme","incident_id":"7"},"source":"otx","snapshot":{"version":2,"body":{}}}"#;
         let Ok(Message::Enrich { snapshot: Some(s), .. }) = Message::parse(body) else { panic!("{body}") };
         assert!(s.tag.is_empty() && s.value::<Note>(&key(1)).is_none());
     }
 
     #[test]
-    fn the_size_cap_counts_the_escaping_inside_the_message() {
-        // Quotes double inside the message: a body under the cap raw but over it escaped.
-        let quotes = "\"".repeat(Snapshot::MAX_BYTES / 3);
-        assert!(serde_json::to_string(&quotes).unwrap().len() <= Snapshot::MAX_BYTES);
-        assert!(Snapshot::of(&Note(quotes.into()), 1, &key(1)).is_none());
-        let s = Snapshot::of(&Note("x".repeat(Snapshot::MAX_BYTES - 4).into()), 1, &key(1)).expect("two quotes, escaped: at the cap");
+    fn a_record_sent_as_a_string_before_records_rode_raw_is_ignored_not_refused() {
+        let record = Note(serde_json::json!({"comment": "as created"}));
+        let s = Snapshot::of(&record, 3, &key(1)).unwrap();
+        // The same body and its genuine tag, as the previous release wrote them.
+        let as_string = serde_json::to_string(s.body.get()).unwrap();
+        let body = format!(
+            r#"{{"v":1,"type":"write_comment","case":{{"tenant":"acme","incident_id":"7"}},"draft_id":"d","snapshot":{{"version":3,"body":{as_string},"tag":"{}"}}}}"#,
+            s.tag
+        );
+        let Ok(Message::WriteComment { snapshot: Some(old), .. }) = Message::parse(&body) else { panic!("{body}") };
+        assert!(old.value::<Note>(&key(1)).is_none(), "read from the store instead");
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_size_cap_counts_the_record_as_json() {
+        // The record rides raw: its JSON, escapes included, is what counts.
+        let quotes = "\"".repeat(Snapshot::MAX_BYTES / 2);
+        assert!(Snapshot::of(&Note(quotes.into()), 1, &key(1)).is_none(), "each quote is two bytes of JSON");
+        let s = Snapshot::of(&Note("x".repeat(Snapshot::MAX_BYTES - 2).into()), 1, &key(1)).expect("two quotes: at the cap");
         let m = Message::Enrich { case: CaseKey::new("acme", "7").unwrap(), source: "otx".into(), snapshot: Some(s) };
         assert!(m.to_body().len() < Snapshot::MAX_BYTES + 1024);
     }

@@ -124,7 +124,7 @@ fn foreign_key() -> LinkSigner {
 /// A copy as forged three ways: untagged, tagged under another key, and the genuine tag over an
 /// altered body.
 fn forgeries<R: dossier_core::messages::Carried>(genuine: &Snapshot, altered: &R, version: u64) -> Vec<Snapshot> {
-    let body = serde_json::to_string(altered).unwrap();
+    let body = serde_json::value::to_raw_value(altered).unwrap();
     vec![
         Snapshot { version, body: body.clone(), tag: String::new() },
         Snapshot::of(altered, version, &foreign_key()).unwrap(),
