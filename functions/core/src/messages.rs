@@ -88,6 +88,7 @@ impl Snapshot {
     }
 }
 
+/// Read with [`Message::parse`]: the derived reader alone skips the records messages carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
@@ -163,10 +164,8 @@ fn read_envelope(body: &str) -> Result<(u32, u32, Message), MessageError> {
     };
     let v = number("v", true)?;
     let deferred = number("deferred", false)?;
-    let carried: Option<Snapshot> = match fields.remove("snapshot") {
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| malformed(format!("snapshot: {e}")))?,
-        None => None,
-    };
+    // A carried record that does not read as one is no record: the consumer reads the store.
+    let carried: Option<Snapshot> = fields.remove("snapshot").and_then(|raw| serde_json::from_str(raw.get()).ok());
     let rest = fields
         .into_iter()
         .map(|(name, raw)| serde_json::from_str::<serde_json::Value>(raw.get()).map(|value| (name, value)))
@@ -299,6 +298,14 @@ mod tests {
         assert_eq!(Message::parse(&m.to_body()).unwrap(), m);
         let again = Message::deferred(body, 5).unwrap();
         assert_eq!(Message::parse_counted(&again).unwrap(), (m, 2));
+        // A record that does not read as one, or on a message that carries none, is no record.
+        for odd in [
+            r#"{"v":1,"type":"collect","case":{"tenant":"a","incident_id":"1"},"snapshot":5}"#,
+            r#"{"v":1,"type":"enrich","case":{"tenant":"a","incident_id":"1"},"source":"otx","snapshot":{"body":{}}}"#,
+        ] {
+            let m = Message::parse(odd).unwrap_or_else(|e| panic!("{odd}: {e}"));
+            assert!(!m.to_body().contains("snapshot"), "{odd}");
+        }
         for bad in [
             r#"{"v":"1","type":"collect","case":{"tenant":"a","incident_id":"1"}}"#,
             r#"{"type":"collect","case":{"tenant":"a","incident_id":"1"}}"#,
