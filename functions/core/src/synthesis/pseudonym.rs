@@ -329,4 +329,33 @@ mod tests {
         let revealed = p.reveal("HOST-1 and USER-1 talked to IP-1");
         assert_eq!(revealed, "fin-ws-0231 and CORP\\j.doe talked to 10.20.31.45");
     }
+
+    /// Masking the evidence: forms found only in free text, strings seen more than once, an
+    /// e-mail read before the user it names, and non-ASCII text leave nothing internal; a string
+    /// seen again is masked as it was.
+    #[test]
+    fn masking_json_leaves_nothing_internal_in_any_form() {
+        let mut c = Case::new(CaseKey::new("t", "1").unwrap(), Trigger::Local, IncidentHint::default(), 0, &Default::default());
+        let names = InternalNames { domain_suffixes: vec!["corp.example".into()] };
+        for (k, v) in [(IndicatorKind::User, "CORP\\j.doe"), (IndicatorKind::Hostname, "fin-ws-0231")] {
+            c.indicators.push(normalise(k, v, &names).unwrap());
+        }
+        let mut p = Pseudonyms::for_case(&c);
+        let mut v = serde_json::json!({
+            "sid": "S-1-5-21-1004336348-1177238915-682003330-1001",
+            "unc": "copied from \\\\FILESRV01\\payroll",
+            "accented": "Zugriff von FIN-WS-0231 auf dc01.corp.local über 8.8.8.8, Größe 3 MB",
+            "a_first": "mail from m.smith@gmail.com",
+            "mail": "owner j.doe@gmail.com and a.admin@corp.example",
+            "again": ["CORP\\m.smith copied from 10.20.31.46", "CORP\\m.smith copied from 10.20.31.46"],
+            "nested": {"list": [{"text": "ssh to build01.corp.example from fin-ws-0231"}]},
+        });
+        p.mask_json(&mut v, &names);
+        let out = v.to_string().to_lowercase();
+        for real in ["1004336348", "filesrv01", "fin-ws-0231", "dc01", "j.doe", "a.admin", "m.smith", "10.20.31.46", "build01"] {
+            assert!(!out.contains(real), "{real} reached the model: {out}");
+        }
+        assert_eq!(v["again"][0], v["again"][1], "a string seen again is masked as it was");
+        assert!(out.contains("8.8.8.8") && out.contains("größe"), "what is not internal stays: {out}");
+    }
 }
