@@ -121,14 +121,14 @@ step "checkov (every suppression is justified in the resource's Metadata)"
 .venv-checkov/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-step "fuzz: webhook, extra_data, link (${FUZZ_SECONDS}s each, cargo-fuzz on nightly)"
+step "fuzz: webhook, extra_data, link, message (${FUZZ_SECONDS}s each, cargo-fuzz on nightly)"
 FUZZ_RUNS=""
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || true
 fi
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-  for target in webhook extra_data link; do
+  for target in webhook extra_data link message; do
     # New inputs go to a scratch corpus; the seeds in fuzz/corpus stay as committed.
     scratch="$(mktemp -d)"
     # No sanitizer: the fuzzed crate has no `unsafe` (panics, overflows and hangs are what the
