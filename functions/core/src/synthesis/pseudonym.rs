@@ -241,7 +241,41 @@ impl Pseudonyms {
             }
             out = Some(replaced);
         }
-        out
+        // A value written defanged (`10[.]20[.]31[.]46`) is learned refanged: find it that way too.
+        match self.hide_defanged(out.as_deref().unwrap_or(text)) {
+            Some(hidden) => Some(hidden),
+            None => out,
+        }
+    }
+
+    /// `text` with every real value written in defanged notation replaced, or `None` when it has
+    /// none: each value is looked for in a refanged copy and the span it came from replaced.
+    fn hide_defanged(&self, text: &str) -> Option<String> {
+        if !DEFANGED.iter().any(|(marker, _)| text.contains(marker)) {
+            return None;
+        }
+        let mut current = text.to_string();
+        let mut changed = false;
+        for (real, token) in &self.pairs {
+            let needle = real.to_ascii_lowercase();
+            let (plain, origin) = refanged_with_origin(&current);
+            let plain = plain.to_ascii_lowercase();
+            let spans: Vec<(usize, usize)> = plain.match_indices(needle.as_str()).map(|(i, m)| (origin[i], origin[i + m.len()])).collect();
+            if spans.is_empty() {
+                continue;
+            }
+            let mut next = String::with_capacity(current.len());
+            let mut last = 0;
+            for (start, end) in spans {
+                next.push_str(&current[last..start]);
+                next.push_str(token);
+                last = end;
+            }
+            next.push_str(&current[last..]);
+            current = next;
+            changed = true;
+        }
+        changed.then_some(current)
     }
 
     /// Puts the real values back. Longest token first, so HOST-12 is not read as HOST-1.
@@ -273,6 +307,32 @@ impl Pseudonyms {
     pub fn real_values(&self) -> impl Iterator<Item = &str> {
         self.pairs.iter().map(|(r, _)| r.as_str())
     }
+}
+
+/// Defanged separators and what they stand for (as `refang` reads them).
+const DEFANGED: [(&str, char); 9] =
+    [("[.]", '.'), ("(.)", '.'), ("{.}", '.'), ("[dot]", '.'), ("(dot)", '.'), ("[DOT]", '.'), ("[:]", ':'), ("[@]", '@'), ("[at]", '@')];
+
+/// `text` with its defanged separators written plainly, and for each byte of that the byte of
+/// `text` it came from (one more entry: the end), so a match maps back to its span.
+fn refanged_with_origin(text: &str) -> (String, Vec<usize>) {
+    let mut plain = String::with_capacity(text.len());
+    let mut origin = Vec::with_capacity(text.len() + 1);
+    let mut i = 0;
+    while i < text.len() {
+        if let Some((marker, c)) = DEFANGED.iter().find(|(marker, _)| text[i..].starts_with(marker)) {
+            plain.push(*c);
+            origin.push(i);
+            i += marker.len();
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else { break };
+        plain.push(c);
+        origin.extend(std::iter::repeat_n(i, c.len_utf8()));
+        i += c.len_utf8();
+    }
+    origin.push(text.len());
+    (plain, origin)
 }
 
 fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
@@ -349,10 +409,23 @@ mod tests {
             "mail": "owner j.doe@gmail.com and a.admin@corp.example",
             "again": ["CORP\\m.smith copied from 10.20.31.46", "CORP\\m.smith copied from 10.20.31.46"],
             "nested": {"list": [{"text": "ssh to build01.corp.example from fin-ws-0231"}]},
+            "defanged": "beacon to 10[.]20[.]31[.]47, files[dot]corp[.]example and a.admin[@]corp(.)example",
         });
         p.mask_json(&mut v, &names);
         let out = v.to_string().to_lowercase();
-        for real in ["1004336348", "filesrv01", "fin-ws-0231", "dc01", "j.doe", "a.admin", "m.smith", "10.20.31.46", "build01"] {
+        for real in [
+            "1004336348",
+            "filesrv01",
+            "fin-ws-0231",
+            "dc01",
+            "j.doe",
+            "a.admin",
+            "m.smith",
+            "10.20.31.46",
+            "build01",
+            "10[.]20",
+            "files[dot]corp",
+        ] {
             assert!(!out.contains(real), "{real} reached the model: {out}");
         }
         assert_eq!(v["again"][0], v["again"][1], "a string seen again is masked as it was");
