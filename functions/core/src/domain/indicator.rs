@@ -150,22 +150,30 @@ pub fn is_placeholder(value: &str) -> bool {
         || ["n/a", "na", "null", "none", "unknown", "-", "undefined", "nan", "0"].iter().any(|p| v.eq_ignore_ascii_case(p))
 }
 
+/// Defanged separators and what they stand for: the one list `refang` and the pseudonymiser's
+/// search for defanged values both read.
+pub const DEFANGED_SEPARATORS: [(&str, &str); 10] = [
+    ("[.]", "."),
+    ("(.)", "."),
+    ("{.}", "."),
+    ("[dot]", "."),
+    ("(dot)", "."),
+    ("[DOT]", "."),
+    ("[:]", ":"),
+    ("[://]", "://"),
+    ("[@]", "@"),
+    ("[at]", "@"),
+];
+
 /// Turns defanged notation back into the real form: `hxxp`, `[.]`, `(.)`, `[dot]`, `[:]`, `[@]`.
 pub fn refang(text: &str) -> String {
     if !text.contains('[') && !text.contains('(') && !text.contains("xx") && !text.contains("XX") {
         return text.to_string();
     }
-    let mut out = text
-        .replace("[.]", ".")
-        .replace("(.)", ".")
-        .replace("{.}", ".")
-        .replace("[dot]", ".")
-        .replace("(dot)", ".")
-        .replace("[DOT]", ".")
-        .replace("[:]", ":")
-        .replace("[://]", "://")
-        .replace("[@]", "@")
-        .replace("[at]", "@");
+    let mut out = text.to_string();
+    for (from, to) in DEFANGED_SEPARATORS {
+        out = out.replace(from, to);
+    }
     for (from, to) in
         [("hxxps://", "https://"), ("hxxp://", "http://"), ("HXXPS://", "https://"), ("HXXP://", "http://"), ("fxp://", "ftp://")]
     {

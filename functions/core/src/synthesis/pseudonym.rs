@@ -5,6 +5,7 @@
 
 use crate::domain::Case;
 use crate::domain::IndicatorKind;
+use crate::domain::DEFANGED_SEPARATORS;
 
 #[derive(Clone, Debug, Default)]
 pub struct Pseudonyms {
@@ -251,7 +252,7 @@ impl Pseudonyms {
     /// `text` with every real value written in defanged notation replaced, or `None` when it has
     /// none: each value is looked for in a refanged copy and the span it came from replaced.
     fn hide_defanged(&self, text: &str) -> Option<String> {
-        if !DEFANGED.iter().any(|(marker, _)| text.contains(marker)) {
+        if !DEFANGED_SEPARATORS.iter().any(|(marker, _)| text.contains(marker)) {
             return None;
         }
         let mut current = text.to_string();
@@ -309,10 +310,6 @@ impl Pseudonyms {
     }
 }
 
-/// Defanged separators and what they stand for (as `refang` reads them).
-const DEFANGED: [(&str, char); 9] =
-    [("[.]", '.'), ("(.)", '.'), ("{.}", '.'), ("[dot]", '.'), ("(dot)", '.'), ("[DOT]", '.'), ("[:]", ':'), ("[@]", '@'), ("[at]", '@')];
-
 /// `text` with its defanged separators written plainly, and for each byte of that the byte of
 /// `text` it came from (one more entry: the end), so a match maps back to its span.
 fn refanged_with_origin(text: &str) -> (String, Vec<usize>) {
@@ -320,9 +317,9 @@ fn refanged_with_origin(text: &str) -> (String, Vec<usize>) {
     let mut origin = Vec::with_capacity(text.len() + 1);
     let mut i = 0;
     while i < text.len() {
-        if let Some((marker, c)) = DEFANGED.iter().find(|(marker, _)| text[i..].starts_with(marker)) {
-            plain.push(*c);
-            origin.push(i);
+        if let Some((marker, plainly)) = DEFANGED_SEPARATORS.iter().find(|(marker, _)| text[i..].starts_with(marker)) {
+            plain.push_str(plainly);
+            origin.extend(std::iter::repeat_n(i, plainly.len()));
             i += marker.len();
             continue;
         }
