@@ -41,11 +41,11 @@ impl XdrApi for SimulatedXdr {
         self.inner.list_modified(from, to).await
     }
     async fn get_incident_extra_data(&self, id: &str) -> Result<String, XdrError> {
-        self.calls.external("xdr get_incident_extra_data", tokio::time::sleep(self.latency)).await;
+        self.calls.external("xdr get_incident_extra_data", crate::latency::wait(self.latency)).await;
         Ok(self.extra_data.replace(ID_PLACEHOLDER, id))
     }
     async fn add_comment(&self, id: &str, text: &str) -> Result<(), XdrError> {
-        self.calls.external("xdr add comment", tokio::time::sleep(self.write_latency)).await;
+        self.calls.external("xdr add comment", crate::latency::wait(self.write_latency)).await;
         self.inner.add_comment(id, text).await?;
         // The dossier comment (not action results) ends the measured path.
         self.posted.lock().map_err(|_| XdrError::Server("lock".into()))?.entry(id.to_string()).or_insert_with(Instant::now);
@@ -96,7 +96,7 @@ impl IndicatorSource for SimulatedSource {
     }
     async fn lookup(&self, _: &Indicator, calls: &CallCounter) -> Result<Lookup, LookupError> {
         calls.add(1);
-        self.calls.external(self.name, tokio::time::sleep(self.latency)).await;
+        self.calls.external(self.name, crate::latency::wait(self.latency)).await;
         Ok(Lookup::NotFound)
     }
 }
@@ -119,7 +119,7 @@ impl LanguageModel for SimulatedModel {
         "simulated-model"
     }
     async fn complete(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
-        self.2.external("model", tokio::time::sleep(self.0)).await;
+        self.2.external("model", crate::latency::wait(self.0)).await;
         let input = ((req.system.len() + req.user.len() + req.schema.to_string().len()) / 4) as u64;
         self.1 .0.fetch_add(input, std::sync::atomic::Ordering::Relaxed);
         self.1 .1.fetch_add(TYPICAL_ANSWER_TOKENS, std::sync::atomic::Ordering::Relaxed);
