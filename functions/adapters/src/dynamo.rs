@@ -79,7 +79,7 @@ impl DynamoStore {
             item.insert("due_at".into(), AttributeValue::N(due.to_string()));
         }
         let condition = match w.condition {
-            Condition::Absent => Some(("attribute_not_exists(pk)".to_string(), None)),
+            Condition::Absent | Condition::AbsentAt(_) => Some(("attribute_not_exists(pk)".to_string(), None)),
             Condition::Version(v) => Some(("ver = :expected".to_string(), Some(v))),
             Condition::Overwrite => None,
         };

@@ -15,12 +15,13 @@ use dossier_core::embedded::RecordingXdr;
 use dossier_core::http::{HttpRequest, HttpResponse};
 use dossier_core::messages::{Message, SynthesisReason};
 use dossier_core::ports::{
-    Clock, DocStore, DueItem, IncidentRef, QueueName, StoreError, StoredDoc, Table, Write, WriteOutcome, XdrApi, XdrError,
+    Clock, Condition, DocStore, DueItem, IncidentRef, QueueName, StoreError, StoredDoc, Table, Write, WriteOutcome, XdrApi, XdrError,
 };
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, IntelFeed, PerIndicator, Source};
 use dossier_core::stages::open_case;
 use dossier_core::store::{Commit, CASE_SK};
+use dossier_core::synthesis::LanguageModel;
 use dossier_local::backend::{current_invocation, Backend, FunctionTimes, LocalPipeline, PipelineParts, Timings};
 use dossier_local::chaos::ScaledClock;
 
@@ -43,6 +44,8 @@ struct CrashAt {
     fired: std::sync::atomic::AtomicBool,
     /// A write that is applied but confirmed late (a slow store), once.
     stall: Mutex<Option<(Rule, Duration)>>,
+    /// A write that is applied late (a slow transaction), once.
+    late: Mutex<Option<(Rule, Duration)>>,
 }
 
 impl CrashAt {
@@ -51,6 +54,9 @@ impl CrashAt {
     }
     fn stall(&self, wall: Duration, rule: impl Fn(&Write) -> bool + Send + Sync + 'static) {
         *self.stall.lock().unwrap() = Some((Box::new(rule), wall));
+    }
+    fn late(&self, wall: Duration, rule: impl Fn(&Write) -> bool + Send + Sync + 'static) {
+        *self.late.lock().unwrap() = Some((Box::new(rule), wall));
     }
     fn fired(&self) -> bool {
         self.fired.load(std::sync::atomic::Ordering::SeqCst)
@@ -88,15 +94,19 @@ impl DocStore for CrashAt {
         if crash == Some(When::Before) {
             die().await;
         }
-        let stall = {
-            let mut stall = self.stall.lock().unwrap();
-            let hit = stall.as_ref().is_some_and(|(r, _)| writes.iter().any(r));
+        let once = |slot: &Mutex<Option<(Rule, Duration)>>| {
+            let mut slot = slot.lock().unwrap();
+            let hit = slot.as_ref().is_some_and(|(r, _)| writes.iter().any(r));
             if hit {
-                stall.take().map(|(_, d)| d)
+                slot.take().map(|(_, d)| d)
             } else {
                 None
             }
         };
+        let (stall, late) = (once(&self.stall), once(&self.late));
+        if let Some(d) = late {
+            tokio::time::sleep(d).await;
+        }
         let out = self.inner.write(writes).await?;
         if let Some(d) = stall {
             tokio::time::sleep(d).await;
@@ -248,10 +258,48 @@ impl dossier_core::synthesis::LanguageModel for CountingModel {
 }
 
 fn rig_full(reads_back: bool, extra: Vec<Arc<dyn Source>>, model: Option<Arc<CountingModel>>) -> Rig {
+    rig_timed(reads_back, extra, model.map(|m| m as Arc<dyn LanguageModel>), 30, 6)
+}
+
+/// A model whose every answer is valid and names its call: each synthesis run drafts its own text.
+#[derive(Default)]
+struct NumberedModel(std::sync::atomic::AtomicU32);
+
+#[async_trait]
+impl LanguageModel for NumberedModel {
+    fn id(&self) -> &str {
+        "numbered-model"
+    }
+    async fn complete(
+        &self,
+        _: &dossier_core::synthesis::LlmRequest,
+    ) -> Result<dossier_core::synthesis::LlmResponse, dossier_core::synthesis::LlmError> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let answer = serde_json::json!({"summary": format!("Narrative of model call {n}."), "timeline": [], "hypotheses": [],
+            "techniques": [], "actors": [], "impacted": [], "next_steps": [], "proposed_actions": [],
+            "severity": {"level": "medium", "reason": "numbered"}});
+        Ok(dossier_core::synthesis::LlmResponse { text: answer.to_string(), input_tokens: 1000, output_tokens: 200 })
+    }
+}
+
+/// A rig whose functions time out after `timeout_s` (pipeline time; stage budgets twice that)
+/// and whose failed messages come back after `retry_timeouts` such timeouts.
+fn rig_timed(
+    reads_back: bool,
+    extra: Vec<Arc<dyn Source>>,
+    model: Option<Arc<dyn LanguageModel>>,
+    timeout_s: u64,
+    retry_timeouts: u64,
+) -> Rig {
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(1_800_000_000_000, 200.0));
     let backend = Backend::embedded_with(clock.clone(), Duration::from_secs(180));
-    let crash =
-        Arc::new(CrashAt { inner: backend.store.clone(), rule: Mutex::default(), fired: Default::default(), stall: Mutex::default() });
+    let crash = Arc::new(CrashAt {
+        inner: backend.store.clone(),
+        rule: Mutex::default(),
+        fired: Default::default(),
+        stall: Mutex::default(),
+        late: Mutex::default(),
+    });
     let backend = Backend { store: crash.clone(), ..backend };
     let xdr = Arc::new(Xdr::new(reads_back));
     let mut sources: Vec<Arc<dyn Source>> = vec![Arc::new(AttackSource), Arc::new(PerIndicator::new(IntelFeed::from_csv(FEED).unwrap()))];
@@ -262,16 +310,17 @@ fn rig_full(reads_back: bool, extra: Vec<Arc<dyn Source>>, model: Option<Arc<Cou
         write_lease: Duration::from_secs(30),
         link_ttl: Duration::from_secs(600),
         budgets: Budgets {
-            collect: Duration::from_secs(60),
-            synthesize: Duration::from_secs(60),
-            write_back: Duration::from_secs(60),
-            execute: Duration::from_secs(30),
+            collect: Duration::from_secs(2 * timeout_s),
+            synthesize: Duration::from_secs(2 * timeout_s),
+            write_back: Duration::from_secs(2 * timeout_s),
+            execute: Duration::from_secs(timeout_s),
             max_nudges: 6,
         },
         ..PipelineConfig::default()
     };
-    let f = |s| FunctionTimes { timeout: Duration::from_secs(s), failure_retry: Duration::from_secs(6 * s) };
-    let timings = Timings { collect: f(30), enrich: f(30), synthesize: f(30), writeback: f(30), reconcile_every: Duration::from_secs(60) };
+    let f = |s| FunctionTimes { timeout: Duration::from_secs(s), failure_retry: Duration::from_secs(retry_timeouts * s) };
+    let t = timeout_s;
+    let timings = Timings { collect: f(t), enrich: f(t), synthesize: f(t), writeback: f(t), reconcile_every: Duration::from_secs(2 * t) };
     let pipeline = LocalPipeline::new(PipelineParts {
         backend,
         config,
@@ -280,7 +329,7 @@ fn rig_full(reads_back: bool, extra: Vec<Arc<dyn Source>>, model: Option<Arc<Cou
         sources,
         signer: Arc::new(LinkSigner::new(vec![SigningKey { id: "k".into(), secret: vec![5; 32] }]).unwrap()),
         webhook_secrets: dossier_core::xdr::WebhookSecrets::single("default", SECRET.as_bytes()).unwrap(),
-        model: model.map(|m| m as Arc<dyn dossier_core::synthesis::LanguageModel>),
+        model,
         identity: None,
         notifiers: Vec::new(),
     })
@@ -463,6 +512,106 @@ async fn synthesis_dies_after_its_commit_and_the_reconciler_hands_it_over() {
     assert_eq!(r.xdr.dossier_comments(), 1);
     // The approvers are told although the notification message was never sent.
     r.until("approvers told", |s| s.actions.iter().all(|a| a.notified)).await;
+}
+
+/// The write that creates the dossier draft (synthesis's hand-over commit).
+fn creates_dossier_draft(w: &Write) -> bool {
+    w.table == Table::Effects && w.sk == "draft#dossier-1" && matches!(w.condition, Condition::Absent | Condition::AbsentAt(_))
+}
+
+/// The dossier comments posted, as XDR received them.
+fn posted_dossiers(r: &Rig) -> Vec<String> {
+    r.xdr
+        .inner
+        .writes()
+        .iter()
+        .filter_map(|w| w.body["request_data"]["update_data"]["comment"]["value"].as_str().map(str::to_string))
+        .filter(|t| t.contains(":dossier-1]"))
+        .collect()
+}
+
+/// Synthesis sends the comment beside the commit that stores its draft. Here the commit lands
+/// after write-back has the message, once within write-back's short pauses (~150 ms of wall
+/// time) and once after them (the message waits in the queue): the draft is posted once, as
+/// stored, by that message. (The functions here time out after 600 ms of wall time: time runs
+/// 200x faster than the wall clock, write-back's pauses do not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_that_outruns_its_draft_waits_for_it_and_posts_it_once() {
+    for late_ms in [60, 300] {
+        let r = rig_timed(true, Vec::new(), None, 120, 6);
+        r.crash.late(Duration::from_millis(late_ms), creates_dossier_draft);
+        r.open().await;
+        // Every queue at once (a pump handles one round and waits for it, so write-back would
+        // only see the message after synthesis's commit).
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = tokio::spawn({
+            let (p, stop) = (r.pipeline.clone(), stop.clone());
+            async move { p.run_workers(4, &stop).await }
+        });
+        let started = std::time::Instant::now();
+        while r.status().await != CaseStatus::AwaitingApproval {
+            assert!(started.elapsed() < Duration::from_secs(20), "never posted (late by {late_ms} ms): {:?}", r.status().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.await.unwrap();
+        let stored = r.pipeline.draft(&r.key, "dossier-1").await.unwrap().unwrap();
+        assert_eq!(posted_dossiers(&r), vec![stored.comment.clone()], "late by {late_ms} ms");
+        // Its own message posted it: the reconciler did not have to send it again.
+        let events = r.pipeline.ctx.store.events(&r.key).await.unwrap();
+        assert!(!events.iter().any(|e| e.event.starts_with("reconcile.")), "late by {late_ms} ms: {events:#?}");
+    }
+}
+
+/// Synthesis dies before its commit lands, its comment message already sent; the worker that
+/// takes the synthesis over commits its own draft (at a later version of the case). The dead
+/// run's message, held back until that draft is stored and not yet claimed, must not pass for
+/// it: it is decided on the stored draft, and the draft is posted once, as the run that
+/// committed wrote it. Each run's model answer names its call, so the text shows whose it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_sent_beside_a_commit_that_never_landed_posts_nothing_of_its_own() {
+    let r = rig_timed(true, Vec::new(), Some(Arc::new(NumberedModel::default())), 30, 1);
+    r.crash.arm(When::Before, creates_dossier_draft);
+    r.open().await;
+    let started = std::time::Instant::now();
+    let step = |what: &str| {
+        assert!(started.elapsed() < Duration::from_secs(20), "never: {what}");
+    };
+    while !r.crash.fired() {
+        step("the first synthesis dies");
+        if r.pipeline.pump_once().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // The dead run's comment message, taken off the queue before write-back sees it.
+    let mut held = Vec::new();
+    for delivery in r.pipeline.backend.consumer.receive(&QueueName::writeback(), 10, Duration::ZERO).await.unwrap() {
+        r.pipeline.backend.consumer.ack(&delivery).await.unwrap();
+        held.push(delivery.body);
+    }
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].contains("write_comment") && held[0].contains("model call 1"), "{}", held[0]);
+    // The synthesis comes back and is taken over; its draft is stored, its own message queued.
+    while r.status().await != CaseStatus::WritingBack {
+        step("the synthesis is taken over");
+        if r.pipeline.pump_once().await.unwrap() == 0 {
+            r.pipeline.reconciler.run().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let deadline = dossier_core::stages::Deadline::after(r.clock.now_ms(), Duration::from_secs(30));
+    let writeback = r.pipeline.handler_of(&QueueName::writeback());
+    let outcome =
+        dossier_core::stages::dispose(writeback, r.pipeline.backend.queue.as_ref(), &QueueName::writeback(), &held[0], deadline).await;
+    assert_eq!(outcome, dossier_core::stages::Disposition::Ack);
+    r.until("dossier posted", awaiting).await;
+    let stored = r.pipeline.draft(&r.key, "dossier-1").await.unwrap().unwrap();
+    let posted = posted_dossiers(&r);
+    assert_eq!(posted, vec![stored.comment.clone()]);
+    let dossier = r.pipeline.ctx.store.dossier(&r.key).await.unwrap().unwrap();
+    assert_eq!(dossier.summary, "Narrative of model call 2.", "the run that took over committed the dossier");
+    assert!(posted[0].contains(&dossier.summary), "the posted text is the committed run's: {}", posted[0]);
+    assert!(!posted[0].contains("model call 1"), "the dead run's text was posted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

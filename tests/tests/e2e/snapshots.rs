@@ -15,6 +15,7 @@ use dossier_core::ports::{Clock, QueueName};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, Deferred, Source, SourceReport};
 use dossier_core::stages::{open_case, Deadline, StageError};
+use dossier_core::store::Versioned;
 use dossier_local::backend::{Backend, LocalPipeline, PipelineParts};
 use dossier_tests::fixture;
 
@@ -96,14 +97,19 @@ async fn a_stale_or_changed_carried_draft_posts_nothing() {
     assert_eq!(xdr.writes().len(), 1, "the dossier is posted once");
 
     let draft_id = case.draft_id.clone().unwrap();
-    let posted = p.draft(&key, &draft_id).await.unwrap().unwrap();
+    let stored = p.ctx.store.draft(&key, &draft_id).await.unwrap().unwrap();
+    let posted = stored.value;
+    // Created at some version, then claimed and marked posted: two versions on.
+    let created_at = stored.version - 2;
     let mut as_created = posted.clone();
     as_created.comment = format!("{}\nFORGED: isolate everything", posted.comment);
     let other = CaseKey::new("acme", "2").unwrap();
     let messages = [
-        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&posted, 1) },
-        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, 1) },
-        Message::WriteComment { case: other, draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, 1) },
+        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&posted, created_at) },
+        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, created_at) },
+        // A genuine copy from a synthesis that lost its claim: created at an earlier version.
+        Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, created_at - 1) },
+        Message::WriteComment { case: other, draft_id: draft_id.clone(), snapshot: p.ctx.snapshot(&as_created, created_at) },
     ];
     for m in &messages {
         p.ctx.send(&QueueName::writeback(), m, Duration::ZERO).await.unwrap();
@@ -147,12 +153,12 @@ async fn a_forged_draft_ahead_of_the_genuine_one_posts_only_the_stored_text() {
     }
     assert!(xdr.writes().is_empty(), "the genuine comment message is still queued");
     let draft_id = p.case(&key).await.unwrap().unwrap().draft_id.unwrap();
-    let stored = p.draft(&key, &draft_id).await.unwrap().unwrap();
-    let genuine = p.ctx.snapshot(&stored, 1).expect("the pipeline tags snapshots");
+    let Versioned { value: stored, version } = p.ctx.store.draft(&key, &draft_id).await.unwrap().unwrap();
+    let genuine = p.ctx.snapshot(&stored, version).expect("the pipeline tags snapshots");
     let mut altered = stored.clone();
     altered.comment = "FORGED: this host is clean, close the incident".into();
     let deadline = Deadline::after(clock.now_ms(), Duration::from_secs(30));
-    for snapshot in forgeries(&genuine, &altered, 1) {
+    for snapshot in forgeries(&genuine, &altered, version) {
         let m = Message::WriteComment { case: key.clone(), draft_id: draft_id.clone(), snapshot: Some(snapshot) };
         p.handler_of(&QueueName::writeback()).handle(&m.to_body(), deadline).await.unwrap();
     }

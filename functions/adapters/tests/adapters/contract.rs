@@ -68,6 +68,19 @@ async fn doc_store_contract(store: &dyn DocStore) {
     ];
     assert_eq!(store.write(fine).await.unwrap(), WriteOutcome::Written);
     assert_eq!(store.get(Table::Cases, "t#1", "case").await.unwrap().unwrap().version, 3);
+    // A record created at a given version (the version of the change it was committed with):
+    // once only, and a copy of it at any other version conflicts.
+    let at = |v| vec![w(Table::Effects, "t#1", "draft#2", r#"{"d":2}"#, Condition::AbsentAt(v))];
+    assert_eq!(store.write(at(4)).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(store.get(Table::Effects, "t#1", "draft#2").await.unwrap().unwrap().version, 4);
+    assert_eq!(store.write(at(5)).await.unwrap(), WriteOutcome::Conflict { index: 0 }, "it exists: created once");
+    assert_eq!(store.replace(Table::Effects, "t#1", "draft#2", r#"{"d":3}"#, 1).await.unwrap(), ReplaceOutcome::Conflict);
+    assert_eq!(store.replace(Table::Effects, "t#1", "draft#2", r#"{"d":3}"#, 4).await.unwrap(), ReplaceOutcome::Written);
+    assert_eq!(store.get(Table::Effects, "t#1", "draft#2").await.unwrap().unwrap().version, 5);
+    assert!(matches!(
+        store.write(vec![w(Table::Effects, "t#1", "draft#3", "{}", Condition::AbsentAt(0))]).await,
+        Err(StoreError::Rejected(_))
+    ));
     // Overwrite ignores what is there (cache answers).
     assert_eq!(store.write(vec![w(Table::Cache, "src", "k", "1", Condition::Overwrite)]).await.unwrap(), WriteOutcome::Written);
     assert_eq!(store.write(vec![w(Table::Cache, "src", "k", "2", Condition::Overwrite)]).await.unwrap(), WriteOutcome::Written);

@@ -77,7 +77,7 @@ impl DocStore for MemoryStore {
         for (index, w) in writes.iter().enumerate() {
             let current = items.get(&(w.table, w.pk.clone(), w.sk.clone())).map_or(0, |i| i.version);
             let holds = match w.condition {
-                Condition::Absent => current == 0,
+                Condition::Absent | Condition::AbsentAt(_) => current == 0,
                 // As DynamoDB's `ver = :expected`: a missing item matches no version.
                 Condition::Version(v) => current != 0 && current == v,
                 Condition::Overwrite => true,

@@ -54,6 +54,10 @@ pub struct StoredDoc {
 pub enum Condition {
     /// Only if no item has this key (the new item gets version 1).
     Absent,
+    /// Only if no item has this key; the new item gets this version (at least 1). A record
+    /// created in the same commit as another record's change takes that change's version, so a
+    /// copy of it carried from a commit that never landed cannot match one another commit made.
+    AbsentAt(u64),
     /// Only if the stored version is this one (the new version is one more).
     Version(u64),
     /// Always; for records nobody versions (cache answers). The version becomes 1.
@@ -93,6 +97,7 @@ impl Write {
     pub fn next_version(&self) -> u64 {
         match self.condition {
             Condition::Absent | Condition::Overwrite => 1,
+            Condition::AbsentAt(v) => v,
             Condition::Version(v) => v + 1,
         }
     }
@@ -210,6 +215,9 @@ pub fn check_writes(writes: &[Write]) -> Result<(), StoreError> {
         }
         if w.body.len() + w.pk.len() + w.sk.len() > 400 * 1024 {
             return Err(StoreError::Rejected(format!("{}/{}: item larger than 400 KB", w.pk, w.sk)));
+        }
+        if w.condition == Condition::AbsentAt(0) {
+            return Err(StoreError::Rejected(format!("{}/{}: a record's first version is at least 1", w.pk, w.sk)));
         }
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! synthesize: claim the case under a lease, build the dossier (the model within what is left of
 //! the invocation, else the evidence alone), and commit the case's hand-over, the draft, the
 //! dossier, the proposed actions and their audit records together. A worker that lost its claim
-//! commits nothing and so sends nothing, notifies nobody and runs nothing. Also drafts the
-//! closure note when XDR resolves an incident.
+//! commits nothing: the comment message it sent beside its commit finds no draft of its own and
+//! posts nothing, and it notifies nobody and runs nothing. Also drafts the closure note when XDR
+//! resolves an incident.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -163,7 +164,7 @@ impl Synthesize {
         match self.hand_over(Versioned { value: case, version }, generated, &owner).await? {
             Some(hand_over) => self.ctx.send_all(hand_over.messages).await,
             None => {
-                info!("synthesis claim lost to another worker; nothing sent");
+                info!("synthesis claim lost to another worker; nothing stored (a comment message sent beside the commit posts nothing)");
                 Ok(())
             }
         }
@@ -249,9 +250,13 @@ impl Synthesize {
         if handed_over.drafted(owner, DRAFT_ID, now, &config.budgets).is_err() {
             return Ok(None);
         }
+        // The draft is created at the version this commit gives the case: no other commit can
+        // create it at that version (each holds its own claim's version of the case), so the
+        // copy the comment message carries matches only the draft this commit stores.
+        let created_at = stored.version + 1;
         let mut commit = Commit::new();
         commit.save(&handed_over, stored.version)?;
-        commit.create(&draft)?;
+        commit.create_at(&draft, created_at)?;
         commit.dossier(&key, &dossier)?;
         for a in &actions {
             commit.create(a)?;
@@ -269,7 +274,26 @@ impl Synthesize {
         for e in &events {
             commit.audit(e)?;
         }
-        match self.ctx.store.commit(commit).await? {
+        // The comment message goes beside the commit, with the draft riding on it as created:
+        // write-back claims it at that version without reading it, and waits a moment for a
+        // draft still being stored. A message whose commit never lands posts nothing: no draft
+        // is ever stored at its version. Without a copy to carry, it follows the commit.
+        let comment = |snapshot| Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into(), snapshot };
+        let carried = self.ctx.snapshot(&draft, created_at).map(|s| comment(Some(s)));
+        let beside = async {
+            match &carried {
+                Some(message) => match self.ctx.send(&QueueName::writeback(), message, Duration::ZERO).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(error = %e, "comment message not sent beside the commit; sent after it");
+                        false
+                    }
+                },
+                None => false,
+            }
+        };
+        let (committed, sent_beside) = tokio::join!(self.ctx.store.commit(commit), beside);
+        match committed? {
             Committed::Written => {}
             // The case changed under us: the lease lapsed and another worker took over.
             Committed::Conflict { index: 0 } => return Ok(None),
@@ -280,9 +304,11 @@ impl Synthesize {
             }
         }
         info!(draft = DRAFT_ID, actions = actions.len(), missing, ai, "dossier drafted");
-        // The draft rides along as created (version 1): write-back claims it without reading it.
-        let comment = Message::WriteComment { case: key.clone(), draft_id: DRAFT_ID.into(), snapshot: self.ctx.snapshot(&draft, 1) };
-        let mut messages = vec![(QueueName::writeback(), comment, Duration::ZERO)];
+        let mut messages = Vec::new();
+        if !sent_beside {
+            // Not sent beside the commit (no copy to carry, or the send failed): sent now.
+            messages.push((QueueName::writeback(), carried.unwrap_or_else(|| comment(None)), Duration::ZERO));
+        }
         for a in &actions {
             match a.status {
                 ActionStatus::Approved => messages.push((

@@ -96,6 +96,11 @@ impl Commit {
         self.push(record.write(Condition::Absent)?)
     }
 
+    /// Adds a record that must not exist yet, at `version` (see [`Condition::AbsentAt`]).
+    pub fn create_at<R: Record>(&mut self, record: &R, version: u64) -> Result<usize, StoreError> {
+        self.push(record.write(Condition::AbsentAt(version))?)
+    }
+
     /// Adds a record read at `version`: written only if nobody changed it since.
     pub fn save<R: Record>(&mut self, record: &R, version: u64) -> Result<usize, StoreError> {
         self.push(record.write(Condition::Version(version))?)

@@ -25,6 +25,15 @@ pub struct Writeback {
     exports: Vec<Arc<dyn ClosureExport>>,
 }
 
+/// Pauses before claiming again a carried draft whose commit (sent beside its message) has not
+/// landed yet: a transaction a little slower than the queue. Then the message waits in the queue.
+const DRAFT_COMMIT_PAUSES_MS: [u64; 4] = [10, 20, 40, 80];
+/// How long, and how often, a comment message waits in the queue for its draft; a draft missing
+/// after that was never stored (its synthesis lost its claim). The reconciler posts a draft whose
+/// commit lands later still.
+const DRAFT_IN_FLIGHT: Duration = Duration::from_secs(2);
+const DRAFT_IN_FLIGHT_WAITS: u32 = 5;
+
 /// How often an XDR response action's status is polled, and for how long.
 const ACTION_POLL_EVERY: Duration = Duration::from_secs(60);
 const ACTION_POLL_ATTEMPTS: u32 = 30;
@@ -58,7 +67,15 @@ impl Writeback {
     // -----------------------------------------------------------------------------------------
     // Comments
 
-    async fn write_comment(&self, key: &CaseKey, draft_id: &str, snapshot: Option<Snapshot>, deadline: Deadline) -> Result<(), StageError> {
+    /// `waited`: how often this message was sent again to wait for its draft.
+    async fn write_comment(
+        &self,
+        key: &CaseKey,
+        draft_id: &str,
+        snapshot: Option<Snapshot>,
+        waited: u32,
+        deadline: Deadline,
+    ) -> Result<(), StageError> {
         let owner = Owner::new(self.ctx.actor);
         let now = self.ctx.now_ms();
         let lease_until = self.ctx.lease_until(deadline);
@@ -74,15 +91,26 @@ impl Writeback {
         // (a draft changed since is a conflict, and then it is read).
         let carried = self.ctx.carried::<Draft>(snapshot).filter(|d| d.value.case == *key && d.value.id == draft_id);
         let claimed = match carried {
-            // Only a conditional write checks a carried copy against the store: any other
-            // outcome (posted already, busy, refused) is decided again on the stored draft.
-            Some(first) => match self.ctx.store.update_versioned_from(&pk, &sk, first, decide).await? {
-                Some(granted @ ((Claim::Granted { .. }, _), _)) => Some(granted),
-                _ => self.ctx.store.update_versioned(&pk, &sk, decide).await?,
-            },
-            None => self.ctx.store.update_versioned(&pk, &sk, decide).await?,
-        }
-        .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?;
+            Some(first) => {
+                let Some(claimed) = self.claim_carried(&pk, &sk, first, &decide).await? else {
+                    // Synthesis sends this message beside the commit that stores the draft: a
+                    // draft still missing was a moment behind (wait a little longer), or its
+                    // commit never landed (its worker lost the claim: nothing to post).
+                    if waited >= DRAFT_IN_FLIGHT_WAITS {
+                        warn!(draft = draft_id, waited, "the draft this message carries was never stored; nothing posted");
+                        return Ok(());
+                    }
+                    return Err(StageError::RetryLater { reason: "the draft is still being stored".into(), after: DRAFT_IN_FLIGHT });
+                };
+                claimed
+            }
+            None => self
+                .ctx
+                .store
+                .update_versioned(&pk, &sk, &decide)
+                .await?
+                .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?,
+        };
         let ((claim, draft), version) = claimed;
         let reclaimed = match claim {
             Claim::Granted { reclaimed } => reclaimed,
@@ -134,6 +162,35 @@ impl Writeback {
             return Ok(());
         }
         self.after_post(key, &posted).await
+    }
+
+    /// Claims a carried draft at the version it was created with, without reading it. Only a
+    /// conditional write checks a carried copy against the store: any other outcome (posted
+    /// already, busy, refused, another commit's draft) is decided again on the stored draft. A
+    /// draft not stored yet is tried again after short pauses; `None` if it is still missing.
+    async fn claim_carried<T, F>(
+        &self,
+        pk: &str,
+        sk: &str,
+        first: Versioned<Draft>,
+        decide: &F,
+    ) -> Result<Option<((Claim, T), u64)>, StageError>
+    where
+        F: Fn(&mut Draft, &mut Commit) -> Result<Change<(Claim, T)>, StageError>,
+    {
+        for pause in DRAFT_COMMIT_PAUSES_MS.iter().map(|ms| Some(Duration::from_millis(*ms))).chain([None]) {
+            match self.ctx.store.update_versioned_from(pk, sk, first.clone(), decide).await? {
+                Some(granted @ ((Claim::Granted { .. }, _), _)) => return Ok(Some(granted)),
+                // Decided without a write (perhaps on the carried copy itself): the stored draft decides.
+                Some(_) => return self.ctx.store.update_versioned(pk, sk, decide).await,
+                // The write found no draft, and neither did the read after it.
+                None => match pause {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Ok(None),
+                },
+            }
+        }
+        Ok(None)
     }
 
     /// XDR failed the post. If it provably stored nothing, the claim is released so a retry
@@ -453,11 +510,13 @@ fn note_id(action_id: &str) -> String {
 #[async_trait]
 impl MessageHandler for Writeback {
     async fn handle(&self, body: &str, deadline: Deadline) -> Result<(), StageError> {
-        let message = Message::parse(body)?;
+        let (message, waited) = Message::parse_counted(body)?;
         let span = tracing::info_span!("case", case = %message.case(), stage = "writeback");
         async {
             match message {
-                Message::WriteComment { case, draft_id, snapshot } => self.write_comment(&case, &draft_id, snapshot, deadline).await,
+                Message::WriteComment { case, draft_id, snapshot } => {
+                    self.write_comment(&case, &draft_id, snapshot, waited, deadline).await
+                }
                 Message::ExecuteAction { case, action_id } => self.execute_action(&case, &action_id, deadline).await,
                 Message::Notify { case, action_id, attempt } => self.notify(&case, &action_id, attempt).await,
                 Message::CheckAction { case, action_id, attempt } => self.check_action(&case, &action_id, attempt).await,
