@@ -117,10 +117,75 @@ impl DynamoStore {
         let left: usize = pending.values().map(Vec::len).sum();
         Err(StoreError::Unavailable(format!("BatchWriteItem: {left} items left unprocessed after {BATCH_ATTEMPTS} attempts")))
     }
+
+    /// One attempt: `Ok(None)` when DynamoDB refused it for a transaction in flight on one of
+    /// its items (nothing was written).
+    async fn write_once(&self, writes: Vec<Write>) -> Result<Option<WriteOutcome>, StoreError> {
+        if writes.len() == 1 {
+            let w = writes.into_iter().next().expect("one write");
+            let Item { table, item, condition } = self.put(w);
+            let mut req = self.client.put_item().table_name(table).set_item(Some(item));
+            if let Some((expr, version)) = condition {
+                req = req.condition_expression(expr);
+                if let Some(v) = version {
+                    req = req.expression_attribute_values(":expected", AttributeValue::N(v.to_string()));
+                }
+            }
+            return match req.send().await {
+                Ok(_) => Ok(Some(WriteOutcome::Written)),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                    Ok(Some(WriteOutcome::Conflict { index: 0 }))
+                }
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_transaction_conflict_exception()) => Ok(None),
+                Err(e) => Err(classify("PutItem", e)),
+            };
+        }
+        let mut items = Vec::with_capacity(writes.len());
+        for w in writes {
+            let Item { table, item, condition } = self.put(w);
+            let mut put = Put::builder().table_name(table).set_item(Some(item));
+            if let Some((expr, version)) = condition {
+                put = put.condition_expression(expr);
+                if let Some(v) = version {
+                    put = put.expression_attribute_values(":expected", AttributeValue::N(v.to_string()));
+                }
+            }
+            let put = put.build().map_err(|e| StoreError::Rejected(format!("TransactWriteItems: {e}")))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Some(WriteOutcome::Written)),
+            Err(e) => {
+                if let Some(canceled) = e.as_service_error().and_then(|s| match s {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                    _ => None,
+                }) {
+                    let reasons = canceled.cancellation_reasons();
+                    if let Some(index) = reasons.iter().position(|r| r.code() == Some("ConditionalCheckFailed")) {
+                        return Ok(Some(WriteOutcome::Conflict { index }));
+                    }
+                    let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+                    if !codes.is_empty() && codes.iter().all(|c| *c == "TransactionConflict") {
+                        return Ok(None);
+                    }
+                    // Throttling and the like: the message is retried.
+                    return Err(StoreError::Unavailable(format!("TransactWriteItems canceled: {}", codes.join(", "))));
+                }
+                Err(classify("TransactWriteItems", e))
+            }
+        }
+    }
 }
 
 /// Tries of a batch call before unprocessed items are an error (the message is retried).
 const BATCH_ATTEMPTS: u32 = 5;
+
+/// Tries of a write DynamoDB refused because a transaction was in flight on one of its items
+/// (`TransactionConflictException`; a transaction canceled for `TransactionConflict`): nothing
+/// was written, and the guide asks to try again with backoff, which the SDK does not do for
+/// these. Synthesis's hand-over and write-back's claim of the same draft meet this way when
+/// the comment message outruns the commit it was sent beside.
+const TRANSACTION_CONFLICT_ATTEMPTS: u32 = 5;
 
 /// One PutItem: the table, the item, and its condition (an expression and the version it names).
 struct Item {
@@ -250,55 +315,19 @@ impl DocStore for DynamoStore {
 
     async fn write(&self, writes: Vec<Write>) -> Result<WriteOutcome, StoreError> {
         dossier_core::ports::check_writes(&writes)?;
-        if writes.len() == 1 {
-            let w = writes.into_iter().next().expect("one write");
-            let Item { table, item, condition } = self.put(w);
-            let mut req = self.client.put_item().table_name(table).set_item(Some(item));
-            if let Some((expr, version)) = condition {
-                req = req.condition_expression(expr);
-                if let Some(v) = version {
-                    req = req.expression_attribute_values(":expected", AttributeValue::N(v.to_string()));
-                }
+        for attempt in 0..TRANSACTION_CONFLICT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << (attempt - 1))).await;
             }
-            return match req.send().await {
-                Ok(_) => Ok(WriteOutcome::Written),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                    Ok(WriteOutcome::Conflict { index: 0 })
-                }
-                Err(e) => Err(classify("PutItem", e)),
-            };
-        }
-        let mut items = Vec::with_capacity(writes.len());
-        for w in writes {
-            let Item { table, item, condition } = self.put(w);
-            let mut put = Put::builder().table_name(table).set_item(Some(item));
-            if let Some((expr, version)) = condition {
-                put = put.condition_expression(expr);
-                if let Some(v) = version {
-                    put = put.expression_attribute_values(":expected", AttributeValue::N(v.to_string()));
-                }
-            }
-            let put = put.build().map_err(|e| StoreError::Rejected(format!("TransactWriteItems: {e}")))?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(WriteOutcome::Written),
-            Err(e) => {
-                if let Some(canceled) = e.as_service_error().and_then(|s| match s {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
-                    _ => None,
-                }) {
-                    let reasons = canceled.cancellation_reasons();
-                    if let Some(index) = reasons.iter().position(|r| r.code() == Some("ConditionalCheckFailed")) {
-                        return Ok(WriteOutcome::Conflict { index });
-                    }
-                    let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
-                    // TransactionConflict (another transaction on the same item), throttling: retry.
-                    return Err(StoreError::Unavailable(format!("TransactWriteItems canceled: {}", codes.join(", "))));
-                }
-                Err(classify("TransactWriteItems", e))
+            if let Some(outcome) = self.write_once(writes.clone()).await? {
+                return Ok(outcome);
             }
         }
+        let keys: Vec<String> = writes.iter().map(|w| format!("{}/{}", w.pk, w.sk)).collect();
+        Err(StoreError::Unavailable(format!(
+            "a transaction on {} stayed in flight over {TRANSACTION_CONFLICT_ATTEMPTS} attempts",
+            keys.join(", ")
+        )))
     }
 
     async fn put_all(&self, writes: Vec<Write>) -> Result<(), StoreError> {

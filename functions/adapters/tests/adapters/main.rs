@@ -2,6 +2,7 @@
 //! one per file). Each module says what it covers.
 
 mod contract;
+mod dynamo_faults;
 mod identity;
 mod knowledge;
 mod lambda_glue;

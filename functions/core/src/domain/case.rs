@@ -642,6 +642,33 @@ mod tests {
         assert_eq!(c.claim_synthesis(&a, 30_000, 12_000), Claim::Done);
     }
 
+    /// The comment message is sent beside the hand-over commit, its draft created at the
+    /// version that commit gives the case (see `stages::synthesize`): sound only while no claim
+    /// is ever granted after the hand-over. No status reachable from WritingBack leads back to
+    /// Enriching or Synthesizing, and a claim asked in any of them is refused or done.
+    #[test]
+    fn no_claim_after_the_hand_over() {
+        let mut reachable = vec![CaseStatus::WritingBack];
+        let mut i = 0;
+        while i < reachable.len() {
+            for next in CaseStatus::ALL {
+                if reachable[i].can_move_to(next) && !reachable.contains(&next) {
+                    reachable.push(next);
+                }
+            }
+            i += 1;
+        }
+        assert!(!reachable.contains(&CaseStatus::Enriching) && !reachable.contains(&CaseStatus::Synthesizing), "{reachable:?}");
+        let owner = Owner::new("synthesize");
+        for status in reachable {
+            let mut c = case();
+            c.status = status;
+            let claim = c.claim_synthesis(&owner, 99_000, 50_000);
+            assert!(!matches!(claim, Claim::Granted { .. }), "{status}: {claim:?}");
+            assert_eq!(c.status, status, "{status}: a refused claim changes nothing");
+        }
+    }
+
     #[test]
     fn settling_waits_for_open_actions_then_is_done() {
         let b = Budgets::default();

@@ -55,8 +55,9 @@ pub enum Condition {
     /// Only if no item has this key (the new item gets version 1).
     Absent,
     /// Only if no item has this key; the new item gets this version (at least 1). A record
-    /// created in the same commit as another record's change takes that change's version, so a
-    /// copy of it carried from a commit that never landed cannot match one another commit made.
+    /// created in the same commit as another record's change can take that change's version:
+    /// while that other record's versions only grow and the new one is never created again, a
+    /// copy carried from a commit that did not land matches no record another commit made.
     AbsentAt(u64),
     /// Only if the stored version is this one (the new version is one more).
     Version(u64),

@@ -1,9 +1,9 @@
 //! synthesize: claim the case under a lease, build the dossier (the model within what is left of
 //! the invocation, else the evidence alone), and commit the case's hand-over, the draft, the
 //! dossier, the proposed actions and their audit records together. A worker that lost its claim
-//! commits nothing: the comment message it sent beside its commit finds no draft of its own and
-//! posts nothing, and it notifies nobody and runs nothing. Also drafts the closure note when XDR
-//! resolves an incident.
+//! commits nothing: the comment message it sent beside its commit finds no draft of its own (at
+//! most it has the stored draft posted, as stored), and it notifies nobody and runs nothing. Also
+//! drafts the closure note when XDR resolves an incident.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -164,7 +164,7 @@ impl Synthesize {
         match self.hand_over(Versioned { value: case, version }, generated, &owner).await? {
             Some(hand_over) => self.ctx.send_all(hand_over.messages).await,
             None => {
-                info!("synthesis claim lost to another worker; nothing stored (a comment message sent beside the commit posts nothing)");
+                info!("synthesis claim lost to another worker; nothing stored (the comment message sent beside the commit posts nothing of its own)");
                 Ok(())
             }
         }
@@ -250,9 +250,11 @@ impl Synthesize {
         if handed_over.drafted(owner, DRAFT_ID, now, &config.budgets).is_err() {
             return Ok(None);
         }
-        // The draft is created at the version this commit gives the case: no other commit can
-        // create it at that version (each holds its own claim's version of the case), so the
-        // copy the comment message carries matches only the draft this commit stores.
+        // The draft is created at the version this commit gives the case. A commit that did not
+        // land held an earlier claim (a later claim makes it conflict), no claim is granted after
+        // the hand-over, and the draft's version only grows: so the copy the comment message
+        // carries matches no draft but the one this commit stores (the case's transition table
+        // and its test `no_claim_after_the_hand_over` keep it so).
         let created_at = stored.version + 1;
         let mut commit = Commit::new();
         commit.save(&handed_over, stored.version)?;

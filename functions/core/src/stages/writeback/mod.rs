@@ -8,13 +8,14 @@ use std::time::Duration;
 use tracing::{info, warn, Instrument};
 
 mod closure_export;
+mod comment;
 mod notify;
 
 use super::{ms_until, Context, Deadline, MessageHandler, StageError};
 use crate::domain::{Action, ActionKind, ActionStatus, CaseKey, Claim, Draft, DraftKind, Execution, Owner};
-use crate::messages::{Message, Snapshot};
+use crate::messages::Message;
 use crate::ports::{ClosureExport, IdentityAdmin, Notifier, QueueName, XdrApi, XdrError};
-use crate::store::{action_sk, draft_sk, Change, Commit, Committed, Versioned};
+use crate::store::{action_sk, Change, Commit, Committed, Versioned};
 use crate::text::clean_text;
 
 pub struct Writeback {
@@ -24,15 +25,6 @@ pub struct Writeback {
     notifiers: Vec<Arc<dyn Notifier>>,
     exports: Vec<Arc<dyn ClosureExport>>,
 }
-
-/// Pauses before claiming again a carried draft whose commit (sent beside its message) has not
-/// landed yet: a transaction a little slower than the queue. Then the message waits in the queue.
-const DRAFT_COMMIT_PAUSES_MS: [u64; 4] = [10, 20, 40, 80];
-/// How long, and how often, a comment message waits in the queue for its draft; a draft missing
-/// after that was never stored (its synthesis lost its claim). The reconciler posts a draft whose
-/// commit lands later still.
-const DRAFT_IN_FLIGHT: Duration = Duration::from_secs(2);
-const DRAFT_IN_FLIGHT_WAITS: u32 = 5;
 
 /// How often an XDR response action's status is polled, and for how long.
 const ACTION_POLL_EVERY: Duration = Duration::from_secs(60);
@@ -62,179 +54,6 @@ impl Writeback {
     pub fn with_identity(mut self, identity: Arc<dyn IdentityAdmin>) -> Writeback {
         self.identity = Some(identity);
         self
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Comments
-
-    /// `waited`: how often this message was sent again to wait for its draft.
-    async fn write_comment(
-        &self,
-        key: &CaseKey,
-        draft_id: &str,
-        snapshot: Option<Snapshot>,
-        waited: u32,
-        deadline: Deadline,
-    ) -> Result<(), StageError> {
-        let owner = Owner::new(self.ctx.actor);
-        let now = self.ctx.now_ms();
-        let lease_until = self.ctx.lease_until(deadline);
-        let decide = |d: &mut Draft, _: &mut Commit| {
-            let claim = d.claim_post(&owner, lease_until, now);
-            Ok::<_, StageError>(match claim {
-                Claim::Granted { .. } => Change::Write((claim, d.clone())),
-                _ => Change::Keep((claim, d.clone())),
-            })
-        };
-        let (pk, sk) = (key.storage_id(), draft_sk(draft_id));
-        // The draft as synthesis created it: claimed at that version without reading it first
-        // (a draft changed since is a conflict, and then it is read).
-        let carried = self.ctx.carried::<Draft>(snapshot).filter(|d| d.value.case == *key && d.value.id == draft_id);
-        let claimed = match carried {
-            Some(first) => {
-                let Some(claimed) = self.claim_carried(&pk, &sk, first, &decide).await? else {
-                    // Synthesis sends this message beside the commit that stores the draft: a
-                    // draft still missing was a moment behind (wait a little longer), or its
-                    // commit never landed (its worker lost the claim: nothing to post).
-                    if waited >= DRAFT_IN_FLIGHT_WAITS {
-                        warn!(draft = draft_id, waited, "the draft this message carries was never stored; nothing posted");
-                        return Ok(());
-                    }
-                    return Err(StageError::RetryLater { reason: "the draft is still being stored".into(), after: DRAFT_IN_FLIGHT });
-                };
-                claimed
-            }
-            None => self
-                .ctx
-                .store
-                .update_versioned(&pk, &sk, &decide)
-                .await?
-                .ok_or_else(|| StageError::BadMessage(format!("no draft {draft_id} on case {key}")))?,
-        };
-        let ((claim, draft), version) = claimed;
-        let reclaimed = match claim {
-            Claim::Granted { reclaimed } => reclaimed,
-            Claim::Done => return self.after_post(key, &draft).await,
-            Claim::Busy { until_ms } => {
-                return Err(StageError::RetryLater {
-                    reason: "another worker is posting this comment".into(),
-                    after: ms_until(now, until_ms),
-                })
-            }
-            Claim::Refused(reason) => {
-                info!(draft = draft_id, %reason, "draft will not be posted");
-                return Ok(());
-            }
-        };
-        let marker = crate::dossier::draft_marker(key, draft_id);
-        // The previous owner died mid-call: if XDR can tell whether it posted, ask.
-        let already = if reclaimed { self.xdr.comment_exists(&key.incident_id, &marker).await? } else { None };
-        let note = match already {
-            Some(true) => "found on the incident on read-back; not posted again",
-            Some(false) | None => {
-                if let Err(e) = self.xdr.add_comment(&key.incident_id, &draft.comment).await {
-                    return self.comment_failed(draft, version, &owner, e).await;
-                }
-                if reclaimed && already.is_none() {
-                    "posted again after a worker died mid-post (this XDR version cannot read comments back)"
-                } else {
-                    "posted"
-                }
-            }
-        };
-        let posted_at = self.ctx.now_ms();
-        let mut posted = draft.clone();
-        if posted.mark_posted(&owner, posted_at).is_err() {
-            return Ok(());
-        }
-        let chars = posted.comment.chars().count();
-        let mut commit = Commit::new();
-        commit.save(&posted, version)?;
-        commit.audit(&self.ctx.event(key, "xdr.comment_added", format!("draft {draft_id}, {chars} characters: {note}")))?;
-        if let Committed::Conflict { .. } = self.ctx.store.commit(commit).await? {
-            warn!(draft = draft_id, "claim lost after posting");
-            return Ok(());
-        }
-        info!(draft = draft_id, chars, "comment posted");
-        if posted.kind == DraftKind::Dossier {
-            let case = self.ctx.settled_case(key, true).await?;
-            self.dossier_posted_metrics(case.as_ref(), posted_at);
-            return Ok(());
-        }
-        self.after_post(key, &posted).await
-    }
-
-    /// Claims a carried draft at the version it was created with, without reading it. Only a
-    /// conditional write checks a carried copy against the store: any other outcome (posted
-    /// already, busy, refused, another commit's draft) is decided again on the stored draft. A
-    /// draft not stored yet is tried again after short pauses; `None` if it is still missing.
-    async fn claim_carried<T, F>(
-        &self,
-        pk: &str,
-        sk: &str,
-        first: Versioned<Draft>,
-        decide: &F,
-    ) -> Result<Option<((Claim, T), u64)>, StageError>
-    where
-        F: Fn(&mut Draft, &mut Commit) -> Result<Change<(Claim, T)>, StageError>,
-    {
-        for pause in DRAFT_COMMIT_PAUSES_MS.iter().map(|ms| Some(Duration::from_millis(*ms))).chain([None]) {
-            match self.ctx.store.update_versioned_from(pk, sk, first.clone(), decide).await? {
-                Some(granted @ ((Claim::Granted { .. }, _), _)) => return Ok(Some(granted)),
-                // Decided without a write (perhaps on the carried copy itself): the stored draft decides.
-                Some(_) => return self.ctx.store.update_versioned(pk, sk, decide).await,
-                // The write found no draft, and neither did the read after it.
-                None => match pause {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => return Ok(None),
-                },
-            }
-        }
-        Ok(None)
-    }
-
-    /// XDR failed the post. If it provably stored nothing, the claim is released so a retry
-    /// need not wait; otherwise the lease stands and the retry reads back after it lapses.
-    async fn comment_failed(&self, draft: Draft, version: u64, owner: &Owner, e: XdrError) -> Result<(), StageError> {
-        if e.proves_nothing_written() {
-            let mut released = draft;
-            if released.release(owner, self.ctx.now_ms()).is_ok() {
-                let mut commit = Commit::new();
-                commit.save(&released, version)?;
-                self.ctx.store.commit(commit).await?;
-            }
-        }
-        warn!(error = %e, "comment not posted; will retry");
-        Err(e.into())
-    }
-
-    /// A posted dossier settles the case; a posted closure summary is handed on to the
-    /// configured targets.
-    async fn after_post(&self, key: &CaseKey, draft: &Draft) -> Result<(), StageError> {
-        match draft.kind {
-            DraftKind::Dossier => self.ctx.settle_case(key, true).await,
-            DraftKind::Closure => {
-                // Posted closure summaries join the knowledge later cases search.
-                crate::sources::remember_closure(self.ctx.store.docs().as_ref(), key, &draft.comment, self.ctx.now_ms()).await?;
-                self.export_closure(key, draft).await
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Time from the incident's creation in XDR to its dossier (MTTA-style), and from the case
-    /// reaching Dossier to its dossier.
-    /// `case` as settled (read for the settling, not again for the metrics).
-    fn dossier_posted_metrics(&self, case: Option<&crate::domain::Case>, posted_at: i64) {
-        use crate::metrics::{Metric, MetricSet};
-        let mut metrics = vec![Metric::count("DossiersPosted", 1.0)];
-        if let Some(case) = case {
-            metrics.push(Metric::ms("CaseLatency", posted_at - case.received_at_ms));
-            if let Some(created) = case.hint.created_at_ms {
-                metrics.push(Metric::ms("TimeToDossier", posted_at - created));
-            }
-        }
-        self.ctx.metric(MetricSet::new(metrics));
     }
 
     // -----------------------------------------------------------------------------------------
