@@ -90,17 +90,25 @@ const SOURCE_NAMES: [&str; 8] = ["sim-ti-1", "sim-ti-2", "sim-ti-3", "sim-ti-4",
 /// `/proc/self/task/*/schedstat` (nanoseconds; `/proc/self/stat` counts 10 ms ticks, too coarse
 /// for a few cases). Threads that already exited are not counted: the runtime's workers live as
 /// long as the bench.
+/// Not the simulator's timer thread ("async-io", see `latency::wait`): it only wakes the
+/// simulated waits, whose work is the simulated services', not the pipeline's.
 fn cpu_ms() -> f64 {
-    cpu_ms_of("self")
+    cpu_ms_of_threads("self", |name| name != "async-io")
 }
 
 /// On-CPU time of every thread of a process (`self` or a pid), from the scheduler's counters.
 pub fn cpu_ms_of(pid: &str) -> f64 {
+    cpu_ms_of_threads(pid, |_| true)
+}
+
+/// On-CPU time of the threads of a process whose name `counted` accepts.
+fn cpu_ms_of_threads(pid: &str, counted: impl Fn(&str) -> bool) -> f64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
     let ns: u64 = tasks
         .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|name| counted(name.trim_end())))
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
         .sum();
