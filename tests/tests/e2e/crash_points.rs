@@ -306,7 +306,8 @@ fn rig_timed(
     sources.extend(extra);
     let config = PipelineConfig {
         phase: Phase(2),
-        enrich_deadline: Duration::from_secs(300),
+        // The fan-in deadline's message sends a comment again too: well after the functions' timeouts.
+        enrich_deadline: Duration::from_secs(10 * timeout_s),
         write_lease: Duration::from_secs(30),
         link_ttl: Duration::from_secs(600),
         budgets: Budgets {
@@ -533,12 +534,12 @@ fn posted_dossiers(r: &Rig) -> Vec<String> {
 /// Synthesis sends the comment beside the commit that stores its draft. Here the commit lands
 /// after write-back has the message, once within write-back's short pauses (~150 ms of wall
 /// time) and once after them (the message waits in the queue): the draft is posted once, as
-/// stored, by that message. (The functions here time out after 600 ms of wall time: time runs
+/// stored, by that message. (The functions here time out after 1.5 s of wall time: time runs
 /// 200x faster than the wall clock, write-back's pauses do not.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_comment_that_outruns_its_draft_waits_for_it_and_posts_it_once() {
     for late_ms in [60, 300] {
-        let r = rig_timed(true, Vec::new(), None, 120, 6);
+        let r = rig_timed(true, Vec::new(), None, 300, 6);
         r.crash.late(Duration::from_millis(late_ms), creates_dossier_draft);
         r.open().await;
         // Every queue at once (a pump handles one round and waits for it, so write-back would
