@@ -182,9 +182,9 @@ const BATCH_ATTEMPTS: u32 = 5;
 
 /// Tries of a write DynamoDB refused because a transaction was in flight on one of its items
 /// (`TransactionConflictException`; a transaction canceled for `TransactionConflict`): nothing
-/// was written, and the guide asks to try again with backoff, which the SDK does not do for
-/// these. Synthesis's hand-over and write-back's claim of the same draft meet this way when
-/// the comment message outruns the commit it was sent beside.
+/// was written, and the guide asks to try again with backoff (here 10–20, 20–40, 40–80, 80–160
+/// ms), which the SDK does not do for these. Synthesis's hand-over and write-back's claim of the
+/// same draft meet this way when the comment message outruns the commit it was sent beside.
 const TRANSACTION_CONFLICT_ATTEMPTS: u32 = 5;
 
 /// One PutItem: the table, the item, and its condition (an expression and the version it names).
@@ -317,7 +317,9 @@ impl DocStore for DynamoStore {
         dossier_core::ports::check_writes(&writes)?;
         for attempt in 0..TRANSACTION_CONFLICT_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(10 << (attempt - 1))).await;
+                // Spread: the two writers refused together must not meet again on the next try.
+                let base = 10u64 << (attempt - 1);
+                tokio::time::sleep(Duration::from_millis(base + dossier_core::random::below(base))).await;
             }
             if let Some(outcome) = self.write_once(writes.clone()).await? {
                 return Ok(outcome);

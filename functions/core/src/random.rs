@@ -11,6 +11,15 @@ pub fn new_nonce() -> String {
     hex::encode(b)
 }
 
+/// A number in `0..n` (0 when `n` is 0), for spreading retries: not for secrets.
+pub fn below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    if n == 0 || getrandom::getrandom(&mut b).is_err() {
+        return 0;
+    }
+    u64::from_le_bytes(b) % n
+}
+
 /// 256 random bits, base64url: a secret such as a PKCE verifier. Unlike a nonce, a secret must
 /// never be predictable: no entropy, no secret.
 pub fn new_secret() -> Result<String, getrandom::Error> {

@@ -324,10 +324,13 @@ impl Queue for LatentQueue {
         // on the queue would be kept in whole milliseconds and found by a poller's millisecond
         // timer (see `wait`). Like SQS's, the message is the queue's once the send returns.
         self.calls.take("sqs:SendMessage", queue.as_str().to_string(), self.latency.sqs_send, async {}).await;
+        // What the queue would refuse is refused to the sender, as SQS does.
+        dossier_core::ports::check_message(body)?;
         let (inner, queue, body) = (self.inner.clone(), queue.clone(), body.to_string());
         tokio::spawn(async move {
             wait(trigger).await;
             if let Err(e) = inner.send(&queue, &body, Duration::ZERO).await {
+                // Only a transport failure of the queue behind (moto) gets here: the case counts as lost.
                 tracing::warn!(queue = %queue, error = %e, "bench: a message sent was refused by the queue behind it");
             }
         });

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dossier_core::config::PipelineConfig;
-use dossier_core::domain::{normalise, Case, CaseKey, CaseStatus, IncidentHint, IndicatorKind, Trigger};
+use dossier_core::domain::{normalise, Case, CaseKey, CaseStatus, Draft, DraftKind, IncidentHint, IndicatorKind, Trigger};
 use dossier_core::embedded::{ManualClock, RecordingXdr};
 use dossier_core::messages::{Message, Snapshot, SynthesisReason};
+use dossier_core::metrics::RecordingMetrics;
 use dossier_core::ports::{Clock, QueueName};
 use dossier_core::signing::{LinkSigner, SigningKey};
 use dossier_core::sources::{AttackSource, Deferred, Source, SourceReport};
@@ -40,8 +41,12 @@ async fn pump_idle(p: &LocalPipeline) {
 }
 
 fn pipeline(clock: Arc<ManualClock>, xdr: Arc<RecordingXdr>, late: Arc<dyn Source>) -> LocalPipeline {
+    pipeline_on(Backend::embedded(clock.clone()), clock, xdr, late)
+}
+
+fn pipeline_on(backend: Backend, clock: Arc<ManualClock>, xdr: Arc<RecordingXdr>, late: Arc<dyn Source>) -> LocalPipeline {
     LocalPipeline::new(PipelineParts {
-        backend: Backend::embedded(clock.clone()),
+        backend,
         config: PipelineConfig { enrich_deadline: Duration::from_secs(90), ..PipelineConfig::default() },
         clock,
         xdr,
@@ -120,6 +125,35 @@ async fn a_stale_or_changed_carried_draft_posts_nothing() {
     assert!(writes.iter().all(|w| !w.body.to_string().contains("FORGED")));
     assert_eq!(p.case(&key).await.unwrap().unwrap().status, case.status);
     assert_ne!(case.status, CaseStatus::Failed);
+}
+
+/// A comment message whose draft is never stored (its synthesis lost its claim, or died before
+/// its commit): write-back waits for the draft (briefly, then in the queue) and lets the message
+/// go, counted. Nothing is posted, nothing is stored, nothing rests in the DLQ.
+#[tokio::test]
+async fn a_comment_message_whose_draft_never_lands_is_let_go_and_counted() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let xdr = Arc::new(RecordingXdr::serving(fixture("xdr/get_incident_extra_data.json")));
+    let metrics = Arc::new(RecordingMetrics::default());
+    let mut backend = Backend::embedded(clock.clone());
+    backend.metrics = metrics.clone();
+    let p = pipeline_on(backend, clock.clone(), xdr.clone(), Arc::new(LateQuota(AtomicU32::new(1))));
+    let key = CaseKey::new("acme", "9").unwrap();
+    let lost = Draft::new(&key, "dossier-1", DraftKind::Dossier, "LOST RUN".into(), clock.now_ms(), &Default::default());
+    let m = Message::WriteComment { case: key.clone(), draft_id: "dossier-1".into(), snapshot: p.ctx.snapshot(&lost, 7) };
+    assert!(m.to_body().contains("LOST RUN"), "the genuine copy rides on the message");
+    p.ctx.send(&QueueName::writeback(), &m, Duration::ZERO).await.unwrap();
+    // Five waits of 2 s in the queue.
+    for _ in 0..8 {
+        pump_idle(&p).await;
+        clock.advance(Duration::from_secs(3));
+    }
+    assert!(xdr.writes().is_empty(), "{:?}", xdr.writes());
+    assert!(p.ctx.store.draft(&key, "dossier-1").await.unwrap().is_none(), "nothing stored");
+    assert_eq!(metrics.values("CommentMessagesWithoutDraft"), vec![1.0]);
+    let queue = p.backend.memory_queue.clone().unwrap();
+    assert!(queue.all_dead_letters().is_empty(), "{:?}", queue.all_dead_letters());
+    assert_eq!(p.pump_once().await.unwrap(), 0, "the message is gone");
 }
 
 /// A key other than the pipeline's: what a sender without the snapshot key could tag with.

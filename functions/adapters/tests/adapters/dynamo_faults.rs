@@ -110,7 +110,7 @@ async fn a_transaction_in_flight_that_stays_is_unavailable_after_a_few_tries() {
     assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("draft#dossier-1")), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(operations(&server).len(), 5);
-    // Throttling is not retried here (the SDK retries it; then the message does).
+    // A transaction canceled for throttling is not tried again here: the message is.
     let throttled = FakeServer::start().await;
     throttled.guard(checks).on("POST", "/", canceled(&["ThrottlingError", "None"]));
     assert!(matches!(store(&throttled).await.write(draft_and_case()).await, Err(StoreError::Unavailable(_))));

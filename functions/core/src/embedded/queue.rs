@@ -139,9 +139,7 @@ impl MemoryQueue {
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn send(&self, queue: &QueueName, body: &str, delay: Duration) -> Result<(), QueueError> {
-        if body.len() > 256 * 1024 {
-            return Err(QueueError::Rejected(format!("message of {} bytes exceeds 256 KiB", body.len())));
-        }
+        crate::ports::check_message(body)?;
         let delay_ms = i64::try_from(delay.min(crate::ports::MAX_QUEUE_DELAY).as_millis()).unwrap_or(0);
         let msg = Message {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),

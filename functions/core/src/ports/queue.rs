@@ -55,6 +55,17 @@ impl QueueError {
 /// Longest delay a queue accepts (SQS: 15 minutes).
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
+/// Largest message a queue accepts (SQS: 256 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// What SQS refuses before accepting a message.
+pub fn check_message(body: &str) -> Result<(), QueueError> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(QueueError::Rejected(format!("message of {} bytes exceeds 256 KiB", body.len())));
+    }
+    Ok(())
+}
+
 #[async_trait]
 pub trait Queue: Send + Sync {
     /// At-least-once: the message may be delivered more than once; consumers are idempotent.
