@@ -5,7 +5,7 @@
 #   3. installs Debian's chromium + chromium-driver if missing (browser test of the approval pages),
 #   4. checks formatting and clippy, runs every Rust test (unit, contract, adapter, CLI, browser, end-to-end),
 #   5. lints the SAM template (`sam validate --lint`, checkov),
-#   6. runs each cargo-fuzz target for FUZZ_SECONDS (default 20) on the nightly toolchain.
+#   6. runs each cargo-fuzz target for FUZZ_SECONDS (default 20), built in the background meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +50,22 @@ venv() {
   fi
 }
 
+# The fuzz targets build in the background from the start, at the lowest CPU priority: their
+# release build (instrumented, one codegen unit) is some 6 CPU-minutes, and it takes only what the
+# rest leaves idle (installs, tests waiting on moto, the linters), so it neither slows the Rust
+# build and tests nor waits for them. cargo-fuzz with `--sanitizer none` runs on the stable
+# toolchain (no sanitizer: the fuzzed crate forbids `unsafe`; panics, overflows and hangs are what
+# the targets look for).
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+FUZZ_TARGETS=(webhook extra_data link message)
+FUZZ_BUILD_LOG="$(mktemp -t fuzz-build.XXXXXX.log)"
+setsid --wait nice -n 19 bash -c '
+  set -e
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+  cargo fuzz build --sanitizer none
+' >"$FUZZ_BUILD_LOG" 2>&1 &
+FUZZ_BUILD_PID=$!
+
 step "virtualenv (moto ${MOTO_VERSION}); aws-sam-cli ${SAM_VERSION}, cfn-lint ${CFN_LINT_VERSION}, checkov ${CHECKOV_VERSION} install meanwhile"
 # Separate environments: their boto3 pins differ. The template linters are needed only after the
 # Rust tests, so they install in the background while cargo builds (mostly network and unpacking
@@ -81,6 +97,8 @@ MOTO_PID=$!
 cleanup() {
   kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -f "$MOTO_LOG"
   kill "$LINT_VENV_PID" 2>/dev/null || true; rm -f "$LINT_VENV_LOG"
+  # The fuzz build runs in a session of its own: its whole process group goes.
+  kill -- "-$FUZZ_BUILD_PID" 2>/dev/null || true; rm -f "$FUZZ_BUILD_LOG"
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
@@ -120,31 +138,34 @@ step "sam validate --lint"
 step "checkov (every suppression is justified in the resource's Metadata)"
 .venv-checkov/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
-FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-step "fuzz: webhook, extra_data, link, message (${FUZZ_SECONDS}s each, cargo-fuzz on nightly)"
+step "fuzz: ${FUZZ_TARGETS[*]} (${FUZZ_SECONDS}s each, two at a time; cargo-fuzz, no sanitizer)"
+if ! wait "$FUZZ_BUILD_PID"; then echo "building the fuzz targets failed:"; tail -60 "$FUZZ_BUILD_LOG"; exit 1; fi
+# fuzz_one TARGET: fuzzes one target; new inputs go to a scratch corpus (the seeds in fuzz/corpus
+# stay as committed); its log goes to $FUZZ_DIR/TARGET.log.
+fuzz_one() {
+  local target="$1" scratch
+  scratch="$(mktemp -d)"
+  local status=0
+  cargo fuzz run --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" >"$FUZZ_DIR/$target.log" 2>&1 || status=$?
+  rm -rf "$scratch"
+  return "$status"
+}
+FUZZ_DIR="$(mktemp -d)"
 FUZZ_RUNS=""
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || true
-fi
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-  for target in webhook extra_data link message; do
-    # New inputs go to a scratch corpus; the seeds in fuzz/corpus stay as committed.
-    scratch="$(mktemp -d)"
-    # No sanitizer: the fuzzed crate has no `unsafe` (panics, overflows and hangs are what the
-    # targets look for), and building every dependency with AddressSanitizer took minutes.
-    if ! cargo +nightly fuzz run --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" >"$scratch.log" 2>&1; then
-      echo "fuzz target $target failed: reproducer in fuzz/artifacts/$target"; tail -40 "$scratch.log"; exit 1
+# Each libFuzzer process is one thread: two at a time fill both cores.
+for ((i = 0; i < ${#FUZZ_TARGETS[@]}; i += 2)); do
+  pids=()
+  for target in "${FUZZ_TARGETS[@]:i:2}"; do fuzz_one "$target" & pids+=("$!"); done
+  for k in "${!pids[@]}"; do
+    target="${FUZZ_TARGETS[i + k]}"
+    if ! wait "${pids[k]}"; then
+      echo "fuzz target $target failed: reproducer in fuzz/artifacts/$target"; tail -40 "$FUZZ_DIR/$target.log"; exit 1
     fi
-    grep -E '^Done' "$scratch.log"
-    FUZZ_RUNS="$FUZZ_RUNS $target:$(grep -oE '^Done [0-9]+' "$scratch.log" | awk '{print $2}')"
-    rm -rf "$scratch" "$scratch.log"
+    echo "$target: $(grep -E '^Done' "$FUZZ_DIR/$target.log")"
+    FUZZ_RUNS="$FUZZ_RUNS $target:$(grep -oE '^Done [0-9]+' "$FUZZ_DIR/$target.log" | awk '{print $2}')"
   done
-else
-  # Said loudly in the summary, not hidden: cargo-fuzz needs nightly and this machine cannot get it.
-  echo "FUZZ SKIPPED: no nightly toolchain here and rustup could not install one"
-  FUZZ_RUNS=" SKIPPED (no nightly toolchain)"
-fi
+done
+rm -rf "$FUZZ_DIR"
 
 print_step_times
 echo
