@@ -51,11 +51,14 @@ venv() {
 }
 
 # The fuzz targets build in the background from the start, at the lowest CPU priority: their
-# release build (instrumented, one codegen unit) is some 6 CPU-minutes, and it takes only what the
-# rest leaves idle (installs, tests waiting on moto, the linters), so it neither slows the Rust
-# build and tests nor waits for them. cargo-fuzz with `--sanitizer none` runs on the stable
-# toolchain (no sanitizer: the fuzzed crate forbids `unsafe`; panics, overflows and hangs are what
-# the targets look for).
+# release build (instrumented) is some 6 CPU-minutes, and it takes only what the rest leaves idle
+# (installs, tests waiting on moto, the linters), so it neither slows the Rust build and tests nor
+# waits for them. cargo-fuzz with `--sanitizer none` runs on the stable toolchain (no sanitizer:
+# the fuzzed crate forbids `unsafe`); `--debug-assertions` turns on overflow checks and debug
+# assertions, which a release build leaves out (panics, overflows and hangs are what the targets
+# look for); 16 codegen units build in 185 s instead of 259 s here (some 30 % fewer runs a second).
+FUZZ_FLAGS="--sanitizer none --debug-assertions --codegen-units 16"
+export FUZZ_FLAGS
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 FUZZ_TARGETS=(webhook extra_data link message)
 FUZZ_BUILD_LOG="$(mktemp -t fuzz-build.XXXXXX.log)"
@@ -67,7 +70,7 @@ setsid --wait nice -n 19 bash -c '
   set -e
   if [ -w /proc/self/autogroup ]; then echo 19 >/proc/self/autogroup || echo "autogroup priority unchanged"; fi
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-  cargo fuzz build --sanitizer none
+  cargo fuzz build $FUZZ_FLAGS
 ' >"$FUZZ_BUILD_LOG" 2>&1 &
 FUZZ_BUILD_PID=$!
 
@@ -150,7 +153,7 @@ step "sam validate --lint"
 step "checkov (every suppression is justified in the resource's Metadata)"
 .venv-checkov/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
-step "fuzz: ${FUZZ_TARGETS[*]} (${FUZZ_SECONDS}s each, two at a time; cargo-fuzz, no sanitizer)"
+step "fuzz: ${FUZZ_TARGETS[*]} (${FUZZ_SECONDS}s each, two at a time; cargo-fuzz: overflow checks, no sanitizer)"
 if ! wait "$FUZZ_BUILD_PID"; then echo "building the fuzz targets failed:"; tail -60 "$FUZZ_BUILD_LOG"; exit 1; fi
 # fuzz_one TARGET: fuzzes one target; new inputs go to a scratch corpus (the seeds in fuzz/corpus
 # stay as committed); its log goes to $FUZZ_DIR/TARGET.log.
@@ -158,7 +161,7 @@ fuzz_one() {
   local target="$1" scratch
   scratch="$(mktemp -d)"
   local status=0
-  cargo fuzz run --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" >"$FUZZ_DIR/$target.log" 2>&1 || status=$?
+  cargo fuzz run $FUZZ_FLAGS "$target" "$scratch" "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" >"$FUZZ_DIR/$target.log" 2>&1 || status=$?
   rm -rf "$scratch"
   return "$status"
 }
