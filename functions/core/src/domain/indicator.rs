@@ -314,7 +314,8 @@ pub fn normalise(kind: IndicatorKind, raw: &str, names: &InternalNames) -> Optio
         }
         IndicatorKind::Hostname => {
             let h = v.trim_end_matches('.');
-            if h.len() > 255 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            // "." or a defanged "[.]" is no host: nothing is left once the root dot goes.
+            if h.is_empty() || h.len() > 255 || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return None;
             }
             // Host names are case-insensitive (NetBIOS, DNS): one spelling per host.
@@ -379,35 +380,39 @@ fn normalise_url(raw: &str) -> Option<String> {
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(host_end);
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let raw_host = host_only(host_port);
-    if raw_host.is_empty() {
-        return None;
-    }
+    let (raw_host, port) = split_host_port(host_port)?;
     let host = match raw_host.parse::<IpAddr>() {
         Ok(_) => raw_host.to_ascii_lowercase(),
         Err(_) => normalise_domain(raw_host)?,
     };
     // An IPv6 host keeps its brackets in the URL.
     let host = if host_port.starts_with('[') { format!("[{host}]") } else { host };
-    let port = &host_port[raw_host.len() + if host_port.starts_with('[') { 2 } else { 0 }..];
     Some(format!("{scheme}://{host}{port}{tail}"))
 }
 
-fn host_only(host_port: &str) -> &str {
-    if let Some(stripped) = host_port.strip_prefix('[') {
-        return stripped.split(']').next().unwrap_or("");
-    }
-    host_port.split(':').next().unwrap_or("")
+/// An authority's host and what follows it (`:port` or nothing), or `None` when the host is
+/// empty or a bracket is left open: `[` only ever opens an IPv6 literal (RFC 3986 §3.2.2), and
+/// attacker text holds `http://[a.com` as readily as `http://[::1]:80`.
+fn split_host_port(host_port: &str) -> Option<(&str, &str)> {
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let (literal, after) = bracketed.split_once(']')?;
+            literal.parse::<std::net::Ipv6Addr>().ok()?;
+            (literal, after)
+        }
+        None => host_port.find(':').map_or((host_port, ""), |at| host_port.split_at(at)),
+    };
+    let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    (!host.is_empty() && port_ok).then_some((host, port))
 }
 
-/// The host part of a normalised URL.
+/// The host part of a URL, or `None` when it has none or a malformed one.
 pub fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host_only(host_port);
-    (!host.is_empty()).then(|| host.to_string())
+    split_host_port(host_port).map(|(host, _)| host.to_string())
 }
 
 #[cfg(test)]
@@ -480,6 +485,28 @@ mod tests {
         let names = InternalNames { domain_suffixes: vec!["acme.test".into()] };
         assert!(normalise(IndicatorKind::Domain, "hr.acme.test", &names).unwrap().internal);
         assert!(!normalise(IndicatorKind::Domain, "notacme.test", &names).unwrap().internal);
+    }
+
+    #[test]
+    fn bracketed_hosts_are_ipv6_literals_or_nothing() {
+        // Attacker text: an open bracket once sliced past the end of the authority (a panic
+        // that sent every retry of the case to the DLQ; found by the extra_data fuzz target).
+        for bad in ["http://[a.com", "http://[::1", "http://[", "http://[]/", "http://[a.com]/x", "http://[::1]x/", "http://a.com:8o/"] {
+            assert!(n(IndicatorKind::Url, bad).is_none(), "{bad}");
+            assert!(url_host(bad).is_none(), "{bad}");
+        }
+        let v6 = n(IndicatorKind::Url, "http://[2001:4860::8888]:8080/a").unwrap();
+        assert_eq!(v6.value, "http://[2001:4860::8888]:8080/a");
+        assert_eq!(url_host(&v6.value).as_deref(), Some("2001:4860::8888"));
+        assert_eq!(n(IndicatorKind::Url, "http://Bad.Example.com:443").unwrap().value, "http://bad.example.com:443");
+    }
+
+    #[test]
+    fn a_host_name_of_only_dots_is_no_host() {
+        for dots in [".", "..", "[.]", "(.)", "'.'"] {
+            assert!(n(IndicatorKind::Hostname, dots).is_none(), "{dots}");
+        }
+        assert_eq!(n(IndicatorKind::Hostname, "WS-01.").unwrap().value, "ws-01");
     }
 
     #[test]
