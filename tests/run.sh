@@ -181,7 +181,13 @@ for ((i = 0; i < ${#FUZZ_TARGETS[@]}; i += 2)); do
     target="${FUZZ_TARGETS[i + k]}"
     if ! wait "${FUZZ_PIDS[k]}"; then
       echo "fuzz target $target failed:"; tail -40 "$FUZZ_DIR/$target.log"
-      if [ -n "$(ls -A "fuzz/artifacts/$target" 2>/dev/null)" ]; then echo "reproducer in fuzz/artifacts/$target"; fi
+      # CI keeps only the tail of the output: the panic and the input go last, the input as
+      # base64 (`base64 -d > crash` and `cargo fuzz run $FUZZ_FLAGS $target crash` replays it).
+      echo "what failed:"; grep -E -A4 "panicked at|ERROR: libFuzzer" "$FUZZ_DIR/$target.log" | head -30
+      for crash in fuzz/artifacts/"$target"/*; do
+        [ -f "$crash" ] || continue
+        echo "reproducer $crash ($(wc -c <"$crash") bytes; first 4 KiB as base64):"; head -c 4096 "$crash" | base64
+      done
       exit 1
     fi
     if ! runs="$(grep -oE '^Done [0-9]+' "$FUZZ_DIR/$target.log" | awk '{print $2}')" || [ -z "$runs" ]; then
