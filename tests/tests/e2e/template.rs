@@ -2,7 +2,8 @@
 //! timeout of the function that takes it; a queue's visibility timeout is at least six times its
 //! function's timeout (AWS's advice for SQS event sources); a function whose one message can take
 //! most of its timeout reads one message at a time; every queue has a DLQ with an alarm; the
-//! reconciler runs on a schedule. Read from `template.yaml` itself.
+//! reconciler runs on a schedule; every metric the functions emit is on the dashboard or alarmed.
+//! Read from `template.yaml` itself.
 
 use std::collections::BTreeMap;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -138,4 +139,55 @@ fn the_bench_prices_functions_at_the_template_memory_sizes() {
     for f in fs.iter().filter(|f| !f.binary.is_empty()) {
         assert_eq!(f.memory_mb as f64, dossier_local::cost::memory_mb(&f.binary), "{} ({})", f.name, f.binary);
     }
+}
+
+/// The metric names the functions emit (`Metric::count("Name", …)`, `Metric::ms(…)`, …), read
+/// from their source.
+fn emitted_metrics() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("readable source folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("readable source file");
+                for call in text.split("Metric::").skip(1) {
+                    let Some((_, rest)) = call.split_once("(\"") else { continue };
+                    let name: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+                    if !name.is_empty() && !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions")), &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn every_metric_the_functions_emit_is_on_the_dashboard_or_alarmed() {
+    let t = template();
+    let resources = t["Resources"].as_hash().expect("Resources");
+    let dashboard = resources
+        .values()
+        .find(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard"))
+        .and_then(|r| r["Properties"]["DashboardBody"].as_str())
+        .expect("a dashboard");
+    let alarmed: Vec<&str> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .filter_map(|r| r["Properties"]["MetricName"].as_str())
+        .collect();
+    let emitted = emitted_metrics();
+    assert!(emitted.len() >= 15, "the scan finds the metrics: {emitted:?}");
+    let unseen: Vec<&String> = emitted
+        .iter()
+        .filter(|m| {
+            !dashboard.contains(&format!("\"{m}\"")) && !dashboard.contains(&format!("\\\"{m}\\\"")) && !alarmed.contains(&m.as_str())
+        })
+        .collect();
+    assert!(unseen.is_empty(), "metrics emitted but neither on the dashboard nor alarmed: {unseen:?}");
 }
