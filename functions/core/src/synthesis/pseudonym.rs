@@ -333,21 +333,49 @@ fn refanged_with_origin(text: &str) -> (String, Vec<usize>) {
 }
 
 fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
-    if needle.is_empty() {
+    let lower_n: String = needle.chars().flat_map(char::to_lowercase).collect();
+    if lower_n.is_empty() {
         return haystack.to_string();
     }
-    let lower_h = haystack.to_lowercase();
-    let lower_n = needle.to_lowercase();
-    // Lower-casing can change byte lengths outside ASCII; fall back to an exact replace there.
-    if lower_h.len() != haystack.len() || lower_n.len() != needle.len() {
-        return haystack.replace(needle, with);
+    if haystack.is_ascii() {
+        // ASCII lower-casing keeps every offset: the lower-cased copy's matches are the original's.
+        let lower_h = haystack.to_ascii_lowercase();
+        let mut out = String::with_capacity(haystack.len());
+        let mut last = 0;
+        for (at, _) in lower_h.match_indices(&lower_n) {
+            out.push_str(&haystack[last..at]);
+            out.push_str(with);
+            last = at + lower_n.len();
+        }
+        out.push_str(&haystack[last..]);
+        return out;
     }
+    // Lower-casing changes byte lengths outside ASCII (`İ` 2 → 3 bytes, `ẞ` 3 → 2, the Kelvin
+    // sign 3 → 1), so a match in the lower-cased copy is mapped back through the original
+    // offset of the character each of its bytes came from; a match that starts or ends inside
+    // one character's lower-cased form is not a match of whole characters and is skipped.
+    let mut lower_h = String::with_capacity(haystack.len());
+    let mut origin: Vec<usize> = Vec::with_capacity(haystack.len() + 1);
+    for (at, c) in haystack.char_indices() {
+        let before = lower_h.len();
+        lower_h.extend(c.to_lowercase());
+        origin.resize(lower_h.len(), at);
+        debug_assert!(lower_h.len() > before, "every character lower-cases to at least one");
+    }
+    origin.push(haystack.len());
+    let starts_a_char = |i: usize| i == 0 || origin[i - 1] != origin[i];
     let mut out = String::with_capacity(haystack.len());
-    let mut last = 0;
-    for (i, _) in lower_h.match_indices(&lower_n) {
-        out.push_str(&haystack[last..i]);
-        out.push_str(with);
-        last = i + needle.len();
+    let (mut last, mut from) = (0, 0);
+    while let Some(found) = lower_h[from..].find(&lower_n) {
+        let (start, end) = (from + found, from + found + lower_n.len());
+        if starts_a_char(start) && starts_a_char(end) {
+            out.push_str(&haystack[last..origin[start]]);
+            out.push_str(with);
+            last = origin[end];
+            from = end;
+        } else {
+            from = start + lower_h[start..].chars().next().map_or(1, char::len_utf8);
+        }
     }
     out.push_str(&haystack[last..]);
     out
@@ -385,6 +413,32 @@ mod tests {
         );
         let revealed = p.reveal("HOST-1 and USER-1 talked to IP-1");
         assert_eq!(revealed, "fin-ws-0231 and CORP\\j.doe talked to 10.20.31.45");
+    }
+
+    /// Lower-casing that changes a character's byte length (`İ` grows, `ẞ` and the Kelvin sign
+    /// shrink) once shifted the match offsets into the middle of a character: a panic in
+    /// synthesis on alert text such as `İfin-ws-0231ẞ`, and values next to such letters were
+    /// replaced only as spelled, not in any case.
+    #[test]
+    fn values_beside_letters_whose_lower_case_changes_length_are_hidden_without_a_panic() {
+        for (haystack, needle) in [
+            ("İfin-ws-0231ẞ", "fin-ws-0231"),
+            ("ẞFIN-WS-0231İ and \u{212A}fin-ws-0231", "fin-ws-0231"),
+            ("İİİ FIN-WS-0231 ẞẞẞ fin-ws-0231", "FIN-WS-0231"),
+            ("Zugriff von FIN-WS-0231 über İstanbul", "fin-ws-0231"),
+            ("ΣΑΣ and σας", "ΣΑΣ"),
+        ] {
+            let out = replace_ignore_case(haystack, needle, "HOST-1");
+            let lowered: String = out.chars().flat_map(char::to_lowercase).collect();
+            let lowered_needle: String = needle.chars().flat_map(char::to_lowercase).collect();
+            assert!(!lowered.contains(&lowered_needle), "{needle} left in {out:?}");
+            assert!(out.contains("HOST-1"), "{out:?}");
+        }
+        // A match inside one character's lower-cased form is no match: `İ` lower-cases to `i`
+        // and a combining dot; the `i` alone is not the letter written.
+        assert_eq!(replace_ignore_case("İ", "i", "X"), "İ");
+        assert_eq!(replace_ignore_case("no match here", "fin-ws-0231", "X"), "no match here");
+        assert_eq!(replace_ignore_case("", "a", "X"), "");
     }
 
     /// Masking the evidence: forms found only in free text, strings seen more than once, an
