@@ -60,7 +60,7 @@ venv() {
 FUZZ_FLAGS="--sanitizer none --debug-assertions --codegen-units 16"
 export FUZZ_FLAGS
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-FUZZ_TARGETS=(webhook extra_data link message model_answer)
+FUZZ_TARGETS=(webhook extra_data link message model_answer evidence)
 FUZZ_BUILD_LOG="$(mktemp -t fuzz-build.XXXXXX.log)"
 # Its own session makes its process tree one group the exit trap can stop; but a new session is also
 # a new scheduler autogroup (Linux, when enabled), where `nice` counts only inside the group and the
