@@ -220,9 +220,9 @@ impl Pseudonyms {
         self.hide_with(&self.needles(), text).unwrap_or_else(|| text.to_string())
     }
 
-    /// The real values lower-cased, in the table's order.
+    /// The real values folded (`fold`), in the table's order.
     fn needles(&self) -> Vec<String> {
-        self.pairs.iter().map(|(real, _)| real.to_lowercase()).collect()
+        self.pairs.iter().map(|(real, _)| fold(real)).collect()
     }
 
     /// `text` with every real value replaced, longest first, or `None` when it holds none. In
@@ -332,8 +332,28 @@ fn refanged_with_origin(text: &str) -> (String, Vec<usize>) {
     (plain, origin)
 }
 
+/// Appends `c` as a reader compares names: lower case, with the letters that lower-case apart
+/// from their plain twin brought back to it — the Turkish dotted `İ` and dotless `ı` to `i` (a
+/// Turkish-locale tool writes `fin-ws-0231` as `FİN-WS-0231`), the long `ſ` to `s`, the final
+/// `ς` to `σ`.
+fn push_folded(out: &mut String, c: char) {
+    match c {
+        'İ' | 'ı' => out.push('i'),
+        'ſ' => out.push('s'),
+        'ς' => out.push('σ'),
+        _ => out.extend(c.to_lowercase()),
+    }
+}
+
+/// `push_folded` over a whole string.
+fn fold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    s.chars().for_each(|c| push_folded(&mut out, c));
+    out
+}
+
 fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
-    let lower_n: String = needle.chars().flat_map(char::to_lowercase).collect();
+    let lower_n = fold(needle);
     if lower_n.is_empty() {
         return haystack.to_string();
     }
@@ -358,7 +378,7 @@ fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
     let mut origin: Vec<usize> = Vec::with_capacity(haystack.len() + 1);
     for (at, c) in haystack.char_indices() {
         let before = lower_h.len();
-        lower_h.extend(c.to_lowercase());
+        push_folded(&mut lower_h, c);
         origin.resize(lower_h.len(), at);
         debug_assert!(lower_h.len() > before, "every character lower-cases to at least one");
     }
@@ -427,16 +447,20 @@ mod tests {
             ("İİİ FIN-WS-0231 ẞẞẞ fin-ws-0231", "FIN-WS-0231"),
             ("Zugriff von FIN-WS-0231 über İstanbul", "fin-ws-0231"),
             ("ΣΑΣ and σας", "ΣΑΣ"),
+            // A Turkish-locale tool upper-cases `fin` as `FİN` and lower-cases `FIN` as `fın`.
+            ("copied by FİN-WS-0231 from fın-ws-0231", "fin-ws-0231"),
+            ("ALİ logged on", "ali"),
+            ("ΟΔΟΣ and οδος", "ΟΔΟΣ"),
         ] {
             let out = replace_ignore_case(haystack, needle, "HOST-1");
-            let lowered: String = out.chars().flat_map(char::to_lowercase).collect();
-            let lowered_needle: String = needle.chars().flat_map(char::to_lowercase).collect();
-            assert!(!lowered.contains(&lowered_needle), "{needle} left in {out:?}");
+            assert!(!fold(&out).contains(&fold(needle)), "{needle} left in {out:?}");
             assert!(out.contains("HOST-1"), "{out:?}");
         }
-        // A match inside one character's lower-cased form is no match: `İ` lower-cases to `i`
-        // and a combining dot; the `i` alone is not the letter written.
-        assert_eq!(replace_ignore_case("İ", "i", "X"), "İ");
+        // `İ` is read as `i` (Unicode lower-cases it to `i` and a combining dot: a match of the
+        // `i` alone would have ended inside the letter, and been skipped).
+        assert_eq!(replace_ignore_case("İ", "i", "X"), "X");
+        // A match must cover whole letters: `ǈ` (one letter, `Lj`) lower-cases to `ǉ`, not `lj`.
+        assert_eq!(replace_ignore_case("ǈ", "lj", "X"), "ǈ");
         assert_eq!(replace_ignore_case("no match here", "fin-ws-0231", "X"), "no match here");
         assert_eq!(replace_ignore_case("", "a", "X"), "");
     }
