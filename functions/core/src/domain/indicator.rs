@@ -361,8 +361,10 @@ pub fn normalise_domain(raw: &str) -> Option<String> {
         }
     }
     let tld = labels.last()?;
-    // A numeric TLD means this is an IP address or a version string, not a domain.
-    if tld.chars().all(|c| c.is_ascii_digit()) || tld.len() < 2 {
+    // A numeric last label means an IP address or a version string, not a domain; browsers read
+    // a hexadecimal one as an address too (`10.0.0.0x1` is 10.0.0.1: WHATWG "ends in a number").
+    let hex = tld.strip_prefix("0x").is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if tld.chars().all(|c| c.is_ascii_digit()) || hex || tld.len() < 2 {
         return None;
     }
     Some(d)
@@ -377,18 +379,23 @@ fn normalise_url(raw: &str) -> Option<String> {
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host_end = rest.find(AUTHORITY_ENDS).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(host_end);
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let (raw_host, port) = split_host_port(host_port)?;
+    // An address in its one written form (`2001:DB8:0::1` is `2001:db8::1`): one indicator.
     let host = match raw_host.parse::<IpAddr>() {
-        Ok(_) => raw_host.to_ascii_lowercase(),
+        Ok(ip) => ip.to_string(),
         Err(_) => normalise_domain(raw_host)?,
     };
     // An IPv6 host keeps its brackets in the URL.
     let host = if host_port.starts_with('[') { format!("[{host}]") } else { host };
     Some(format!("{scheme}://{host}{port}{tail}"))
 }
+
+/// What ends a URL's authority. Browsers read `\` as `/` in web URLs: the host of
+/// `http://evil.com\@good.com` is evil.com, not good.com.
+const AUTHORITY_ENDS: [char; 4] = ['/', '?', '#', '\\'];
 
 /// An authority's host and what follows it (`:port` or nothing), or `None` when the host is
 /// empty or a bracket is left open: `[` only ever opens an IPv6 literal (RFC 3986 §3.2.2), and
@@ -409,7 +416,7 @@ fn split_host_port(host_port: &str) -> Option<(&str, &str)> {
 /// The host part of a URL, or `None` when it has none or a malformed one.
 pub fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = rest.find(AUTHORITY_ENDS).unwrap_or(rest.len());
     let authority = &rest[..end];
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     split_host_port(host_port).map(|(host, _)| host.to_string())
@@ -495,6 +502,15 @@ mod tests {
             assert!(n(IndicatorKind::Url, bad).is_none(), "{bad}");
             assert!(url_host(bad).is_none(), "{bad}");
         }
+        // A backslash before `@` is a path to browsers: the host is the one before it.
+        assert_eq!(url_host("http://evil.com\\@good.com/").as_deref(), Some("evil.com"));
+        assert_eq!(url_host(&n(IndicatorKind::Url, "http://evil.com\\@good.com/").unwrap().value).as_deref(), Some("evil.com"));
+        // A hexadecimal last label is an address to browsers, not a domain.
+        assert!(n(IndicatorKind::Url, "http://10.0.0.0x1/").is_none());
+        assert!(n(IndicatorKind::Domain, "10.0.0.0x1").is_none());
+        assert!(n(IndicatorKind::Domain, "cdn.0xdeadbeef").is_none());
+        assert_eq!(n(IndicatorKind::Domain, "cdn.0xdead-zone.com").unwrap().value, "cdn.0xdead-zone.com");
+        assert_eq!(n(IndicatorKind::Url, "http://[2001:DB8:0::1]/x").unwrap().value, "http://[2001:db8::1]/x");
         let v6 = n(IndicatorKind::Url, "http://[2001:4860::8888]:8080/a").unwrap();
         assert_eq!(v6.value, "http://[2001:4860::8888]:8080/a");
         assert_eq!(url_host(&v6.value).as_deref(), Some("2001:4860::8888"));
