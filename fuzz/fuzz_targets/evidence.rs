@@ -7,7 +7,7 @@ use dossier_core::config::Phase;
 use dossier_core::domain::{Case, CaseKey, IncidentHint, IndicatorKind, InternalNames, Trigger};
 use dossier_core::dossier::{deterministic, render_comment, render_html};
 use dossier_core::stages::apply_extra_data;
-use dossier_core::synthesis::{build_pack, Pseudonyms, DEFAULT_TOKEN_BUDGET};
+use dossier_core::synthesis::{build_pack, fold, Pseudonyms, DEFAULT_TOKEN_BUDGET};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let mut pseudonyms = Pseudonyms::for_case(&case);
     let pack = build_pack(&case, &[], &dossier, &mut pseudonyms, &names, Phase(2), DEFAULT_TOKEN_BUDGET);
     // The evidence is one JSON document between the tags; none of its strings holds a host
-    // name of the case in clear, in any case (the keys are Dossier's own words). Names under
+    // name of the case in clear, in any case or spelling masking reads as the same (the keys are
+    // Dossier's own words). Names under
     // three bytes are not masked (a token for `9` would eat every digit 9); the tokens are left
     // out of the search (a host named `host-1` is spelled like its own token).
     let evidence = pack.prompt.split_once("<evidence>\n").and_then(|(_, rest)| rest.rsplit_once("\n</evidence>")).map(|(json, _)| json);
@@ -38,19 +39,19 @@ fuzz_target!(|data: &[u8]| {
     let mut strings = Vec::new();
     collect_strings(&evidence, &tokens, &mut strings);
     for host in case.indicators.iter().filter(|i| i.kind == IndicatorKind::Hostname && i.value.trim().len() >= 3) {
-        let host_lower: String = host.value.chars().flat_map(char::to_lowercase).collect();
+        let host_lower = fold(&host.value);
         for s in &strings {
             assert!(!s.contains(&host_lower), "host name {:?} in the evidence: {s:?}", host.value);
         }
     }
 });
 
-/// Every string value in `v` without the pseudonym tokens, lower-cased.
+/// Every string value in `v` without the pseudonym tokens, folded as masking compares names.
 fn collect_strings(v: &serde_json::Value, tokens: &[&str], out: &mut Vec<String>) {
     match v {
         serde_json::Value::String(s) => {
             let untokened = tokens.iter().fold(s.clone(), |s, t| s.replace(t, " "));
-            out.push(untokened.chars().flat_map(char::to_lowercase).collect());
+            out.push(fold(&untokened));
         }
         serde_json::Value::Array(items) => items.iter().for_each(|i| collect_strings(i, tokens, out)),
         serde_json::Value::Object(map) => map.values().for_each(|i| collect_strings(i, tokens, out)),

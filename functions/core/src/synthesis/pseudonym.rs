@@ -345,8 +345,8 @@ fn push_folded(out: &mut String, c: char) {
     }
 }
 
-/// `push_folded` over a whole string.
-fn fold(s: &str) -> String {
+/// A name as a reader compares it (`push_folded` over the whole string): what masking matches.
+pub fn fold(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     s.chars().for_each(|c| push_folded(&mut out, c));
     out
