@@ -390,6 +390,21 @@ fn normalise_url(raw: &str) -> Option<String> {
     };
     // An IPv6 host keeps its brackets in the URL.
     let host = if host_port.starts_with('[') { format!("[{host}]") } else { host };
+    // The port as a number, left out when empty or the scheme's own (`http://a.com:80/` is
+    // `http://a.com/`: one indicator); 0 and anything over 65535 is no port.
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => 21,
+    };
+    let port = match port.strip_prefix(':') {
+        None | Some("") => String::new(),
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(0) | Err(_) => return None,
+            Ok(n) if n == default_port => String::new(),
+            Ok(n) => format!(":{n}"),
+        },
+    };
     Some(format!("{scheme}://{host}{port}{tail}"))
 }
 
@@ -511,10 +526,20 @@ mod tests {
         assert!(n(IndicatorKind::Domain, "cdn.0xdeadbeef").is_none());
         assert_eq!(n(IndicatorKind::Domain, "cdn.0xdead-zone.com").unwrap().value, "cdn.0xdead-zone.com");
         assert_eq!(n(IndicatorKind::Url, "http://[2001:DB8:0::1]/x").unwrap().value, "http://[2001:db8::1]/x");
+        // Ports: as a number, the scheme's own and an empty one left out, impossible ones refused.
+        assert_eq!(n(IndicatorKind::Url, "http://a.com:80/x").unwrap().value, "http://a.com/x");
+        assert_eq!(n(IndicatorKind::Url, "https://a.com:443").unwrap().value, "https://a.com");
+        assert_eq!(n(IndicatorKind::Url, "http://a.com:/x").unwrap().value, "http://a.com/x");
+        assert_eq!(n(IndicatorKind::Url, "http://a.com:0080/x").unwrap().value, "http://a.com/x");
+        assert_eq!(n(IndicatorKind::Url, "https://a.com:80/x").unwrap().value, "https://a.com:80/x");
+        for impossible in ["http://a.com:0/", "http://a.com:65536/", "http://a.com:99999999999999999999/"] {
+            assert!(n(IndicatorKind::Url, impossible).is_none(), "{impossible}");
+        }
         let v6 = n(IndicatorKind::Url, "http://[2001:4860::8888]:8080/a").unwrap();
         assert_eq!(v6.value, "http://[2001:4860::8888]:8080/a");
         assert_eq!(url_host(&v6.value).as_deref(), Some("2001:4860::8888"));
         assert_eq!(n(IndicatorKind::Url, "http://Bad.Example.com:443").unwrap().value, "http://bad.example.com:443");
+        assert_eq!(n(IndicatorKind::Url, "ftp://Bad.Example.com:21/f").unwrap().value, "ftp://bad.example.com/f");
     }
 
     #[test]

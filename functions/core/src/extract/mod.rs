@@ -167,7 +167,7 @@ impl<'a> Collector<'a> {
         let p = patterns();
         let mut url_hosts = Vec::new();
         for m in p.url.find_iter(&text) {
-            let url = prefix(m.as_str(), MAX_URL_BYTES).trim_end_matches(['.', ',', ';', ')', ']', '\'', '"']);
+            let url = trim_url_end(prefix(m.as_str(), MAX_URL_BYTES));
             self.add(IndicatorKind::Url, url, seen_in);
             if let Some(host) = crate::domain::url_host(url) {
                 url_hosts.push(host);
@@ -219,6 +219,20 @@ impl<'a> Collector<'a> {
     pub fn finish(self) -> (Vec<Indicator>, Vec<String>) {
         (self.found.into_values().collect(), self.techniques)
     }
+}
+
+/// A URL found in text without the punctuation the sentence put after it (`see http://a.com/x.`),
+/// keeping a `]` that closes the URL's own IPv6 literal (`http://[2001:db8::1]`).
+fn trim_url_end(url: &str) -> &str {
+    let mut url = url;
+    while let Some(last) = url.chars().last() {
+        let closes_own_bracket = last == ']' && url.matches('[').count() >= url.matches(']').count();
+        if !matches!(last, '.' | ',' | ';' | ')' | ']' | '\'' | '"') || closes_own_bracket {
+            break;
+        }
+        url = &url[..url.len() - last.len_utf8()];
+    }
+    url
 }
 
 /// Domain suffixes the tenant's own data shows it owns: the domain of its agents' FQDNs
@@ -354,6 +368,17 @@ mod tests {
         let mut c = Collector::new(&names);
         c.scan_text(text, "t");
         c.finish().0.into_iter().map(|i| (i.kind, i.value)).collect()
+    }
+
+    #[test]
+    fn a_url_loses_the_sentence_punctuation_after_it_but_not_its_own_bracket() {
+        let found = scan("beacon to http://[2001:4860::8888] then (see http://a.example.com/x). Also [http://b.example.com/y].");
+        let urls: Vec<&str> = found.iter().filter(|(k, _)| *k == IndicatorKind::Url).map(|(_, v)| v.as_str()).collect();
+        assert!(urls.contains(&"http://[2001:4860::8888]"), "{urls:?}");
+        assert!(urls.contains(&"http://a.example.com/x"), "{urls:?}");
+        assert!(urls.contains(&"http://b.example.com/y"), "{urls:?}");
+        assert_eq!(trim_url_end("http://[::1]]."), "http://[::1]");
+        assert_eq!(trim_url_end("http://a.com/é."), "http://a.com/é");
     }
 
     #[test]
