@@ -7,7 +7,8 @@ use dossier_core::config::Phase;
 use dossier_core::domain::{Case, CaseKey, IncidentHint, IndicatorKind, InternalNames, Trigger};
 use dossier_core::dossier::{deterministic, render_comment, render_html};
 use dossier_core::stages::apply_extra_data;
-use dossier_core::synthesis::{build_pack, fold, Pseudonyms, DEFAULT_TOKEN_BUDGET};
+use dossier_core::synthesis::{build_pack, Pseudonyms, DEFAULT_TOKEN_BUDGET};
+use dossier_core::text::fold;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

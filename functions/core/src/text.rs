@@ -74,9 +74,109 @@ pub fn csv_records(text: &str) -> Result<Vec<CsvRow>, CsvError> {
     Ok(out)
 }
 
+/// Appends `c` as a reader compares names: lower case, with the letters that lower-case apart
+/// from their plain twin brought back to it — the Turkish dotted `İ` and dotless `ı` to `i` (a
+/// Turkish-locale tool writes `fin-ws-0231` as `FİN-WS-0231`), the long `ſ` to `s`, the final
+/// `ς` to `σ`.
+fn push_folded(out: &mut String, c: char) {
+    match c {
+        'İ' | 'ı' => out.push('i'),
+        'ſ' => out.push('s'),
+        'ς' => out.push('σ'),
+        _ => out.extend(c.to_lowercase()),
+    }
+}
+
+/// A name as a reader compares it (`push_folded` over the whole string): what masking matches.
+pub fn fold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    s.chars().for_each(|c| push_folded(&mut out, c));
+    out
+}
+
+/// `haystack` with every occurrence of `needle`, compared folded (`fold`), replaced by `with`.
+pub fn replace_ignore_case(haystack: &str, needle: &str, with: &str) -> String {
+    let lower_n = fold(needle);
+    if lower_n.is_empty() {
+        return haystack.to_string();
+    }
+    if haystack.is_ascii() {
+        // ASCII lower-casing keeps every offset: the lower-cased copy's matches are the original's.
+        let lower_h = haystack.to_ascii_lowercase();
+        let mut out = String::with_capacity(haystack.len());
+        let mut last = 0;
+        for (at, _) in lower_h.match_indices(&lower_n) {
+            out.push_str(&haystack[last..at]);
+            out.push_str(with);
+            last = at + lower_n.len();
+        }
+        out.push_str(&haystack[last..]);
+        return out;
+    }
+    // Lower-casing changes byte lengths outside ASCII (`İ` 2 → 3 bytes, `ẞ` 3 → 2, the Kelvin
+    // sign 3 → 1), so a match in the lower-cased copy is mapped back through the original
+    // offset of the character each of its bytes came from; a match that starts or ends inside
+    // one character's lower-cased form is not a match of whole characters and is skipped.
+    let mut lower_h = String::with_capacity(haystack.len());
+    let mut origin: Vec<usize> = Vec::with_capacity(haystack.len() + 1);
+    for (at, c) in haystack.char_indices() {
+        let before = lower_h.len();
+        push_folded(&mut lower_h, c);
+        origin.resize(lower_h.len(), at);
+        debug_assert!(lower_h.len() > before, "every character lower-cases to at least one");
+    }
+    origin.push(haystack.len());
+    let starts_a_char = |i: usize| i == 0 || origin[i - 1] != origin[i];
+    let mut out = String::with_capacity(haystack.len());
+    let (mut last, mut from) = (0, 0);
+    while let Some(found) = lower_h[from..].find(&lower_n) {
+        let (start, end) = (from + found, from + found + lower_n.len());
+        if starts_a_char(start) && starts_a_char(end) {
+            out.push_str(&haystack[last..origin[start]]);
+            out.push_str(with);
+            last = origin[end];
+            from = end;
+        } else {
+            from = start + lower_h[start..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    out.push_str(&haystack[last..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{csv_records, prefix};
+    use super::{csv_records, fold, prefix, replace_ignore_case};
+
+    /// Lower-casing that changes a character's byte length (`İ` grows, `ẞ` and the Kelvin sign
+    /// shrink) once shifted the match offsets into the middle of a character: a panic in
+    /// masking on alert text such as `İfin-ws-0231ẞ`, and values next to such letters were
+    /// replaced only as spelled, not in any case.
+    #[test]
+    fn values_beside_letters_whose_lower_case_changes_length_are_hidden_without_a_panic() {
+        for (haystack, needle) in [
+            ("İfin-ws-0231ẞ", "fin-ws-0231"),
+            ("ẞFIN-WS-0231İ and \u{212A}fin-ws-0231", "fin-ws-0231"),
+            ("İİİ FIN-WS-0231 ẞẞẞ fin-ws-0231", "FIN-WS-0231"),
+            ("Zugriff von FIN-WS-0231 über İstanbul", "fin-ws-0231"),
+            ("ΣΑΣ and σας", "ΣΑΣ"),
+            // A Turkish-locale tool upper-cases `fin` as `FİN` and lower-cases `FIN` as `fın`.
+            ("copied by FİN-WS-0231 from fın-ws-0231", "fin-ws-0231"),
+            ("ALİ logged on", "ali"),
+            ("ΟΔΟΣ and οδος", "ΟΔΟΣ"),
+        ] {
+            let out = replace_ignore_case(haystack, needle, "HOST-1");
+            assert!(!fold(&out).contains(&fold(needle)), "{needle} left in {out:?}");
+            assert!(out.contains("HOST-1"), "{out:?}");
+        }
+        // `İ` is read as `i` (Unicode lower-cases it to `i` and a combining dot: a match of the
+        // `i` alone would have ended inside the letter, and been skipped).
+        assert_eq!(replace_ignore_case("İ", "i", "X"), "X");
+        // A match must cover whole letters: `ǈ` (one letter, `Lj`) lower-cases to `ǉ`, not `lj`.
+        assert_eq!(replace_ignore_case("ǈ", "lj", "X"), "ǈ");
+        assert_eq!(replace_ignore_case("no match here", "fin-ws-0231", "X"), "no match here");
+        assert_eq!(replace_ignore_case("", "a", "X"), "");
+    }
 
     #[test]
     fn csv_fields_may_hold_quoted_commas() {

@@ -12,7 +12,7 @@ mod validate;
 pub use evidence::{build_pack, EvidencePack, DEFAULT_TOKEN_BUDGET};
 pub use llm::{LanguageModel, LlmError, LlmRequest, LlmResponse};
 pub use prompt::{prompt_hash, schema, PROMPT_TEXT, PROMPT_VERSION};
-pub use pseudonym::{fold, Pseudonyms};
+pub use pseudonym::Pseudonyms;
 pub use validate::{validate, ModelDossier, ValidationError};
 
 use std::time::{Duration, Instant};
